@@ -1,0 +1,5 @@
+"""Allow ``python -m studykit``."""
+
+from studykit.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,16 @@
+"""`studykit fit`: not yet implemented (placeholder registered so --help lists it)."""
+
+from __future__ import annotations
+
+import argparse
+
+from studykit.errors import StudykitError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("fit", help="(not yet implemented)")
+    p.set_defaults(handler=handle)
+
+
+def handle(args: argparse.Namespace) -> int:
+    raise StudykitError("'studykit fit' is not implemented yet in this version.")

@@ -1,0 +1,1 @@
+"""Mixed-effects models: design matrices, linear and count mixed models, inference."""
