@@ -1,0 +1,244 @@
+"""Exact REML fit and Satterthwaite tests for a linear mixed model with one random intercept.
+
+This is the per-replicate fast path of the power simulation for models of the form
+``y ~ fixed + (1 | group)``: the same estimator and the same inference as lme4 + lmerTest
+(and as :func:`studykit.models.lmm.fit_lmm` with ``df_method="satterthwaite"``), computed from
+per-group sums in closed form so that one fit costs well under a millisecond. Balanced and
+unbalanced data (missing nights) are both handled exactly.
+
+Notes
+-----
+Write ``V = sigma^2 (I + gamma Z Z')`` with ``gamma = theta^2 = sigma_b^2 / sigma^2``. With
+per-group sums ``s_i = X_i' 1``, ``t_i = y_i' 1`` and ``c_i = gamma / (1 + n_i gamma)``::
+
+    A(gamma) = X'X - sum_i c_i s_i s_i'            (= R_X' R_X in lme4)
+    b(gamma) = X'y - sum_i c_i t_i s_i
+    r(gamma) = y'y - sum_i c_i t_i^2 - b' A^-1 b    (penalized weighted RSS)
+
+and the profiled REML criterion (lme4's ``REMLcrit``) is
+``(N - p) (1 + log(2 pi r / (N - p))) + sum_i log(1 + n_i gamma) + log det A``. It is
+minimised over ``gamma >= 0`` by a root search on its analytic derivative (a boundary
+estimate ``gamma = 0`` when the derivative at 0 is non-negative). Then ``sigma^2 = r / (N - p)``
+and ``vcov(beta) = sigma^2 A^-1``.
+
+Satterthwaite's degrees of freedom for a contrast ``L beta`` follow lmerTest (Kuznetsova,
+Brockhoff & Christensen 2017): ``df = 2 v^2 / (g' W g)`` with ``v = L vcov L'``, ``g`` its
+gradient with respect to the variance parameters ``(theta, sigma)`` and ``W = 2 H^-1`` where
+``H`` is the Hessian of the (not profiled) REML deviance in ``(theta, sigma)``. ``dvcov/dsigma
+= 2 sigma A^-1`` and ``dvcov/dtheta = 2 theta sigma^2 A^-1 (sum_i c_i' s_i s_i') A^-1`` with
+``c_i' = 1 / (1 + n_i gamma)^2``; ``H`` is analytic in ``sigma`` and a central difference of
+the analytic gradient in ``theta``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import linalg, optimize, special
+
+from studykit.errors import ModelError
+
+__all__ = ["RIFit", "fit_random_intercept", "t_test"]
+
+_LOG2PI = math.log(2.0 * math.pi)
+
+
+@dataclass(frozen=True)
+class RIFit:
+    """A REML fit of ``y ~ X + (1 | group)``.
+
+    Attributes
+    ----------
+    beta, vcov : numpy.ndarray
+        Fixed effects and their covariance matrix.
+    sigma : float
+        Residual SD.
+    theta : float
+        Random-intercept SD relative to ``sigma`` (lme4's ``theta``).
+    reml_criterion : float
+        lme4's ``REMLcrit`` (``-2`` REML log-likelihood).
+    singular : bool
+        ``theta < 1e-4`` (lme4's ``isSingular``).
+    """
+
+    beta: np.ndarray
+    vcov: np.ndarray
+    sigma: float
+    theta: float
+    reml_criterion: float
+    singular: bool
+    _dvcov: np.ndarray  # (2, p, p): d vcov / d(theta, sigma)
+    _avar: np.ndarray  # (2, 2): asymptotic covariance of (theta, sigma)
+
+    def contrast_df(self, L: np.ndarray) -> np.ndarray:
+        """Satterthwaite df of each row of ``L`` (contrasts of ``beta``)."""
+        L = np.atleast_2d(L)
+        v = np.einsum("ij,jk,ik->i", L, self.vcov, L)
+        g = np.einsum("ij,ajk,ik->ia", L, self._dvcov, L)
+        denom = np.einsum("ia,ab,ib->i", g, self._avar, g)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            df = 2.0 * v**2 / denom
+        return np.where(denom > 0, df, np.inf)
+
+
+class _Sums:
+    """Sufficient statistics of one data set, grouped."""
+
+    def __init__(self, y: np.ndarray, X: np.ndarray, groups: np.ndarray) -> None:
+        _, codes = np.unique(groups, return_inverse=True)
+        m = int(codes.max()) + 1
+        self.N, self.p = X.shape
+        self.ni = np.bincount(codes, minlength=m).astype(float)
+        Z = np.zeros((self.N, m))
+        Z[np.arange(self.N), codes] = 1.0
+        self.SX = Z.T @ X
+        self.sy = Z.T @ y
+        self.XtX = X.T @ X
+        self.Xty = X.T @ y
+        self.yty = float(y @ y)
+
+    def parts(self, gamma: float) -> tuple[np.ndarray, float, float, tuple, np.ndarray]:
+        c = gamma / (1.0 + self.ni * gamma)
+        A = self.XtX - self.SX.T @ (c[:, None] * self.SX)
+        b = self.Xty - self.SX.T @ (c * self.sy)
+        q = self.yty - float(c @ self.sy**2)
+        cho = linalg.cho_factor(A, check_finite=False)
+        beta = linalg.cho_solve(cho, b, check_finite=False)
+        r = q - float(b @ beta)
+        logdet = 2.0 * float(np.sum(np.log(np.diag(cho[0]))))
+        return beta, r, logdet, cho, c
+
+    def dcrit(self, gamma: float) -> float:
+        """Derivative of the profiled REML criterion with respect to gamma."""
+        beta, r, _, cho, _ = self.parts(gamma)
+        cp = 1.0 / (1.0 + self.ni * gamma) ** 2
+        resid = self.sy - self.SX @ beta
+        dr = -float(cp @ resid**2)
+        dA = -(self.SX.T @ (cp[:, None] * self.SX))
+        tr = float(np.trace(linalg.cho_solve(cho, dA, check_finite=False)))
+        return (self.N - self.p) * dr / r + float(np.sum(self.ni / (1.0 + self.ni * gamma))) + tr
+
+    def dev_grad_theta(self, theta: float, sigma2: float) -> tuple[float, float]:
+        """(d/dtheta of the REML deviance at fixed sigma, d r / d theta)."""
+        gamma = theta * theta
+        beta, r, _, cho, _ = self.parts(gamma)
+        cp = 1.0 / (1.0 + self.ni * gamma) ** 2
+        resid = self.sy - self.SX @ beta
+        dr = -float(cp @ resid**2)
+        dA = -(self.SX.T @ (cp[:, None] * self.SX))
+        tr = float(np.trace(linalg.cho_solve(cho, dA, check_finite=False)))
+        dgamma = float(np.sum(self.ni / (1.0 + self.ni * gamma))) + tr + dr / sigma2
+        return 2.0 * theta * dgamma, dr * 2.0 * theta
+
+
+def fit_random_intercept(y: np.ndarray, X: np.ndarray, groups: np.ndarray) -> RIFit:
+    """REML fit of ``y = X beta + b_group + e`` (one random intercept), lme4's estimates.
+
+    Parameters
+    ----------
+    y : numpy.ndarray
+        Outcome, length ``N`` (no missing values: drop missing rows first).
+    X : numpy.ndarray
+        ``N x p`` fixed-effects design of full column rank.
+    groups : numpy.ndarray
+        Group label of each row (any hashable values).
+
+    Returns
+    -------
+    RIFit
+
+    Raises
+    ------
+    ModelError
+        Rank-deficient ``X``, fewer rows than columns, or no residual variation.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(1)
+    >>> g = np.repeat(np.arange(30), 3)
+    >>> X = np.column_stack([np.ones(90), np.tile([0.0, 1.0, 0.0], 30)])
+    >>> y = X @ [10.0, 2.0] + rng.normal(0, 3, 30)[g] + rng.normal(0, 1, 90)
+    >>> fit = fit_random_intercept(y, X, g)
+    >>> fit.beta.round(2).tolist(), round(fit.sigma * fit.theta, 1)
+    ([9.8, 1.88], 2.5)
+    """
+    y = np.asarray(y, dtype=float)
+    X = np.asarray(X, dtype=float)
+    s = _Sums(y, X, np.asarray(groups))
+    N, p = s.N, s.p
+    if N <= p:
+        raise ModelError(
+            f"Only {N} observations for {p} fixed effects: the model cannot be fitted."
+        )
+    try:
+        if s.dcrit(0.0) >= 0.0:
+            gamma = 0.0
+        else:
+            lo, hi = 0.0, 1.0
+            while s.dcrit(hi) < 0.0:
+                lo, hi = hi, hi * 4.0
+                if hi > 1e12:
+                    raise ModelError("No residual variation within groups: REML has no optimum.")
+            gamma = optimize.brentq(s.dcrit, lo, hi, xtol=1e-14, rtol=1e-12)
+        beta, r, logdet, cho, _ = s.parts(gamma)
+    except linalg.LinAlgError as exc:
+        raise ModelError("The fixed-effects design is rank deficient.") from exc
+    if not r > 0:
+        raise ModelError("No residual variation: the outcome is fitted exactly.")
+    sigma2 = r / (N - p)
+    sigma = math.sqrt(sigma2)
+    theta = math.sqrt(gamma)
+    crit = (N - p) * (1.0 + _LOG2PI + math.log(sigma2)) + float(np.sum(np.log1p(s.ni * gamma)))
+    crit += logdet
+    Ainv = linalg.cho_solve(cho, np.eye(p), check_finite=False)
+    vcov = sigma2 * Ainv
+    # --- Satterthwaite ingredients in (theta, sigma), as lmerTest
+    cp = 1.0 / (1.0 + s.ni * gamma) ** 2
+    M = s.SX.T @ (cp[:, None] * s.SX)
+    dvcov = np.empty((2, p, p))
+    dvcov[0] = 2.0 * theta * sigma2 * (Ainv @ M @ Ainv)
+    dvcov[1] = 2.0 * sigma * Ainv
+    # Hessian of D(theta, sigma) = (N-p) log sigma^2 + h(theta) + r(theta)/sigma^2 + const
+    h_ss = -2.0 * (N - p) / sigma2 + 6.0 * r / sigma2**2
+    _, drdtheta = s.dev_grad_theta(theta, sigma2)
+    h_ts = -2.0 * drdtheta / (sigma2 * sigma)
+    step = 1e-4 * max(theta, 1e-2)
+    h_tt = (
+        s.dev_grad_theta(theta + step, sigma2)[0] - s.dev_grad_theta(theta - step, sigma2)[0]
+    ) / (2.0 * step)
+    H = np.array([[h_tt, h_ts], [h_ts, h_ss]])
+    try:
+        avar = 2.0 * np.linalg.inv(H)
+    except np.linalg.LinAlgError:
+        avar = 2.0 * np.linalg.pinv(H)
+    return RIFit(
+        beta=beta,
+        vcov=vcov,
+        sigma=sigma,
+        theta=theta,
+        reml_criterion=crit,
+        singular=theta < 1e-4,
+        _dvcov=dvcov,
+        _avar=avar,
+    )
+
+
+def t_test(
+    estimate: np.ndarray, std_error: np.ndarray, df: np.ndarray, alternative: str
+) -> np.ndarray:
+    """p-values of t (or z, ``df = inf``) tests of ``estimate / std_error``.
+
+    Examples
+    --------
+    >>> float(t_test(np.array(2.0), np.array(1.0), np.array(np.inf), "two-sided")).__round__(4)
+    0.0455
+    """
+    t = np.asarray(estimate, float) / np.asarray(std_error, float)
+    df = np.asarray(df, float)
+    if alternative == "greater":
+        return special.stdtr(df, -t)
+    if alternative == "less":
+        return special.stdtr(df, t)
+    return np.minimum(1.0, 2.0 * special.stdtr(df, -np.abs(t)))
