@@ -36,7 +36,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import linalg, optimize, special
+from scipy import optimize, special
 
 from studykit.errors import ModelError
 
@@ -84,7 +84,7 @@ class RIFit:
 
 
 class _Sums:
-    """Sufficient statistics of one data set, grouped."""
+    """Sufficient statistics of one data set, grouped (numpy only: small matrices)."""
 
     def __init__(self, y: np.ndarray, X: np.ndarray, groups: np.ndarray) -> None:
         _, codes = np.unique(groups, return_inverse=True)
@@ -95,42 +95,42 @@ class _Sums:
         Z[np.arange(self.N), codes] = 1.0
         self.SX = Z.T @ X
         self.sy = Z.T @ y
+        self.sy2 = self.sy**2
+        self.O = np.einsum("ip,iq->ipq", self.SX, self.SX).reshape(m, -1)
         self.XtX = X.T @ X
         self.Xty = X.T @ y
         self.yty = float(y @ y)
 
-    def parts(self, gamma: float) -> tuple[np.ndarray, float, float, tuple, np.ndarray]:
-        c = gamma / (1.0 + self.ni * gamma)
-        A = self.XtX - self.SX.T @ (c[:, None] * self.SX)
+    def parts(self, gamma: float) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
+        """beta, r, A^-1 and c'(gamma) = 1 / (1 + n_i gamma)^2 at gamma."""
+        p = self.p
+        d = 1.0 / (1.0 + self.ni * gamma)
+        c = gamma * d
+        A = self.XtX - (c @ self.O).reshape(p, p)
+        Ainv = np.linalg.inv(A)
         b = self.Xty - self.SX.T @ (c * self.sy)
-        q = self.yty - float(c @ self.sy**2)
-        cho = linalg.cho_factor(A, check_finite=False)
-        beta = linalg.cho_solve(cho, b, check_finite=False)
-        r = q - float(b @ beta)
-        logdet = 2.0 * float(np.sum(np.log(np.diag(cho[0]))))
-        return beta, r, logdet, cho, c
+        beta = Ainv @ b
+        r = self.yty - float(c @ self.sy2) - float(b @ beta)
+        return beta, r, Ainv, d * d
+
+    def dterms(self, gamma: float) -> tuple[float, float, float]:
+        """(d r/d gamma, sum n_i / (1 + n_i gamma) + tr(A^-1 dA/dgamma), r)."""
+        beta, r, Ainv, cp = self.parts(gamma)
+        resid = self.sy - self.SX @ beta
+        dr = -float(cp @ resid**2)
+        dA = -(cp @ self.O).reshape(self.p, self.p)
+        tr = float(np.sum(Ainv * dA))
+        return dr, float(np.sum(self.ni / (1.0 + self.ni * gamma))) + tr, r
 
     def dcrit(self, gamma: float) -> float:
         """Derivative of the profiled REML criterion with respect to gamma."""
-        beta, r, _, cho, _ = self.parts(gamma)
-        cp = 1.0 / (1.0 + self.ni * gamma) ** 2
-        resid = self.sy - self.SX @ beta
-        dr = -float(cp @ resid**2)
-        dA = -(self.SX.T @ (cp[:, None] * self.SX))
-        tr = float(np.trace(linalg.cho_solve(cho, dA, check_finite=False)))
-        return (self.N - self.p) * dr / r + float(np.sum(self.ni / (1.0 + self.ni * gamma))) + tr
+        dr, rest, r = self.dterms(gamma)
+        return (self.N - self.p) * dr / r + rest
 
     def dev_grad_theta(self, theta: float, sigma2: float) -> tuple[float, float]:
         """(d/dtheta of the REML deviance at fixed sigma, d r / d theta)."""
-        gamma = theta * theta
-        beta, r, _, cho, _ = self.parts(gamma)
-        cp = 1.0 / (1.0 + self.ni * gamma) ** 2
-        resid = self.sy - self.SX @ beta
-        dr = -float(cp @ resid**2)
-        dA = -(self.SX.T @ (cp[:, None] * self.SX))
-        tr = float(np.trace(linalg.cho_solve(cho, dA, check_finite=False)))
-        dgamma = float(np.sum(self.ni / (1.0 + self.ni * gamma))) + tr + dr / sigma2
-        return 2.0 * theta * dgamma, dr * 2.0 * theta
+        dr, rest, _ = self.dterms(theta * theta)
+        return 2.0 * theta * (rest + dr / sigma2), dr * 2.0 * theta
 
 
 def fit_random_intercept(y: np.ndarray, X: np.ndarray, groups: np.ndarray) -> RIFit:
@@ -182,21 +182,20 @@ def fit_random_intercept(y: np.ndarray, X: np.ndarray, groups: np.ndarray) -> RI
                 if hi > 1e12:
                     raise ModelError("No residual variation within groups: REML has no optimum.")
             gamma = optimize.brentq(s.dcrit, lo, hi, xtol=1e-14, rtol=1e-12)
-        beta, r, logdet, cho, _ = s.parts(gamma)
-    except linalg.LinAlgError as exc:
+        beta, r, Ainv, cp = s.parts(gamma)
+    except np.linalg.LinAlgError as exc:
         raise ModelError("The fixed-effects design is rank deficient.") from exc
-    if not r > 0:
-        raise ModelError("No residual variation: the outcome is fitted exactly.")
+    sign, logdet = np.linalg.slogdet(Ainv)
+    if not r > 0 or sign <= 0:
+        raise ModelError("No residual variation, or a rank-deficient fixed-effects design.")
     sigma2 = r / (N - p)
     sigma = math.sqrt(sigma2)
     theta = math.sqrt(gamma)
     crit = (N - p) * (1.0 + _LOG2PI + math.log(sigma2)) + float(np.sum(np.log1p(s.ni * gamma)))
-    crit += logdet
-    Ainv = linalg.cho_solve(cho, np.eye(p), check_finite=False)
+    crit -= logdet
     vcov = sigma2 * Ainv
     # --- Satterthwaite ingredients in (theta, sigma), as lmerTest
-    cp = 1.0 / (1.0 + s.ni * gamma) ** 2
-    M = s.SX.T @ (cp[:, None] * s.SX)
+    M = (cp @ s.O).reshape(p, p)
     dvcov = np.empty((2, p, p))
     dvcov[0] = 2.0 * theta * sigma2 * (Ainv @ M @ Ainv)
     dvcov[1] = 2.0 * sigma * Ainv
