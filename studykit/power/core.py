@@ -517,14 +517,9 @@ def power_analysis(
     if pilot is not None:
         from studykit.power.pilot import design_from_pilot
 
-        base = (
-            _as_design(protocol_or_design, None, hypotheses)
-            if not _is_protocol(protocol_or_design)
-            else None
-        )
         design = design_from_pilot(
             pilot,
-            base if base is not None else protocol_or_design,
+            protocol_or_design,
             effects=effects,
             engine=engine,
             hypotheses=hypotheses,
@@ -562,10 +557,6 @@ def power_analysis(
     }
     logger.info("power: %d replicates in %.2f s", len(ns) * int(reps), elapsed)
     return PowerResult(table=table, replicates=replicates, design=design, settings=settings)
-
-
-def _is_protocol(obj: Any) -> bool:
-    return hasattr(obj, "hypotheses") and hasattr(obj, "sha256")
 
 
 def _summarise(
