@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import math
 
-from scipy import stats
-
 __all__ = ["did_power_balanced"]
 
 
@@ -68,6 +66,8 @@ def did_power_balanced(
     >>> round(did_power_balanced(40, effect=10, sd_residual=12, alpha=0.05)["power"], 4)
     0.58
     """
+    from scipy import stats
+
     w0, w1 = allocation
     n0 = round(n * w0 / (w0 + w1))
     n1 = n - n0

@@ -13,7 +13,6 @@ from typing import Any, TextIO
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from studykit.errors import InputError, ModelError, ProtocolError
 from studykit.power.engine import ENGINES, make_analyser
@@ -45,6 +44,8 @@ def binomial_ci(
     >>> round(float(lo[0]), 4), round(float(hi[0]), 4)
     (0.3798, 0.5218)
     """
+    from scipy import stats
+
     x = np.asarray(successes, float)
     n = np.asarray(trials, float)
     a = (1.0 - level) / 2.0

@@ -36,7 +36,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import optimize, special
+from scipy import special
 
 from studykit.errors import ModelError
 
@@ -122,6 +122,17 @@ class _Sums:
         tr = float(np.sum(Ainv * dA))
         return dr, float(np.sum(self.ni / (1.0 + self.ni * gamma))) + tr, r
 
+    def moment_gamma(self) -> float:
+        """A rough ANOVA-type estimate of gamma from OLS residuals (a starting point only)."""
+        beta = np.linalg.solve(self.XtX, self.Xty)
+        r0 = self.yty - float(self.Xty @ beta)
+        s2 = max(r0 / (self.N - self.p), 1e-300)  # total variance
+        R = self.sy - self.SX @ beta
+        denom = float(self.ni @ self.ni) - self.N
+        sb2 = (float(R @ R) - s2 * self.N) / denom if denom > 0 else 0.0
+        sb2 = min(max(sb2, 1e-3 * s2), 0.999 * s2)
+        return float(min(max(sb2 / (s2 - sb2), 1e-3), 1e6))
+
     def dcrit(self, gamma: float) -> float:
         """Derivative of the profiled REML criterion with respect to gamma."""
         dr, rest, r = self.dterms(gamma)
@@ -131,6 +142,31 @@ class _Sums:
         """(d/dtheta of the REML deviance at fixed sigma, d r / d theta)."""
         dr, rest, _ = self.dterms(theta * theta)
         return 2.0 * theta * (rest + dr / sigma2), dr * 2.0 * theta
+
+
+def _root(
+    f, a: float, b: float, fa: float, fb: float, *, tol: float = 1e-11, maxiter: int = 200
+) -> float:
+    """Root of ``f`` in ``[a, b]`` (``f(a) < 0 <= f(b)``): Illinois regula falsi, bisection guard."""
+    side = 0
+    for _ in range(maxiter):
+        c = (a * fb - b * fa) / (fb - fa)
+        if not a < c < b:
+            c = 0.5 * (a + b)
+        fc = f(c)
+        if fc == 0.0 or (b - a) <= tol:
+            return c
+        if fc < 0.0:
+            a, fa = c, fc
+            if side == -1:
+                fb *= 0.5
+            side = -1
+        else:
+            b, fb = c, fc
+            if side == 1:
+                fa *= 0.5
+            side = 1
+    return 0.5 * (a + b)
 
 
 def fit_random_intercept(y: np.ndarray, X: np.ndarray, groups: np.ndarray) -> RIFit:
@@ -176,12 +212,32 @@ def fit_random_intercept(y: np.ndarray, X: np.ndarray, groups: np.ndarray) -> RI
         if s.dcrit(0.0) >= 0.0:
             gamma = 0.0
         else:
-            lo, hi = 0.0, 1.0
-            while s.dcrit(hi) < 0.0:
-                lo, hi = hi, hi * 4.0
-                if hi > 1e12:
-                    raise ModelError("No residual variation within groups: REML has no optimum.")
-            gamma = optimize.brentq(s.dcrit, lo, hi, xtol=1e-14, rtol=1e-12)
+            # bracket the root in log(gamma) around a moment estimate, then Illinois
+            def f(lg: float) -> float:
+                return s.dcrit(math.exp(lg))
+
+            g = math.log(s.moment_gamma())
+            fg = f(g)
+            step = math.log(2.0)
+            if fg < 0.0:
+                lo, flo = g, fg
+                hi, fhi = g + step, f(g + step)
+                while fhi < 0.0:
+                    lo, flo, step = hi, fhi, 2.0 * step
+                    if hi > math.log(1e12):
+                        raise ModelError(
+                            "No residual variation within groups: REML has no optimum."
+                        )
+                    hi = hi + step
+                    fhi = f(hi)
+            else:
+                hi, fhi = g, fg
+                lo, flo = g - step, f(g - step)
+                while flo >= 0.0 and lo > math.log(1e-12):
+                    hi, fhi, step = lo, flo, 2.0 * step
+                    lo = lo - step
+                    flo = f(lo)
+            gamma = math.exp(_root(f, lo, hi, flo, fhi)) if flo < 0.0 else 0.0
         beta, r, Ainv, cp = s.parts(gamma)
     except np.linalg.LinAlgError as exc:
         raise ModelError("The fixed-effects design is rank deficient.") from exc

@@ -1,0 +1,81 @@
+"""Benchmark: time per power-simulation replicate on the trial_sim design, next to R.
+
+Run from the repository root::
+
+    python benchmarks/bench_power.py [--reps 1000] [--jobs 2] [--engine-reps 50]
+
+One replicate = simulate n = 40 participants x 3 nights (SIMULATED data) + REML fit of
+``sws ~ treatment * night + (1 | participant_id)`` + Satterthwaite test of the night-1 DiD +
+multiplicity bookkeeping. R reference (shared/reference/lme4/large/r_timing.csv, R 4.2.2, lme4
+1.1-31, lmerTest 3.1-3, 2-core x86_64): 200 x (simulate + lmerTest::lmer + Satterthwaite
+summary) = 11.101 s, i.e. 55.5 ms per replicate; lme4 ``simulate`` + ``refit`` (no df) 18.5 ms.
+Target (issue #8): at least 5x faster per replicate, 1,000 replicates in under 11 s on 2 cores.
+Prints figures only; asserts nothing (the machine is shared and noisy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import platform
+import statistics
+import time
+
+from studykit.power import TRIAL_SIM_EXAMPLE, did_power_balanced, power_analysis
+
+R_MS_PER_REP = 11.101 / 200 * 1000  # lmerTest simulate + fit + Satterthwaite, r_timing.csv
+R_REFIT_MS_PER_REP = 3.701 / 200 * 1000  # lme4 simulate() + refit(), no Satterthwaite
+
+
+def _run(reps: int, jobs: int, engine: str, seed: int) -> tuple[float, float]:
+    t0 = time.perf_counter()
+    res = power_analysis(
+        TRIAL_SIM_EXAMPLE, n=[40], reps=reps, seed=seed, n_jobs=jobs, engine=engine, progress=False
+    )
+    return time.perf_counter() - t0, float(res.table.loc[0, "power"])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--reps", type=int, default=1000)
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=3, help="timed runs per setting (median shown)")
+    ap.add_argument("--engine-reps", type=int, default=50, help="replicates with engine='studykit'")
+    args = ap.parse_args()
+    print(
+        f"machine: {platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}, load {os.getloadavg()[0]:.2f}"
+    )
+    print(
+        f"R reference: {R_MS_PER_REP:.1f} ms/replicate (lmerTest fit + Satterthwaite); {R_REFIT_MS_PER_REP:.1f} ms lme4 refit only"
+    )
+    _run(20, 1, "fast", 0)  # warm-up (imports)
+    rows = []
+    for jobs in sorted({1, args.jobs}):
+        times, power = [], float("nan")
+        for i in range(args.repeat):
+            el, power = _run(args.reps, jobs, "fast", 20261125 + i)
+            times.append(el)
+        med = statistics.median(times)
+        rows.append((f"engine=auto (fast REML), {jobs} job(s)", args.reps, med, power))
+    if importlib.util.find_spec("studykit.models.lmm") is not None:
+        el, power = _run(args.engine_reps, 1, "studykit", 20261125)
+        rows.append(("engine=studykit (fit_lmm), 1 job", args.engine_reps, el, power))
+    else:
+        print("engine=studykit: studykit.models.lmm not available in this tree (skipped)")
+    print()
+    print(
+        f"{'setting':42s} {'reps':>6s} {'wall s':>8s} {'ms/rep':>8s} {'x vs R':>7s} {'power':>6s}"
+    )
+    for name, reps, el, power in rows:
+        ms = el / reps * 1000
+        print(f"{name:42s} {reps:6d} {el:8.2f} {ms:8.2f} {R_MS_PER_REP / ms:7.1f} {power:6.3f}")
+    exact = did_power_balanced(40, effect=10, sd_residual=12, alpha=0.025)["power"]
+    print(
+        f"\nanalytic power (noncentral t, df 76, one-sided alpha 0.025): {exact:.4f}; R: 0.45 (MC SE 0.035, 200 reps)"
+    )
+    print(f"target: {R_MS_PER_REP / 5:.1f} ms/replicate (5x R), 1000 replicates < 11 s on 2 cores")
+
+
+if __name__ == "__main__":
+    main()
