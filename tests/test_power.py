@@ -28,6 +28,7 @@ from studykit.models.design import build_design
 from studykit.power import (
     TRIAL_SIM_EXAMPLE,
     design_from_dict,
+    design_from_protocol,
     did_power_balanced,
     power_analysis,
     simulate_replicate,
@@ -436,3 +437,29 @@ def test_cli_bad_arguments_exit_2(tmp_path, capsys, argv, message):
 def test_cli_missing_file_exit_2(tmp_path, capsys):
     assert main(["power", str(tmp_path / "nope.yaml"), "--reps", "1"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- protocol input
+HAS_PROTOCOL = importlib.util.find_spec("studykit.protocol") is not None
+PROTOCOL = Path(__file__).parents[1] / "protocols" / "ketamine_sleep.yaml"
+
+
+@pytest.mark.skipif(
+    not (HAS_PROTOCOL and PROTOCOL.exists()), reason="studykit.protocol not merged yet"
+)
+def test_protocol_plus_effects_becomes_a_power_design(caplog):
+    from studykit.protocol import load_protocol
+
+    proto = load_protocol(PROTOCOL)
+    design = design_from_protocol(proto, DATA / "ketamine_effects.yaml")
+    byid = {h.id: h for h in design.hypotheses}
+    assert set(byid) == {"H1", "H2", "H3"}  # the outcomes the effects file gives a truth for
+    assert "left out" in caplog.text  # the others are named, not silently dropped
+    h1 = byid["H1"]
+    src = proto.get("H1")
+    assert h1.fixed == tuple(src.fixed) and h1.alpha == src.alpha
+    assert h1.alternative == src.direction and h1.adjust_method == src.adjust_method
+    assert h1.contrasts[0][1] == {"treatmentketamine:nightpost1": 1.0}
+    assert design.layout.design == "crossover"
+    df = simulate_replicate(design, 4, seed=1)
+    assert len(df) == 4 * 2 * len(design.layout.time_levels)
