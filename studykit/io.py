@@ -210,6 +210,14 @@ def _read_text(p: Path) -> pd.DataFrame:
         text = text[1:]
     if not text.strip():
         raise InputError(f"{p} is empty (only white space).")
+    # leading blank lines would make the parser see zero columns: drop them, keep the count
+    skipped = 0
+    while True:
+        nl = text.find("\n")
+        if nl < 0 or text[:nl].strip():
+            break
+        text = text[nl + 1 :]
+        skipped += 1
     delimiter = _sniff_delimiter(text)
     try:
         cells = pd.read_csv(
@@ -232,7 +240,7 @@ def _read_text(p: Path) -> pd.DataFrame:
     except (pd.errors.EmptyDataError, UnicodeError) as exc:
         raise InputError(f"{p} cannot be read as a table: {exc}.") from None
     cells = cells.fillna("")
-    frame = _split_header(p, cells, first_row=1)
+    frame = _split_header(p, cells, first_row=1 + skipped)
     frame.attrs.update(format="csv", encoding=encoding, delimiter=delimiter)
     return frame
 
