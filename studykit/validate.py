@@ -257,7 +257,6 @@ def _strings(s: pd.Series) -> pd.Series:
 
 def _parse_column(raw: pd.Series, v: Variable, issues: _Issues, *, decimal: str) -> _Parsed:
     n = len(raw)
-    col = v.name
     typed_numeric = pd.api.types.is_numeric_dtype(raw.dtype) and not pd.api.types.is_bool_dtype(
         raw.dtype
     )
@@ -293,7 +292,47 @@ def _parse_column(raw: pd.Series, v: Variable, issues: _Issues, *, decimal: str)
             values = values.dt.normalize()
         return _Parsed(values, raw.isna().to_numpy(), np.zeros(n, dtype=bool))
 
-    text = _strings(raw)
+    # Parse each distinct value once, then broadcast: columns of epoch tables have few
+    # distinct values (epoch numbers, stages), so this is much faster than parsing every cell.
+    codes, text = _factorize(raw)
+    parsed = _parse_text(text, v, _UniqueIssues(issues, codes), decimal=decimal)
+    return _Parsed(
+        parsed.values.take(codes).reset_index(drop=True),
+        parsed.missing[codes],
+        parsed.coded_missing[codes],
+    )
+
+
+def _factorize(raw: pd.Series) -> tuple[np.ndarray, pd.Series]:
+    """Codes into the distinct values (stripped strings; the last one is '' for missing)."""
+    codes, uniques = pd.factorize(raw, use_na_sentinel=True)
+    text = _strings(pd.Series(np.asarray(uniques, dtype=object), dtype=object))
+    text = pd.concat([text, pd.Series([""], dtype=text.dtype)], ignore_index=True)
+    codes = np.where(codes < 0, len(text) - 1, codes)
+    return codes, text
+
+
+class _UniqueIssues:
+    """Issue sink for positions into distinct values: expands them to row positions."""
+
+    def __init__(self, issues: _Issues, codes: np.ndarray) -> None:
+        self.issues = issues
+        self.codes = codes
+
+    def add(self, positions, column, rule, severity, message, values=None) -> None:
+        positions = np.asarray(positions, dtype=np.int64)
+        if positions.size == 0:
+            return
+        mask = np.zeros(int(self.codes.max()) + 1, dtype=bool)
+        mask[positions] = True
+        self.issues.add(np.flatnonzero(mask[self.codes]), column, rule, severity, message)
+
+
+def _parse_text(text: pd.Series, v: Variable, issues: Any, *, decimal: str) -> _Parsed:
+    """Parse stripped strings (one per distinct value) to the variable's type."""
+    n = len(text)
+    col = v.name
+    raw = text
     missing_tokens = text.isin(MISSING_TOKENS).to_numpy()
     coded = text.isin(v.missing_codes).to_numpy() if v.missing_codes else np.zeros(n, dtype=bool)
     missing = missing_tokens | coded
