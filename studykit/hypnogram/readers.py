@@ -572,7 +572,9 @@ class HypnogramSet(NamedTuple):
     ----------
     epochs : pandas.DataFrame
         Long epoch table ``participant_id, period, night, epoch, onset_s, stage`` (dictionary
-        table ``epochs``), nights in the order of the sorted file names.
+        table ``epochs``), nights in the order of the sorted file names. ``participant_id``
+        and ``night`` are categoricals (categories in order of appearance), ``period`` int64,
+        ``stage`` categorical with the categories :data:`STAGES`.
     problems : pandas.DataFrame
         One row per problem: ``file, participant_id, period, night, severity, rule,
         message``. ``severity`` is ``"error"`` (the file was not read) or ``"warning"`` (a file
@@ -713,12 +715,15 @@ def read_hypnograms(
     if frames:
         epochs = pd.concat(frames, ignore_index=True)
         epochs["stage"] = epochs["stage"].astype(STAGE_DTYPE)
+        for key in ("participant_id", "night"):  # categorical: compact and fast to group
+            values = epochs[key].to_numpy(dtype=object)
+            epochs[key] = pd.Categorical(values, categories=pd.unique(values))
     else:
         epochs = pd.DataFrame(
             {
-                "participant_id": pd.Series(dtype=object),
+                "participant_id": pd.Series(dtype="category"),
                 "period": pd.Series(dtype=np.int64),
-                "night": pd.Series(dtype=object),
+                "night": pd.Series(dtype="category"),
                 "epoch": pd.Series(dtype=np.int64),
                 "onset_s": pd.Series(dtype=np.float64),
                 "stage": pd.Series(dtype=STAGE_DTYPE),

@@ -196,15 +196,18 @@ def sleep_statistics(
     frame = _as_frame(epochs)
     keys = [k for k in KEYS if k in frame.columns]
     codes = stage_codes(frame["stage"])
-    order, starts = _night_blocks(frame, keys)
+    order, starts, boundary = _night_blocks(frame, keys)
     if order is not None:
         frame = frame.iloc[order]
         codes = codes[order]
     if nights is not None:
         codes, starts = _crop(frame, keys, codes, starts, nights, epoch_length)
+        boundary = np.zeros(max(codes.size - 1, 0), dtype=bool)
+        boundary[starts[1:-1] - 1] = True
     out = _compute(
         codes,
         starts,
+        boundary,
         epoch_length=float(epoch_length),
         min_bout_epochs=int(min_bout_epochs),
         persistent_epochs=int(np.ceil(persistent_sleep_min * 60.0 / epoch_length - 1e-9)),
@@ -274,74 +277,102 @@ def _as_frame(epochs: object) -> pd.DataFrame:
     return frame
 
 
-def _key_codes(col: pd.Series, name: str) -> np.ndarray:
-    if isinstance(col.dtype, pd.CategoricalDtype):
-        codes = np.asarray(col.cat.codes)
-    else:
-        codes = np.asarray(pd.factorize(col, use_na_sentinel=True)[0])
+def _missing_key(name: str, rows: np.ndarray) -> HypnogramError:
+    return HypnogramError(
+        f"Column {name!r} is missing in {len(rows)} row(s) of the epoch table (first at "
+        f"row {int(rows[0])}); every epoch needs its night keys."
+    )
+
+
+def _changes(col: pd.Series, name: str) -> np.ndarray:
+    """Boolean array of length n - 1: True where row i + 1 has another value than row i.
+
+    Uses the cheapest exact comparison for the column's storage: categorical codes, numpy
+    values, or Arrow's vectorized comparison for Arrow-backed strings (pandas >= 3 default).
+    """
+    dtype = col.dtype
+    if isinstance(dtype, pd.CategoricalDtype):
+        values = np.asarray(col.cat.codes)
+        if (values < 0).any():
+            raise _missing_key(name, np.flatnonzero(values < 0))
+        return values[1:] != values[:-1]
+    if isinstance(dtype, np.dtype) and dtype.kind in "biuf":
+        values = col.to_numpy()
+        if dtype.kind == "f" and np.isnan(values).any():
+            raise _missing_key(name, np.flatnonzero(np.isnan(values)))
+        return values[1:] != values[:-1]
+    array = col.array
+    if hasattr(array, "__arrow_array__") and getattr(dtype, "storage", None) == "pyarrow":
+        import pyarrow.compute as pc  # pandas' own string backend
+
+        arrow = array.__arrow_array__()
+        if arrow.null_count:
+            raise _missing_key(name, np.flatnonzero(col.isna().to_numpy()))
+        return np.asarray(pc.not_equal(arrow[1:], arrow[:-1]), dtype=bool)
+    codes = np.asarray(pd.factorize(col, use_na_sentinel=True)[0])
     if (codes < 0).any():
-        rows = np.flatnonzero(codes < 0)
-        raise HypnogramError(
-            f"Column {name!r} is missing in {len(rows)} row(s) of the epoch table (first at "
-            f"row {int(rows[0])}); every epoch needs its night keys."
-        )
-    return codes
+        raise _missing_key(name, np.flatnonzero(codes < 0))
+    return codes[1:] != codes[:-1]
 
 
-def _night_blocks(frame: pd.DataFrame, keys: list[str]) -> tuple[np.ndarray | None, np.ndarray]:
-    """Contiguous night blocks: (row order to apply or None, block starts + [n])."""
+def _night_blocks(
+    frame: pd.DataFrame, keys: list[str]
+) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+    """Contiguous night blocks.
+
+    Returns the row order to apply (None when the table is already ordered by night and
+    epoch), the block starts followed by ``n``, and the boundary mask (length n - 1, True
+    where a new night starts at row i + 1), all in the (re)ordered row order.
+    """
     n = len(frame)
-    key_codes = [_key_codes(frame[k], k) for k in keys]
     epoch = None
     if "epoch" in frame.columns:
-        epoch = pd.to_numeric(frame["epoch"], errors="coerce").to_numpy(dtype=np.float64)
-        if not np.isfinite(epoch).all():
-            rows = np.flatnonzero(~np.isfinite(epoch))
-            raise HypnogramError(
-                f"Column 'epoch' is missing or not a number in {len(rows)} row(s) (first at "
-                f"row {int(rows[0])})."
-            )
+        epoch = frame["epoch"].to_numpy()
+        if epoch.dtype.kind not in "iu":
+            epoch = pd.to_numeric(frame["epoch"], errors="coerce").to_numpy(dtype=np.float64)
+            if not np.isfinite(epoch).all():
+                rows = np.flatnonzero(~np.isfinite(epoch))
+                raise HypnogramError(
+                    f"Column 'epoch' is missing or not a number in {len(rows)} row(s) (first "
+                    f"at row {int(rows[0])})."
+                )
     order = None
+    work = frame
     for attempt in range(2):
-        change = np.zeros(n, dtype=bool)
-        change[0] = True
-        for kc in key_codes:
-            change[1:] |= kc[1:] != kc[:-1]
-        starts = np.flatnonzero(change)
-        contiguous = True
-        if keys:
-            block_keys = np.stack([kc[starts] for kc in key_codes], axis=1)
-            contiguous = len(np.unique(block_keys, axis=0)) == len(starts)
-        step_ok = True
+        boundary = np.zeros(max(n - 1, 0), dtype=bool)
+        for k in keys:
+            boundary |= _changes(work[k], k)
+        starts = np.concatenate([[0], np.flatnonzero(boundary) + 1])
+        contiguous = not keys or not work[keys].iloc[starts].duplicated().any()
+        step = None
+        ordered = True
         if epoch is not None:
-            step = np.diff(epoch)
-            inner = ~change[1:]
-            step_ok = bool((step[inner] > 0).all())
-        if (contiguous and step_ok) or attempt == 1:
+            step = epoch[1:] - epoch[:-1]
+            off = (step != 1) & ~boundary
+            ordered = not (off.any() and (step[off] <= 0).any())
+        if (contiguous and ordered) or attempt == 1:
             break  # after the sort, blocks are contiguous; duplicates are reported below
+        key_codes = [np.asarray(pd.factorize(frame[k])[0]) for k in keys]
         sort_by = [epoch] if epoch is not None else []
         order = np.lexsort([*sort_by, *reversed(key_codes)])
-        key_codes = [kc[order] for kc in key_codes]
+        work = frame.iloc[order]
         if epoch is not None:
             epoch = epoch[order]
         logger.info("epoch table not ordered by night and epoch: sorted before deriving")
-    starts = np.append(starts, n)
-    if epoch is not None:
-        step = np.diff(epoch)
-        inner = ~change[1:]
-        bad = inner & (step != 1)
+    if step is not None:
+        bad = (step != 1) & ~boundary
         if bad.any():
             rows = np.flatnonzero(bad) + 1
             dup = rows[step[rows - 1] == 0]
             kind = "duplicated" if dup.size else "missing (a gap in the epoch numbers)"
             first = int(rows[0])
-            where = _describe_row(frame, keys, order, first)
+            where = _describe_row(work, keys, order, first)
             raise HypnogramError(
                 f"{len(rows)} epoch(s) are {kind} within a night, first at {where} (epoch "
                 f"{epoch[first - 1]:g} followed by {epoch[first]:g}). Epochs of a night must be "
                 "consecutive integers; write '?' (unscored) for epochs that were not scored."
             )
-    return order, starts
+    return order, np.append(starts, n), boundary
 
 
 def _describe_row(frame: pd.DataFrame, keys: list[str], order: np.ndarray | None, i: int) -> str:
@@ -482,6 +513,7 @@ def _first_in_group(
 def _compute(
     codes: np.ndarray,
     starts: np.ndarray,
+    boundary: np.ndarray,
     *,
     epoch_length: float,
     min_bout_epochs: int,
@@ -494,44 +526,55 @@ def _compute(
     n_groups = starts.size - 1
     to_min = epoch_length / 60.0
 
-    # Run-length encoding, runs never crossing a night boundary.
+    # Run-length encoding, runs never crossing a night boundary. Run-level arrays are int32
+    # (half the memory traffic of int64): nights are far shorter than 2**31 epochs.
+    idx_t = np.int32 if n < 2**31 - 1 else np.int64
     is_start = np.empty(n, dtype=bool)
     is_start[0] = True
     np.not_equal(codes[1:], codes[:-1], out=is_start[1:])
-    is_start[starts[:-1]] = True
-    run_start = np.flatnonzero(is_start)
-    run_code = codes[run_start]
-    run_len = np.diff(np.append(run_start, n))
-    run_group = np.searchsorted(starts, run_start, side="right") - 1
-    run_pos = run_start - starts[run_group]
+    is_start[1:] |= boundary
+    run_start = np.flatnonzero(is_start).astype(idx_t)
     n_runs = run_start.size
+    run_code = codes[run_start]
+    run_len = np.empty(n_runs, dtype=idx_t)
+    np.subtract(run_start[1:], run_start[:-1], out=run_len[:-1])
+    run_len[-1] = n - run_start[-1]
+    # Night starts are run starts: number the runs' nights with a cumulative sum.
+    new_night = np.zeros(n_runs, dtype=bool)
+    new_night[np.searchsorted(run_start, starts[:-1])] = True
+    run_group = np.cumsum(new_night, dtype=idx_t) - 1
+    run_pos = run_start - starts[:-1].astype(idx_t)[run_group]
+    same_night_next = np.zeros(n_runs, dtype=bool)  # run k + 1 is in the same night as run k
+    np.logical_not(new_night[1:], out=same_night_next[:-1])
 
     # Epochs per stage and night.
     stage_n = np.bincount(
-        run_group * len(STAGES) + run_code, weights=run_len, minlength=n_groups * len(STAGES)
+        run_group.astype(np.int64) * len(STAGES) + run_code,
+        weights=run_len,
+        minlength=n_groups * len(STAGES),
     ).reshape(n_groups, len(STAGES))
     tib_n = np.diff(starts).astype(np.float64)
 
     run_sleep = (run_code >= N1) & (run_code <= R)
     sleep_idx = np.flatnonzero(run_sleep)
-    first_sleep = _first_in_group(run_group[sleep_idx], run_pos[sleep_idx], n_groups)
+    sleep_group = run_group[sleep_idx]
+    first_sleep = _first_in_group(sleep_group, run_pos[sleep_idx], n_groups)
     last_sleep = _first_in_group(
-        run_group[sleep_idx], (run_pos + run_len - 1)[sleep_idx], n_groups, last=True
+        sleep_group, (run_pos[sleep_idx] + run_len[sleep_idx] - 1), n_groups, last=True
     )
     has_sleep = np.isfinite(first_sleep)
-    fs = np.where(has_sleep, first_sleep, np.inf)[run_group]  # per run
-    ls = np.where(has_sleep, last_sleep, -np.inf)[run_group]
+    big = np.iinfo(idx_t).max
+    fs = np.where(has_sleep, first_sleep, big).astype(idx_t)[run_group]  # per run
+    ls = np.where(has_sleep, last_sleep, -1).astype(idx_t)[run_group]
 
     tst_n = stage_n[:, N1 : R + 1].sum(axis=1)
     spt_n = np.where(has_sleep, last_sleep - first_sleep + 1, 0.0)
 
     # Wake after sleep onset and awakenings (wake runs strictly inside the SPT).
     wake = run_code == W
-    wake_in_spt = wake & (run_pos > fs) & (run_pos < ls)
-    if waso_until_lights_on:
-        waso_runs = wake & (run_pos > fs)
-    else:
-        waso_runs = wake_in_spt
+    after_onset = run_pos > fs
+    wake_in_spt = wake & after_onset & (run_pos < ls)
+    waso_runs = (wake & after_onset) if waso_until_lights_on else wake_in_spt
     waso_n = np.bincount(run_group[waso_runs], weights=run_len[waso_runs], minlength=n_groups)
     waso_n = np.where(has_sleep, waso_n, np.nan)
     bouts = wake_in_spt & (run_len >= min_bout_epochs)
@@ -539,20 +582,18 @@ def _compute(
 
     # Stage changes inside the SPT: a run starting after the first sleep epoch and at or
     # before the last one begins with a change from the previous epoch (same night).
-    trans = (run_pos > fs) & (run_pos <= ls)
+    trans = after_onset & (run_pos <= ls)
     n_trans = np.bincount(run_group[trans], minlength=n_groups)
 
     # Sleep -> wake transitions (YASA's SFI numerator).
-    same_night = np.zeros(n_runs, dtype=bool)
-    same_night[:-1] = run_group[1:] == run_group[:-1]
     next_wake = np.zeros(n_runs, dtype=bool)
-    next_wake[:-1] = run_code[1:] == W
-    s2w = run_sleep & next_wake & same_night
+    np.equal(run_code[1:], W, out=next_wake[:-1])
+    s2w = run_sleep & next_wake & same_night_next
     n_s2w = np.bincount(run_group[s2w], minlength=n_groups)
 
     # Persistent sleep: merge consecutive sleep runs into sleep bouts.
     prev_sleep_same = np.zeros(n_runs, dtype=bool)
-    prev_sleep_same[1:] = run_sleep[:-1] & (run_group[1:] == run_group[:-1])
+    prev_sleep_same[1:] = run_sleep[:-1] & same_night_next[:-1]
     bout_start = (run_sleep & ~prev_sleep_same)[sleep_idx]
     bout_id = np.cumsum(bout_start) - 1
     bout_len = np.bincount(bout_id, weights=run_len[sleep_idx]) if sleep_idx.size else np.empty(0)
