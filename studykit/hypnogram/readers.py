@@ -428,14 +428,12 @@ def _read_text(
     if not numbered:
         raise HypnogramError("has no data lines (only blank or comment lines).")
     first = numbered[0][1]
-    if suffix == ".tsv" or "\t" in first:
-        delim = "\t"
-    elif suffix == ".csv" or "," in first:
-        delim = ","
-    elif ";" in first:
-        delim = ";"
+    # The first line decides (a .csv exported with a localized ';' separator is common).
+    for delim in ("\t", ",", ";"):
+        if delim in first:
+            break
     else:
-        delim = None
+        delim = {".tsv": "\t", ".csv": ","}.get(suffix)
     line_numbers = [n for n, _ in numbered]
     if delim is None:
         rows = [[line.strip()] for _, line in numbered]
