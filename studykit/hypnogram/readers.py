@@ -669,11 +669,20 @@ def read_hypnograms(
     problems: list[dict[str, object]] = []
     for p in skipped:
         problems.append(
-            _problem(p, None, "warning", "skipped", "not a hypnogram file extension (skipped)")
+            _problem(
+                p,
+                None,
+                "warning",
+                "skipped",
+                f"{p.name}: skipped, not a hypnogram file extension ({', '.join(EXTENSIONS)})",
+            )
         )
     frames: list[pd.DataFrame] = []
     seen: dict[tuple[str, int, str], Path] = {}
     for p in files:
+        if not p.exists():
+            problems.append(_problem(p, None, "error", "missing_file", f"{p}: no such file."))
+            continue
         try:
             key = parse_hypnogram_name(p)
         except HypnogramError as exc:
