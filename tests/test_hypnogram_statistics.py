@@ -405,3 +405,32 @@ def test_counts_match_a_direct_transcription(night, min_bout):
     expected = naive(night, min_bout)
     assert row["n_awakenings"] == expected["n_awakenings"]
     assert row["n_transitions"] == expected["n_transitions"]
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    nights=st.lists(
+        st.tuples(nights_strategy, st.integers(0, 10), st.integers(0, 10)), min_size=1, max_size=5
+    )
+)
+def test_cropping_equals_slicing_each_night(nights):
+    """Lights off / on (seconds, on epoch boundaries) crop exactly like slicing the night."""
+    kept = [(n, lo, len(n) - hi) for n, lo, hi in nights if len(n) - hi > lo]
+    if not kept:
+        return
+    table = long_table([n for n, _, _ in kept])
+    lights = pd.DataFrame(
+        {
+            "participant_id": [f"P{i:03d}" for i in range(len(kept))],
+            "period": 1,
+            "night": "baseline",
+            "lights_off_s": [30.0 * lo for _, lo, _ in kept],
+            "lights_on_s": [30.0 * hi for _, _, hi in kept],
+        }
+    )
+    out = sleep_statistics(table, nights=lights)
+    for i, (night, lo, hi) in enumerate(kept):
+        expected = sleep_statistics(night[lo:hi])
+        pd.testing.assert_frame_equal(
+            out.loc[[i], list(OUTCOMES)].reset_index(drop=True), expected, check_exact=True
+        )
