@@ -48,7 +48,10 @@ def _loglik_core(y: np.ndarray, eta: np.ndarray, theta: float | None) -> np.ndar
     """The eta-dependent part of log p(y | eta): what the mode search maximises."""
     if theta is None:
         return y * eta - np.exp(eta)
-    return y * eta - (y + theta) * np.logaddexp(math.log(theta), eta)
+    # theta*log(theta) - (y+theta)*log(theta+mu) + y*eta, rearranged so that nothing of size
+    # theta*log(theta) cancels (large theta: the Poisson limit)
+    log_t = math.log(theta)
+    return y * (eta - np.logaddexp(log_t, eta)) - theta * np.logaddexp(0.0, eta - log_t)
 
 
 def _derivs(
@@ -71,13 +74,8 @@ def _theta_derivs(
     """NB2 derivatives with respect to log(theta): of l, of d l/d eta and of W."""
     mu = np.exp(eta)
     tm = theta + mu
-    log_tm = np.logaddexp(math.log(theta), eta)
     dl = theta * (
-        special.digamma(y + theta)
-        - special.digamma(theta)
-        + math.log(theta)
-        - log_tm
-        + (mu - y) / tm
+        _digamma_diff(y, theta) - np.logaddexp(0.0, eta - math.log(theta)) + (mu - y) / tm
     )
     dd1 = theta * mu * (y - mu) / tm**2
     dw = theta * mu * (y * mu - y * theta + 2.0 * theta * mu) / tm**3
@@ -88,11 +86,36 @@ def _loglik_const(y: np.ndarray, theta: float | None) -> np.ndarray:
     """The eta-free part of log p(y | eta)."""
     if theta is None:
         return -special.gammaln(y + 1.0)
+    return _lgamma_diff(y, theta) - special.gammaln(y + 1.0)
+
+
+_ASYMPTOTIC_THETA = 1e4
+
+
+def _lgamma_diff(y: np.ndarray, theta: float) -> np.ndarray:
+    """log Gamma(y + theta) - log Gamma(theta), accurate also for huge theta (Stirling series)."""
+    if theta < _ASYMPTOTIC_THETA:
+        return special.gammaln(y + theta) - special.gammaln(theta)
+    z = y + theta
     return (
-        special.gammaln(y + theta)
-        - special.gammaln(theta)
-        - special.gammaln(y + 1.0)
-        + theta * math.log(theta)
+        y * np.log(z)
+        + (theta - 0.5) * np.log1p(y / theta)
+        - y
+        + (1.0 / z - 1.0 / theta) / 12.0
+        - (1.0 / z**3 - 1.0 / theta**3) / 360.0
+    )
+
+
+def _digamma_diff(y: np.ndarray, theta: float) -> np.ndarray:
+    """digamma(y + theta) - digamma(theta), accurate also for huge theta."""
+    if theta < _ASYMPTOTIC_THETA:
+        return special.digamma(y + theta) - special.digamma(theta)
+    z = y + theta
+    return (
+        np.log1p(y / theta)
+        - 0.5 * (1.0 / z - 1.0 / theta)
+        - (1.0 / z**2 - 1.0 / theta**2) / 12.0
+        + (1.0 / z**4 - 1.0 / theta**4) / 120.0
     )
 
 
