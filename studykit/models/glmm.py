@@ -340,7 +340,7 @@ def _maximise(
         jac=True,
         method="L-BFGS-B",
         bounds=bounds,
-        options={"maxiter": 1000, "ftol": 1e-15, "gtol": 1e-9, "maxcor": 20},
+        options={"maxiter": 1000, "ftol": 1e-15, "gtol": 1e-6, "maxcor": 20},
     )
     phi = to_phi(res.x)
     value, grad = prob.evaluate(phi)
@@ -349,27 +349,28 @@ def _maximise(
     at_bound = prob.negbin and phi[-1] >= log_theta_max - 1e-8
     # Newton polish (Newton steps on the interior parameters only when theta sits at its bound)
     free = np.arange(nphi - 1) if at_bound else np.arange(nphi)
-    for _ in range(5):
+    hess_at = phi.copy()
+    for _ in range(6):
         try:
             step = np.linalg.solve(-hess[np.ix_(free, free)], grad[free])
         except np.linalg.LinAlgError:
             break
         if not np.all(np.isfinite(step)):
             break
-        done = np.max(np.abs(step)) < 1e-9
         trial = phi.copy()
         trial[free] += step
         t_value, t_grad = prob.evaluate(trial)
-        if np.isfinite(t_value) and t_value >= value - 1e-10:
-            phi, value, grad = trial, t_value, t_grad
-            n_iter += 1
-            if done:
-                break
-            hess = _hessian(prob, phi)
-        else:
+        if not (np.isfinite(t_value) and t_value >= value - 1e-10):
             prob.evaluate(phi)  # restore the conditional modes at phi
             break
-    hess = _hessian(prob, phi)
+        phi, value, grad = trial, t_value, t_grad
+        n_iter += 1
+        if np.max(np.abs(step)) < 1e-7:
+            break  # quadratic convergence: phi is exact to ~1e-14, the Hessian still holds
+        hess = _hessian(prob, phi)
+        hess_at = phi.copy()
+    if np.max(np.abs(phi - hess_at)) > 1e-7:
+        hess = _hessian(prob, phi)
     return _Optimum(phi, value, grad, hess, bool(res.success), str(res.message), n_iter)
 
 
