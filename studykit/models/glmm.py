@@ -31,7 +31,7 @@ from scipy import optimize, special, stats
 from studykit.errors import ModelError
 from studykit.models.design import Design, build_design
 
-__all__ = ["GLMMResult", "fit_glmm", "FAMILIES"]
+__all__ = ["GLMMResult", "fit_glmm", "wald_z_table", "FAMILIES"]
 
 logger = logging.getLogger(__name__)
 
@@ -442,6 +442,74 @@ def _as_contrast_matrix(
     return mat, names
 
 
+def wald_z_table(
+    beta: np.ndarray,
+    vcov: np.ndarray,
+    L: object,
+    *,
+    columns: list[str],
+    names: Sequence[str] | None = None,
+    alternative: str = "two-sided",
+    alpha: float = 0.05,
+    exponentiate: bool = False,
+) -> pd.DataFrame:
+    """Wald z tests of ``L @ beta`` as a tidy table (shared by GLMM and GEE results).
+
+    See :meth:`GLMMResult.contrast` for the parameters and columns.
+
+    Examples
+    --------
+    >>> t = wald_z_table(np.array([0.5, -0.2]), np.diag([0.04, 0.01]), [0, 1],
+    ...                  columns=["(Intercept)", "armketamine"], names=["rr"], exponentiate=True)
+    >>> t[["term", "estimate", "statistic"]].round(4).to_dict("records")
+    [{'term': 'rr', 'estimate': 0.8187, 'statistic': -2.0}]
+    """
+    if alternative not in _ALTERNATIVES:
+        raise ModelError(
+            f"Invalid alternative {alternative!r}. Expected one of {list(_ALTERNATIVES)}."
+        )
+    if not (0.0 < alpha < 1.0):
+        raise ModelError(f"alpha must be between 0 and 1; got {alpha!r}.")
+    mat, labels = _as_contrast_matrix(L, columns, names)
+    est = mat @ beta
+    se = np.sqrt(np.einsum("ij,jk,ik->i", mat, vcov, mat))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = est / se
+    if alternative == "two-sided":
+        p = 2.0 * stats.norm.sf(np.abs(z))
+        q = stats.norm.isf(alpha / 2.0)
+        lo, hi = est - q * se, est + q * se
+    elif alternative == "greater":
+        p = stats.norm.sf(z)
+        q = stats.norm.isf(alpha)
+        lo, hi = est - q * se, np.full_like(est, np.inf)
+    else:
+        p = stats.norm.cdf(z)
+        q = stats.norm.isf(alpha)
+        lo, hi = np.full_like(est, -np.inf), est + q * se
+    if exponentiate:
+        est_out = np.exp(est)
+        se = est_out * se
+        lo, hi = np.exp(lo), np.exp(hi)
+        est = est_out
+    table = pd.DataFrame(
+        {
+            "term": labels,
+            "estimate": est,
+            "std_error": se,
+            "statistic": z,
+            "df": np.inf,
+            "p_value": p,
+            "conf_low": lo,
+            "conf_high": hi,
+            "df_method": "z",
+            "alternative": alternative,
+        }
+    )
+    table.attrs["scale"] = "ratio" if exponentiate else "log"
+    return table
+
+
 @dataclass(frozen=True, eq=False)
 class GLMMResult:
     """A fitted Poisson / negative-binomial mixed model with a random intercept.
@@ -567,50 +635,16 @@ class GLMMResult:
             Columns ``term, estimate, std_error, statistic, df, p_value, conf_low, conf_high,
             df_method, alternative`` (``df`` is ``inf``, ``df_method`` is ``"z"``).
         """
-        if alternative not in _ALTERNATIVES:
-            raise ModelError(
-                f"Invalid alternative {alternative!r}. Expected one of {list(_ALTERNATIVES)}."
-            )
-        if not (0.0 < alpha < 1.0):
-            raise ModelError(f"alpha must be between 0 and 1; got {alpha!r}.")
-        mat, labels = _as_contrast_matrix(L, self.columns, names)
-        est = mat @ self.beta
-        se = np.sqrt(np.einsum("ij,jk,ik->i", mat, self.vcov, mat))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            z = est / se
-        if alternative == "two-sided":
-            p = 2.0 * stats.norm.sf(np.abs(z))
-            q = stats.norm.isf(alpha / 2.0)
-            lo, hi = est - q * se, est + q * se
-        elif alternative == "greater":
-            p = stats.norm.sf(z)
-            q = stats.norm.isf(alpha)
-            lo, hi = est - q * se, np.full_like(est, np.inf)
-        else:
-            p = stats.norm.cdf(z)
-            q = stats.norm.isf(alpha)
-            lo, hi = np.full_like(est, -np.inf), est + q * se
-        if exponentiate:
-            est_out = np.exp(est)
-            se = est_out * se
-            lo, hi = np.exp(lo), np.exp(hi)
-            est = est_out
-        table = pd.DataFrame(
-            {
-                "term": labels,
-                "estimate": est,
-                "std_error": se,
-                "statistic": z,
-                "df": np.inf,
-                "p_value": p,
-                "conf_low": lo,
-                "conf_high": hi,
-                "df_method": "z",
-                "alternative": alternative,
-            }
+        return wald_z_table(
+            self.beta,
+            self.vcov,
+            L,
+            columns=self.columns,
+            names=names,
+            alternative=alternative,
+            alpha=alpha,
+            exponentiate=exponentiate,
         )
-        table.attrs["scale"] = "ratio" if exponentiate else "log"
-        return table
 
     def coef_table(
         self,
