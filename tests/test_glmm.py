@@ -502,3 +502,18 @@ def test_unbalanced_data_missing_nights(trial):
     agq = _fit(sub, nagq=25)
     np.testing.assert_allclose(agq.beta, fit.beta, atol=2e-3)
     np.testing.assert_allclose(agq.std_errors, fit.std_errors, rtol=5e-3)
+
+
+def test_numeric_covariate_and_covariate_means(trial):
+    # a numeric covariate (SIMULATED age, unrelated to the counts) enters as one column and its
+    # mean is recorded for emmeans' reference grid; the treatment effects barely move
+    rng = np.random.default_rng(3)
+    age = pd.Series(rng.uniform(20, 60, 40), index=sorted(trial.id.unique()))
+    d = trial.assign(age=age.loc[trial.id].to_numpy())
+    fit = fit_glmm(d, "awakenings", TERMS + ["age"], group="id", levels=LEVELS)
+    assert fit.columns == COLUMNS + ["age"]  # term order, as lme4 for this term list
+    assert fit.covariate_means == {"age": pytest.approx(d.age.mean(), rel=1e-12)}
+    assert fit.converged
+    base = fit_glmm(trial, "awakenings", TERMS, group="id", levels=LEVELS)
+    did = fit.coef_table().set_index("term").loc["armketamine:nightpost1", "estimate"]
+    assert did == pytest.approx(base.beta[4], abs=1e-3)

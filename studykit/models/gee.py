@@ -14,7 +14,7 @@ import logging
 import math
 import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -50,6 +50,8 @@ class GEEResult:
         Estimated dispersion (Pearson chi-square / (n - p)); 1 means Poisson variance.
     cov_struct, cov_type : str
         Working correlation and covariance estimator used.
+    covariate_means : dict
+        Numeric covariate -> its mean over the model rows (emmeans' reference grid).
     """
 
     columns: list[str]
@@ -70,6 +72,7 @@ class GEEResult:
     link: str = "log"
     loglik: float = math.nan
     singular: bool = False
+    covariate_means: dict[str, float] = field(default_factory=dict)
 
     def contrast_df(self, L: object) -> float:
         """Degrees of freedom of a contrast: ``inf`` (Wald z tests)."""
@@ -235,4 +238,5 @@ def fit_gee(
         cov_type=cov_type,
         outcome=outcome,
         group=group,
+        covariate_means={v: float(np.mean(pd.to_numeric(data[v]))) for v in design.numeric},
     )

@@ -559,7 +559,9 @@ class GLMMResult:
         Conditional modes of the random intercepts (log scale), indexed by group.
     vcov_params : pandas.DataFrame
         Covariance of all estimated parameters: fixed effects, ``sd_group`` and, for negbin,
-        ``log_theta`` (inverse negative Hessian; delta method for ``sd_group``).
+        ``log_theta`` (inverse negative Hessian).
+    covariate_means : dict
+        Numeric covariate -> its mean over the model rows (emmeans' reference grid).
     """
 
     columns: list[str]
@@ -585,6 +587,7 @@ class GLMMResult:
     group: str
     ranef: pd.Series
     vcov_params: pd.DataFrame
+    covariate_means: dict[str, float] = field(default_factory=dict)
     n_iter: int = 0
     n_eval: int = 0
 
@@ -997,6 +1000,7 @@ def fit_glmm(
         group=group,
         ranef=ranef,
         vcov_params=pd.DataFrame(cov_params, index=names, columns=names),
+        covariate_means={v: float(np.mean(pd.to_numeric(data[v]))) for v in design.numeric},
         n_iter=opt.n_iter,
         n_eval=prob.n_eval,
     )
