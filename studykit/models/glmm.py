@@ -894,11 +894,20 @@ def fit_glmm(
     except np.linalg.LinAlgError:
         precond[:p, :p] = np.diag(1.0 / np.sqrt(np.maximum(np.diag(info), 1e-12)))
     precond[p, p] = 0.2
-    phi0 = np.r_[beta0, 0.5]
+    # moment start for the SD: spread of the participants' log observed/expected totals beyond
+    # Poisson noise; the GLM intercept estimates log E[y] = x'beta + sd^2 / 2
+    mu0 = np.exp(Xs @ beta0 + offs)
+    obs, exp_ = prob.gsum(ys), prob.gsum(mu0)
+    s0 = math.sqrt(min(max(np.var(np.log((obs + 0.5) / exp_)) - np.mean(1.0 / exp_), 0.01), 4.0))
+    beta0 = beta0.copy()
+    if design.intercept:
+        beta0[0] -= 0.5 * s0**2
+    phi0 = np.r_[beta0, s0]
     if negbin:
-        mu0 = np.exp(Xs @ beta0 + offs)
         excess = np.sum((ys - mu0) ** 2 - mu0)
-        theta0 = np.sum(mu0**2) / excess if excess > 0 else 1000.0
+        # E[(y - mu)^2 - mu] = mu^2 ((e^{s^2} - 1) + e^{s^2} / theta) under the model
+        inv_theta = (excess / np.sum(mu0**2) - math.expm1(s0**2)) / math.exp(s0**2)
+        theta0 = 1.0 / inv_theta if inv_theta > 1e-3 else 1000.0
         phi0 = np.r_[phi0, math.log(min(max(theta0, 0.5), 1000.0))]
     opt = _maximise(prob, phi0, precond, log_theta_max=_LOG_THETA_MAX)
 
