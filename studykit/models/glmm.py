@@ -175,13 +175,14 @@ class _Problem:
             step = grad / hess
             u_new = u + step
             g_new = g(u_new)
-            bad = g_new < g_old - 1e-12 * (1.0 + np.abs(g_old))
+            # a step is bad when it lowers g (or overflows to nan): halve it, per group
+            bad = ~(g_new >= g_old - 1e-12 * (1.0 + np.abs(g_old)))
             halvings = 0
             while bad.any() and halvings < 60:
                 step[bad] *= 0.5
                 u_new[bad] = u[bad] + step[bad]
                 g_new[bad] = g(u_new)[bad]
-                bad = g_new < g_old - 1e-12 * (1.0 + np.abs(g_old))
+                bad = ~(g_new >= g_old - 1e-12 * (1.0 + np.abs(g_old)))
                 halvings += 1
             u, g_old = u_new, g_new
             if np.max(np.abs(step)) < tol:
