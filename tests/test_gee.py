@@ -80,5 +80,8 @@ def test_gee_input_errors(trial):
         fit_gee(trial, "awakenings", TERMS, group="id", levels=LEVELS, cov_struct="ar1")
     with pytest.raises(ModelError, match="cov_type"):
         fit_gee(trial, "awakenings", TERMS, group="id", levels=LEVELS, cov_type="hc3")
+    empty_cell = trial.assign(awakenings=trial.awakenings.where(trial.night != "post2", 0))
+    with pytest.raises(ModelError, match="cannot be estimated"):
+        fit_gee(empty_cell, "awakenings", TERMS, group="id", levels=LEVELS)
     with pytest.raises(ModelError, match="group column"):
         fit_gee(trial, "awakenings", TERMS, group="subject", levels=LEVELS)

@@ -15,6 +15,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import statsmodels.api as sm
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from studykit.errors import ModelError
 from studykit.models.glmm import GLMMResult, _Problem, fit_glmm
@@ -427,6 +429,12 @@ def test_other_input_errors(trial):
         _fit(trial.assign(awakenings=0))
     with pytest.raises(ModelError, match="rank deficient"):
         _fit(trial[~((trial.arm == "ketamine") & (trial.night == "post2"))])
+    with pytest.raises(
+        ModelError, match=r"cannot be estimated.*arm=ketamine & night=post1 \(20 rows\)"
+    ):
+        # zero events in a whole cell: the ML log rate ratio is -inf (separation)
+        _fit(trial.assign(awakenings=trial.awakenings.where(
+            (trial.arm != "ketamine") | (trial.night != "post1"), 0)))  # fmt: skip
     with pytest.raises(ModelError, match="levels were not declared"):
         fit_glmm(trial, "awakenings", TERMS, group="id")
     with pytest.raises(ModelError, match="DataFrame"):
@@ -517,3 +525,33 @@ def test_numeric_covariate_and_covariate_means(trial):
     base = fit_glmm(trial, "awakenings", TERMS, group="id", levels=LEVELS)
     did = fit.coef_table().set_index("term").loc["armketamine:nightpost1", "estimate"]
     assert did == pytest.approx(base.beta[4], abs=1e-3)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    n_id=st.integers(4, 30),
+    sd=st.sampled_from([0.0, 0.2, 1.0]),
+    log_rate=st.floats(-1.0, 3.0),
+)
+def test_fit_is_a_maximum_at_least_the_glm(seed, n_id, sd, log_rate):
+    # SIMULATED data of many shapes (small rates with many zeros, few participants, no
+    # between-participant variance): the fit converges, and since SD = 0 is the Poisson GLM,
+    # the maximised log-likelihood can never be below the GLM's
+    rng = np.random.default_rng(seed)
+    df = pd.DataFrame(
+        {
+            "id": np.repeat([f"P{i}" for i in range(n_id)], 3),
+            "arm": np.repeat(["placebo", "ketamine"] * (n_id // 2) + ["placebo"] * (n_id % 2), 3),
+            "night": LEVELS["night"] * n_id,
+        }
+    )
+    b = np.repeat(rng.normal(0.0, sd, n_id), 3)
+    df["y"] = rng.poisson(np.exp(log_rate + b))
+    if df.y.sum() == 0:
+        df.loc[0, "y"] = 1
+    fit = fit_glmm(df, "y", ["arm", "night"], group="id", levels=LEVELS)
+    glm = sm.GLM(df.y, fit.design.X, family=sm.families.Poisson()).fit()
+    assert fit.converged, fit.warnings
+    assert fit.loglik >= glm.llf - 1e-6
+    assert np.all(np.isfinite(fit.std_errors))

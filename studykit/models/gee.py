@@ -21,7 +21,7 @@ import pandas as pd
 
 from studykit.errors import ModelError
 from studykit.models.design import Design, build_design
-from studykit.models.glmm import _check_counts, wald_z_table
+from studykit.models.glmm import _check_counts, _check_estimable, wald_z_table
 
 __all__ = ["GEEResult", "fit_gee"]
 
@@ -204,6 +204,9 @@ def fit_gee(
             f"The design is rank deficient (columns {design.columns}): some combination of "
             "levels has no observations."
         )
+    if not np.any(y > 0):
+        raise ModelError(f"Outcome {outcome!r} is zero in every row: no events to model.")
+    _check_estimable(X, y, data, design, outcome)
     codes, uniques = pd.factorize(data[group], sort=True)
     if len(uniques) < 2:
         raise ModelError(f"Group column {group!r} needs at least two groups.")

@@ -294,7 +294,7 @@ def _glm_start(y: np.ndarray, X: np.ndarray, offset: np.ndarray) -> tuple[np.nda
         z = eta - offset + (y - mu) / mu
         xw = X * mu[:, None]
         info = X.T @ xw
-        beta_new = np.linalg.solve(info, xw.T @ z)
+        beta_new = np.linalg.lstsq(info, xw.T @ z, rcond=None)[0]
         eta = np.clip(X @ beta_new + offset, -_ETA_MAX, _ETA_MAX)
         mu = np.exp(eta)
         if np.max(np.abs(beta_new - beta)) < 1e-10:
@@ -727,6 +727,54 @@ def _check_counts(values: pd.Series, outcome: str) -> np.ndarray:
     return y
 
 
+def _check_estimable(
+    X: np.ndarray, y: np.ndarray, data: pd.DataFrame, design: Design, outcome: str
+) -> None:
+    """Refuse designs whose log-linear estimates are infinite (zero events in a cell).
+
+    The Poisson (and NB, random-intercept) likelihood has no finite maximum when some direction
+    ``d`` of the coefficients lowers the linear predictor on zero-count rows and leaves it
+    unchanged on all rows with events, e.g. every ketamine post1 night has 0 nightmares. Found by
+    a small linear program: minimise ``sum(X0 d)`` subject to ``X+ d = 0``, ``-1 <= X0 d <= 0``.
+    """
+    zero = y == 0
+    if not zero.any() or zero.all():
+        return
+    X0, Xp = X[zero], X[~zero]
+    n0 = int(zero.sum())
+    res = optimize.linprog(
+        X0.sum(axis=0),
+        A_ub=np.vstack([X0, -X0]),
+        b_ub=np.r_[np.zeros(n0), np.ones(n0)],
+        A_eq=Xp,
+        b_eq=np.zeros(len(Xp)),
+        bounds=[(None, None)] * X.shape[1],
+        method="highs",
+    )
+    if res.status != 0 or res.fun > -1e-7:
+        return
+    rows = np.flatnonzero(zero)[X0 @ res.x < -1e-7]
+    factors = [v for v in design.levels if v in data.columns]
+    if factors:
+        cells = data.iloc[rows].groupby(factors, sort=False, observed=True).size()
+        where = "; ".join(
+            " & ".join(
+                f"{v}={k}"
+                for v, k in zip(factors, key if isinstance(key, tuple) else (key,), strict=True)
+            )
+            + f" ({n} rows)"
+            for key, n in cells.items()
+        )
+    else:
+        where = f"rows {list(data.index[rows][:10])}"
+    raise ModelError(
+        f"The fixed effects cannot be estimated: {outcome!r} is 0 in every row of {where}, "
+        "so some log rate ratio is minus infinity (the ML estimate does not exist; glmer "
+        "would report huge estimates and SEs). Merge or drop "
+        "the empty cells, simplify the fixed terms, or analyse this outcome descriptively."
+    )
+
+
 def fit_glmm(
     data: pd.DataFrame,
     outcome: str,
@@ -872,6 +920,7 @@ def fit_glmm(
             f"{design.columns}): some combination of levels has no observations or columns are "
             "collinear. Drop or merge the empty cells."
         )
+    _check_estimable(X, y, data, design, outcome)
     codes, uniques = pd.factorize(data[group], sort=True)
     ngroups = len(uniques)
     if ngroups < 2:
