@@ -380,6 +380,11 @@ def simulate_study(
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or seed < 0:
         raise InputError(f"seed must be a non-negative integer, got {seed!r}.")
     nights = _check_arguments(n_participants, design, nights)
+    if mess and n_participants < 8:
+        raise InputError(
+            f"The realistic mess needs at least 8 participants, got {n_participants}: pass "
+            "mess=False (CLI: --clean) for a smaller study."
+        )
     eff = _merge_effects(effects)
     seed = int(seed)
     n = int(n_participants)

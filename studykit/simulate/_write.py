@@ -141,7 +141,7 @@ def write_study(study: SimulatedStudy, directory: str | Path, *, overwrite: bool
         written[fmt] += 1
 
     (out / "README.md").write_text(_readme(study, written, derived_note), encoding="utf-8")
-    logger.info(
+    logger.debug(
         "wrote simulated study (seed %d) to %s: %d participants, %d nights",
         study.seed,
         out,
