@@ -398,6 +398,17 @@ def test_rem_change_has_mean_zero(mc):
     _check(_paired(nights, "post1", "rem_min"), DEFAULT_EFFECTS["rem_min_mean"])
 
 
+@pytest.mark.parametrize("shift", [25.0, -25.0])
+def test_rem_effect_in_minutes_reaches_the_outcome(shift):
+    """A configured REM change of +/-25 min (no between-person spread) shows up as such."""
+    s = simulate_study(
+        seed=55, n_participants=N_MC, mess=False, effects={"rem_min_mean": shift, "rem_min_sd": 0}
+    )
+    nights = _night_outcomes(s).merge(s.nights[[*KEYS, "treatment"]], on=KEYS)
+    for night in ("post1", "post2"):
+        _check(_paired(nights, night, "rem_min"), shift)
+
+
 def test_diary_effects_by_day(mc):
     _, diary = mc
     for day in (0, 1, 2, 3, 4, 7):
@@ -440,3 +451,33 @@ def test_night_to_night_correlation(mc):
     for name, target in (("tst_min", 0.5), ("waso_min", 0.5), ("n3_min", 0.7)):
         r = wide[name][1].corr(wide[name][2])
         assert abs(r - target) < 0.2, (name, r)
+
+
+# --- derived outcomes (needs studykit.hypnogram, merged separately) ----------------------
+
+
+def _hypnogram_available() -> bool:
+    try:
+        from studykit.hypnogram import sleep_statistics  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _hypnogram_available(), reason="studykit.hypnogram not merged yet")
+def test_nights_csv_has_derived_outcomes_matching_an_independent_count(study, written):
+    nights = pd.read_csv(written / "nights.csv")
+    assert not nights.duplicated(KEYS).any()
+    assert len(nights) == len(study.nights)
+    variables = _dictionary()["nights"]
+    derived = [n for n, v in variables.items() if v["role"] == "derived"]
+    assert set(derived) <= set(nights.columns)
+    # the simulator's own minimal count (lights off..on, AASM definitions) must agree
+    mine = _night_outcomes(study)
+    both = nights.merge(mine, on=KEYS, suffixes=("", "_mine"))
+    assert len(both) == len(study.nights)
+    for col in ("tib_min", "sol_min", "tst_min", "waso_min", "n3_min", "rem_min", "lat_rem_min"):
+        assert np.allclose(both[col], both[f"{col}_mine"], atol=1e-3, equal_nan=True), col
+    assert (both["n_awakenings"] == both["n_awakenings_mine"]).all()
+    flagged = nights.set_index(KEYS)["quality_flag"]
+    assert flagged.loc[tuple(study.mess["unscored_night"])] == 1

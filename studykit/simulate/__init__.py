@@ -55,7 +55,9 @@ DEFAULT_EFFECTS: dict[str, Any] = {
     "n3_min_post1": 8.0,
     "n3_min_post2": 0.0,
     "n3_response_sd": 6.0,
-    # awakenings per hour of sleep x rate ratio on ketamine nights post1 and post2
+    # awakenings per hour of sleep x rate ratio on ketamine nights post1 and post2 (on
+    # post1 the count falls a little more, to about 0.83, and WASO by about 3 min, because
+    # the extra N3 carries a lower awakening hazard: benchmarks/validate_simulator.py)
     "awakenings_rate_ratio": 0.85,
     # total wake inside the sleep period x ratio on those nights: 1.0 = WASO unchanged
     # (fewer but longer awakenings), so TST is essentially unchanged (NIMH 2024)
@@ -272,10 +274,12 @@ def _night_parameters(
         n3_extra = max(float(effects[f"n3_min_{night}"]) + n3_response, -n3)
 
     rem_scale = 0.85 * math.exp(0.18 * u[6] + 0.10 * e[6])
-    # the REM response (minutes) as a change of the REM period lengths
-    expected_rem = 62.0 * rem_scale / 0.85
+    # the REM response (minutes) as a factor on the REM period lengths: about 62 min of
+    # REM on a night at rem_scale 0.85
+    rem_factor = 1.0
     if ket:
-        rem_scale *= max(1.0 + (float(effects["rem_min_mean"]) + rem_response) / expected_rem, 0.2)
+        expected_rem = 62.0 * rem_scale / 0.85
+        rem_factor = max(1.0 + (float(effects["rem_min_mean"]) + rem_response) / expected_rem, 0.2)
     rem_lat = math.exp(math.log(92.0) + 0.35 * u[7] + 0.30 * e[7])
     skip = bool(rng.random() < 0.2)
     nrem_cycle = 66.0 + 6.0 * u[8]
@@ -292,6 +296,7 @@ def _night_parameters(
         skip_first_rem=skip,
         nrem_cycle_min=nrem_cycle,
         rem_scale=rem_scale,
+        rem_response=rem_factor,
         n3_budget_min=n3,
         n3_extra_min=n3_extra,
         wake_rate_per_h=rate,
@@ -491,6 +496,7 @@ def simulate_study(
                                 "rem_latency_min",
                                 "skip_first_rem",
                                 "rem_scale",
+                                "rem_response",
                                 "n3_budget_min",
                                 "n3_extra_min",
                                 "wake_rate_per_h",

@@ -55,6 +55,7 @@ class NightParameters:
     skip_first_rem: bool  # first REM period omitted (long REM latency)
     nrem_cycle_min: float  # mean NREM episode length after cycle 1
     rem_scale: float  # multiplies the REM period lengths
+    rem_response: float  # treatment factor on REM periods; the NREM episode gives way
     n3_budget_min: float  # N3 minutes the night tends towards
     n3_extra_min: float  # treatment increment of N3, placed early in the night
     wake_rate_per_h: float  # awakenings per hour of sleep (before time/stage modulation)
@@ -78,6 +79,12 @@ def _architecture(rng: np.random.Generator, n_epochs: int, p: NightParameters) -
         rem = base_rem * p.rem_scale * float(np.exp(rng.normal(0.0, 0.25)))
         if cycle == 0 and p.skip_first_rem:
             rem = 0.0
+        # a treatment change of REM keeps the cycle length: REM takes from (or gives to)
+        # the NREM episode before it, so it is not pushed out at the end of the night
+        shift = rem * (p.rem_response - 1.0)
+        shift = min(shift, nrem - 30.0) if shift > 0 else shift
+        rem += shift
+        nrem_ep = max(nrem_ep - int(round(shift * EPOCHS_PER_MIN)), 20)
         rem_ep = max(int(round(rem * EPOCHS_PER_MIN)), 0)
 
         share = _N3_SHARE[cycle] if cycle < len(_N3_SHARE) else 0.0
