@@ -463,3 +463,13 @@ def test_protocol_plus_effects_becomes_a_power_design(caplog):
     assert design.layout.design == "crossover"
     df = simulate_replicate(design, 4, seed=1)
     assert len(df) == 4 * 2 * len(design.layout.time_levels)
+
+
+def test_pilot_file_is_validated_against_the_dictionary(trial, tmp_path, caplog):
+    pilot = trial.rename(columns={"id": "participant_id", "arm": "treatment", "sws_min": "n3_min"})
+    pilot.assign(period=1).to_csv(tmp_path / "nights.csv", index=False)
+    spec = copy.deepcopy({k: v for k, v in TRIAL_SIM_EXAMPLE.items() if k != "outcomes"})
+    spec["hypotheses"][0]["outcome"] = "n3_min"
+    res = power_analysis(spec, pilot=tmp_path, n=[40], reps=3, seed=1, progress=False)
+    assert res.design.outcomes["n3_min"].sd_residual == pytest.approx(R_SIGMA, rel=1e-6)
+    assert "awakenings" in caplog.text  # not a dictionary column: reported, not silently used

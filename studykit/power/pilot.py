@@ -28,7 +28,11 @@ logger = logging.getLogger(__name__)
 
 
 def read_pilot(pilot: pd.DataFrame | str | os.PathLike[str]) -> pd.DataFrame:
-    """Pilot data as a DataFrame: a DataFrame, a CSV file, or a study directory's ``nights.csv``."""
+    """Pilot data: a DataFrame (used as given), or a ``nights`` table file / study directory.
+
+    Files are read and validated as the data dictionary's ``nights`` table
+    (:func:`studykit.validate.validate_table`); validation issues and rejected rows are logged.
+    """
     if isinstance(pilot, pd.DataFrame):
         return pilot.copy()
     path = os.fspath(pilot)
@@ -41,9 +45,18 @@ def read_pilot(pilot: pd.DataFrame | str | os.PathLike[str]) -> pd.DataFrame:
         )
     try:
         from studykit.validate import validate_table
-    except ImportError:
+    except ImportError:  # pragma: no cover - validate is part of studykit
         return pd.read_csv(path)
-    return validate_table(path, "nights").data  # typed, validated rows
+    res = validate_table(path, "nights")  # typed against the data dictionary
+    if len(res.issues):
+        logger.warning(
+            "power: pilot %s: %d validation issue(s), %d row(s) rejected and not used: %s",
+            path,
+            len(res.issues),
+            len(res.rejected),
+            "; ".join(res.issues["message"].astype(str).head(5)),
+        )
+    return res.data
 
 
 def truth_from_fit(
