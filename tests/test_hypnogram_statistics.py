@@ -434,3 +434,39 @@ def test_cropping_equals_slicing_each_night(nights):
         pd.testing.assert_frame_equal(
             out.loc[[i], list(OUTCOMES)].reset_index(drop=True), expected, check_exact=True
         )
+
+
+def test_cropping_keeps_each_night_with_its_own_keys():
+    # Two nights of different length, both cropped by lights off/on: the key columns of the
+    # result must still name each night once (regression: keys were read at cropped offsets).
+    import pandas as pd
+
+    from studykit.hypnogram import sleep_statistics
+
+    stages = ["W", "W", "N1", "N2", "N2", "W"] + ["W", "N2", "N3", "R", "W", "W", "W", "W"]
+    ep = pd.DataFrame(
+        {
+            "participant_id": ["P01"] * 6 + ["P02"] * 8,
+            "period": 1,
+            "night": "baseline",
+            "epoch": list(range(6)) + list(range(8)),
+            "stage": stages,
+        }
+    )
+    ep["onset_s"] = ep["epoch"] * 30.0
+    nights = pd.DataFrame(
+        {
+            "participant_id": ["P01", "P02"],
+            "period": 1,
+            "night": "baseline",
+            "lights_off_s": [30.0, 0.0],
+            "lights_on_s": [180.0, 150.0],
+        }
+    )
+    out = sleep_statistics(ep, nights=nights)
+    assert out["participant_id"].tolist() == ["P01", "P02"]
+    # hand count: P01 keeps epochs 1-5 (W N1 N2 N2 W): TIB 2.5 min, TST 1.5 min;
+    # P02 keeps epochs 0-4 (W N2 N3 R W): TIB 2.5 min, TST 1.5 min, N3 0.5 min
+    assert out["tib_min"].tolist() == [2.5, 2.5]
+    assert out["tst_min"].tolist() == [1.5, 1.5]
+    assert out["n3_min"].tolist() == [0.0, 0.5]
