@@ -418,3 +418,33 @@ def test_trial_sim_estimates_match_r():
         np.testing.assert_allclose(rows["std_error"], [s for _, s in ref], rtol=1e-3)
     assert (t["n_ketamine"] == 20).all() and (t["n_placebo"] == 20).all()
     assert (t["n_observations"] == 120).all()
+
+
+# ------------------------------------------------------------------ command line
+def test_cli_fit_prints_table(tmp_path, monkeypatch, capsys):
+    import studykit.cli.fit as cli_fit
+    from studykit.cli import main
+
+    monkeypatch.setattr(cli_fit, "_load_protocol", lambda p: load_protocol(p, dictionary=DD))
+    monkeypatch.setattr(cli_fit, "_load_study", lambda d: make_crossover())
+    out_csv = tmp_path / "h.csv"
+    code = main(
+        ["fit", str(ROOT / "protocols" / "ketamine_sleep.yaml"), "--data", str(tmp_path),
+         "--hypothesis", "H1", "--csv", str(out_csv)]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "SIMULATED DATA" in out and PROTO.sha256 in out
+    assert "H1" in out and "H2" not in out.split("sha256")[1].split("\n\n")[0]
+    written = pd.read_csv(out_csv)
+    assert list(written.columns) == A.HYPOTHESIS_COLUMNS and list(written["hypothesis_id"]) == [
+        "H1"
+    ]
+
+
+def test_cli_fit_bad_data_dir(tmp_path, capsys):
+    from studykit.cli import main
+
+    code = main(["fit", "protocols/ketamine_sleep.yaml", "--data", str(tmp_path / "nope")])
+    assert code == 2
+    assert "is not a directory" in capsys.readouterr().err
