@@ -791,7 +791,7 @@ def _fit_did(h: Hypothesis, study: Any) -> HypothesisFit:
         notes.append(f"coefficient table unavailable: {exc}")
     emm = _emmeans(model, h, df)
     warnings = [str(w) for w in (getattr(model, "warnings", None) or [])]
-    if getattr(model, "singular", False):
+    if getattr(model, "singular", False) and not any("singular" in w.lower() for w in warnings):
         warnings.append("singular fit: a random-effect variance is estimated at (or near) zero")
     if not getattr(model, "converged", True):
         warnings.append("model did not converge: verdict set to inconclusive")
