@@ -164,6 +164,36 @@ class AnalysisResults:
                 f"No results for hypothesis {hypothesis_id!r}; analysed: {', '.join(self.fits)}."
             ) from None
 
+    @property
+    def emmeans(self) -> pd.DataFrame:
+        """Model-estimated cell means of every model-based hypothesis, in one long table.
+
+        Columns ``hypothesis_id, outcome, treatment, time_variable, time``, the time variable
+        itself (``night`` or ``day``, missing for rows of the other kind), then ``estimate,
+        std_error, df, conf_low, conf_high, conf_level, scale`` (``"mean"``, or ``"rate"`` for
+        counts). Rows follow the protocol order, then treatment (reference first) and time.
+        """
+        parts = []
+        for hid, f in self.fits.items():
+            if f.emmeans is None or not len(f.emmeans):
+                continue
+            c = f.hypothesis.contrast
+            e = f.emmeans.copy()
+            e.insert(0, "hypothesis_id", hid)
+            e.insert(1, "outcome", f.hypothesis.outcome)
+            e.insert(2, "time_variable", c.time_variable)
+            e.insert(3, "time", e[c.time_variable].astype(str))
+            if c.treatment_variable != "treatment":
+                e["treatment"] = e[c.treatment_variable]
+            parts.append(e)
+        if not parts:
+            return pd.DataFrame(
+                columns=["hypothesis_id", "outcome", "treatment", "time_variable", "time"]
+            )
+        out = pd.concat(parts, ignore_index=True)
+        lead = ["hypothesis_id", "outcome", "treatment", "time_variable", "time"]
+        return out[lead + [c for c in out.columns if c not in lead]]
+
     def exclusions(self) -> pd.DataFrame:
         """Every exclusion of every hypothesis (``hypothesis_id, participant_id, period,
         n_observations, reason``)."""

@@ -195,6 +195,23 @@ def test_emmeans_and_coefficients_kept_for_figures(results, study):
     assert fit.model.columns[:2] == ["(Intercept)", "treatmentketamine"]
 
 
+def test_long_emmeans_table(results):
+    em = results.emmeans
+    assert list(em.columns[:5]) == [
+        "hypothesis_id",
+        "outcome",
+        "treatment",
+        "time_variable",
+        "time",
+    ]
+    # 8 nights cells for H1, H2, H3, E1, E2, E6; 10 day cells for E3, E4, E5; none for E7
+    assert em.groupby("hypothesis_id", sort=False).size().to_dict() == {
+        "H1": 8, "H2": 8, "H3": 8, "E1": 8, "E2": 8, "E3": 10, "E4": 10, "E5": 10, "E6": 8,
+    }  # fmt: skip
+    assert set(em.loc[em["hypothesis_id"] == "H2", "scale"]) == {"rate"}
+    assert em.loc[em["hypothesis_id"] == "E3", "time"].tolist()[:5] == ["0", "1", "2", "3", "4"]
+
+
 def test_effect_size_definition(results, study):
     r = results.hypotheses.set_index("hypothesis_id").loc["H1"]
     base = study.nights[study.nights["night"] == "baseline"]
