@@ -11,6 +11,7 @@ seeing the data: every choice comes from the protocol.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import math
@@ -21,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from studykit.errors import ModelError, ProtocolError
+from studykit.errors import ModelError, ProtocolError, ValidationError
 from studykit.models.multiplicity import adjust_pvalues
 from studykit.protocol import Hypothesis, Protocol
 
@@ -482,6 +483,35 @@ class _Exclusions:
         return total, "; ".join(parts)
 
 
+def _outcome_checked(h: Hypothesis, df: pd.DataFrame, ex: _Exclusions) -> pd.DataFrame:
+    """Drop missing outcomes (and dictionary missing codes, e.g. -99); refuse unvalidated data."""
+    raw = df[h.outcome]
+    if h.outcome_missing_codes:
+        coded = _as_level(raw).isin(h.outcome_missing_codes).fillna(False).to_numpy(dtype=bool)
+        ex.add(df[coded], f"{h.outcome} missing (missing-value code)")
+        df = df[~coded]
+        raw = df[h.outcome]
+    y = pd.to_numeric(raw, errors="coerce")
+    bad_text = (y.isna() & raw.notna()).to_numpy(dtype=bool)
+    lo, hi = h.outcome_range
+    out = np.zeros(len(y), dtype=bool)
+    if lo is not None:
+        out |= (y < lo).fillna(False).to_numpy(dtype=bool)
+    if hi is not None:
+        out |= (y > hi).fillna(False).to_numpy(dtype=bool)
+    if bad_text.any() or out.any():
+        vals = sorted({str(v) for v in raw[bad_text | out]})[:5]
+        raise ValidationError(
+            f"Hypothesis {h.id!r}: outcome {h.outcome!r} has values outside its dictionary "
+            f"definition (range {lo}-{hi}): {', '.join(vals)}. The data were not validated: "
+            "load them with studykit.validate.load_study (it converts missing-value codes and "
+            "reports every invalid value) before analysis."
+        )
+    miss = y.isna().to_numpy()
+    ex.add(df[miss], f"{h.outcome} missing")
+    return df[~miss]
+
+
 def _apply_exclusions(
     h: Hypothesis, df: pd.DataFrame, ex: _Exclusions, notes: list[str], model_vars: Sequence[str]
 ) -> pd.DataFrame:
@@ -525,10 +555,7 @@ def _apply_exclusions(
             reason = f"{ice.event} (hypothetical strategy: period excluded)"
         ex.add(df[flag], reason)
         df = df[~flag]
-    y = pd.to_numeric(df[h.outcome], errors="coerce")
-    miss = y.isna().to_numpy()
-    ex.add(df[miss], f"{h.outcome} missing")
-    df = df[~miss]
+    df = _outcome_checked(h, df, ex)
     for v in model_vars:
         if v == h.outcome:
             continue
@@ -796,6 +823,21 @@ def _fit_did(h: Hypothesis, study: Any) -> HypothesisFit:
     df = df.reset_index(drop=True)
     n_excluded, _ = ex.summary()
     counts = _counts(h, df, n_excluded)
+    present = set(df[c.time_variable].dropna())
+    needed_times = {c.time_reference, *c.time_levels}
+    unused = [t for t in c.window if t not in present and t not in needed_times]
+    h_fit = h
+    if unused:
+        window = tuple(t for t in c.window if t not in unused)
+        notes.append(
+            f"{c.time_variable} level(s) {unused} of the protocol's window have no observations "
+            f"in these data: modelled window {list(window)}"
+        )
+        h_fit = dataclasses.replace(
+            h,
+            contrast=dataclasses.replace(c, window=window),
+            levels={**h.levels, c.time_variable: window},
+        )
     cells = set(zip(df[c.treatment_variable], df[c.time_variable], strict=True))
     empty = [
         f"{t}/{tm}"
@@ -810,16 +852,16 @@ def _fit_did(h: Hypothesis, study: Any) -> HypothesisFit:
         )
         return _failed(h, df, ex, counts, notes, msg)
     try:
-        model = _fit_lmm(df, h) if h.family == "gaussian" else _fit_glmm(df, h)
+        model = _fit_lmm(df, h_fit) if h.family == "gaussian" else _fit_glmm(df, h_fit)
     except ModelError as exc:
         return _failed(h, df, ex, counts, notes, f"model could not be fitted: {exc}")
-    contrasts = _contrast_rows(model, h, df)
+    contrasts = _contrast_rows(model, h_fit, df)
     try:
         coefs = model.coef_table()
     except ModelError as exc:  # pragma: no cover - engine specific
         coefs = None
         notes.append(f"coefficient table unavailable: {exc}")
-    emm = _emmeans(model, h, df)
+    emm = _emmeans(model, h_fit, df)
     warnings = [str(w) for w in (getattr(model, "warnings", None) or [])]
     if getattr(model, "singular", False) and not any("singular" in w.lower() for w in warnings):
         warnings.append("singular fit: a random-effect variance is estimated at (or near) zero")

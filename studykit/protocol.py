@@ -263,6 +263,10 @@ class Hypothesis:
     effect_of_interest: float
     estimand: Estimand
     df_method: str = "satterthwaite"
+    #: Dictionary missing-value codes of the outcome (e.g. ``("-99",)``): treated as missing.
+    outcome_missing_codes: tuple[str, ...] = ()
+    #: Dictionary range of the outcome; values outside it mean the data were not validated.
+    outcome_range: tuple[float | None, float | None] = (None, None)
 
     @property
     def terms(self) -> list[str]:
@@ -523,6 +527,12 @@ class _DictView:
 
     def identifier(self, table: str, name: str) -> bool:
         return bool(getattr(self.var(table, name), "identifier", False))
+
+    def missing_codes(self, table: str, name: str) -> list[str]:
+        codes = getattr(self.var(table, name), "missing_codes", ()) or ()
+        if isinstance(codes, str):
+            codes = [c for c in codes.replace("|", ",").split(",")]
+        return [str(c).strip() for c in codes if str(c).strip()]
 
     def codes(self, table: str, name: str) -> list[str]:
         return [str(c) for c in self.d.levels(table, name)]
@@ -974,6 +984,8 @@ class _Builder:
             effect_of_interest=eoi,
             estimand=estimand,
             df_method=df_method,
+            outcome_missing_codes=tuple(self.dd.missing_codes(table, outcome)),
+            outcome_range=self.dd.bounds(table, outcome),
         )
 
     def available_tables(self, table: str) -> list[str]:

@@ -26,6 +26,7 @@ class Var:
     maximum: str
     codes: str
     identifier: bool
+    missing_codes: tuple[str, ...] = ()
 
 
 class CsvDictionary:
@@ -44,6 +45,7 @@ class CsvDictionary:
                 maximum=r["maximum"],
                 codes=r["codes"],
                 identifier=r["identifier"] == "yes",
+                missing_codes=tuple(c for c in r["missing_codes"].split("|") if c),
             )
             self._vars.setdefault(v.table, {})[v.name] = v
 
@@ -193,7 +195,7 @@ def make_crossover(n=16, seed=7):
             dn3 = 0.0
             for night, idx in zip(NIGHTS, [0, 1, 2, 7], strict=True):
                 eff = 8.0 if (k and night == "post1") else 0.0
-                n3 = 35 + u + v + eff + rng.normal(0, 10)
+                n3 = max(0.0, 60 + u + v + eff + rng.normal(0, 10))
                 if night == "baseline":
                     n3_base = n3
                 if night == "post1":
@@ -208,8 +210,8 @@ def make_crossover(n=16, seed=7):
                         "n3_min": n3,
                         "tst_min": 360 + u + v + (10.0 if k and night == "post1" else 0) + rng.normal(0, 40),
                         "rem_min": 70 + rng.normal(0, 15),
-                        "sol_min": 18 + (5.0 if k and night == "post1" else 0) + rng.normal(0, 6),
-                        "waso_min": 70 + rng.normal(0, 20),
+                        "sol_min": max(0.0, 18 + (5.0 if k and night == "post1" else 0) + rng.normal(0, 6)),
+                        "waso_min": max(0.0, 70 + rng.normal(0, 20)),
                         "n_awakenings": int(rng.poisson(20 * (0.85 if k and night == "post1" else 1))),
                     }
                 )  # fmt: skip

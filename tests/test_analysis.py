@@ -18,7 +18,7 @@ import pytest
 from scipy import stats
 
 import studykit.analysis as A
-from studykit.errors import ModelError, ProtocolError
+from studykit.errors import ModelError, ProtocolError, ValidationError
 from studykit.models.multiplicity import adjust_pvalues
 from studykit.protocol import load_protocol
 from tests.protocol_fakes import (
@@ -322,6 +322,30 @@ def test_withdrawn_excluded_only_in_per_protocol_set(study):
     assert r_fas["n_participants"] == 16 and r_fas["n_excluded"] == 0
     assert r_pp["n_participants"] == 15 and r_pp["n_excluded"] == 8
     assert "status withdrawn (analysis set per_protocol)" in r_pp["excluded_reasons"]
+
+
+def test_missing_code_is_missing_and_invalid_values_refused():
+    s = make_crossover()
+    s.diary.loc[3, "kss"] = -99  # the dictionary's missing-value code for kss
+    r = A.run_analysis(PROTO, s, hypotheses=["E3"]).hypotheses.iloc[0]
+    assert r["n_excluded"] == 1 and r["n_observations"] == 159
+    assert "kss missing (missing-value code): 1 obs" in r["excluded_reasons"]
+    s.diary.loc[4, "kss"] = 12  # outside the dictionary range 1-9: data not validated
+    with pytest.raises(ValidationError, match="outcome 'kss' has values outside.*12.*load_study"):
+        A.run_analysis(PROTO, s, hypotheses=["E3"])
+
+
+def test_window_level_without_data_is_dropped_with_a_note(study):
+    # the demo design records baseline, post1, post2 only; the protocol's window adds day7
+    s = make_crossover()
+    s.nights = s.nights[s.nights["night"] != "day7"].reset_index(drop=True)
+    res = A.run_analysis(PROTO, s, hypotheses=["H1"])
+    r = res.hypotheses.iloc[0]
+    assert "night level(s) ['day7'] of the protocol's window have no observations" in r["warnings"]
+    assert r["estimate"] == pytest.approx(
+        hand_did(s.nights, "n3_min", "night", "post1", "baseline"), rel=1e-6
+    )
+    assert list(res.fit("H1").emmeans["night"].unique()) == ["baseline", "post1", "post2"]
 
 
 def test_window_rows_not_counted_as_exclusions():
