@@ -92,7 +92,7 @@ def format_results(results: Any) -> str:
         rows.append(
             [
                 r["hypothesis_id"],
-                r["role"][:5],
+                r["role"],
                 r["outcome"],
                 _short(r["contrast"]),
                 r["scale"],
