@@ -292,7 +292,7 @@ def _changes(col: pd.Series, name: str) -> np.ndarray:
     """
     dtype = col.dtype
     if isinstance(dtype, pd.CategoricalDtype):
-        values = np.asarray(col.cat.codes)
+        values = col.array.codes
         if (values < 0).any():
             raise _missing_key(name, np.flatnonzero(values < 0))
         return values[1:] != values[:-1]
