@@ -304,6 +304,7 @@ def test_crop_with_offsets_equals_sliced_night():
         }
     )
     out = sleep_statistics(table, nights=nights)
+    assert out["participant_id"].tolist() == ["P000", "P001"]  # keys follow the crop
     first = sleep_statistics(FIXTURE_NIGHT[1:15])
     second = sleep_statistics([STAGES[i] for i in YASA_EXAMPLE[:18]])
     pd.testing.assert_frame_equal(out.loc[[0], list(OUTCOMES)], first)
@@ -429,6 +430,7 @@ def test_cropping_equals_slicing_each_night(nights):
         }
     )
     out = sleep_statistics(table, nights=lights)
+    assert out["participant_id"].tolist() == lights["participant_id"].tolist()
     for i, (night, lo, hi) in enumerate(kept):
         expected = sleep_statistics(night[lo:hi])
         pd.testing.assert_frame_equal(
