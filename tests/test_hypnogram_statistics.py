@@ -304,6 +304,7 @@ def test_crop_with_offsets_equals_sliced_night():
         }
     )
     out = sleep_statistics(table, nights=nights)
+    assert out["participant_id"].tolist() == ["P000", "P001"]  # keys follow the crop
     first = sleep_statistics(FIXTURE_NIGHT[1:15])
     second = sleep_statistics([STAGES[i] for i in YASA_EXAMPLE[:18]])
     pd.testing.assert_frame_equal(out.loc[[0], list(OUTCOMES)], first)
@@ -429,8 +430,45 @@ def test_cropping_equals_slicing_each_night(nights):
         }
     )
     out = sleep_statistics(table, nights=lights)
+    assert out["participant_id"].tolist() == lights["participant_id"].tolist()
     for i, (night, lo, hi) in enumerate(kept):
         expected = sleep_statistics(night[lo:hi])
         pd.testing.assert_frame_equal(
             out.loc[[i], list(OUTCOMES)].reset_index(drop=True), expected, check_exact=True
         )
+
+
+def test_cropping_keeps_each_night_with_its_own_keys():
+    # Two nights of different length, both cropped by lights off/on: the key columns of the
+    # result must still name each night once (regression: keys were read at cropped offsets).
+    import pandas as pd
+
+    from studykit.hypnogram import sleep_statistics
+
+    stages = ["W", "W", "N1", "N2", "N2", "W"] + ["W", "N2", "N3", "R", "W", "W", "W", "W"]
+    ep = pd.DataFrame(
+        {
+            "participant_id": ["P01"] * 6 + ["P02"] * 8,
+            "period": 1,
+            "night": "baseline",
+            "epoch": list(range(6)) + list(range(8)),
+            "stage": stages,
+        }
+    )
+    ep["onset_s"] = ep["epoch"] * 30.0
+    nights = pd.DataFrame(
+        {
+            "participant_id": ["P01", "P02"],
+            "period": 1,
+            "night": "baseline",
+            "lights_off_s": [30.0, 0.0],
+            "lights_on_s": [180.0, 150.0],
+        }
+    )
+    out = sleep_statistics(ep, nights=nights)
+    assert out["participant_id"].tolist() == ["P01", "P02"]
+    # hand count: P01 keeps epochs 1-5 (W N1 N2 N2 W): TIB 2.5 min, TST 1.5 min;
+    # P02 keeps epochs 0-4 (W N2 N3 R W): TIB 2.5 min, TST 1.5 min, N3 0.5 min
+    assert out["tib_min"].tolist() == [2.5, 2.5]
+    assert out["tst_min"].tolist() == [1.5, 1.5]
+    assert out["n3_min"].tolist() == [0.0, 0.5]

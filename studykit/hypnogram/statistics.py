@@ -200,6 +200,7 @@ def sleep_statistics(
     if order is not None:
         frame = frame.iloc[order]
         codes = codes[order]
+    key_rows = starts[:-1]  # first row of each night in `frame`, for the key columns
     if nights is not None:
         codes, starts = _crop(frame, keys, codes, starts, nights, epoch_length)
         boundary = np.zeros(max(codes.size - 1, 0), dtype=bool)
@@ -216,7 +217,7 @@ def sleep_statistics(
     )
     result = pd.DataFrame(out, columns=list(OUTCOMES))
     if keys:
-        key_frame = frame[keys].iloc[starts[:-1]].reset_index(drop=True)
+        key_frame = frame[keys].iloc[key_rows].reset_index(drop=True)
         result = pd.concat([key_frame, result], axis=1)
     result.attrs["parameters"] = {
         "epoch_length": float(epoch_length),
@@ -292,7 +293,7 @@ def _changes(col: pd.Series, name: str) -> np.ndarray:
     """
     dtype = col.dtype
     if isinstance(dtype, pd.CategoricalDtype):
-        values = np.asarray(col.cat.codes)
+        values = col.array.codes
         if (values < 0).any():
             raise _missing_key(name, np.flatnonzero(values < 0))
         return values[1:] != values[:-1]

@@ -822,7 +822,8 @@ def fit_glmm(
     ------
     ModelError
         Negative, non-integer or missing counts, missing group labels, fewer than two groups,
-        unknown family, invalid ``nagq``, or a rank-deficient design.
+        unknown family, invalid ``nagq``, a rank-deficient design, or zero events in a cell
+        of the design (the ML log rate ratio would be infinite).
 
     Examples
     --------
@@ -853,7 +854,7 @@ def fit_glmm(
     adaptive Gauss-Hermite quadrature (Liu & Pierce 1994; Pinheiro & Bates 1995) evaluates
     :math:`\\int e^{g_i}` at nodes :math:`\\hat u_i + \\sqrt{2/H_i}\\,x_k` (``hermgauss``). The
     modes of all groups are found together by damped Newton steps; the outer maximisation over
-    :math:`(\\beta, \\sigma[, \\log\\theta])` (L-BFGS-B, then Newton steps) uses the exact gradient
+    :math:`(\\beta, \\sigma[, \\log\\theta])` (BFGS, then Newton steps) uses the exact gradient
     of the approximated log-likelihood, including the dependence of :math:`\\hat u_i` and
     :math:`H_i` on the parameters. For NB2, :math:`H_i` uses the observed information (as TMB /
     glmmTMB); for Poisson with log link observed and expected information coincide.
