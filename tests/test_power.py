@@ -473,3 +473,22 @@ def test_pilot_file_is_validated_against_the_dictionary(trial, tmp_path, caplog)
     res = power_analysis(spec, pilot=tmp_path, n=[40], reps=3, seed=1, progress=False)
     assert res.design.outcomes["n3_min"].sd_residual == pytest.approx(R_SIGMA, rel=1e-6)
     assert "awakenings" in caplog.text  # not a dictionary column: reported, not silently used
+
+
+def test_fixed_sequence_follows_the_family_order():
+    spec = copy.deepcopy(TRIAL_SIM_EXAMPLE)
+    spec["hypotheses"] = [
+        {"id": "H1", "outcome": "sws_min", "contrast": {"time_levels": ["post1"]}},
+        {"id": "H1b", "outcome": "sws_min", "contrast": {"time_levels": ["post2"]}},
+    ]
+    spec["multiplicity"] = {
+        "confirmatory": {"method": "fixed-sequence", "alpha": 0.025, "order": ["H1b", "H1"]}
+    }
+    res = power_analysis(spec, n=[40], reps=100, seed=3, progress=False)
+    w = res.replicates.pivot(index="rep", columns="hypothesis_id", values="p_value")
+    adj = res.replicates.pivot(index="rep", columns="hypothesis_id", values="p_adjusted")
+    # H1b is tested first at full alpha; H1 only after H1b: p~(H1) = max(p(H1b), p(H1))
+    np.testing.assert_allclose(adj.H1b, w.H1b)
+    np.testing.assert_allclose(adj.H1, np.maximum(w.H1b, w.H1))
+    t = res.table.set_index("hypothesis_id")
+    assert t.loc["H1", "power"] <= t.loc["H1b", "power"] + 1e-12

@@ -14,7 +14,8 @@ from typing import Any, TextIO
 import numpy as np
 import pandas as pd
 
-from studykit.errors import InputError, ModelError, ProtocolError
+from studykit.errors import InputError, ProtocolError
+from studykit.models.multiplicity import adjust_pvalues
 from studykit.power.engine import ENGINES, make_analyser
 from studykit.power.simulate import OutcomePlan, replicate_rng
 from studykit.power.spec import (
@@ -58,10 +59,8 @@ def binomial_ci(
 def adjust_pvalues_matrix(p: np.ndarray, method: str) -> np.ndarray:
     """Adjust each row of ``p`` (one replicate's family of p-values) for multiplicity.
 
-    Uses :func:`studykit.models.multiplicity.adjust_pvalues` (the analysis' own adjustment)
-    row by row when it is installed; otherwise an identical local implementation (R's
-    ``p.adjust`` for Holm, Bonferroni, Hochberg; fixed sequence = running maximum in the
-    given order, a missing p-value ending the sequence; NaN p-values do not count in ``m``).
+    Row by row with :func:`studykit.models.multiplicity.adjust_pvalues`, the analysis' own
+    adjustment.
 
     Examples
     --------
@@ -69,42 +68,7 @@ def adjust_pvalues_matrix(p: np.ndarray, method: str) -> np.ndarray:
     [[0.03, 0.06, 0.06], [0.2, 0.02, nan]]
     """
     p = np.atleast_2d(np.asarray(p, float))
-    try:
-        from studykit.models.multiplicity import adjust_pvalues
-    except ImportError:
-        adjust_pvalues = _adjust_local
     return np.vstack([adjust_pvalues(row, method) for row in p]) if p.size else p.copy()
-
-
-def _adjust_local(p: np.ndarray, method: str) -> np.ndarray:
-    arr = np.asarray(p, float)
-    out = np.full(arr.shape, np.nan)
-    if method == "fixed-sequence":
-        bad = np.isnan(arr)
-        stop = int(np.argmax(bad)) if bad.any() else arr.size
-        out[:stop] = np.maximum.accumulate(arr[:stop])
-        out[stop:] = 1.0
-        return out
-    idx = np.flatnonzero(~np.isnan(arr))
-    q = arr[idx]
-    m = q.size
-    if m == 0 or method == "none":
-        out[idx] = q
-        return out
-    if method == "bonferroni":
-        adj = np.minimum(1.0, m * q)
-    elif method == "holm":
-        order = np.argsort(q, kind="mergesort")
-        adj = np.empty(m)
-        adj[order] = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * q[order]))
-    elif method == "hochberg":
-        order = np.argsort(q, kind="mergesort")[::-1]
-        adj = np.empty(m)
-        adj[order] = np.minimum(1.0, np.minimum.accumulate((np.arange(m) + 1) * q[order]))
-    else:
-        raise ModelError(f"Invalid multiplicity method {method!r}.")
-    out[idx] = adj
-    return out
 
 
 # --------------------------------------------------------------------------- one chunk of work
@@ -582,8 +546,19 @@ def _summarise(
         for j, (h, _) in enumerate(rows_meta):
             families.setdefault(h.multiplicity_family, []).append(j)
         for _fam, cols in families.items():
+            # as studykit.analysis: fixed sequence in the family's order; a missing p-value
+            # (failed fit) enters the adjustment as 1 and stays missing
             method = rows_meta[cols[0]][0].adjust_method
-            p_adj[:, cols] = adjust_pvalues_matrix(stack["p_value"][:, cols], method)
+            if method == "fixed-sequence":
+                order = rows_meta[cols[0]][0].family_order
+                rank = {hid: i for i, hid in enumerate(order)}
+                cols = sorted(cols, key=lambda j: (rank.get(rows_meta[j][0].id, len(rank)), j))
+            raw = stack["p_value"][:, cols]
+            if method == "none":
+                p_adj[:, cols] = raw
+            else:
+                adj = adjust_pvalues_matrix(np.where(np.isnan(raw), 1.0, raw), method)
+                p_adj[:, cols] = np.where(np.isnan(raw), np.nan, adj)
         alpha = np.array([h.alpha for h, _ in rows_meta])
         rejected = np.where(np.isnan(p_adj), False, p_adj < alpha)
         x = rejected.sum(axis=0)

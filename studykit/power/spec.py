@@ -222,6 +222,8 @@ class PowerHypothesis:
         Adjustment within the family in each replicate (``"holm"``, ...).
     df_method : str
         ``"satterthwaite"`` (LMM) ; count models are z tests.
+    family_order : tuple of str
+        Testing order of the family's hypotheses (fixed-sequence); default the design order.
     """
 
     id: str
@@ -236,6 +238,7 @@ class PowerHypothesis:
     multiplicity_family: str = "confirmatory"
     adjust_method: str = "holm"
     df_method: str = "satterthwaite"
+    family_order: tuple[str, ...] = ()
 
     @property
     def single_intercept(self) -> bool:
@@ -537,6 +540,7 @@ def design_from_dict(spec: Mapping[str, Any], *, source: str = "design") -> Powe
                 alpha=alpha,
                 multiplicity_family=fam_name,
                 adjust_method=method,
+                family_order=_strs(fam.get("order", []), f"multiplicity.{fam_name}.order"),
             )
         )
     ids = [h.id for h in hyps]
@@ -685,6 +689,9 @@ def design_from_protocol(
                 multiplicity_family=h.multiplicity_family,
                 adjust_method=h.adjust_method,
                 df_method=h.df_method,
+                family_order=tuple(
+                    getattr(protocol.families.get(h.multiplicity_family), "order", ()) or ()
+                ),
             )
         )
     if skipped:
