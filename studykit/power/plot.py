@@ -28,6 +28,7 @@ def plot_power_curve(result: Any, *, ax: Any = None, target: float | None = 0.8)
     states the number of replicates and that the data are simulated.
     """
     import matplotlib.pyplot as plt
+    import numpy as np
 
     if ax is None:
         fig, ax = plt.subplots(figsize=(6.4, 4.2), layout="constrained")
@@ -35,15 +36,20 @@ def plot_power_curve(result: Any, *, ax: Any = None, target: float | None = 0.8)
         fig = ax.figure
     t = result.table
     multi = t.groupby("hypothesis_id", sort=False)["contrast"].nunique()
-    for (hid, contrast), g in t.groupby(["hypothesis_id", "contrast"], sort=False):
+    groups = list(t.groupby(["hypothesis_id", "contrast"], sort=False))
+    ns = sorted(t["n"].unique())
+    gap = min(np.diff(ns)) if len(ns) > 1 else 1.0
+    for i, ((hid, contrast), g) in enumerate(groups):
         g = g.sort_values("n")
         label = (
             f"{hid}: {contrast}"
             if multi[hid] > 1
-            else f"{hid} ({g['outcome'].iloc[0]}, {g['alternative'].iloc[0]}, alpha {g['alpha'].iloc[0]:g}, {g['adjust_method'].iloc[0]})"
+            else f"{hid} ({g['outcome'].iloc[0]}, {g['alternative'].iloc[0]}, "
+            f"alpha {g['alpha'].iloc[0]:g}, {g['adjust_method'].iloc[0]})"
         )
+        dodge = (i - (len(groups) - 1) / 2) * 0.04 * gap  # keep intervals apart
         yerr = [g["power"] - g["conf_low"], g["conf_high"] - g["power"]]
-        ax.errorbar(g["n"], g["power"], yerr=yerr, marker="o", capsize=3, label=label)
+        ax.errorbar(g["n"] + dodge, g["power"], yerr=yerr, marker="o", capsize=3, label=label)
     if target is not None:
         ax.axhline(target, color="0.5", linestyle="--", linewidth=1)
     ax.set_xlabel("participants (n)")
@@ -51,6 +57,7 @@ def plot_power_curve(result: Any, *, ax: Any = None, target: float | None = 0.8)
     ax.set_ylim(0, 1)
     reps = result.settings.get("reps", "")
     ax.set_title(f"Power by simulation ({reps} SIMULATED replicates per n; 95% CI)", fontsize=10)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.set_xticks(ns)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), frameon=False)
     ax.grid(alpha=0.3)
     return fig
