@@ -28,12 +28,14 @@ R_MS_PER_REP = 11.101 / 200 * 1000  # lmerTest simulate + fit + Satterthwaite, r
 R_REFIT_MS_PER_REP = 3.701 / 200 * 1000  # lme4 simulate() + refit(), no Satterthwaite
 
 
-def _run(reps: int, jobs: int, engine: str, seed: int) -> tuple[float, float]:
+def _run(reps: int, jobs: int, engine: str, seed: int) -> tuple[float, float, float]:
+    c0 = time.process_time()
     t0 = time.perf_counter()
     res = power_analysis(
         TRIAL_SIM_EXAMPLE, n=[40], reps=reps, seed=seed, n_jobs=jobs, engine=engine, progress=False
     )
-    return time.perf_counter() - t0, float(res.table.loc[0, "power"])
+    wall = time.perf_counter() - t0
+    return wall, time.process_time() - c0, float(res.table.loc[0, "power"])
 
 
 def main() -> None:
@@ -52,24 +54,40 @@ def main() -> None:
     _run(20, 1, "fast", 0)  # warm-up (imports)
     rows = []
     for jobs in sorted({1, args.jobs}):
-        times, power = [], float("nan")
+        if jobs > 1:
+            _run(8, jobs, "fast", 0)  # start the worker processes (reported separately below)
+        times, cpus, power = [], [], float("nan")
         for i in range(args.repeat):
-            el, power = _run(args.reps, jobs, "fast", 20261125 + i)
+            el, cpu, power = _run(args.reps, jobs, "fast", 20261125 + i)
             times.append(el)
-        med = statistics.median(times)
-        rows.append((f"engine=auto (fast REML), {jobs} job(s)", args.reps, med, power))
+            cpus.append(cpu)
+        cpu = statistics.median(cpus) if jobs == 1 else float("nan")  # workers' CPU not seen
+        rows.append(
+            (
+                f"engine=auto (fast REML), {jobs} job(s)",
+                args.reps,
+                statistics.median(times),
+                cpu,
+                power,
+            )
+        )
     if importlib.util.find_spec("studykit.models.lmm") is not None:
-        el, power = _run(args.engine_reps, 1, "studykit", 20261125)
-        rows.append(("engine=studykit (fit_lmm), 1 job", args.engine_reps, el, power))
+        el, cpu, power = _run(args.engine_reps, 1, "studykit", 20261125)
+        rows.append(("engine=studykit (fit_lmm), 1 job", args.engine_reps, el, cpu, power))
     else:
         print("engine=studykit: studykit.models.lmm not available in this tree (skipped)")
     print()
     print(
-        f"{'setting':42s} {'reps':>6s} {'wall s':>8s} {'ms/rep':>8s} {'x vs R':>7s} {'power':>6s}"
+        f"{'setting':40s} {'reps':>5s} {'wall s':>7s} {'ms/rep':>7s} {'cpu ms/rep':>10s} "
+        f"{'x vs R':>6s} {'power':>6s}"
     )
-    for name, reps, el, power in rows:
+    for name, reps, el, cpu, power in rows:
         ms = el / reps * 1000
-        print(f"{name:42s} {reps:6d} {el:8.2f} {ms:8.2f} {R_MS_PER_REP / ms:7.1f} {power:6.3f}")
+        print(
+            f"{name:40s} {reps:5d} {el:7.2f} {ms:7.2f} {cpu / reps * 1000:10.2f} "
+            f"{R_MS_PER_REP / ms:6.1f} {power:6.3f}"
+        )
+    print("(wall: median of the timed runs, worker processes already started; cpu: main process)")
     exact = did_power_balanced(40, effect=10, sd_residual=12, alpha=0.025)["power"]
     print(
         f"\nanalytic power (noncentral t, df 76, one-sided alpha 0.025): {exact:.4f}; R: 0.45 (MC SE 0.035, 200 reps)"

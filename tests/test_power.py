@@ -492,3 +492,29 @@ def test_fixed_sequence_follows_the_family_order():
     np.testing.assert_allclose(adj.H1, np.maximum(w.H1b, w.H1))
     t = res.table.set_index("hypothesis_id")
     assert t.loc["H1", "power"] <= t.loc["H1b", "power"] + 1e-12
+
+
+def test_cli_selects_hypotheses(tmp_path):
+    spec = copy.deepcopy(TRIAL_SIM_EXAMPLE)
+    spec["hypotheses"].append(
+        {"id": "H1b", "outcome": "sws_min", "contrast": {"time_levels": ["post2"]}}
+    )
+    f = tmp_path / "design.yaml"
+    f.write_text(yaml.safe_dump(spec))
+    out = tmp_path / "out"
+    argv = [
+        "power",
+        str(f),
+        "--n",
+        "20",
+        "--reps",
+        "4",
+        "--hypotheses",
+        "H1b",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
+    assert main(argv) == 0
+    assert pd.read_csv(out / "power.csv")["hypothesis_id"].tolist() == ["H1b"]
+    assert main([*argv[:-3], "--hypotheses", "H9", "--out", str(out), "--no-progress"]) == 2
