@@ -518,3 +518,26 @@ def test_cli_selects_hypotheses(tmp_path):
     assert main(argv) == 0
     assert pd.read_csv(out / "power.csv")["hypothesis_id"].tolist() == ["H1b"]
     assert main([*argv[:-3], "--hypotheses", "H9", "--out", str(out), "--no-progress"]) == 2
+
+
+@pytest.mark.skipif(not HAS_LMM, reason="studykit.models.lmm not merged yet")
+def test_fast_nested_path_equals_studykit_engine_on_crossover_replicates():
+    """(1 | participant_id) + (1 | participant_id:period), unbalanced: same numbers as fit_lmm."""
+    spec = copy.deepcopy(TRIAL_SIM_EXAMPLE)
+    spec["layout"]["design"] = "crossover"
+    spec["layout"]["missing"] = {"post1": 0.1, "post2": 0.2}
+    spec["outcomes"]["sws_min"]["sd"] = {"participant_id": 15, "participant_id:period": 4}
+    spec["hypotheses"][0]["random"] = [
+        {"group": "participant_id"},
+        {"group": "participant_id:period"},
+    ]
+    kw = dict(n=[16], reps=8, seed=4, progress=False)
+    fast = power_analysis(spec, engine="auto", **kw)
+    ref = power_analysis(spec, engine="studykit", **kw)
+    assert fast.table.loc[0, "engine"] == "fast" and ref.table.loc[0, "engine"] == "studykit"
+    a, b = fast.replicates, ref.replicates
+    assert a["singular"].tolist() == b["singular"].tolist()
+    np.testing.assert_allclose(a["estimate"], b["estimate"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(a["std_error"], b["std_error"], rtol=1e-5)
+    np.testing.assert_allclose(a["df"], b["df"], rtol=1e-4)  # lmerTest's own tolerance
+    np.testing.assert_allclose(a["p_value"], b["p_value"], rtol=1e-4, atol=1e-8)

@@ -75,7 +75,7 @@ def truth_from_fit(
             f"(columns: {', '.join(map(str, data.columns[:20]))})."
         )
     data = data.dropna(subset=list(dict.fromkeys(cols)))
-    if hyp.family == "gaussian" and hyp.single_intercept and engine != "studykit":
+    if hyp.family == "gaussian" and hyp.single_intercept and engine != "studykit":  # exact, fast
         design = build_design(data, list(hyp.fixed), levels=dict(hyp.levels))
         fit = fit_random_intercept(
             data[hyp.outcome].to_numpy(float), design.X, data[hyp.random[0][0]].to_numpy()
