@@ -333,6 +333,7 @@ class _Structure:
         if reml:
             dev += logdet_m
         out: dict[str, Any] = {
+            "theta": theta,
             "dev": dev,
             "beta": beta,
             "r2": r2,
@@ -352,7 +353,10 @@ class _Structure:
         S_sum = S.sum(axis=0)
         gg = g.T @ g
         WM = W_flat @ Minv
-        WMW = np.tensordot(WM.reshape(G, m, p), W, axes=([0, 2], [0, 2]))
+        if m == 1:
+            WMW = np.array([[float(np.sum(WM * W_flat))]])
+        else:
+            WMW = np.einsum("gip,gjp->ij", WM.reshape(G, m, p), W)
         Dflat = D.reshape(K, m * m)
         a_k = Dflat @ S_sum.T.reshape(m * m)
         r2_k = -(Dflat @ gg.reshape(m * m))
@@ -364,10 +368,10 @@ class _Structure:
             return out
         # ---- second derivatives (Hessian of the deviance in (theta, sigma))
         Dkl = self.Dkl  # (K, K, m, m), constant
-        DS = D[:, None] @ S[None]  # (K, G, m, m)
+        DS = np.tensordot(D, S, axes=([2], [1])).transpose(0, 2, 1, 3)  # (K, G, m, m)
         T = DS.reshape(K, -1) @ DS.transpose(0, 1, 3, 2).reshape(K, -1).T
         a_kl = (Dkl.reshape(K * K, m * m) @ S_sum.T.reshape(m * m)).reshape(K, K) - T
-        DW = D[:, None] @ W[None]  # (K, G, m, p)
+        DW = np.tensordot(D, W, axes=([2], [1])).transpose(0, 2, 1, 3)  # (K, G, m, p)
         DW_flat = DW.reshape(K, G * m, p)
         U = W_flat.T[None] @ DW_flat  # X'V^-1 V_k V^-1 X, (K, p, p)
         Dg = g[None] @ D.transpose(0, 2, 1)  # (K, G, m)
@@ -526,7 +530,7 @@ class LMMResult:
         """(Jacobian of vcov(beta) w.r.t. (theta, sigma), asymptotic covariance of them)."""
         if "jac" not in self._cache:
             st = self._struct
-            ev = st.evaluate(self.theta, self.reml, level=2)
+            ev = self._cache.get("ev2") or st.evaluate(self.theta, self.reml, level=2)
             H = _vp_hessian(ev, self.sigma)
             Minv = ev["Minv"]
             s2 = self.sigma**2
@@ -641,14 +645,17 @@ def _group_codes(data: pd.DataFrame, group: str) -> tuple[np.ndarray, list[str]]
                 f"Grouping variable {c!r} is not a column of the data. Columns: "
                 f"{', '.join(map(str, data.columns[:30]))}."
             )
-    if len(cols) == 1:
-        key = data[cols[0]].astype("string")
-    else:
-        key = data[cols[0]].astype("string")
-        for c in cols[1:]:
-            key = key + ":" + data[c].astype("string")
-    codes, uniques = pd.factorize(key, sort=True)
-    return codes.astype(np.int64), [str(u) for u in uniques]
+    codes = np.zeros(len(data), dtype=np.int64)
+    names: list[str] = [""]
+    for i, c in enumerate(cols):
+        cc, uu = pd.factorize(data[c], sort=True)
+        labels = [str(u) for u in np.asarray(uu, dtype=object)]
+        combined = codes * len(labels) + cc
+        uniq, codes = np.unique(combined, return_inverse=True)
+        names = [
+            (names[u // len(labels)] + ":" if i else "") + labels[u % len(labels)] for u in uniq
+        ]
+    return codes.astype(np.int64), names
 
 
 def _profiled_hessian(ev: dict[str, Any]) -> np.ndarray:
@@ -666,6 +673,7 @@ class _OptResult:
     success: bool
     message: str
     nit: int
+    ev: dict[str, Any] | None = None
 
 
 def _newton(st: _Structure, reml: bool, start: np.ndarray, maxit: int = 100) -> _OptResult:
@@ -679,15 +687,26 @@ def _newton(st: _Structure, reml: bool, start: np.ndarray, maxit: int = 100) -> 
         g = ev["grad"]
         scale = max(1.0, abs(ev["dev"]))
         if np.max(np.abs(g)) < 1e-10 * scale:
-            return _OptResult(x, ev["dev"], True, "gradient below tolerance", it)
+            return _OptResult(x, ev["dev"], True, "gradient below tolerance", it, ev)
         Hp = _profiled_hessian(ev)
         w, V = np.linalg.eigh(0.5 * (Hp + Hp.T))
         wmax = max(float(np.max(np.abs(w))), 1e-12)
-        w = np.maximum(np.abs(w), 1e-8 * wmax)  # modified Newton: always a descent direction
-        d = -(V @ ((V.T @ g) / w))
+        vg = V.T @ g
+        pos = w > 1e-8 * wmax
+        coef = np.zeros_like(w)
+        coef[pos] = -vg[pos] / w[pos]
+        if not pos.all():
+            # negative curvature (e.g. near a sign-symmetric saddle at theta_j = 0): move a
+            # trust-region length along it, downhill
+            radius = max(0.5, 0.5 * float(np.linalg.norm(x)))
+            coef[~pos] = -np.where(vg[~pos] > 0, 1.0, -1.0) * radius
+        d = V @ coef
         decrement = -float(g @ d)
+        if decrement <= 0:  # no descent component: fall back to the gradient
+            d = -g * (1.0 / wmax)
+            decrement = -float(g @ d)
         if decrement < 1e-13 * scale:
-            return _OptResult(x, ev["dev"], True, "Newton decrement below tolerance", it)
+            return _OptResult(x, ev["dev"], True, "Newton decrement below tolerance", it, ev)
         alpha = 1.0
         for _ in range(40):
             xn = x + alpha * d
@@ -777,7 +796,10 @@ def _optimize(st: _Structure, reml: bool) -> tuple[np.ndarray, dict[str, Any]]:
                 best, theta, res = float(res2.fun), np.asarray(res2.x, float), res2
             if tried >= 4:
                 break
-    ev = st.evaluate(theta, reml, level=2)
+    if res.ev is not None and np.array_equal(res.ev["theta"], theta):
+        ev = res.ev
+    else:
+        ev = st.evaluate(theta, reml, level=2)
     grad = ev["grad"]
     # lme4's convergence check: gradient scaled by the Cholesky factor of the Hessian
     try:
@@ -795,7 +817,7 @@ def _optimize(st: _Structure, reml: bool) -> tuple[np.ndarray, dict[str, Any]]:
         "max_abs_grad": float(np.max(np.abs(grad))) if grad.size else 0.0,
         "max_abs_scaled_grad": float(np.max(np.abs(scaled))) if grad.size else 0.0,
     }
-    return theta, info
+    return theta, info, ev
 
 
 def fit_lmm(
@@ -898,7 +920,8 @@ def fit_lmm(
     design = build_design(sub, fixed, levels=levels, intercept=True)
     X = design.X
     n, p = X.shape
-    rank = np.linalg.matrix_rank(X)
+    XtX_eig = np.linalg.eigvalsh(X.T @ X)
+    rank = int(np.sum(XtX_eig > max(float(XtX_eig[-1]), 1e-300) * 1e-10))
     if rank < p:
         raise ModelError(
             f"The fixed-effects design is rank deficient (rank {rank} < {p} columns "
@@ -914,7 +937,11 @@ def fit_lmm(
         rterms = [t for t in r.terms if t not in ("0", "1")]
         if not intercept and not rterms:
             raise ModelError(f"Random effect {r.label} has no effects.")
-        zd = build_design(sub, rterms, levels=levels, intercept=intercept)
+        if rterms:
+            zd = build_design(sub, rterms, levels=levels, intercept=intercept)
+            z_names, Z = list(zd.columns), zd.X
+        else:
+            z_names, Z = ["(Intercept)"], np.ones((n, 1))
         codes, names = _group_codes(sub, r.group)
         nlev = len(names)
         if nlev >= n:
@@ -922,8 +949,8 @@ def fit_lmm(
                 f"Grouping factor {r.group!r} has {nlev} levels for {n} observations: its "
                 "random effect cannot be told apart from the residual (lme4 refuses this too)."
             )
-        terms.append(_ReTerm(r, list(zd.columns), zd.X.shape[1], nlev, names, codes, 0))
-        Zs.append(zd.X)
+        terms.append(_ReTerm(r, z_names, Z.shape[1], nlev, names, codes, 0))
+        Zs.append(Z)
         ngroups[r.group] = nlev
     n_re = sum(t.q * t.nlev for t in terms)
     if n_re > n:
@@ -932,8 +959,7 @@ def fit_lmm(
             "(lme4's check.nobs.vs.nRE). Simplify the random effects."
         )
     st = _Structure(X, y, terms, Zs)
-    theta, info = _optimize(st, reml)
-    ev = st.evaluate(theta, reml, level=1)
+    theta, info, ev = _optimize(st, reml)
     r2, nprime = ev["r2"], ev["nprime"]
     sigma = math.sqrt(r2 / nprime)
     beta = ev["beta"]
@@ -983,4 +1009,5 @@ def fit_lmm(
         deviance=dev,
         optimizer=info,
         _struct=st,
+        _cache={"ev2": ev},
     )
