@@ -55,6 +55,25 @@ def test_emmeans_cells_match_r(fits, model):
 
 
 @pytest.mark.parametrize("model", list(OUTCOME))
+def test_emmeans_kenward_roger_match_r(fits, model):
+    # R: emmeans(fit, ~ arm * night, lmer.df = "kenward-roger")
+    ref = pd.read_csv(DATA / "trial_emmeans.csv").query(
+        "model == @model and df_method == 'kenward-roger'"
+    )
+    tab = emmeans(fits[model], ["arm", "night"], df_method="kenward-roger")
+    np.testing.assert_allclose(tab["std_error"], ref["se"], rtol=1e-3)
+    np.testing.assert_allclose(tab["df"], ref["df"], rtol=1e-4)
+    np.testing.assert_allclose(tab["conf_low"], ref["ci_low"], rtol=1e-4)
+    kr = pd.read_csv(DATA / "trial_contrasts.csv").query(
+        "model == @model and df_method == 'kenward-roger'"
+    )
+    did = did_contrast(fits[model], treatment="arm", time="night", df_method="kenward-roger")
+    ref_did = kr[kr["contrast"].str.contains("change from baseline")]
+    np.testing.assert_allclose(did["df"], ref_did["df"], rtol=1e-4)
+    np.testing.assert_allclose(did["p_value"], ref_did["p_two_sided"], rtol=1e-3)
+
+
+@pytest.mark.parametrize("model", list(OUTCOME))
 def test_contrasts_match_r(fits, model):
     # R: contrast(emm, interaction = c("trt.vs.ctrl", "trt.vs.ctrl")) (DiD);
     #    contrast(emm, "trt.vs.ctrl", by = "arm") and by = "night"; all unadjusted

@@ -373,7 +373,7 @@ def _kr_core(result: Any, L: np.ndarray) -> tuple[float, float, int, float]:
         raise ModelError(
             "Kenward-Roger df need a REML linear mixed model (pbkrtest refuses ML fits too)."
         )
-    Phi, PhiA, P, Q, W = parts()
+    Phi, PhiA, P, W = parts()
     beta = np.asarray(result.beta, float)
     # rank / q
     q = int(np.linalg.matrix_rank(L))

@@ -41,6 +41,7 @@ logger = logging.getLogger(__name__)
 
 _LOG2PI = math.log(2.0 * math.pi)
 SINGULAR_TOL = 1e-4  # lme4::isSingular default
+KR_MAX_N = 3000  # Kenward-Roger uses dense n x n matrices
 
 
 @dataclass(frozen=True)
@@ -258,6 +259,8 @@ class _Structure:
         sums = np.add.reduceat(feats, starts, axis=0)
         G = len(starts)
         self.nblocks_eff = G
+        self.Zb = Zb
+        self.obs_block = np.searchsorted(np.unique(block), block)
         self.ZtZ = sums[:, : m * m].reshape(G, m, m)
         self.ZtX = sums[:, m * m : m * m + m * p].reshape(G, m, p)
         self.Zty = sums[:, m * m + m * p :].reshape(G, m)
@@ -566,6 +569,60 @@ class LMMResult:
 
         jac, avar = self._satterthwaite_parts()
         return float(satterthwaite_df(np.atleast_2d(np.asarray(L, float)), self.vcov, jac, avar)[0])
+
+    def _kr_parts(self) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], np.ndarray]:
+        """Dense Kenward-Roger ingredients (pbkrtest's ``vcovAdj``): Phi, PhiA, P_i, W."""
+        if "kr" in self._cache:
+            return self._cache["kr"]
+        st = self._struct
+        n, m, G = st.n, st.m, st.nblocks_eff
+        if n > KR_MAX_N:
+            raise ModelError(
+                f"Kenward-Roger needs dense {n} x {n} matrices; it is available for up to "
+                f"{KR_MAX_N} observations. Use df_method='satterthwaite' (lmerTest's default)."
+            )
+        Zf = np.zeros((n, G * m))
+        cols = st.obs_block[:, None] * m + np.arange(m)[None, :]
+        Zf[np.arange(n)[:, None], cols] = st.Zb
+        s2 = self.sigma**2
+        Lam = st.lam(self.theta)
+        cov_b = s2 * Lam @ Lam.T
+        # linear covariance parameters: every (r >= c) element of every term, then residual
+        patterns = []
+        for t, off, ns in zip(st.terms, st.term_offsets, st.nslots, strict=True):
+            for c in range(t.q):
+                for r in range(c, t.q):
+                    C = np.zeros((m, m))
+                    for sl in range(ns):
+                        b = off + sl * t.q
+                        C[b + r, b + c] = C[b + c, b + r] = 1.0
+                    patterns.append(C)
+        Gs = [Zf @ np.kron(np.eye(G), C) @ Zf.T for C in patterns] + [np.eye(n)]
+        Sigma = s2 * np.eye(n) + Zf @ np.kron(np.eye(G), cov_b) @ Zf.T
+        X = st.X
+        Sinv = np.linalg.inv(Sigma)
+        SinvX = Sinv @ X
+        Phi = np.linalg.inv(X.T @ SinvX)
+        SinvG = [Sinv @ Gi for Gi in Gs]
+        P = [-(SinvX.T @ Gi @ SinvX) for Gi in Gs]
+        r = len(Gs)
+        Q = [[SinvX.T @ Gs[i] @ SinvG[j] @ SinvX for j in range(r)] for i in range(r)]
+        IE2 = np.empty((r, r))
+        for i in range(r):
+            for j in range(r):
+                IE2[i, j] = (
+                    np.sum(SinvG[i] * SinvG[j].T)
+                    - 2.0 * np.trace(Phi @ Q[i][j])
+                    + np.trace(Phi @ P[i] @ Phi @ P[j])
+                )
+        W = 2.0 * np.linalg.inv(IE2)
+        U = np.zeros_like(Phi)
+        for i in range(r):
+            for j in range(r):
+                U += W[i, j] * (Q[i][j] - P[i] @ Phi @ P[j])
+        PhiA = Phi + 2.0 * Phi @ U @ Phi
+        self._cache["kr"] = (Phi, PhiA, P, W)
+        return self._cache["kr"]
 
     def kenward_roger(self, L: Any) -> tuple[np.ndarray, np.ndarray]:
         """Kenward-Roger adjusted covariance of ``L @ beta`` and df per row (REML fits)."""
