@@ -200,6 +200,7 @@ def sleep_statistics(
     if order is not None:
         frame = frame.iloc[order]
         codes = codes[order]
+    first_rows = starts[:-1]  # first row of each night in `frame`, before cropping
     if nights is not None:
         codes, starts = _crop(frame, keys, codes, starts, nights, epoch_length)
         boundary = np.zeros(max(codes.size - 1, 0), dtype=bool)
@@ -216,7 +217,7 @@ def sleep_statistics(
     )
     result = pd.DataFrame(out, columns=list(OUTCOMES))
     if keys:
-        key_frame = frame[keys].iloc[starts[:-1]].reset_index(drop=True)
+        key_frame = frame[keys].iloc[first_rows].reset_index(drop=True)
         result = pd.concat([key_frame, result], axis=1)
     result.attrs["parameters"] = {
         "epoch_length": float(epoch_length),
