@@ -387,10 +387,16 @@ class _Structure:
             return out
         # ---- second derivatives (Hessian of the deviance in (theta, sigma))
         Dkl = self.Dkl  # (K, K, m, m), constant
-        DS = np.tensordot(D, S, axes=([2], [1])).transpose(0, 2, 1, 3)  # (K, G, m, m)
+        if m == 1:  # scalars per block: broadcasting beats BLAS calls on 1 x 1 matrices
+            DS = D[:, None] * S[None]
+        else:
+            DS = np.tensordot(D, S, axes=([2], [1])).transpose(0, 2, 1, 3)  # (K, G, m, m)
         T = DS.reshape(K, -1) @ DS.transpose(0, 1, 3, 2).reshape(K, -1).T
         a_kl = (Dkl.reshape(K * K, m * m) @ S_sum.T.reshape(m * m)).reshape(K, K) - T
-        DW = np.tensordot(D, W, axes=([2], [1])).transpose(0, 2, 1, 3)  # (K, G, m, p)
+        if m == 1:
+            DW = D[:, None] * W[None]
+        else:
+            DW = np.tensordot(D, W, axes=([2], [1])).transpose(0, 2, 1, 3)  # (K, G, m, p)
         DW_flat = DW.reshape(K, G * m, p)
         U = W_flat.T[None] @ DW_flat  # X'V^-1 V_k V^-1 X, (K, p, p)
         Dg = g[None] @ D.transpose(0, 2, 1)  # (K, G, m)
