@@ -341,7 +341,7 @@ def _parse_text(text: pd.Series, v: Variable, issues: Any, *, decimal: str) -> _
     if v.type in ("integer", "number"):
         work = text
         if decimal != ".":
-            work = text.str.replace(".", "", regex=False).str.replace(decimal, ".", regex=False)
+            work = text.str.replace(decimal, ".", regex=False)
         num = pd.to_numeric(work.where(present, ""), errors="coerce").to_numpy(
             dtype="float64", na_value=np.nan, copy=True
         )
@@ -392,6 +392,8 @@ def _parse_text(text: pd.Series, v: Variable, issues: Any, *, decimal: str) -> _
         impossible = np.flatnonzero(iso & parsed.isna().to_numpy())
         if not_iso.size:
             other = text.iloc[not_iso].str.match(_OTHER_DATE_RE).to_numpy()
+            if v.type == "datetime":
+                other = other & ~text.iloc[not_iso].str.match(_DATE_RE).to_numpy()
             mixed = bool(iso.any())
             fmt = "YYYY-MM-DD" if v.type == "date" else "YYYY-MM-DDTHH:MM[:SS]"
             msg_other = (
@@ -425,7 +427,9 @@ def _parse_text(text: pd.Series, v: Variable, issues: Any, *, decimal: str) -> _
 
     if v.type == "categorical":
         levels = v.levels
-        cat = pd.Categorical(text.where(present, None), categories=levels)
+        cat_codes = pd.Index(levels, dtype=object).get_indexer(text.astype(object))
+        cat_codes[~present] = -1
+        cat = pd.Categorical.from_codes(cat_codes, categories=levels)
         unmatched = present & (cat.codes < 0)
         pos = np.flatnonzero(unmatched)
         if pos.size:
@@ -449,6 +453,12 @@ def _parse_text(text: pd.Series, v: Variable, issues: Any, *, decimal: str) -> _
 
     # string
     return _Parsed(text.where(present, None).astype("str"), missing, coded)
+
+
+def _as_categorical(values: pd.Series, levels: list[str]) -> pd.Series:
+    """Values (already checked to be codes or missing) as a categorical with ``levels``."""
+    codes = pd.Index(levels, dtype=object).get_indexer(values.astype(object))
+    return pd.Series(pd.Categorical.from_codes(codes, categories=levels), index=values.index)
 
 
 def _numeric_series(num: np.ndarray, v: Variable, index: pd.Index) -> pd.Series:
@@ -506,8 +516,8 @@ def validate_table(
         Label for the ``file`` column of issues (default: the path, or ``attrs["source"]``,
         or ``"<data>"``).
     decimal : {".", ","}
-        Decimal separator of numbers written as text. With ``","``, ``.`` is read as a
-        thousands separator.
+        Decimal separator of numbers written as text. With ``","`` a comma is read as the
+        decimal point (a point still is one); thousands separators are never accepted.
 
     Returns
     -------
@@ -1367,6 +1377,7 @@ def _cross_table(results: dict[str, ValidationResult], dd: DataDictionary) -> li
         "treatment",
     } <= set(periods.columns):
         _check_sequence(results, dd)
+        periods = results["periods"].data
 
     nights = results["nights"]
     nd = nights.data
@@ -1426,7 +1437,8 @@ def _cross_table(results: dict[str, ValidationResult], dd: DataDictionary) -> li
                     "participant_id, period",
                     "treatment_periods",
                     "error",
-                    "no row in the periods table for this participant and period; add it",
+                    "no accepted row in the periods table for this participant and period "
+                    "(missing, or rejected: see the periods issues); add or fix it",
                     (
                         merged.loc[no_period, "participant_id"].astype(str)
                         + "/"
@@ -1583,12 +1595,8 @@ def _load_hypnograms(
         ep.insert(0, "participant_id", pid)
         ep.insert(1, "period", period)
         ep.insert(2, "night", night)
-        res = validate_table(ep, "epochs", dictionary=dd, source=str(path))
+        frames.append(ep.reset_index(drop=True))
         used.append(path)
-        for k in ("rows_read", "rows_accepted", "rows_rejected", "errors", "warnings"):
-            summary[k] += res.summary[k]
-        if len(res.issues):
-            issues.append(res.issues)
         if known and (pid, period, night) not in known:
             issues.append(
                 _one_issue(
@@ -1604,13 +1612,28 @@ def _load_hypnograms(
                 )
             )
             summary["warnings"] += 1
-        frames.append(res.data.reset_index(drop=True))
     if not frames:
         return None, issues, used, summary
-    epochs = pd.concat(frames, ignore_index=True)
+    # validate all nights at once (one call per file would cost ~50 ms each), then map the
+    # issues' positions back to (file, epoch record number within the file)
+    sizes = np.array([len(f) for f in frames])
+    combined = pd.concat(frames, ignore_index=True)
+    res = validate_table(combined, "epochs", dictionary=dd, source=str(folder))
+    file_of = np.repeat(np.arange(len(frames)), sizes)
+    local_row = np.arange(len(combined)) - np.repeat(np.cumsum(sizes) - sizes, sizes) + 1
+    if len(res.issues):
+        found = res.issues.copy()
+        has = found["row"].notna().to_numpy()
+        pos = found["row"].fillna(1).astype("int64").to_numpy() - 1
+        names = np.array([str(u) for u in used], dtype=object)
+        found["file"] = np.where(has, names[file_of[pos]], str(folder))
+        found["row"] = pd.array(np.where(has, local_row[pos], 0), dtype="Int64")
+        found.loc[~has, "row"] = pd.NA
+        issues.append(found)
+    for k in ("rows_read", "rows_accepted", "rows_rejected", "errors", "warnings"):
+        summary[k] += res.summary[k]
+    epochs = res.data.reset_index(drop=True)
     for name in ("night", "stage"):
         if name in epochs.columns:
-            epochs[name] = pd.Categorical(
-                epochs[name].astype(object), categories=dd.levels("epochs", name)
-            )
+            epochs[name] = _as_categorical(epochs[name], dd.levels("epochs", name))
     return epochs, issues, used, summary
