@@ -1240,7 +1240,7 @@ def load_study(directory: str | Path, *, dictionary: DataDictionary | None = Non
 
     issues = [r.issues for r in results.values()] + extra_issues + cross + epoch_issues
     issues = [i for i in issues if len(i)]
-    all_issues = pd.concat(issues, ignore_index=True) if issues else empty_issues()
+    all_issues = _sort_issues(pd.concat(issues, ignore_index=True)) if issues else empty_issues()
     summary_rows = [r.summary for r in results.values()]
     if epoch_summary is not None:
         summary_rows.append(epoch_summary)
@@ -1255,6 +1255,20 @@ def load_study(directory: str | Path, *, dictionary: DataDictionary | None = Non
         files=files,
         summary=summary,
     )
+
+
+def _sort_issues(issues: pd.DataFrame) -> pd.DataFrame:
+    """Group by file (in order of first appearance), file-level issues first, then by row."""
+    order = {f: i for i, f in enumerate(dict.fromkeys(issues["file"]))}
+    key = pd.DataFrame(
+        {
+            "f": issues["file"].map(order).to_numpy(),
+            "has_row": issues["row"].notna().to_numpy(),
+            "row": issues["row"].fillna(0).to_numpy(dtype="int64"),
+        }
+    )
+    idx = key.sort_values(["f", "has_row", "row"], kind="stable").index
+    return issues.iloc[idx].reset_index(drop=True)
 
 
 def _one_issue(

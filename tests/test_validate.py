@@ -272,6 +272,29 @@ def test_raise_for_errors(tmp_path, dd):
     assert validate_table(p, "diary", dictionary=dd).raise_for_errors().ok
 
 
+def test_typed_tables_round_trip(dd):
+    s = load_study(STUDY, dictionary=dd)
+    for table in ("roster", "periods", "nights", "diary"):
+        typed = getattr(s, table)
+        r = validate_table(typed, table, dictionary=dd)
+        assert len(r.issues) == 0, table
+        pd.testing.assert_frame_equal(r.data.reset_index(drop=True), typed.reset_index(drop=True))
+
+
+def test_typed_columns_with_missing_values(dd):
+    frame = pd.DataFrame(
+        {
+            "participant_id": ["P01", "P01", "P01"],
+            "period": pd.array([1, 1, None], dtype="Int64"),
+            "day": [0.0, 1.0, 2.5],
+            "kss": pd.array([3, None, -99], dtype="Int64"),
+        }
+    )
+    r = validate_table(frame, "diary", dictionary=dd)
+    assert _rules(r) == [[3, "period", "required", "error"], [3, "day", "type", "error"]]
+    assert r.data["kss"].isna().tolist() == [False, True]
+
+
 # -- cross-field rules (nights) -----------------------------------------------------------
 @pytest.mark.parametrize(
     ("old", "new", "expected"),
@@ -394,8 +417,8 @@ def test_sequence_must_spell_treatments(study_dir, dd):
     ]
     assert "expected ketamine" in s.issues["message"].iloc[0]
     assert [r[1:] for r in rules if r[0].endswith("nights.csv")] == [
+        [pd.NA, "no_nights"],  # P02 is left without accepted nights (file-level issues first)
         *([row, "treatment_periods"] for row in (6, 7, 8, 9)),
-        [pd.NA, "no_nights"],  # P02 is left without accepted nights
     ]
 
 

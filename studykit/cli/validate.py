@@ -155,6 +155,8 @@ def _print_report(summary: pd.DataFrame, issues: pd.DataFrame, *, report: str | 
         first = issues.head(_SHOW_ISSUES).copy()
         first["file"] = first["file"].map(lambda f: Path(str(f)).name)
         first["message"] = first["message"].astype(str).str.slice(0, 90)
+        for c in ("participant_id", "night"):
+            first[c] = first[c].astype(object).where(first[c].notna(), "")
         print(f"\nfirst {len(first)} of {len(issues)} issue(s):", file=out)
         print(first.to_string(index=False), file=out)
         for msg in issues.loc[issues["rule"] == "file", "message"]:
