@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import re
 import unicodedata
 from pathlib import Path
 
@@ -218,7 +219,16 @@ def _read_text(p: Path) -> pd.DataFrame:
             break
         text = text[nl + 1 :]
         skipped += 1
-    delimiter = _sniff_delimiter(text)
+    # Excel's "sep=;" first line names the delimiter
+    first_line = text.split("\n", 1)[0].strip()
+    if len(first_line) == 5 and first_line.lower().startswith("sep="):
+        delimiter = first_line[4]
+        text = text.split("\n", 1)[1] if "\n" in text else ""
+        skipped += 1
+        if not text.strip():
+            raise InputError(f"{p} has only a 'sep=' line and no table.")
+    else:
+        delimiter = _sniff_delimiter(text)
     try:
         cells = pd.read_csv(
             io.StringIO(text),
@@ -231,6 +241,13 @@ def _read_text(p: Path) -> pd.DataFrame:
             engine="c",
         )
     except pd.errors.ParserError as exc:
+        if "EOF inside string" in str(exc):
+            m = re.search(r"starting at row (\d+)", str(exc))
+            where = f" (the quote opens on line {int(m[1]) + 1 + skipped})" if m else ""
+            raise InputError(
+                f'{p} has a quote character (") that is never closed{where}. Close the quote '
+                "or remove it."
+            ) from None
         raise InputError(
             f"{p} cannot be split into cells with the {_DELIMITER_NAMES[delimiter]} delimiter: "
             f"{_parser_detail(str(exc))}. A row has more cells than the header: often unquoted "
@@ -247,7 +264,7 @@ def _read_text(p: Path) -> pd.DataFrame:
 
 def _parser_detail(msg: str) -> str:
     # pandas: "Error tokenizing data. C error: Expected 6 fields in line 4, saw 7"
-    return msg.split("C error: ")[-1].strip().rstrip(".")
+    return msg.split("C error: ")[-1].strip().rstrip(".").rstrip()
 
 
 def _split_header(p: Path, cells: pd.DataFrame, *, first_row: int) -> pd.DataFrame:
