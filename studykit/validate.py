@@ -60,6 +60,8 @@ __all__ = [
     "load_study",
     "empty_issues",
     "infer_table",
+    "hypnogram_keys",
+    "read_hypnogram_file",
 ]
 
 logger = logging.getLogger(__name__)
@@ -1540,6 +1542,69 @@ def _check_sequence(results: dict[str, ValidationResult], dd: DataDictionary) ->
             msgs,
             actual[bad].astype(str).to_numpy(dtype=object),
         )
+
+
+def hypnogram_keys(path: str | Path) -> tuple[str, int, str] | None:
+    """``(participant_id, period, night)`` from a hypnogram file name, or None.
+
+    Hypnogram files are named ``{participant_id}_p{period}_{night}.{ext}``.
+
+    Examples
+    --------
+    >>> hypnogram_keys("hypnograms/P01_p2_post1.csv")
+    ('P01', 2, 'post1')
+    >>> hypnogram_keys("nights.csv") is None
+    True
+    """
+    m = _HYPNOGRAM_NAME.match(Path(path).stem)
+    if m is None:
+        return None
+    return m["pid"], int(m["period"]), m["night"]
+
+
+def read_hypnogram_file(path: str | Path) -> pd.DataFrame:
+    """One hypnogram as an ``epochs`` table: key columns from the file name, then the epochs.
+
+    Uses :func:`studykit.hypnogram.read_hypnogram` when that module is installed (every
+    format it reads); otherwise text files are read with :func:`studykit.io.read_table`
+    (columns ``epoch, onset_s, stage``; row numbers as in the file).
+
+    Raises
+    ------
+    InputError
+        The name does not follow ``{participant_id}_p{period}_{night}.{ext}``, or the file
+        cannot be read.
+    """
+    p = Path(path)
+    keys = hypnogram_keys(p)
+    if keys is None:
+        raise InputError(
+            f"{p.name} is not named {{participant_id}}_p{{period}}_{{night}}.ext (e.g. "
+            "P01_p1_baseline.csv); rename it so its night can be identified."
+        )
+    try:
+        from studykit.hypnogram import read_hypnogram
+    except ImportError:
+        read_hypnogram = None
+    if read_hypnogram is not None:
+        try:
+            frame = read_hypnogram(p).copy()
+        except StudykitError as exc:
+            raise InputError(f"{p}: cannot read the hypnogram: {exc}") from None
+        frame.attrs.pop("source", None)
+    else:
+        if p.suffix.lower() not in (".csv", ".tsv", ".txt"):
+            raise InputError(
+                f"{p}: reading {p.suffix} hypnograms needs studykit.hypnogram, which is not "
+                "installed in this version."
+            )
+        frame = read_table(p)
+    for i, (name, value) in enumerate(
+        zip(("participant_id", "period", "night"), keys, strict=True)
+    ):
+        if name not in frame.columns:
+            frame.insert(i, name, value if read_hypnogram is not None else str(value))
+    return frame
 
 
 def _load_hypnograms(

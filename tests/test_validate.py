@@ -619,3 +619,21 @@ def test_cli_validate_continues_past_unreadable_files(capsys):
     out = capsys.readouterr().out
     assert "file error:" in out and "empty.csv is empty" in out
     assert main(["validate", str(CORPUS / "decimal_comma_nights.csv"), "--decimal", ","]) == 0
+
+
+def test_cli_validate_hypnogram_file_by_name(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "studykit.hypnogram", None)  # plain-text fallback
+    p = tmp_path / "P01_p1_baseline.csv"
+    p.write_text("epoch,onset_s,stage\n0,0,W\n1,30,N1\n2,60,S4\n")
+    report = tmp_path / "issues.csv"
+    assert main(["validate", str(p), "--report", str(report)]) == 2
+    issues = pd.read_csv(report)
+    # line 4 of the file holds 'S4' (an R&K label; the hypnogram reader maps those, not validate)
+    assert issues[["row", "participant_id", "night", "column", "rule"]].values.tolist() == [
+        [4, "P01", "baseline", "stage", "code"]
+    ]
+    assert "epochs" in capsys.readouterr().out
+    edf = tmp_path / "P01_p1_post1.edf"
+    edf.write_bytes(b"0       ")
+    assert main(["validate", str(edf)]) == 2
+    assert "needs studykit.hypnogram" in capsys.readouterr().out
