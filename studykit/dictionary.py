@@ -53,6 +53,7 @@ __all__ = [
     "ROLES",
     "DICTIONARY_COLUMNS",
     "REDCAP_COLUMNS",
+    "MISSING_TOKENS",
     "Variable",
     "DataDictionary",
     "load_dictionary",

@@ -8,8 +8,9 @@ each cell against the data dictionary and report the raw value of any cell that 
 The frame's index, named ``row``, is the row number as in the file: for text and Excel
 files the header is row 1 and the first data row is row 2 (as a spreadsheet numbers rows);
 for Parquet it is the 1-based record number. Blank lines are skipped without shifting the
-numbers. ``frame.attrs`` records ``source`` (the path), ``format``, ``encoding`` and
-``delimiter``.
+numbers (their row numbers are listed in ``frame.attrs["empty_rows"]``; the validator
+reports them as a warning). ``frame.attrs`` also records ``source`` (the path), ``format``,
+``encoding`` and ``delimiter``.
 
 Files that cannot be read as a table raise :class:`~studykit.errors.InputError` with a
 message naming the file and saying how to fix it: missing file, a directory, an empty
@@ -303,6 +304,7 @@ def _split_header(p: Path, cells: pd.DataFrame, *, first_row: int) -> pd.DataFra
         )
     body = body.copy()
     body.columns = header
+    body.attrs["empty_rows"] = [int(r) for r in body_rows[~keep]]
     return body
 
 

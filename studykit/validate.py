@@ -23,7 +23,8 @@ participant x period has a baseline night (a warning when not).
 
 Rule codes (the ``rule`` column)
 --------------------------------
-``encoding``, ``column_name``, ``unknown_column`` (warnings about the file);
+``encoding``, ``empty_rows``, ``column_name``, ``unknown_column`` (warnings about the
+file);
 ``missing_column``; ``type``, ``decimal_comma``, ``date_format`` (cell does not parse);
 ``required``, ``missing_code`` (warning: a required value coded missing); ``range``;
 ``code``, ``code_case`` (warning: code matched ignoring case); ``unique_key``;
@@ -625,6 +626,20 @@ def validate_table(
                 f"the file is not UTF-8; it was read as {encoding} (Western European). Check "
                 "accented characters and save the file as 'CSV UTF-8'",
             )
+
+    empty_rows = raw.attrs.get("empty_rows") or []
+    if empty_rows:
+        shown = ", ".join(str(r) for r in empty_rows[:10]) + (
+            " ..." if len(empty_rows) > 10 else ""
+        )
+        issues.add(
+            np.array([-1]),
+            "",
+            "empty_rows",
+            "warning",
+            f"{len(empty_rows)} empty row(s) skipped (row {shown}): they hold no value",
+            values="",
+        )
 
     frame = raw.rename(columns=mapping)
     frame = (

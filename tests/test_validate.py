@@ -572,6 +572,38 @@ def test_rows_read_equal_accepted_plus_rejected(raw):
     assert raw.equals(raw.copy())  # still the same object contents
 
 
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(messy_nights(), st.lists(st.booleans(), min_size=30, max_size=30))
+def test_file_rows_are_line_numbers(raw, blank_after):
+    # write the messy table as CSV with blank lines sprinkled in; every row number in the
+    # result must be the line of that row in the file
+    import tempfile
+
+    lines = [",".join(raw.columns)]
+    line_of, empty = [], []
+    for i, values in enumerate(raw.itertuples(index=False)):
+        lines.append(",".join(f'"{v}"' for v in values))
+        (line_of if any(v.strip() for v in values) else empty).append(len(lines))
+        if blank_after[i % 30]:
+            lines.append("")
+            empty.append(len(lines))
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "nights.csv"
+        path.write_text("\n".join(lines) + "\n")
+        if not line_of:  # only empty rows: nothing to validate
+            with pytest.raises(InputError, match="no data rows"):
+                validate_table(path, "nights")
+            return
+        r = validate_table(path, "nights")
+    assert sorted([*r.data.index, *r.rejected.index]) == line_of
+    # empty rows and blank lines hold no value: skipped, but reported
+    trailing = [e for e in empty if e > line_of[-1] and e == len(lines)]
+    reported = r.issues.loc[r.issues["rule"] == "empty_rows", "message"]
+    assert len(reported) == (1 if set(empty) - set(trailing) else 0)
+    rows = r.issues["row"].dropna().astype(int)
+    assert set(rows) <= set(line_of)
+
+
 # -- CLI --------------------------------------------------------------------------------------
 def test_cli_validate_clean_files_exit_0(capsys):
     files = [str(STUDY / f) for f in ("roster.csv", "periods.csv", "nights.csv", "diary.csv")]
