@@ -140,6 +140,9 @@ class ValidationResult:
         One row per problem, columns :data:`ISSUE_COLUMNS`.
     summary : dict
         ``file, table, rows_read, rows_accepted, rows_rejected, errors, warnings``.
+    raw : pandas.DataFrame or None
+        The input as read (strings for files), kept so that rows rejected later by
+        cross-table rules (:func:`load_study`) keep their raw values.
     """
 
     table: str
@@ -1174,7 +1177,9 @@ _READABLE = (".csv", ".tsv", ".txt", *EXCEL_SUFFIXES, *PARQUET_SUFFIXES)
 _HYPNOGRAM_NAME = re.compile(r"^(?P<pid>.+)_p(?P<period>\d+)_(?P<night>[A-Za-z0-9]+)$")
 
 
-def load_study(directory: str | Path, *, dictionary: DataDictionary | None = None) -> Study:
+def load_study(
+    directory: str | Path, *, dictionary: DataDictionary | None = None, decimal: str = "."
+) -> Study:
     """Read and validate a study directory (see docs/ARCHITECTURE.md for its layout).
 
     Parameters
@@ -1185,6 +1190,8 @@ def load_study(directory: str | Path, *, dictionary: DataDictionary | None = Non
         named ``{participant_id}_p{period}_{night}.{csv|tsv|txt|edf|xml}``.
     dictionary : DataDictionary, optional
         Default: the packaged dictionary.
+    decimal : {".", ","}
+        Decimal separator of numbers in the tables (see :func:`validate_table`).
 
     Returns
     -------
@@ -1247,7 +1254,7 @@ def load_study(directory: str | Path, *, dictionary: DataDictionary | None = Non
                 )
             )
 
-    results = {t: validate_table(files[t], t, dictionary=dd) for t in files}
+    results = {t: validate_table(files[t], t, dictionary=dd, decimal=decimal) for t in files}
     cross = _cross_table(results, dd)
     epochs, epoch_issues, epoch_files, epoch_summary = _load_hypnograms(
         d / "hypnograms", results, dd

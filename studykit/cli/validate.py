@@ -76,7 +76,7 @@ def handle(args: argparse.Namespace) -> int:
         path = Path(name)
         if path.is_dir() and args.table is None:
             try:
-                study = load_study(path, dictionary=dd)
+                study = load_study(path, dictionary=dd, decimal=args.decimal)
             except InputError as exc:
                 summaries.append(_failed(str(path), "study", exc))
                 issues.append(_file_issue(str(path), exc))
