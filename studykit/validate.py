@@ -1519,6 +1519,42 @@ def _cross_table(results: dict[str, ValidationResult], dd: DataDictionary) -> li
                     value=str(pid),
                 )
             )
+        # a period with no nights (expected after a withdrawal, so only when not withdrawn)
+        per = results["periods"].data
+        if {"participant_id", "period"} <= set(per.columns) and len(per):
+            withdrawn = set()
+            if {"participant_id", "status"} <= set(roster.data.columns):
+                st_ = roster.data
+                withdrawn = set(
+                    st_.loc[(st_["status"] == "withdrawn").fillna(False), "participant_id"]
+                )
+            have = set(
+                zip(nd["participant_id"].astype(object), nd["period"].astype(object), strict=True)
+            )
+            keys = list(
+                zip(per["participant_id"].astype(object), per["period"].astype(object), strict=True)
+            )
+            lonely = np.array(
+                [
+                    (k not in have) and (k[0] in with_nights) and (k[0] not in withdrawn)
+                    for k in keys
+                ],
+                dtype=bool,
+            )
+            if lonely.any():
+                _reject(
+                    results["periods"],
+                    lonely,
+                    "participant_id, period",
+                    "no_nights",
+                    "warning",
+                    "no accepted night for this participant and period (participant not withdrawn); "
+                    "add the nights or record the withdrawal in the roster",
+                    np.array(
+                        [f"{a}/{b}" for (a, b), m in zip(keys, lonely, strict=True) if m],
+                        dtype=object,
+                    ),
+                )
     return extra
 
 

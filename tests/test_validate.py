@@ -387,12 +387,15 @@ def test_treatment_constant_and_equal_to_periods(study_dir, dd):
     _edit(nights, "P03,2,post1,1,placebo", "P03,2,post1,1,ketamine")  # rows 12-13 vs periods
     s = load_study(study_dir, dictionary=dd)
     assert _rules(s) == [
+        # periods rows 4 (P02 p1) and 7 (P03 p2) are left without accepted nights
+        [4, "participant_id, period", "no_nights", "warning"],
+        [7, "participant_id, period", "no_nights", "warning"],
         [6, "treatment", "treatment_constant", "error"],
         [7, "treatment", "treatment_constant", "error"],
         [12, "treatment", "treatment_periods", "error"],
         [13, "treatment", "treatment_periods", "error"],
     ]
-    assert "(placebo)" in s.issues["message"].iloc[2]
+    assert "(placebo)" in s.issues["message"].iloc[4]
     assert len(s.nights) == 8
 
 
@@ -442,6 +445,23 @@ def test_roster_participant_without_nights_warns(study_dir, dd):
     )
     s = load_study(study_dir, dictionary=dd)
     assert sorted(s.issues["rule"]) == ["no_nights", "withdrawal_reason"]
+
+
+def test_period_without_nights_warns_unless_withdrawn(study_dir, dd):
+    text = (study_dir / "nights.csv").read_text().splitlines(keepends=True)
+    (study_dir / "nights.csv").write_text("".join(t for t in text if not t.startswith("P03,2,")))
+    s = load_study(study_dir, dictionary=dd)
+    # periods.csv row 7 = P03 period 2
+    assert s.issues[["row", "rule", "severity", "value"]].values.tolist() == [
+        [7, "no_nights", "warning", "P03/2"]
+    ]
+    _edit(
+        study_dir / "roster.csv",
+        "P03,KP,29,F,-99,35,completed,",
+        "P03,KP,29,F,-99,35,withdrawn,moved",
+    )
+    assert load_study(study_dir, dictionary=dd).ok
+    assert len(load_study(study_dir, dictionary=dd).issues) == 0
 
 
 def test_study_directory_errors(tmp_path, study_dir, dd):
