@@ -143,6 +143,8 @@ class ValidationResult:
     raw : pandas.DataFrame or None
         The input as read (strings for files), kept so that rows rejected later by
         cross-table rules (:func:`load_study`) keep their raw values.
+    raw_rows : numpy.ndarray or None
+        The row number of each row of ``raw``.
     """
 
     table: str
@@ -152,6 +154,7 @@ class ValidationResult:
     issues: pd.DataFrame
     summary: dict[str, Any]
     raw: pd.DataFrame | None = field(default=None, repr=False)
+    raw_rows: np.ndarray | None = field(default=None, repr=False)
 
     @property
     def ok(self) -> bool:
@@ -1111,6 +1114,7 @@ def _finish(
         issues=out,
         summary=summary,
         raw=raw,
+        raw_rows=rows,
     )
 
 
@@ -1155,6 +1159,9 @@ class Study:
         Table -> file path (``epochs`` -> list of hypnogram paths).
     summary : pandas.DataFrame or None
         One row per table: file, table, rows read / accepted / rejected, errors, warnings.
+    rejected : dict
+        Table -> its rejected rows (raw values + ``reasons``), so that rows read = accepted +
+        rejected can be checked table by table.
     """
 
     roster: pd.DataFrame
@@ -1165,6 +1172,7 @@ class Study:
     issues: pd.DataFrame = field(default_factory=empty_issues)
     files: dict[str, Any] = field(default_factory=dict)
     summary: pd.DataFrame | None = None
+    rejected: dict[str, pd.DataFrame] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -1256,7 +1264,7 @@ def load_study(
 
     results = {t: validate_table(files[t], t, dictionary=dd, decimal=decimal) for t in files}
     cross = _cross_table(results, dd)
-    epochs, epoch_issues, epoch_files, epoch_summary = _load_hypnograms(
+    epochs, epoch_issues, epoch_files, epoch_summary, epoch_rejected = _load_hypnograms(
         d / "hypnograms", results, dd
     )
     if epoch_files:
@@ -1278,6 +1286,7 @@ def load_study(
         issues=all_issues,
         files=files,
         summary=summary,
+        rejected={t: r.rejected for t, r in results.items()} | epoch_rejected,
     )
 
 
@@ -1331,12 +1340,12 @@ def _reject(
     severity: str,
     messages: np.ndarray | str,
     values: np.ndarray | str,
-) -> pd.DataFrame:
+) -> None:
     """Cross-table issue on rows of ``result.data`` (mask over data); reject them if an error."""
     data = result.data
     pos = np.flatnonzero(mask)
     if pos.size == 0:
-        return empty_issues()
+        return
     rows = data.index.to_numpy()[pos]
     issues = pd.DataFrame(
         {
@@ -1356,9 +1365,11 @@ def _reject(
         }
     ).astype({c: object for c in ISSUE_COLUMNS if c != "row"})
     if severity == "error":
-        moved = (
-            result.raw.loc[rows].copy() if result.raw is not None else data.iloc[pos].astype(str)
-        )
+        if result.raw is not None and result.raw_rows is not None:
+            moved = result.raw.iloc[np.searchsorted(result.raw_rows, rows)].copy()
+            moved.index = pd.Index(rows, name="row")
+        else:
+            moved = data.iloc[pos].astype(str)
         moved["reasons"] = f"{rule}: {column}"
         result.rejected = pd.concat([result.rejected, moved]).sort_index()
         result.data = data.loc[~mask]
@@ -1368,7 +1379,6 @@ def _reject(
     result.issues = (
         pd.concat([result.issues, issues], ignore_index=True) if len(result.issues) else issues
     )
-    return empty_issues()  # already added to result.issues
 
 
 def _cross_table(results: dict[str, ValidationResult], dd: DataDictionary) -> list[pd.DataFrame]:
@@ -1667,14 +1677,20 @@ def read_hypnogram_file(path: str | Path) -> pd.DataFrame:
 
 def _load_hypnograms(
     folder: Path, results: dict[str, ValidationResult], dd: DataDictionary
-) -> tuple[pd.DataFrame | None, list[pd.DataFrame], list[Path], dict[str, Any] | None]:
+) -> tuple[
+    pd.DataFrame | None,
+    list[pd.DataFrame],
+    list[Path],
+    dict[str, Any] | None,
+    dict[str, pd.DataFrame],
+]:
     if not folder.is_dir():
-        return None, [], [], None
+        return None, [], [], None, {}
     try:
         from studykit.hypnogram import read_hypnogram
     except ImportError:
         logger.warning("studykit.hypnogram is not available: hypnograms in %s not read", folder)
-        return None, [], [], None
+        return None, [], [], None, {}
     nights = results["nights"].data
     known = set()
     if {"participant_id", "period", "night"} <= set(nights.columns):
@@ -1750,7 +1766,7 @@ def _load_hypnograms(
             )
             summary["warnings"] += 1
     if not frames:
-        return None, issues, used, summary
+        return None, issues, used, summary, {}
     # validate all nights at once (one call per file would cost ~50 ms each), then map the
     # issues' positions back to (file, epoch record number within the file)
     sizes = np.array([len(f) for f in frames])
@@ -1773,4 +1789,10 @@ def _load_hypnograms(
     for name in ("night", "stage"):
         if name in epochs.columns:
             epochs[name] = _as_categorical(epochs[name], dd.levels("epochs", name))
-    return epochs, issues, used, summary
+    rejected = res.rejected.copy()
+    if len(rejected):
+        pos = np.searchsorted(res.raw_rows, rejected.index.to_numpy())
+        names = np.array([str(u) for u in used], dtype=object)
+        rejected.insert(0, "file", names[file_of[pos]])
+        rejected.index = pd.Index(local_row[pos], name="row")
+    return epochs, issues, used, summary, {"epochs": rejected}

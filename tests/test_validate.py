@@ -375,6 +375,11 @@ def test_rejected_roster_row_rejects_the_participants_rows(study_dir, dd):
     # roster row 3 (age 17 < 18); P02 has 2 periods, 4 nights, 2 diary rows
     assert rules == {"range": 1, "reference": 8}
     assert set(s.nights["participant_id"]) == {"P01", "P03"}
+    # rejected rows keep their raw values and say why
+    assert s.rejected["roster"][["age", "reasons"]].values.tolist() == [["17", "range: age"]]
+    assert s.rejected["nights"].index.tolist() == [6, 7, 8, 9]
+    assert set(s.rejected["nights"]["reasons"]) == {"reference: participant_id"}
+    assert s.rejected["nights"]["tst_min"].tolist()[0] == "371.0"  # raw string on line 6
     sm = s.summary.set_index("table")
     assert (sm["rows_read"] == sm["rows_accepted"] + sm["rows_rejected"]).all()
     assert sm.loc["nights", "rows_rejected"] == 4
@@ -531,6 +536,11 @@ def test_hypnograms_are_read_and_validated(study_dir, dd, monkeypatch):
     assert len(s.files["epochs"]) == 3
     ep = s.summary.set_index("table").loc["epochs"]
     assert (ep["rows_read"], ep["rows_accepted"], ep["rows_rejected"]) == (6, 5, 1)
+    rej = s.rejected["epochs"]
+    assert rej[["file", "stage", "reasons"]].values.tolist() == [
+        [str(h / "P02_p2_post1.csv"), "X", "code: stage"]
+    ]
+    assert rej.index.tolist() == [2]  # 2nd epoch record of that file
 
 
 # -- nothing is lost: property test ----------------------------------------------------------
