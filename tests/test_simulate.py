@@ -510,3 +510,35 @@ def test_nights_csv_has_derived_outcomes_matching_an_independent_count(study, wr
     assert (both["n_awakenings"] == both["n_awakenings_mine"]).all()
     flagged = nights.set_index(KEYS)["quality_flag"]
     assert flagged.loc[tuple(study.mess["unscored_night"])] == 1
+
+
+def _importable(module: str, name: str) -> bool:
+    try:
+        getattr(__import__(module, fromlist=[name]), name)
+    except (ImportError, AttributeError):
+        return False
+    return True
+
+
+@pytest.mark.skipif(
+    not _importable("studykit.hypnogram", "read_hypnogram"), reason="hypnogram readers not merged"
+)
+def test_project_readers_read_every_format_back(study, written):
+    from studykit.hypnogram import read_hypnogram
+
+    for key, fmt in study.hypnogram_formats.items():
+        pid, period, night = key
+        back = read_hypnogram(written / "hypnograms" / f"{pid}_p{period}_{night}.{fmt}")
+        expected = study.epochs.set_index(KEYS).loc[key, "stage"].tolist()
+        assert back["stage"].astype(str).tolist() == expected, key
+
+
+@pytest.mark.skipif(not _importable("studykit.validate", "load_study"), reason="not merged")
+def test_load_study_accepts_the_demo(study, written):
+    from studykit.validate import load_study
+
+    loaded = load_study(written)
+    errors = loaded.issues[loaded.issues["severity"] == "error"]
+    assert errors.empty, errors.head().to_string()
+    assert len(loaded.nights) == len(study.nights)
+    assert len(loaded.roster) == len(study.roster)

@@ -624,8 +624,6 @@ def _plan_mess(
             [miss2, n_periods, "baseline" if n_periods == 2 else last],
         ],
     }
-    if miss1 == miss2:  # pragma: no cover - distinct by construction
-        info["missing_nights"] = info["missing_nights"][:1]
     # artefact blocks in three nights, one long unscored stretch (electrode off)
     pool = [x for x in order[5:] if x != withdrawn] or order
     info["artefact_nights"] = [[pool[j % len(pool)], 1, nights[j % len(nights)]] for j in range(3)]

@@ -165,6 +165,14 @@ def _nights_with_outcomes(study: SimulatedStudy) -> tuple[pd.DataFrame, str]:
             "outcomes with `studykit derive` or `load_study`."
         )
     stats = sleep_statistics(study.epochs, nights=study.nights)
+    got = stats[_NIGHT_KEYS].astype({"period": "int64"})
+    want = study.nights[_NIGHT_KEYS]
+    if got.duplicated().any() or len(got.merge(want, on=_NIGHT_KEYS)) != len(want):
+        raise RuntimeError(  # a bug in sleep_statistics, not a user error
+            "studykit.hypnogram.sleep_statistics returned night keys that do not match the "
+            f"nights table one to one ({int(got.duplicated().sum())} duplicated, "
+            f"{len(got)} rows for {len(want)} nights)."
+        )
     stats = stats.drop(
         columns=[c for c in stats.columns if c in study.nights.columns and c not in _NIGHT_KEYS]
     )
