@@ -162,7 +162,17 @@ class ValidationResult:
         return not bool((self.issues["severity"] == "error").any())
 
     def raise_for_errors(self) -> ValidationResult:
-        """Raise :class:`~studykit.errors.ValidationError` when there are errors; else return self."""
+        """Raise :class:`~studykit.errors.ValidationError` when there are errors; else return self.
+
+        Examples
+        --------
+        >>> import pandas as pd
+        >>> frame = pd.DataFrame({"participant_id": ["P01"], "period": [1], "day": [0], "kss": [12]})
+        >>> validate_table(frame, "diary").raise_for_errors()
+        Traceback (most recent call last):
+        ...
+        studykit.errors.ValidationError: <data> (table diary): 1 error(s) in 1 of 1 rows; first: row 1, column kss = '12': above the maximum 9 points (allowed: 1 to 9 points); correct the value or leave it empty if unknown
+        """
         from studykit.errors import ValidationError
 
         if not self.ok:
@@ -1188,7 +1198,7 @@ _HYPNOGRAM_NAME = re.compile(r"^(?P<pid>.+)_p(?P<period>\d+)_(?P<night>[A-Za-z0-
 def load_study(
     directory: str | Path, *, dictionary: DataDictionary | None = None, decimal: str = "."
 ) -> Study:
-    """Read and validate a study directory (see docs/ARCHITECTURE.md for its layout).
+    r"""Read and validate a study directory (see docs/ARCHITECTURE.md for its layout).
 
     Parameters
     ----------
@@ -1223,6 +1233,26 @@ def load_study(
     baseline night (``baseline_night``; change-from-baseline contrasts for it cannot be
     estimated), a roster participant without nights (``no_nights``), hypnograms that cannot
     be read or matched to a night (``hypnogram``).
+
+    Examples
+    --------
+    >>> import pathlib, tempfile
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (d / "roster.csv").write_text(
+    ...     "participant_id,sequence,age,sex,madrs_baseline,status\n"
+    ...     "P01,K,34,F,31,completed\nP02,P,41,M,28,completed\n")
+    >>> _ = (d / "periods.csv").write_text(
+    ...     "participant_id,period,treatment,dose_mg_kg,sedative_use\n"
+    ...     "P01,1,ketamine,0.5,0\nP02,1,placebo,0,0\n")
+    >>> _ = (d / "nights.csv").write_text(
+    ...     "participant_id,period,night,night_index,treatment\n"
+    ...     "P01,1,baseline,0,ketamine\nP01,1,post1,1,ketamine\n"
+    ...     "P02,1,baseline,0,ketamine\nP03,1,baseline,0,placebo\n")
+    >>> study = load_study(d)
+    >>> study.issues[["row", "participant_id", "rule"]].values.tolist()
+    [[<NA>, 'P02', 'no_nights'], [4, 'P02', 'treatment_periods'], [5, 'P03', 'reference']]
+    >>> study.summary[["table", "rows_read", "rows_accepted", "rows_rejected"]].values.tolist()
+    [['roster', 2, 2, 0], ['periods', 2, 2, 0], ['nights', 4, 2, 2]]
     """
     dd = dictionary if dictionary is not None else load_dictionary()
     d = Path(directory)
@@ -1631,7 +1661,7 @@ def hypnogram_keys(path: str | Path) -> tuple[str, int, str] | None:
 
 
 def read_hypnogram_file(path: str | Path) -> pd.DataFrame:
-    """One hypnogram as an ``epochs`` table: key columns from the file name, then the epochs.
+    r"""One hypnogram as an ``epochs`` table: key columns from the file name, then the epochs.
 
     Uses :func:`studykit.hypnogram.read_hypnogram` when that module is installed (every
     format it reads); otherwise text files are read with :func:`studykit.io.read_table`
@@ -1642,6 +1672,17 @@ def read_hypnogram_file(path: str | Path) -> pd.DataFrame:
     InputError
         The name does not follow ``{participant_id}_p{period}_{night}.{ext}``, or the file
         cannot be read.
+
+    Examples
+    --------
+    >>> import pathlib, tempfile
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "P07_p2_post1.csv"
+    >>> _ = p.write_text("epoch,onset_s,stage\n0,0,W\n1,30,N1\n")
+    >>> frame = read_hypnogram_file(p)
+    >>> frame[["participant_id", "period", "night"]].drop_duplicates().values.tolist()
+    [['P07', 2, 'post1']]
+    >>> validate_table(frame, "epochs").summary["rows_accepted"]
+    2
     """
     p = Path(path)
     keys = hypnogram_keys(p)
