@@ -658,6 +658,7 @@ def validate_table(
         )
 
     frame = raw.rename(columns=mapping)
+    issues.raw = frame  # raw values of renamed columns are found under their dictionary name
     frame = (
         frame.loc[:, [c for c in frame.columns if c in variables]]
         if len(mapping) < len(raw.columns)

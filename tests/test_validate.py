@@ -92,6 +92,10 @@ def test_column_name_matched_ignoring_case_is_a_warning(tmp_path, dd):
     r = validate_table(p, "diary", dictionary=dd)
     assert r.data["kss"].tolist() == [3]
     assert [x[2] for x in _rules(r)] == ["column_name"] * 3
+    p.write_text("Participant_ID,Period,day,KSS\nP01,1,0,13\n")
+    r = validate_table(p, "diary", dictionary=dd)
+    bad = r.issues[r.issues["rule"] == "range"]
+    assert bad[["row", "column", "value"]].values.tolist() == [[2, "kss", "13"]]
 
 
 # -- cell rules --------------------------------------------------------------------------
