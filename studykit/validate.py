@@ -352,7 +352,7 @@ def _parse_text(text: pd.Series, v: Variable, issues: Any, *, decimal: str) -> _
     n = len(text)
     col = v.name
     raw = text
-    missing_tokens = text.isin(MISSING_TOKENS).to_numpy()
+    missing_tokens = text.isin(MISSING_TOKENS - set(v.levels)).to_numpy()  # a code wins
     coded = text.isin(v.missing_codes).to_numpy() if v.missing_codes else np.zeros(n, dtype=bool)
     missing = missing_tokens | coded
     present = ~missing

@@ -704,3 +704,26 @@ def test_cli_validate_hypnogram_file_by_name(tmp_path, capsys, monkeypatch):
     edf.write_bytes(b"0       ")
     assert main(["validate", str(edf)]) == 2
     assert "needs studykit.hypnogram" in capsys.readouterr().out
+
+
+def test_code_that_looks_like_a_missing_token_is_a_code():
+    from studykit.dictionary import DataDictionary, Variable
+
+    dd = DataDictionary(
+        [
+            Variable("id", "Id", "t", "identifier", "string", required=True, key=True),
+            Variable(
+                "region",
+                "Region",
+                "t",
+                "covariate",
+                "categorical",
+                codes=(("EU", "Europe"), ("NA", "North America")),
+            ),
+        ]
+    )
+    r = validate_table(
+        pd.DataFrame({"id": ["a", "b", "c"], "region": ["NA", "EU", ""]}), "t", dictionary=dd
+    )
+    assert r.data["region"].astype(object).tolist()[:2] == ["NA", "EU"]
+    assert r.data["region"].isna().tolist() == [False, False, True]
