@@ -46,6 +46,7 @@ __all__ = [
     "descriptive_outcomes",
     "format_descriptive_table",
     "validation_summary",
+    "redact_identifier_values",
     "participant_flow",
 ]
 
@@ -1237,6 +1238,43 @@ def validation_summary(issues: pd.DataFrame | None) -> pd.DataFrame:
     out["_s"] = out["severity"].str.lower().map(_SEVERITY_ORDER).fillna(9)
     out = out.sort_values(["_s", "file", "column", "rule"], kind="mergesort").drop(columns="_s")
     return out.reset_index(drop=True)
+
+
+def redact_identifier_values(
+    issues: pd.DataFrame, *, identifiers: Collection[str] | None = None
+) -> pd.DataFrame:
+    """Blank the value and message of issues about identifier (PHI) fields.
+
+    Parameters
+    ----------
+    issues : pandas.DataFrame
+        Issue table (columns ``column``, ``value``, ``message`` ...).
+    identifiers : collection of str, optional
+        Identifier field names; default :func:`identifier_columns`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        A copy where rows whose ``column`` is an identifier field have ``value`` and
+        ``message`` replaced by ``"[redacted: identifier field]"``.
+
+    Examples
+    --------
+    >>> iss = pd.DataFrame({"column": ["initials", "age"], "value": ["A.B.", "abc"],
+    ...                     "message": ["too long: 'A.B.'", "not an integer"]})
+    >>> redact_identifier_values(iss)["value"].tolist()
+    ['[redacted: identifier field]', 'abc']
+    """
+    ids = identifier_columns() if identifiers is None else frozenset(identifiers)
+    out = issues.copy()
+    if "column" not in out.columns:
+        return out
+    mask = out["column"].astype("string").isin(ids).fillna(False).to_numpy(bool)
+    for c in ("value", "message"):
+        if c in out.columns and mask.any():
+            out[c] = out[c].astype(object)
+            out.loc[mask, c] = "[redacted: identifier field]"
+    return out
 
 
 def participant_flow(
