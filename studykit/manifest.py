@@ -317,8 +317,9 @@ class Difference:
         Path relative to the results directory.
     kind : str
         ``"missing"`` (stored, not re-computed), ``"extra"`` (re-computed, not stored),
-        ``"columns"``, ``"rows"``, ``"number"``, ``"text"``, ``"input"`` (an input file's
-        hash changed) or ``"protocol"``.
+        ``"columns"``, ``"rows"``, ``"number"``, ``"text"``, ``"input"`` (an input file
+        differs from the one the results were computed from), ``"simulation"`` (the
+        re-simulated demo data differ from the recorded ones) or ``"protocol"``.
     row : int or None
         1-based data row (header excluded).
     column : str or None
@@ -472,6 +473,23 @@ def compare_results(
     return diffs
 
 
+def _input_differences(
+    stored: Mapping[str, str], current: Mapping[str, str], prefix: str, kind: str
+) -> list[Difference]:
+    out = []
+    for rel in sorted(set(stored) | set(current)):
+        if stored.get(rel) != current.get(rel):
+            out.append(
+                Difference(
+                    prefix + rel,
+                    kind,
+                    stored=stored.get(rel, "absent"),
+                    recomputed=current.get(rel, "absent"),
+                )
+            )
+    return out
+
+
 def verify(
     results_dir: str | Path,
     *,
@@ -499,9 +517,10 @@ def verify(
     Notes
     -----
     The protocol is read from the recorded path; when that file is gone, from the copy
-    ``protocol.yaml`` stored with the results. Simulated data are re-simulated with the
-    recorded seed (so the simulation's reproducibility is checked too); real data are read
-    from the recorded directory.
+    stored with the results (``protocol/<name>``). Input files on disk are checked against
+    the manifest's hashes. Simulated data are re-simulated with the recorded seed into the
+    temporary directory (so the simulation's reproducibility is checked too); real data are
+    read from the recorded directory.
     """
     from studykit import pipeline
 
@@ -512,7 +531,7 @@ def verify(
 
     proto = manifest.get("protocol", {})
     recorded = Path(str(args.get("protocol", "")))
-    copy = results / str(proto.get("copy", "protocol.yaml"))
+    copy = results / str(proto.get("copy") or "protocol")
     path = recorded if recorded.is_file() else copy
     if not path.is_file():
         raise InputError(
@@ -525,12 +544,21 @@ def verify(
         )
 
     simulated = bool(manifest.get("simulated"))
+    stored_inputs: dict[str, str] = manifest.get("inputs", {}).get("files", {})
+    recorded_data = manifest.get("inputs", {}).get("data_dir")
     data_dir = None if simulated else args.get("data")
     if data_dir is not None and not Path(data_dir).is_dir():
         raise InputError(
             f"Cannot verify: the data directory {data_dir!r} recorded in the manifest is gone. "
             "Restore it (same files) and re-run 'studykit verify'."
         )
+    # the input files on disk must be those the results were computed from
+    on_disk_dir = (results / "data") if simulated else Path(str(data_dir))
+    if simulated and not on_disk_dir.is_dir() and recorded_data:
+        on_disk_dir = Path(recorded_data)
+    on_disk = hash_tree(on_disk_dir) if on_disk_dir.is_dir() else {}
+    prefix = "data/" if simulated else f"{on_disk_dir}/"
+    diffs.extend(_input_differences(stored_inputs, on_disk, prefix, "input"))
     with tempfile.TemporaryDirectory(prefix="studykit-verify-") as tmp:
         out = Path(tmp) / "results"
         pipeline.run(
@@ -541,17 +569,8 @@ def verify(
             command=manifest.get("command"),
             progress=progress,
         )
-        rerun_inputs = load_manifest(out).get("inputs", {}).get("files", {})
-        stored_inputs = manifest.get("inputs", {}).get("files", {})
-        for rel in sorted(set(stored_inputs) | set(rerun_inputs)):
-            if stored_inputs.get(rel) != rerun_inputs.get(rel):
-                diffs.append(
-                    Difference(
-                        f"data/{rel}" if simulated else rel,
-                        "input",
-                        stored=stored_inputs.get(rel, "absent"),
-                        recomputed=rerun_inputs.get(rel, "absent"),
-                    )
-                )
+        if simulated:  # the simulation itself must reproduce the same data files
+            rerun_inputs = load_manifest(out).get("inputs", {}).get("files", {})
+            diffs.extend(_input_differences(stored_inputs, rerun_inputs, "data/", "simulation"))
         diffs.extend(compare_results(results, out, rtol=rtol, atol=atol))
     return diffs

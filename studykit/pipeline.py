@@ -62,7 +62,7 @@ CORE_NIGHT_OUTCOMES = (
 )
 DIARY_OUTCOMES = ("kss", "dream_vividness", "nightmares")
 _KEYS = ["participant_id", "period", "night"]
-_OWNED = ("tables", "figures", "report.html", "manifest.json", "protocol.yaml")
+_OWNED = ("tables", "figures", "report.html", "manifest.json", "protocol")
 
 _HINTS = {
     "simulate": "this is the built-in demo study; re-run with --debug and report the bug",
@@ -356,7 +356,8 @@ def run(
 
         proto = load_protocol(protocol)
         state["protocol"] = proto
-        shutil.copyfile(protocol, out / "protocol.yaml")
+        (out / "protocol").mkdir(exist_ok=True)
+        shutil.copyfile(protocol, out / "protocol" / protocol.name)
         n = len(getattr(proto, "hypotheses", []) or [])
         return f"{getattr(proto, 'id', protocol.stem)}: {n} hypotheses"
 
@@ -493,7 +494,7 @@ def run(
             arguments=arguments,
             protocol_path=protocol,
             protocol_id=getattr(proto, "id", None),
-            protocol_copy="protocol.yaml",
+            protocol_copy=f"protocol/{protocol.name}",
             dictionary_path=_dictionary_path(),
             data_dir=data_dir,
             simulated=simulate,

@@ -94,7 +94,8 @@ def test_demo_run_writes_every_output(demo_run):
     for name in ("forest", "trajectories_n3_min", "emmeans_H1", "hypnograms", "sleepiness"):
         for suffix in (".png", ".svg"):
             assert (out / "figures" / f"{name}{suffix}").is_file(), name + suffix
-    assert (out / "data" / "roster.csv").is_file() and (out / "protocol.yaml").is_file()
+    assert (out / "data" / "roster.csv").is_file()
+    assert (out / "protocol" / "demo_protocol.yaml").is_file()
     page = (out / "report.html").read_text()
     assert 'id="simulated-banner"' in page and 'id="table-hypotheses"' in page
     assert page.count("<figure") == 7  # 2 trajectories, 2 emmeans, forest, hypnograms, KSS
