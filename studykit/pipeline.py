@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import inspect
 import logging
 import shutil
 import time
@@ -123,12 +124,6 @@ def _dictionary_path() -> Path:
     return Path(str(files("studykit") / "data" / "data_dictionary.csv"))
 
 
-def _dictionary_meta() -> pd.DataFrame:
-    """The packaged dictionary as a frame (display metadata only: label, unit, codes)."""
-    dd = pd.read_csv(_dictionary_path(), dtype=str, keep_default_na=False)
-    return dd
-
-
 def _codes(spec: str) -> dict[str, str]:
     """``"KP, Ketamine then placebo | PK, ..."`` -> ``{"KP": "Ketamine then placebo", ...}``."""
     out = {}
@@ -142,34 +137,54 @@ def _codes(spec: str) -> dict[str, str]:
 
 
 class _Meta:
-    def __init__(self) -> None:
-        self.dd = _dictionary_meta()
+    """Display metadata of the dictionary: labels, units, roles, code order and labels.
 
-    def row(self, table: str, name: str) -> pd.Series | None:
-        sel = self.dd[(self.dd["table"] == table) & (self.dd["name"] == name)]
-        return None if sel.empty else sel.iloc[0]
+    Uses ``studykit.dictionary.load_dictionary()``; reads the packaged CSV directly only
+    when that module is not installed.
+    """
+
+    def __init__(self) -> None:
+        rows = []
+        try:
+            from studykit.dictionary import load_dictionary
+        except ModuleNotFoundError:
+            dd = pd.read_csv(_dictionary_path(), dtype=str, keep_default_na=False)
+            for r in dd.itertuples():
+                rows.append((r.table, r.name, r.label or r.name, r.unit, r.role, _codes(r.codes)))
+        else:
+            d = load_dictionary()
+            for table in d.tables:
+                for v in d.variables(table):
+                    rows.append(
+                        (
+                            table,
+                            v.name,
+                            v.label or v.name,
+                            v.unit or "",
+                            v.role,
+                            dict(v.code_labels()),
+                        )
+                    )
+        self._by = {(t, n): (lab, unit, role, codes) for t, n, lab, unit, role, codes in rows}
+        self._order = rows
 
     def label(self, table: str, name: str) -> str:
-        r = self.row(table, name)
-        return name if r is None else (r["label"] or name)
+        return self._by.get((table, name), (name,))[0]
 
     def unit(self, table: str, name: str) -> str:
-        r = self.row(table, name)
-        return "" if r is None else r["unit"]
+        r = self._by.get((table, name))
+        return "" if r is None else r[1]
 
     def levels(self, table: str, name: str) -> list[str]:
-        r = self.row(table, name)
-        return [] if r is None else list(_codes(r["codes"]))
+        r = self._by.get((table, name))
+        return [] if r is None else list(r[3])
 
     def code_labels(self, table: str, name: str) -> dict[str, str]:
-        r = self.row(table, name)
-        return {} if r is None else _codes(r["codes"])
+        r = self._by.get((table, name))
+        return {} if r is None else dict(r[3])
 
     def names(self, table: str, role: str | None = None) -> list[str]:
-        sel = self.dd[self.dd["table"] == table]
-        if role is not None:
-            sel = sel[sel["role"] == role]
-        return sel["name"].tolist()
+        return [n for t, n, _, _, r, _ in self._order if t == table and role in (None, r)]
 
     def axis_label(self, table: str, name: str) -> str:
         unit = self.unit(table, name)
@@ -218,6 +233,24 @@ def _prepare_out(out: Path, *, simulate: bool, data: Path | None) -> None:
             elif p.exists():
                 p.unlink()
     out.mkdir(parents=True, exist_ok=True)
+
+
+def _relative_files(frame: pd.DataFrame | None, root: Path) -> pd.DataFrame | None:
+    """Paths in a ``file`` column made relative to the data directory (stable across runs)."""
+    if frame is None or "file" not in frame.columns:
+        return frame
+    base = root.resolve()
+
+    def rel(v: object) -> object:
+        if not isinstance(v, str) or not v:
+            return v
+        p = Path(v)
+        try:
+            return (p if p.is_absolute() else p.resolve()).relative_to(base).as_posix()
+        except ValueError:
+            return v
+
+    return frame.assign(file=frame["file"].map(rel))
 
 
 def _stage_error(stage: str, exc: StudykitError, where: str) -> StudykitError:
@@ -369,6 +402,8 @@ def run(
 
         study = load_study(data_dir)
         state["study"] = study
+        state["issues"] = _relative_files(_frame(study, "issues"), data_dir)
+        state["files_summary"] = _relative_files(_frame(study, "summary"), data_dir)
         issues = _frame(study, "issues")
         n_err = 0
         if issues is not None and len(issues) and "severity" in issues:
@@ -386,7 +421,7 @@ def run(
             from studykit.tables import redact_identifier_values, write_table
 
             path = write_table(
-                redact_identifier_values(issues),
+                redact_identifier_values(_relative_files(issues, data_dir)),
                 out,
                 "validation_issues",
                 formats=["csv"],
@@ -418,7 +453,10 @@ def run(
     def _fit() -> str:
         from studykit.analysis import run_analysis
 
-        analysis = run_analysis(state["protocol"], state["study"])
+        kwargs = {}
+        if "simulated" in inspect.signature(run_analysis).parameters:
+            kwargs["simulated"] = simulate
+        analysis = run_analysis(state["protocol"], state["study"], **kwargs)
         result.analysis = analysis
         state["analysis_obj"] = analysis
         h = getattr(analysis, "hypotheses", None)
@@ -557,6 +595,39 @@ def _diary_with_treatment(study: object) -> pd.DataFrame | None:
     return diary.merge(tp, on=["participant_id", "period"], how="left")
 
 
+def _adjusted_intervals(analysis: object, h: pd.DataFrame) -> pd.DataFrame:
+    """The analysis' adjusted intervals (``AnalysisResults.adjusted_intervals()``) in the
+    row order of ``h``; studykit.tables' computation where the analysis gives none."""
+    from studykit.tables import adjusted_confidence_intervals
+
+    own = adjusted_confidence_intervals(h)
+    fn = getattr(analysis, "adjusted_intervals", None)
+    theirs = fn() if callable(fn) else None
+    if not isinstance(theirs, pd.DataFrame) or not len(theirs):
+        return own
+    need = {"hypothesis_id", "contrast", "conf_level", "conf_low", "conf_high"}
+    if not need <= set(theirs.columns):
+        return own
+    t = theirs.rename(
+        columns={
+            "conf_level": "conf_level_adjusted",
+            "conf_low": "conf_low_adjusted",
+            "conf_high": "conf_high_adjusted",
+            "interval_method": "ci_adjustment",
+        }
+    ).drop_duplicates(["hypothesis_id", "contrast"])
+    merged = own[["hypothesis_id", "contrast"]].merge(
+        t, on=["hypothesis_id", "contrast"], how="left", validate="many_to_one"
+    )
+    missing = merged["conf_low_adjusted"].isna() & own["conf_low_adjusted"].notna()
+    cols = ["conf_level_adjusted", "conf_low_adjusted", "conf_high_adjusted", "ci_adjustment"]
+    for c in cols:
+        if c not in merged:
+            merged[c] = own[c]
+        merged.loc[missing, c] = own.loc[missing, c]
+    return merged[["hypothesis_id", "contrast", *cols]]
+
+
 def _build_tables(state: Mapping[str, object], meta: _Meta):
     from studykit import tables as T
 
@@ -576,7 +647,7 @@ def _build_tables(state: Mapping[str, object], meta: _Meta):
             "estimates and CIs are rate ratios, tested on the log scale."
         ),
     )
-    adj = T.adjusted_confidence_intervals(h)
+    adj = _adjusted_intervals(state.get("analysis_obj"), h)
     specs["hypotheses_adjusted_ci"] = _TableSpec(
         adj,
         "Multiplicity-adjusted confidence intervals (forest plot)",
@@ -663,7 +734,14 @@ def _build_tables(state: Mapping[str, object], meta: _Meta):
                 display=T.format_descriptive_table(d),
                 notes="Day 0 = baseline day before the infusion.",
             )
-    issues = _frame(study, "issues")
+    issues = state.get("issues")
+    files_summary = state.get("files_summary")
+    if isinstance(files_summary, pd.DataFrame) and len(files_summary):
+        specs["validation_files"] = _TableSpec(
+            files_summary.reset_index(drop=True),
+            "Files read: rows read, accepted and rejected per table",
+            notes="Nothing is dropped silently: every rejected row has its issues listed.",
+        )
     specs["validation_summary"] = _TableSpec(
         T.validation_summary(issues),
         "Validation summary (issues per file, column and rule)",
@@ -676,6 +754,15 @@ def _build_tables(state: Mapping[str, object], meta: _Meta):
             "Validation issues",
             formats=("csv",),
             in_report=False,
+        )
+    ex_fn = getattr(state.get("analysis_obj"), "exclusions", None)
+    ex = ex_fn() if callable(ex_fn) else None
+    if isinstance(ex, pd.DataFrame):
+        specs["exclusions"] = _TableSpec(
+            ex.reset_index(drop=True),
+            "Exclusions per hypothesis (participant, period, observations, reason)",
+            notes="Observations not analysed for a hypothesis, with the reason (protocol "
+            "rules, missing outcome, intercurrent events).",
         )
     em = _emmeans_frame(state.get("analysis_obj"))
     if em is not None:
@@ -690,6 +777,14 @@ def _build_tables(state: Mapping[str, object], meta: _Meta):
 # --------------------------------------------------------------------------------------
 # figures
 # --------------------------------------------------------------------------------------
+
+
+def _isnum(v: object) -> bool:
+    try:
+        float(v)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def _build_figures(state: Mapping[str, object], meta: _Meta, fdir: Path) -> dict:
@@ -729,23 +824,36 @@ def _build_figures(state: Mapping[str, object], meta: _Meta, fdir: Path) -> dict
     em = _emmeans_frame(state.get("analysis_obj"))
     if em is not None and {"estimate", "conf_low", "conf_high", "treatment"} <= set(em.columns):
         for hid, g in em.groupby("hypothesis_id", sort=False):
-            outcome = h.loc[h["hypothesis_id"] == hid, "outcome"]
-            o = str(outcome.iloc[0]) if len(outcome) else ""
+            o = str(g["outcome"].iloc[0]) if "outcome" in g else ""
+            if not o:
+                outcome = h.loc[h["hypothesis_id"] == hid, "outcome"]
+                o = str(outcome.iloc[0]) if len(outcome) else ""
+            tv = str(g["time_variable"].iloc[0]) if "time_variable" in g else "night"
+            time_col = "time" if "time" in g else (tv if tv in g else None)
+            if tv == "night":
+                t_order, table = night_order, "nights"
+            else:
+                vals = g[time_col].dropna().unique() if time_col else []
+                t_order = sorted(vals, key=lambda v: (float(v), str(v)) if _isnum(v) else (0, v))
+                table = "diary"
             keep(
                 f"emmeans_{hid}",
                 P.plot_emmeans(
                     g,
+                    time=time_col,
                     arm_order=arm_order,
-                    time_order=night_order,
-                    label=meta.axis_label("nights", o) if o else None,
+                    time_order=[str(t) for t in t_order] if time_col == "time" else t_order,
+                    label=meta.axis_label(table, o) if o else None,
                     title=f"{hid}: estimated marginal means ({o})",
                 ),
                 f"Estimated marginal means, {hid} ({o})",
-                "Model-based means with confidence intervals by night and arm.",
+                f"Model-based means with confidence intervals by {tv} and arm"
+                + (" (counts: rates)" if "scale" in g and (g["scale"] == "rate").any() else "")
+                + ".",
             )
     keep(
         "forest",
-        P.plot_forest(h),
+        P.plot_forest(h, adjusted=_adjusted_intervals(state.get("analysis_obj"), h)),
         "Hypothesis effects",
         "Estimates with unadjusted (thin) and multiplicity-adjusted (thick) confidence "
         "intervals; dashed line: no effect. Ratios on a log axis.",
