@@ -22,6 +22,7 @@ import copy
 import dataclasses
 import inspect
 import logging
+import math
 import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -63,6 +64,7 @@ CORE_NIGHT_OUTCOMES = (
 )
 DIARY_OUTCOMES = ("kss", "dream_vividness", "nightmares")
 _KEYS = ["participant_id", "period", "night"]
+_MARKER = ".studykit-results"
 _OWNED = ("tables", "figures", "report.html", "manifest.json", "protocol")
 
 _HINTS = {
@@ -136,6 +138,16 @@ def _codes(spec: str) -> dict[str, str]:
     return out
 
 
+def _code_labels(variable: object) -> dict[str, str]:
+    """``Variable.code_labels`` (a property or a method) as a dict."""
+    cl = getattr(variable, "code_labels", None)
+    if callable(cl):
+        cl = cl()
+    if cl is None:
+        cl = dict(getattr(variable, "codes", ()) or ())
+    return dict(cl)
+
+
 class _Meta:
     """Display metadata of the dictionary: labels, units, roles, code order and labels.
 
@@ -162,7 +174,7 @@ class _Meta:
                             v.label or v.name,
                             v.unit or "",
                             v.role,
-                            dict(v.code_labels()),
+                            _code_labels(v),
                         )
                     )
         self._by = {(t, n): (lab, unit, role, codes) for t, n, lab, unit, role, codes in rows}
@@ -215,7 +227,7 @@ def _prepare_out(out: Path, *, simulate: bool, data: Path | None) -> None:
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {str(out)!r} is a file; give a directory for the results.")
     if out.is_dir() and any(out.iterdir()):
-        if not (out / "manifest.json").is_file() and not (out / "tables").is_dir():
+        if not (out / "manifest.json").is_file() and not (out / _MARKER).is_file():
             raise InputError(
                 f"--out {str(out)!r} exists, is not empty and holds no studykit results "
                 "(no manifest.json). Choose a new or empty directory so nothing of yours is "
@@ -233,6 +245,9 @@ def _prepare_out(out: Path, *, simulate: bool, data: Path | None) -> None:
             elif p.exists():
                 p.unlink()
     out.mkdir(parents=True, exist_ok=True)
+    (out / _MARKER).write_text(
+        "This directory holds results written by 'studykit run'; a new run replaces them.\n"
+    )
 
 
 def _relative_files(frame: pd.DataFrame | None, root: Path) -> pd.DataFrame | None:
@@ -823,7 +838,22 @@ def _build_figures(state: Mapping[str, object], meta: _Meta, fdir: Path) -> dict
         )
     em = _emmeans_frame(state.get("analysis_obj"))
     if em is not None and {"estimate", "conf_low", "conf_high", "treatment"} <= set(em.columns):
-        for hid, g in em.groupby("hypothesis_id", sort=False):
+        groups = list(em.groupby("hypothesis_id", sort=False))
+        ncols = min(3, len(groups))
+        nrows = math.ceil(len(groups) / ncols)
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(4.2 * ncols, 3.3 * nrows))
+        axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+        fig.subplots_adjust(
+            left=0.07,
+            right=0.98,
+            top=1 - 0.5 / (3.3 * nrows),
+            bottom=0.45 / (3.3 * nrows),
+            wspace=0.32,
+            hspace=0.55,
+        )
+        for ax, (hid, g) in zip(axes, groups, strict=False):
             o = str(g["outcome"].iloc[0]) if "outcome" in g else ""
             if not o:
                 outcome = h.loc[h["hypothesis_id"] == hid, "outcome"]
@@ -834,26 +864,38 @@ def _build_figures(state: Mapping[str, object], meta: _Meta, fdir: Path) -> dict
                 t_order, table = night_order, "nights"
             else:
                 vals = g[time_col].dropna().unique() if time_col else []
-                t_order = sorted(vals, key=lambda v: (float(v), str(v)) if _isnum(v) else (0, v))
+                t_order = sorted(
+                    vals, key=lambda v: (float(v), "") if _isnum(v) else (math.inf, str(v))
+                )
                 table = "diary"
-            keep(
-                f"emmeans_{hid}",
-                P.plot_emmeans(
-                    g,
-                    time=time_col,
-                    arm_order=arm_order,
-                    time_order=[str(t) for t in t_order] if time_col == "time" else t_order,
-                    label=meta.axis_label(table, o) if o else None,
-                    title=f"{hid}: estimated marginal means ({o})",
-                ),
-                f"Estimated marginal means, {hid} ({o})",
-                f"Model-based means with confidence intervals by {tv} and arm"
-                + (" (counts: rates)" if "scale" in g and (g["scale"] == "rate").any() else "")
-                + ".",
+            rate = "scale" in g and (g["scale"] == "rate").any()
+            P.plot_emmeans(
+                g,
+                time=time_col,
+                arm_order=arm_order,
+                time_order=[str(t) for t in t_order] if time_col == "time" else t_order,
+                label=(meta.axis_label(table, o) if o else "mean") + (" (rate)" if rate else ""),
+                title=f"{hid}: {meta.label(table, o) if o else ''}",
+                ax=ax,
             )
+            ax.set_xlabel(tv, fontsize=8)
+            ax.yaxis.label.set_fontsize(8)
+        for ax in axes[len(groups) :]:
+            fig.delaxes(ax)
+        keep(
+            "emmeans",
+            fig,
+            "Estimated marginal means by hypothesis",
+            "Model-based means (rates for count outcomes) with confidence intervals by night or "
+            "day and arm, one panel per hypothesis with a model.",
+        )
     keep(
         "forest",
-        P.plot_forest(h, adjusted=_adjusted_intervals(state.get("analysis_obj"), h)),
+        P.plot_forest(
+            h,
+            adjusted=_adjusted_intervals(state.get("analysis_obj"), h),
+            units={o: meta.unit("nights", o) or meta.unit("diary", o) for o in h["outcome"]},
+        ),
         "Hypothesis effects",
         "Estimates with unadjusted (thin) and multiplicity-adjusted (thick) confidence "
         "intervals; dashed line: no effect. Ratios on a log axis.",

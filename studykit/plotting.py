@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import matplotlib as mpl
 import numpy as np
 import pandas as pd
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from studykit.errors import InputError
@@ -227,6 +228,7 @@ def plot_emmeans(
     time_order: Sequence[object] | None = None,
     label: str | None = None,
     title: str | None = None,
+    ax: Axes | None = None,
 ) -> Figure:
     """Estimated marginal means with confidence intervals by night and arm.
 
@@ -241,10 +243,13 @@ def plot_emmeans(
         Explicit orders.
     label, title : str, optional
         Y-axis label and title.
+    ax : matplotlib.axes.Axes, optional
+        Draw into this axes (e.g. one panel of a grid); default a new figure.
 
     Returns
     -------
     matplotlib.figure.Figure
+        The new figure, or the figure of ``ax``.
 
     Notes
     -----
@@ -264,10 +269,13 @@ def plot_emmeans(
     arms = _order(emmeans[arm], arm_order)
     times = _order(emmeans[time], time_order) if use_time else [None]
     colors = _palette(len(arms))
-    width = 0.5
+    width = 0.24
     offsets = np.linspace(-width / 2, width / 2, len(arms)) if len(arms) > 1 else [0.0]
-    fig = Figure(figsize=(max(4.0, 1.3 * len(times) + 2), 3.6), layout="constrained")
-    ax = fig.subplots()
+    if ax is None:
+        fig = Figure(figsize=(max(4.0, 1.3 * len(times) + 2), 3.6), layout="constrained")
+        ax = fig.subplots()
+    else:
+        fig = ax.get_figure()
     for a, color, off in zip(arms, colors, offsets, strict=False):
         sub = emmeans[emmeans[arm] == a]
         xs, ys, lo, hi = [], [], [], []
@@ -289,9 +297,9 @@ def plot_emmeans(
     if use_time:
         ax.set_xlabel(time)
     ax.set_ylabel(label or "estimated marginal mean")
-    ax.legend(title=arm, frameon=False)
+    ax.legend(title=arm, frameon=False, fontsize=7, title_fontsize=7)
     ax.grid(axis="y", alpha=0.3)
-    ax.set_title(title or "Estimated marginal means with confidence intervals")
+    ax.set_title(title or "Estimated marginal means with confidence intervals", fontsize=9)
     return fig
 
 
@@ -300,7 +308,21 @@ def plot_emmeans(
 # --------------------------------------------------------------------------------------
 
 
-def plot_forest(hypotheses: pd.DataFrame, *, adjusted: pd.DataFrame | None = None) -> Figure:
+def _forest_panel_key(scale: object, unit: str) -> str:
+    sc = str(scale or "").lower()
+    if "ratio" in sc:
+        return f"{sc} (log scale)"
+    if sc in ("", "difference", "mean difference"):
+        return f"difference ({unit})" if unit else "difference"
+    return sc
+
+
+def plot_forest(
+    hypotheses: pd.DataFrame,
+    *,
+    adjusted: pd.DataFrame | None = None,
+    units: Mapping[str, str] | None = None,
+) -> Figure:
     """Forest plot of the hypothesis effects with multiplicity-adjusted intervals.
 
     Parameters
@@ -308,16 +330,20 @@ def plot_forest(hypotheses: pd.DataFrame, *, adjusted: pd.DataFrame | None = Non
     hypotheses : pandas.DataFrame
         Hypothesis results (contract columns, see ``studykit.tables.HYPOTHESIS_COLUMNS``).
     adjusted : pandas.DataFrame, optional
-        Adjusted intervals from ``studykit.tables.adjusted_confidence_intervals`` (computed
-        from ``hypotheses`` when not given), in the same row order.
+        Adjusted intervals (columns ``conf_low_adjusted, conf_high_adjusted``) in the same
+        row order, e.g. from ``AnalysisResults.adjusted_intervals()``; computed with
+        ``studykit.tables.adjusted_confidence_intervals`` when not given.
+    units : mapping, optional
+        Unit per outcome (from the dictionary): differences in the same unit share a panel.
 
     Returns
     -------
     matplotlib.figure.Figure
-        One row per hypothesis x contrast, each with its own x axis (outcomes differ in
-        units): the point estimate, the unadjusted interval (thin) and the adjusted
-        interval (thick), and a dashed line at no effect (0 for differences, 1 for ratios,
-        on a log axis).
+        One panel per kind of effect (differences per unit, rate ratios on a log axis,
+        correlations), one row per hypothesis x contrast in the input order: the point
+        estimate, the unadjusted interval (thin black) and the adjusted interval (thick
+        blue), a dashed line at no effect (0, or 1 for ratios) and, on the right, the
+        estimate with its adjusted interval and adjusted p-value.
 
     Examples
     --------
@@ -330,52 +356,94 @@ def plot_forest(hypotheses: pd.DataFrame, *, adjusted: pd.DataFrame | None = Non
     >>> len(plot_forest(h).axes)
     1
     """
+    import textwrap
+
     from studykit.tables import adjusted_confidence_intervals
 
     if len(hypotheses) == 0:
         raise InputError("Cannot draw a forest plot: the hypothesis results table is empty.")
     h = hypotheses.reset_index(drop=True)
     adj = adjusted_confidence_intervals(h) if adjusted is None else adjusted.reset_index(drop=True)
-    n = len(h)
-    fig = Figure(figsize=(7.5, 0.75 * n + 1.2), layout="constrained")
-    axes = fig.subplots(n, 1, squeeze=False)[:, 0]
-    for i, ax in enumerate(axes):
-        r = h.loc[i]
-        ratio = isinstance(r["scale"], str) and "ratio" in r["scale"].lower()
-        est = float(r["estimate"]) if pd.notna(r["estimate"]) else math.nan
-        lo, hi = (float(r[c]) if pd.notna(r[c]) else math.nan for c in ("conf_low", "conf_high"))
-        alo, ahi = (float(adj.loc[i, c]) for c in ("conf_low_adjusted", "conf_high_adjusted"))
+    if len(adj) != len(h):
+        raise InputError(
+            f"Adjusted intervals have {len(adj)} rows for {len(h)} hypothesis rows; pass them "
+            "in the same row order."
+        )
+    units = units or {}
+    keys = [
+        _forest_panel_key(h.loc[i, "scale"], units.get(str(h.loc[i, "outcome"]), ""))
+        for i in range(len(h))
+    ]
+    panels = list(dict.fromkeys(keys))
+    row_in = 0.42  # inches per row
+    gap_in = 0.75  # inches for a panel's x axis and title
+    sizes = [keys.count(k) for k in panels]
+    height = sum(n * row_in + gap_in for n in sizes) + 0.5
+    fig = Figure(figsize=(10.0, height))
+    ratios = []
+    for n in sizes:
+        ratios += [n * row_in, gap_in]
+    gs = fig.add_gridspec(
+        len(ratios),
+        1,
+        height_ratios=ratios,
+        hspace=0.0,
+        left=0.37,
+        right=0.75,
+        top=1 - 0.45 / height,
+        bottom=0.02,
+    )
+    for p, key in enumerate(panels):
+        ax = fig.add_subplot(gs[2 * p, 0])
+        rows = [i for i, k in enumerate(keys) if k == key]
+        ratio = "ratio" in key
         null = 1.0 if ratio else 0.0
-        finite = [v for v in (est, lo, hi, alo, ahi, null) if math.isfinite(v)]
+        values = [null]
+        labels = []
+        for j, i in enumerate(rows):
+            r = h.loc[i]
+            y = len(rows) - 1 - j
+            est = float(r["estimate"]) if pd.notna(r["estimate"]) else math.nan
+            lo, hi = (
+                float(r[c]) if pd.notna(r[c]) else math.nan for c in ("conf_low", "conf_high")
+            )
+            alo, ahi = (
+                float(adj.loc[i, c]) if pd.notna(adj.loc[i, c]) else math.nan
+                for c in ("conf_low_adjusted", "conf_high_adjusted")
+            )
+            values += [
+                v for v in (est, lo, hi, alo, ahi) if math.isfinite(v) and (v > 0 or not ratio)
+            ]
+            ax.hlines(y, alo, ahi, color="C0", linewidth=5, alpha=0.45)
+            ax.hlines(y, lo, hi, color="black", linewidth=1.2)
+            ax.plot([est], [y], marker="D", color="black", markersize=5, linestyle="none")
+            contrast = textwrap.shorten(str(r["contrast"]), width=70, placeholder=" ...")
+            labels.append(
+                (
+                    y,
+                    f"{r['hypothesis_id']} {r['outcome']}\n"
+                    + "\n".join(textwrap.wrap(contrast, 44)[:2]),
+                )
+            )
+            p_adj = r.get("p_adjusted")
+            text = f"{est:.3g} [{alo:.3g}, {ahi:.3g}]"
+            if p_adj is not None and pd.notna(p_adj):
+                text += f"  p adj {float(p_adj):.3g}"
+            ax.text(1.02, y, text, transform=ax.get_yaxis_transform(), fontsize=7, va="center")
+        lo_v, hi_v = min(values), max(values)
         if ratio:
-            finite = [v for v in finite if v > 0]
             ax.set_xscale("log")
-        span_lo, span_hi = min(finite), max(finite)
-        pad = (span_hi / span_lo) ** 0.08 if ratio else 0.08 * (span_hi - span_lo or 1.0)
-
-        def clip(v: float, lo_: float = span_lo, hi_: float = span_hi) -> float:
-            return v if math.isfinite(v) else (lo_ if v < 0 else hi_)
-
-        ax.hlines(0, clip(alo), clip(ahi), color="C0", linewidth=4, alpha=0.45)
-        ax.hlines(0, clip(lo), clip(hi), color="black", linewidth=1.2)
-        ax.plot([est], [0], marker="D", color="black", markersize=5)
-        ax.axvline(null, color="grey", linestyle="--", linewidth=0.8)
-        if ratio:
-            ax.set_xlim(span_lo / pad, span_hi * pad)
+            pad = (hi_v / lo_v) ** 0.06 if hi_v > lo_v else 1.2
+            ax.set_xlim(lo_v / pad, hi_v * pad)
         else:
-            ax.set_xlim(span_lo - pad, span_hi + pad)
-        ax.set_yticks([])
-        ax.set_ylim(-1, 1)
-        name = f"{r['hypothesis_id']} {r['outcome']}\n{r['contrast']}"
-        ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
-        unit = "ratio" if ratio else str(r["scale"] or "")
-        p_adj = r.get("p_adjusted")
-        text = f"{est:.3g} [{alo:.3g}, {ahi:.3g}] {unit}"
-        if p_adj is not None and pd.notna(p_adj):
-            text += f"; adj. p = {float(p_adj):.3g}"
-        ax.text(1.01, 0.5, text, transform=ax.transAxes, fontsize=7, va="center")
+            pad = 0.06 * (hi_v - lo_v) if hi_v > lo_v else 1.0
+            ax.set_xlim(lo_v - pad, hi_v + pad)
+        ax.axvline(null, color="grey", linestyle="--", linewidth=0.8)
+        ax.set_ylim(-0.6, len(rows) - 0.4)
+        ax.set_yticks([y for y, _ in labels], [t for _, t in labels], fontsize=7)
         ax.tick_params(axis="x", labelsize=7)
-        for side in ("top", "right", "left"):
+        ax.set_xlabel(key, fontsize=8, labelpad=2)
+        for side in ("top", "right"):
             ax.spines[side].set_visible(False)
     fig.suptitle(
         "Hypothesis effects: estimate, unadjusted CI (thin), multiplicity-adjusted CI (thick)",

@@ -290,5 +290,5 @@ def write_report(path: str | Path, **kwargs: object) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8", newline="\n") as fh:
         fh.write(page)
-    logger.info("report written to %s (%.0f kB)", path, len(page) / 1024)
+    logger.debug("report written to %s (%.0f kB)", path, len(page) / 1024)
     return path

@@ -495,7 +495,7 @@ def write_table(
 
 
 def hypothesis_table(hypotheses: pd.DataFrame) -> pd.DataFrame:
-    """The hypothesis results table in contract column order, sorted by hypothesis.
+    """The hypothesis results table in contract column order, rows in protocol order.
 
     Parameters
     ----------
@@ -506,15 +506,17 @@ def hypothesis_table(hypotheses: pd.DataFrame) -> pd.DataFrame:
     Returns
     -------
     pandas.DataFrame
-        Columns :data:`HYPOTHESIS_COLUMNS` (+ extras), rows sorted by ``hypothesis_id``
-        (natural order) keeping the analysis' order of contrasts within a hypothesis.
+        Columns :data:`HYPOTHESIS_COLUMNS` (+ extras). Rows keep the analysis' order (the
+        protocol's order of hypotheses, then contrasts), which is fixed by the protocol, so
+        exports are stable without re-sorting into an order the protocol did not choose.
 
     Examples
     --------
-    >>> h = pd.DataFrame({c: [None, None] for c in HYPOTHESIS_COLUMNS})
-    >>> h["hypothesis_id"] = ["H10", "H2"]
-    >>> hypothesis_table(h)["hypothesis_id"].tolist()
-    ['H2', 'H10']
+    >>> h = pd.DataFrame({c: [None, None] for c in reversed(HYPOTHESIS_COLUMNS)})
+    >>> h["hypothesis_id"] = ["H1", "E1"]
+    >>> t = hypothesis_table(h)
+    >>> t.columns[:3].tolist(), t["hypothesis_id"].tolist()
+    (['protocol_id', 'protocol_sha256', 'hypothesis_id'], ['H1', 'E1'])
     """
     missing = [c for c in HYPOTHESIS_COLUMNS if c not in hypotheses.columns]
     if missing:
@@ -524,10 +526,7 @@ def hypothesis_table(hypotheses: pd.DataFrame) -> pd.DataFrame:
             "contract in docs/ARCHITECTURE.md (studykit.tables.HYPOTHESIS_COLUMNS)."
         )
     extras = [c for c in hypotheses.columns if c not in HYPOTHESIS_COLUMNS]
-    out = hypotheses.loc[:, [*HYPOTHESIS_COLUMNS, *extras]]
-    return out.sort_values("hypothesis_id", key=_natural_key, kind="mergesort").reset_index(
-        drop=True
-    )
+    return hypotheses.loc[:, [*HYPOTHESIS_COLUMNS, *extras]].reset_index(drop=True)
 
 
 def _is_ratio(scale: object) -> bool:
@@ -1347,8 +1346,7 @@ def participant_flow(
             for reason, n in sorted(reasons[w].value_counts().items(), key=lambda kv: str(kv[0])):
                 rows.append({"stage": "withdrawn", "group": g, "reason": str(reason), "n": int(n)})
     if hypotheses is not None and len(hypotheses):
-        h = hypotheses.drop_duplicates("hypothesis_id")
-        h = h.sort_values("hypothesis_id", key=_natural_key, kind="mergesort")
+        h = hypotheses.drop_duplicates("hypothesis_id")  # protocol order
         for _, r in h.iterrows():
             rows.append(
                 {

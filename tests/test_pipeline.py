@@ -91,14 +91,14 @@ def test_demo_run_writes_every_output(demo_run):
         for suffix in (".csv", ".md", ".html", ".tex"):
             assert (out / "tables" / f"{name}{suffix}").is_file(), name + suffix
     assert (out / "tables" / "analysis_nights.csv").is_file()
-    for name in ("forest", "trajectories_n3_min", "emmeans_H1", "hypnograms", "sleepiness"):
+    for name in ("forest", "trajectories_n3_min", "emmeans", "hypnograms", "sleepiness"):
         for suffix in (".png", ".svg"):
             assert (out / "figures" / f"{name}{suffix}").is_file(), name + suffix
     assert (out / "data" / "roster.csv").is_file()
     assert (out / "protocol" / "demo_protocol.yaml").is_file()
     page = (out / "report.html").read_text()
     assert 'id="simulated-banner"' in page and 'id="table-hypotheses"' in page
-    assert page.count("<figure") == 7  # 2 trajectories, 2 emmeans, forest, hypnograms, KSS
+    assert page.count("<figure") == 6  # 2 trajectories, emmeans, forest, hypnograms, KSS
     # the hypotheses table says the data are simulated
     hyp = (out / "tables" / "hypotheses.csv").read_text().splitlines()
     assert hyp[0].split(",")[-1] == "simulated" and hyp[1].endswith(",True")

@@ -182,7 +182,8 @@ def test_hypothesis_table_orders_columns_and_rows():
     shuffled = h[list(reversed(h.columns))]
     out = hypothesis_table(shuffled)
     assert list(out.columns) == [*HYPOTHESIS_COLUMNS, "extra"]
-    assert out["hypothesis_id"].tolist() == ["H1", "H2", "H10"]
+    # protocol (analysis) order is kept, not re-sorted
+    assert out["hypothesis_id"].tolist() == ["H10", "H2", "H1"]
 
 
 def test_hypothesis_table_missing_columns_named():
