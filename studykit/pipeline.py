@@ -974,22 +974,19 @@ def _write_report(
         ReportFigure(name, v["_title"], v["svg"], v["_caption"])
         for name, v in state["figures"].items()
     ]
-    cols = [
+    first = h.drop_duplicates("hypothesis_id")
+    short = [
         c
-        for c in (
-            "hypothesis_id",
-            "claim",
-            "source",
-            "evidence",
-            "outcome",
-            "estimand",
-            "role",
-            "multiplicity_family",
-            "verdict_rule",
-        )
+        for c in ("hypothesis_id", "claim", "evidence", "outcome", "role", "multiplicity_family")
         if c in h.columns
     ]
-    protocol_table = format_display(h.drop_duplicates("hypothesis_id")[cols])
+    protocol_table = format_display(first[short])
+    full = [
+        c
+        for c in ("hypothesis_id", "source", "estimand", "effect_size_definition", "verdict_rule")
+        if c in h.columns
+    ]
+    definitions = format_display(first[full])
     diag_cols = [
         c
         for c in ("hypothesis_id", "contrast", "model", "converged", "singular", "warnings")
@@ -1017,6 +1014,7 @@ def _write_report(
         tables=tables,
         figures=figures,
         diagnostics=diagnostics,
+        definitions=definitions,
         manifest=manifest_summary,
         simulated=simulated,
     )

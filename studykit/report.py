@@ -113,6 +113,7 @@ SIMULATED DATA: {{ simulated_note }}</div>{% endif %}
 {% for t in tables %}<li><a href="#sec-{{ t.name }}">{{ t.title }}</a></li>
 {% endfor %}{% if figures %}<li><a href="#figures">Figures</a></li>{% endif %}
 {% if diagnostics is not none %}<li><a href="#diagnostics">Diagnostics</a></li>{% endif %}
+{% if definitions %}<li><a href="#definitions">Pre-registered definitions</a></li>{% endif %}
 {% if manifest %}<li><a href="#manifest">Reproducibility</a></li>{% endif %}
 </ul></nav>
 
@@ -137,6 +138,11 @@ SIMULATED DATA: {{ simulated_note }}</div>{% endif %}
 
 {% if diagnostics is not none %}<section id="diagnostics"><h2>Diagnostics</h2>
 <div class="table-wrap">{{ diagnostics }}</div></section>{% endif %}
+
+{% if definitions %}<section id="definitions"><h2>Pre-registered definitions</h2>
+<p class="notes">Estimand, sources and verdict rule of each hypothesis, as fixed in the
+protocol before the analysis.</p>
+<div class="table-wrap">{{ definitions }}</div></section>{% endif %}
 
 {% if manifest %}<section id="manifest"><h2>Reproducibility</h2>
 <dl class="kv">{% for k, v in manifest %}<dt>{{ k }}</dt><dd>{{ v }}</dd>
@@ -195,6 +201,7 @@ def render_report(
     figures: Sequence[ReportFigure] = (),
     protocol_table: pd.DataFrame | None = None,
     diagnostics: pd.DataFrame | None = None,
+    definitions: pd.DataFrame | None = None,
     manifest: Mapping[str, object] | None = None,
     simulated: bool,
 ) -> str:
@@ -215,6 +222,9 @@ def render_report(
         One row per hypothesis as pre-registered (display strings).
     diagnostics : pandas.DataFrame, optional
         Model diagnostics (convergence, singular fits, warnings, validation issues).
+    definitions : pandas.DataFrame, optional
+        Full pre-registered definitions (estimand, sources, verdict rule), shown after the
+        results.
     manifest : mapping, optional
         Reproducibility summary (versions, command, seeds, git commit ...).
     simulated : bool
@@ -268,6 +278,9 @@ def render_report(
         figures=figures_ctx,
         diagnostics=(
             Markup(_table_html(diagnostics, "diagnostics")) if diagnostics is not None else None
+        ),
+        definitions=(
+            Markup(_table_html(definitions, "definitions")) if definitions is not None else None
         ),
         manifest=[(k, _flatten(v)) for k, v in (manifest or {}).items()],
     )

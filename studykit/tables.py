@@ -685,7 +685,9 @@ def format_hypothesis_table(hypotheses: pd.DataFrame, *, digits: int = 2) -> pd.
     -------
     pandas.DataFrame
         String columns ``Hypothesis, Outcome, Contrast, Role, n (K/P), Excluded,
-        Estimate [CI], df, p, Adjusted p, Effect size, Verdict, Model, Warnings``.
+        Estimate [CI], CI level, df, p, Adjusted p, Effect size, Verdict``. The model,
+        its warnings and the effect-size definition stay in the CSV (and the report's
+        diagnostics and definitions); they are too long for a readable table.
 
     Examples
     --------
@@ -737,15 +739,8 @@ def format_hypothesis_table(hypotheses: pd.DataFrame, *, digits: int = 2) -> pd.
                 + (f" ({txt(r['df_method'])})" if txt(r["df_method"]) else ""),
                 "p": p(r["p_value"]),
                 "Adjusted p": adj,
-                "Effect size": es
-                + (
-                    f" ({txt(r['effect_size_definition'])})"
-                    if es and txt(r["effect_size_definition"])
-                    else ""
-                ),
+                "Effect size": es,
                 "Verdict": txt(r["verdict"]),
-                "Model": txt(r["model"]),
-                "Warnings": txt(r["warnings"]),
             }
         )
     return pd.DataFrame(rows, columns=list(rows[0]) if rows else None)
@@ -783,7 +778,7 @@ def _order(values: Sequence[object], order: Sequence[object] | None) -> list:
     if order is None:
         return sorted(present, key=str)
     extra = sorted((v for v in present if v not in order), key=str)
-    return [v for v in order if v in present or v in order] + extra
+    return [v for v in order if v in present] + extra
 
 
 def baseline_characteristics(
@@ -809,7 +804,8 @@ def baseline_characteristics(
         Randomized sequence (crossover) or arm (parallel group).
     group_order : sequence of str, optional
         Order of groups (dictionary order of the codes); groups present but not listed
-        follow alphabetically. Listed groups with no participants appear with n = 0.
+        follow alphabetically. Codes without participants (e.g. the parallel-group arms of
+        a crossover) are left out.
     labels, units : mapping, optional
         Display label and unit per variable (from the data dictionary).
     levels : mapping, optional
