@@ -74,7 +74,7 @@ def main() -> int:
         protocol = Path(tempfile.mkdtemp()) / "stand_in_protocol.yaml"
         protocol.write_text("id: stand_in\n")
 
-    totals, per_stage = [], {}
+    totals, per_stage, per_cpu = [], {}, {}
     for i in range(args.repeat):
         with tempfile.TemporaryDirectory() as tmp:
             t = time.perf_counter()
@@ -83,9 +83,13 @@ def main() -> int:
             totals.append(time.perf_counter() - (T0 if i == 0 else t))
             for k, v in res.timings.items():
                 per_stage.setdefault(k, []).append(v)
-    print(f"{'stage':<10} {'best s':>8} {'median s':>9}")
+                per_cpu.setdefault(k, []).append(res.cpu_timings.get(k, float("nan")))
+    print(f"{'stage':<10} {'wall best s':>12} {'wall median s':>14} {'cpu median s':>13}")
     for k, v in per_stage.items():
-        print(f"{k:<10} {min(v):8.2f} {statistics.median(v):9.2f}")
+        print(
+            f"{k:<10} {min(v):12.2f} {statistics.median(v):14.2f} "
+            f"{statistics.median(per_cpu[k]):13.2f}"
+        )
     first = totals[0]
     print(
         f"end to end, first run incl. Python imports: {first:.2f} s "

@@ -98,7 +98,9 @@ class RunResult:
     manifest : Path
         ``manifest.json``.
     timings : dict
-        Stage -> seconds.
+        Stage -> wall seconds.
+    cpu_timings : dict
+        Stage -> CPU seconds of this process (less sensitive to a busy machine).
     simulated : bool
         Whether the data were simulated.
     analysis : object
@@ -111,6 +113,7 @@ class RunResult:
     report: Path | None = None
     manifest: Path | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    cpu_timings: dict[str, float] = field(default_factory=dict)
     simulated: bool = False
     analysis: object = None
 
@@ -374,6 +377,7 @@ def run(
     def do(stage: str, where: str, fn: Callable[[], str | None]) -> None:
         i = stages.index(stage) + 1
         t0 = time.perf_counter()
+        c0 = time.process_time()
         try:
             detail = fn()
         except StudykitError as exc:
@@ -384,6 +388,7 @@ def run(
             raise
         dt = time.perf_counter() - t0
         result.timings[stage] = dt
+        result.cpu_timings[stage] = time.process_time() - c0
         say(f"[{i}/{len(stages)}] {stage:<9} {dt:6.2f} s" + (f"  {detail}" if detail else ""))
 
     # ---------------------------------------------------------------- simulate

@@ -5,7 +5,8 @@ returns a :class:`matplotlib.figure.Figure` built without ``pyplot`` (so no glob
 state and no GUI backend is touched); :func:`save_figure` writes it as PNG and SVG with fixed
 metadata (``svg.hashsalt``, no date), so re-running gives byte-identical files.
 
-Colours come from seaborn's colour-blind palette, the reference arm (placebo) first.
+Colours come from seaborn's colour-blind palette (:data:`COLORBLIND`), the reference arm
+(placebo) first.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ __all__ = [
     "plot_hypnograms",
     "plot_sleepiness",
     "HYPNOGRAM_ORDER",
+    "COLORBLIND",
 ]
 
 logger = logging.getLogger(__name__)
@@ -42,10 +44,24 @@ HYPNOGRAM_ORDER: tuple[str, ...] = ("W", "R", "N1", "N2", "N3")
 _SAVE_RC = {"svg.hashsalt": "studykit", "svg.fonttype": "path", "path.simplify": True}
 
 
-def _palette(n: int) -> list:
-    import seaborn as sns
+#: seaborn's "colorblind" palette (10 colours), as hex: fixed here so drawing a figure does
+#: not import seaborn (about a second of start-up) for eight numbers.
+COLORBLIND = (
+    "#0173B2",
+    "#DE8F05",
+    "#029E73",
+    "#D55E00",
+    "#CC78BC",
+    "#CA9161",
+    "#FBAFE4",
+    "#949494",
+    "#ECE133",
+    "#56B4E9",
+)
 
-    return list(sns.color_palette("colorblind", max(n, 2)))
+
+def _palette(n: int) -> list[str]:
+    return [COLORBLIND[i % len(COLORBLIND)] for i in range(max(n, 2))]
 
 
 def _order(values: pd.Series, order: Sequence[object] | None) -> list:

@@ -206,3 +206,15 @@ def test_sleepiness_means_and_t_intervals():
     segs = [s for c in ax.collections if isinstance(c, LineCollection) for s in c.get_segments()]
     widths = sorted(np.round(s[1, 1] - s[0, 1], 6) for s in segs)
     assert widths[-1] == pytest.approx(2 * 12.706204736, rel=1e-6)
+
+
+def test_palette_is_seaborns_colorblind():
+    import seaborn as sns
+
+    from studykit.plotting import COLORBLIND
+
+    expected = [
+        "#" + "".join(f"{round(c * 255):02X}" for c in rgb)
+        for rgb in sns.color_palette("colorblind")
+    ]
+    assert list(COLORBLIND) == expected
