@@ -1,16 +1,100 @@
-"""`studykit dictionary`: not yet implemented (placeholder registered so --help lists it)."""
+"""``studykit dictionary``: check, convert and describe the data dictionary.
+
+Subcommands: ``check`` (load and summarise), ``export-redcap OUT.csv``, ``import-redcap
+IN.csv -o data_dictionary.csv`` and ``schema TABLE`` (Frictionless Table Schema, JSON).
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from pathlib import Path
 
-from studykit.errors import StudykitError
+from studykit.errors import InputError
+
+__all__ = ["register", "handle"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("dictionary", help="(not yet implemented)")
-    p.set_defaults(handler=handle)
+    """Add the ``dictionary`` subcommand and its own subcommands."""
+    p = sub.add_parser(
+        "dictionary",
+        help="check the data dictionary; REDCap import/export; Table Schema",
+        description="Check the data dictionary and convert it to and from REDCap and Frictionless.",
+    )
+    p.set_defaults(handler=handle, dict_command=None)
+    dsub = p.add_subparsers(dest="dict_command", metavar="ACTION")
+
+    c = dsub.add_parser("check", help="load the dictionary, report problems, list its tables")
+    c.add_argument("path", nargs="?", help="data dictionary CSV (default: packaged)")
+
+    e = dsub.add_parser("export-redcap", help="write a REDCap data dictionary CSV")
+    e.add_argument("out", metavar="OUT.csv")
+    e.add_argument("--dictionary", metavar="PATH", help="data dictionary CSV (default: packaged)")
+    e.add_argument("--tables", nargs="+", metavar="TABLE", help="tables to export (default: all)")
+
+    i = dsub.add_parser("import-redcap", help="convert a REDCap data dictionary CSV")
+    i.add_argument("redcap", metavar="IN.csv")
+    i.add_argument(
+        "-o", "--output", required=True, metavar="OUT.csv", help="data dictionary to write"
+    )
+    i.add_argument("--force", action="store_true", help="overwrite OUT.csv if it exists")
+
+    s = dsub.add_parser("schema", help="print (or write) the Frictionless Table Schema of a table")
+    s.add_argument("table")
+    s.add_argument("--dictionary", metavar="PATH", help="data dictionary CSV (default: packaged)")
+    s.add_argument(
+        "-o", "--output", metavar="OUT.json", help="write to this file instead of stdout"
+    )
 
 
 def handle(args: argparse.Namespace) -> int:
-    raise StudykitError("'studykit dictionary' is not implemented yet in this version.")
+    """Run ``studykit dictionary ACTION``; return the exit code."""
+    from studykit.dictionary import export_redcap, import_redcap, load_dictionary
+
+    action = args.dict_command
+    if action is None:
+        print(
+            "usage: studykit dictionary {check,export-redcap,import-redcap,schema} ...\n"
+            "(studykit dictionary --help for details)",
+            file=sys.stderr,
+        )
+        return 2
+    if action == "check":
+        dd = load_dictionary(args.path)
+        print(f"{dd.source}: {len(dd)} variables, no problems found")
+        for t in dd.tables:
+            vs = dd.variables(t)
+            print(
+                f"  {t:<8} {len(vs):>3} variables; key: {', '.join(dd.keys(t)) or '(none)'}; "
+                f"required: {sum(v.required for v in vs)}"
+            )
+        phi = sorted(dd.identifier_columns())
+        print(f"  identifiers (PHI, never exported): {', '.join(phi) or '(none)'}")
+        return 0
+    if action == "export-redcap":
+        dd = load_dictionary(args.dictionary)
+        path = export_redcap(dd, args.out, tables=args.tables)
+        print(
+            f"wrote REDCap data dictionary {path} ({len(dd.to_redcap(tables=args.tables))} fields)"
+        )
+        return 0
+    if action == "import-redcap":
+        out = Path(args.output)
+        if out.exists() and not args.force:
+            raise InputError(f"{out} exists; pass --force to overwrite it or choose another -o.")
+        dd = import_redcap(args.redcap)
+        dd.to_csv(out)
+        print(f"wrote {out}: {len(dd)} variables in tables {', '.join(dd.tables)}")
+        return 0
+    if action == "schema":
+        dd = load_dictionary(args.dictionary)
+        text = json.dumps(dd.table_schema(args.table), indent=2, ensure_ascii=False)
+        if args.output:
+            Path(args.output).write_text(text + "\n", encoding="utf-8")
+            print(f"wrote {args.output}")
+        else:
+            print(text)
+        return 0
+    raise InputError(f"unknown action {action!r}")  # argparse prevents this

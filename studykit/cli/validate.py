@@ -1,16 +1,165 @@
-"""`studykit validate`: not yet implemented (placeholder registered so --help lists it)."""
+"""``studykit validate``: check data files (or a study directory) against the data dictionary.
+
+Prints a summary table (rows read / accepted / rejected, errors, warnings per file), the
+issues counted by rule and the first issues; writes the full issue table with
+``--report``. Exit code 2 when any error is found, 0 when there are only warnings.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
-from studykit.errors import StudykitError
+import pandas as pd
+
+from studykit.errors import InputError
+
+__all__ = ["register", "handle"]
+
+_SHOW_ISSUES = 15
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("validate", help="(not yet implemented)")
+    """Add the ``validate`` subcommand."""
+    p = sub.add_parser(
+        "validate",
+        help="check data files against the data dictionary",
+        description=(
+            "Parse every cell of each file against the data dictionary and check ranges, "
+            "codes, unique keys and cross-field rules. A directory is read as a whole study "
+            "(roster, periods, nights, diary, hypnograms/) with the cross-table rules. Exit "
+            "code 2 when any error is found (warnings alone: 0)."
+        ),
+    )
+    p.add_argument(
+        "files", nargs="+", metavar="FILE", help="CSV/TSV/XLSX/Parquet files or a study directory"
+    )
+    p.add_argument("--dictionary", metavar="PATH", help="data dictionary CSV (default: packaged)")
+    p.add_argument(
+        "--table",
+        metavar="NAME",
+        help="table of every FILE (default: from each file name: roster, periods, nights, epochs, diary)",
+    )
+    p.add_argument("--report", metavar="CSV", help="write the full issue table to this CSV file")
+    p.add_argument(
+        "--decimal",
+        default=".",
+        choices=[".", ","],
+        help="decimal separator of numbers (default '.')",
+    )
     p.set_defaults(handler=handle)
 
 
 def handle(args: argparse.Namespace) -> int:
-    raise StudykitError("'studykit validate' is not implemented yet in this version.")
+    """Run ``studykit validate``; return the exit code."""
+    from studykit.dictionary import load_dictionary
+    from studykit.validate import empty_issues, infer_table, load_study, validate_table
+
+    dd = load_dictionary(args.dictionary)
+    if args.table is not None and args.table not in dd.tables:
+        raise InputError(
+            f"--table {args.table!r} is not a table of the data dictionary; use one of "
+            f"{', '.join(dd.tables)}."
+        )
+    summaries: list[dict] = []
+    issues: list[pd.DataFrame] = []
+    for name in args.files:
+        path = Path(name)
+        if path.is_dir() and args.table is None:
+            try:
+                study = load_study(path, dictionary=dd)
+            except InputError as exc:
+                summaries.append(_failed(str(path), "study", exc))
+                issues.append(_file_issue(str(path), exc))
+                continue
+            summaries.extend(study.summary.to_dict("records"))
+            issues.append(study.issues)
+            continue
+        table = args.table or infer_table(path, dd.tables)
+        if table is None:
+            exc = InputError(
+                f"cannot tell which table {path.name} holds: name the file after its table "
+                f"({', '.join(dd.tables)}, e.g. nights.csv) or pass --table."
+            )
+            summaries.append(_failed(str(path), "?", exc))
+            issues.append(_file_issue(str(path), exc))
+            continue
+        try:
+            result = validate_table(path, table, dictionary=dd, decimal=args.decimal)
+        except InputError as exc:
+            summaries.append(_failed(str(path), table, exc))
+            issues.append(_file_issue(str(path), exc))
+            continue
+        summaries.append(result.summary)
+        issues.append(result.issues)
+    issues = [i for i in issues if len(i)]
+    all_issues = pd.concat(issues, ignore_index=True) if issues else empty_issues()
+    summary = pd.DataFrame(summaries)
+    _print_report(summary, all_issues, report=args.report)
+    if args.report:
+        all_issues.to_csv(args.report, index=False)
+    return 2 if (all_issues["severity"] == "error").any() else 0
+
+
+def _failed(file: str, table: str, exc: Exception) -> dict:
+    return {
+        "file": file,
+        "table": table,
+        "rows_read": 0,
+        "rows_accepted": 0,
+        "rows_rejected": 0,
+        "errors": 1,
+        "warnings": 0,
+    }
+
+
+def _file_issue(file: str, exc: Exception) -> pd.DataFrame:
+    from studykit.validate import ISSUE_COLUMNS
+
+    row = dict.fromkeys(ISSUE_COLUMNS, "")
+    row.update(file=file, row=pd.NA, rule="file", severity="error", message=str(exc))
+    frame = pd.DataFrame([row])
+    frame["row"] = frame["row"].astype("Int64")
+    return frame
+
+
+def _print_report(summary: pd.DataFrame, issues: pd.DataFrame, *, report: str | None) -> None:
+    out = sys.stdout
+    shown = summary.rename(
+        columns={
+            "rows_read": "read",
+            "rows_accepted": "accepted",
+            "rows_rejected": "rejected",
+        }
+    )
+    print(shown.to_string(index=False), file=out)
+    n_err = int((issues["severity"] == "error").sum())
+    n_warn = int((issues["severity"] == "warning").sum())
+    print(
+        f"\nrows read {int(summary['rows_read'].sum())} = accepted "
+        f"{int(summary['rows_accepted'].sum())} + rejected {int(summary['rows_rejected'].sum())}; "
+        f"{n_err} error(s), {n_warn} warning(s)",
+        file=out,
+    )
+    if len(issues):
+        counts = (
+            issues.groupby(["severity", "rule", "column"], sort=True, dropna=False)
+            .size()
+            .rename("count")
+            .reset_index()
+            .sort_values(["severity", "count"], ascending=[True, False])
+        )
+        print("\nissues by rule:", file=out)
+        print(counts.to_string(index=False), file=out)
+        first = issues.head(_SHOW_ISSUES).copy()
+        first["file"] = first["file"].map(lambda f: Path(str(f)).name)
+        first["message"] = first["message"].astype(str).str.slice(0, 90)
+        print(f"\nfirst {len(first)} of {len(issues)} issue(s):", file=out)
+        print(first.to_string(index=False), file=out)
+        for msg in issues.loc[issues["rule"] == "file", "message"]:
+            print(f"\nfile error: {msg}", file=out)
+    if report:
+        print(f"\nfull issue table: {report}", file=out)
+    elif len(issues) > _SHOW_ISSUES:
+        print("\n(pass --report issues.csv for the full issue table)", file=out)

@@ -1,0 +1,57 @@
+"""Hypnograms: the stage vocabulary, readers of the common formats, per-night statistics, plot.
+
+>>> from studykit.hypnogram import STAGES, sleep_statistics
+>>> STAGES
+('W', 'N1', 'N2', 'N3', 'R', 'MT', 'ART', 'UNS')
+
+The submodules are ``stages`` (labels -> codes), ``readers`` (files -> epoch tables),
+``statistics`` (epoch tables -> per-night outcomes) and ``plot``. matplotlib is imported only
+when :func:`plot_hypnogram` is called.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from studykit.hypnogram.readers import (
+    HypnogramSet,
+    parse_hypnogram_name,
+    read_hypnogram,
+    read_hypnograms,
+)
+from studykit.hypnogram.stages import (
+    SLEEP_STAGES,
+    STAGE_DTYPE,
+    STAGES,
+    normalize_stages,
+    stage_codes,
+    to_yasa_int,
+)
+from studykit.hypnogram.statistics import KEYS, OUTCOMES, sleep_statistics
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+__all__ = [
+    "STAGES",
+    "SLEEP_STAGES",
+    "STAGE_DTYPE",
+    "KEYS",
+    "OUTCOMES",
+    "HypnogramSet",
+    "normalize_stages",
+    "stage_codes",
+    "to_yasa_int",
+    "read_hypnogram",
+    "read_hypnograms",
+    "parse_hypnogram_name",
+    "sleep_statistics",
+    "plot_hypnogram",
+]
+
+
+def plot_hypnogram(stages: Any, **kwargs: Any) -> Axes:
+    """Plot one night's hypnogram; see :func:`studykit.hypnogram.plot.plot_hypnogram`."""
+    from studykit.hypnogram.plot import plot_hypnogram as _plot
+
+    return _plot(stages, **kwargs)

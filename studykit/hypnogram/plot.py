@@ -1,0 +1,110 @@
+"""A plot of one night's hypnogram (matplotlib; used in notebooks and the report)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from studykit.errors import HypnogramError
+from studykit.hypnogram.stages import ART, MT, N1, N2, N3, UNS, R, W, stage_codes
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+
+__all__ = ["plot_hypnogram"]
+
+# Rows from top to bottom: wake, REM, N1, N2, N3 (the usual clinical layout), and a row above
+# wake for epochs that are not staged (movement, artefact, unscored).
+_ROW = {UNS: 6, ART: 6, MT: 6, W: 5, R: 4, N1: 3, N2: 2, N3: 1}
+_ROW_LABELS = {6: "MT/ART/UNS", 5: "W", 4: "R", 3: "N1", 2: "N2", 1: "N3"}
+_REM_COLOR = "#c0392b"
+_LINE_COLOR = "#2c3e50"
+_BAD_COLOR = "#95a5a6"
+
+
+def plot_hypnogram(
+    stages: pd.DataFrame | pd.Series | Any,
+    *,
+    ax: Axes | None = None,
+    epoch_length: float = 30.0,
+    title: str | None = None,
+) -> Axes:
+    """Plot one night's hypnogram as a step line, REM highlighted.
+
+    Parameters
+    ----------
+    stages : pandas.DataFrame or array-like
+        An epoch table of one night (``stage`` and optionally ``onset_s`` columns, as
+        :func:`read_hypnogram` returns) or a sequence of stage labels.
+    ax : matplotlib.axes.Axes, optional
+        Axes to draw on; a new figure (10 x 3 in) is created when omitted.
+    epoch_length : float, default 30.0
+        Seconds per epoch (used when there is no ``onset_s`` column).
+    title : str, optional
+        Axes title.
+
+    Returns
+    -------
+    matplotlib.axes.Axes
+        The axes drawn on.
+
+    Notes
+    -----
+    Stages are drawn top to bottom W, R, N1, N2, N3 (the layout of the AASM manual's
+    examples and of YASA's ``plot_hypnogram``); REM epochs are a thick red segment; movement,
+    artefact and unscored epochs are grey marks on a separate row above wake, so that they are
+    not mistaken for wake. The x axis is hours from the start of the recording.
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> ax = plot_hypnogram(["W", "N1", "N2", "N3", "N3", "R", "W", "?"], title="demo")
+    >>> ax.get_title()
+    'demo'
+    """
+    import matplotlib.pyplot as plt
+
+    if isinstance(stages, pd.DataFrame):
+        if "stage" not in stages.columns:
+            raise HypnogramError("plot_hypnogram: the table has no 'stage' column.")
+        for key in ("participant_id", "period", "night"):
+            if key in stages.columns and stages[key].nunique(dropna=False) > 1:
+                raise HypnogramError(
+                    f"plot_hypnogram draws one night, but the table has several values of "
+                    f"{key!r}; select one night first."
+                )
+        codes = stage_codes(stages["stage"])
+        if "onset_s" in stages.columns:
+            start = pd.to_numeric(stages["onset_s"]).to_numpy(dtype=np.float64)
+        else:
+            start = np.arange(codes.size) * float(epoch_length)
+    else:
+        codes = stage_codes(stages)
+        start = np.arange(codes.size) * float(epoch_length)
+    if codes.size == 0:
+        raise HypnogramError("plot_hypnogram: there is no epoch to plot.")
+    hours = np.append(start, start[-1] + epoch_length) / 3600.0
+    rows = np.array([_ROW[int(c)] for c in range(8)])[codes].astype(float)
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(10, 3))
+    staged = np.where(rows < 6, rows, np.nan)
+    ax.stairs(staged, hours, baseline=None, color=_LINE_COLOR, linewidth=1.2)
+    rem = np.where(codes == R, rows, np.nan)
+    ax.stairs(rem, hours, baseline=None, color=_REM_COLOR, linewidth=4, label="REM")
+    bad = np.where(rows == 6, rows, np.nan)
+    if np.isfinite(bad).any():
+        ax.stairs(bad, hours, baseline=None, color=_BAD_COLOR, linewidth=6)
+    ax.set_yticks(list(_ROW_LABELS), list(_ROW_LABELS.values()))
+    ax.set_ylim(0.5, 6.5)
+    ax.set_xlim(hours[0], hours[-1])
+    ax.set_xlabel("Time from start of recording (h)")
+    ax.set_ylabel("Stage")
+    for side in ("top", "right"):
+        ax.spines[side].set_visible(False)
+    if title is not None:
+        ax.set_title(title)
+    return ax

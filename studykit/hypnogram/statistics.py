@@ -1,0 +1,643 @@
+"""Per-night sleep statistics from epoch-by-epoch hypnograms, vectorized across nights.
+
+All nights are processed at once: the epochs of every night are concatenated, the stage
+sequence is run-length encoded in one pass, and every statistic is computed from the runs
+with numpy group reductions (no Python loop over nights).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from studykit.errors import HypnogramError
+from studykit.hypnogram.stages import ART, MT, N1, N3, STAGES, UNS, R, W, stage_codes
+
+__all__ = ["KEYS", "OUTCOMES", "sleep_statistics"]
+
+logger = logging.getLogger(__name__)
+
+#: Columns that identify a night (dictionary table ``nights``), in this order.
+KEYS: tuple[str, ...] = ("participant_id", "period", "night")
+
+#: The outcome columns of :func:`sleep_statistics`, named as in the data dictionary.
+OUTCOMES: tuple[str, ...] = (
+    "tib_min",
+    "sol_min",
+    "sol_persistent_min",
+    "spt_min",
+    "tst_min",
+    "waso_min",
+    "se_pct",
+    "sme_pct",
+    "n1_min",
+    "n2_min",
+    "n3_min",
+    "rem_min",
+    "n1_pct",
+    "n2_pct",
+    "n3_pct",
+    "rem_pct",
+    "lat_n1_min",
+    "lat_n2_min",
+    "lat_n3_min",
+    "lat_rem_min",
+    "lat_n1_lo_min",
+    "lat_n2_lo_min",
+    "lat_n3_lo_min",
+    "lat_rem_lo_min",
+    "n_awakenings",
+    "awakenings_per_h",
+    "n_transitions",
+    "sfi_per_h",
+    "movement_min",
+    "artefact_min",
+    "unscored_min",
+    "quality_flag",
+)
+
+_STAGE_NAMES = {N1: "n1", 2: "n2", N3: "n3", R: "rem"}
+_TOL_S = 1e-6  # tolerance (seconds) when comparing lights off / on with epoch boundaries
+
+
+def sleep_statistics(
+    epochs: pd.DataFrame | pd.Series | Sequence[object] | np.ndarray,
+    *,
+    nights: pd.DataFrame | None = None,
+    epoch_length: float = 30.0,
+    min_bout_epochs: int = 1,
+    persistent_sleep_min: float = 10.0,
+    waso_until_lights_on: bool = False,
+    max_bad_fraction: float = 0.10,
+) -> pd.DataFrame:
+    """Derive the per-night sleep statistics of the data dictionary from hypnograms.
+
+    Parameters
+    ----------
+    epochs : pandas.DataFrame or array-like
+        The epoch table: a ``stage`` column (any label :func:`normalize_stages` accepts;
+        fastest as the categorical :func:`read_hypnogram` returns), optionally ``epoch``
+        (consecutive integers within a night), ``onset_s`` and the night keys
+        ``participant_id``, ``period``, ``night`` (whichever of them are present identify
+        the night). An array-like of stages is one night.
+    nights : pandas.DataFrame, optional
+        Lights off / on per night, to crop each night to time in bed: the key columns present
+        in ``epochs`` plus either ``lights_off_s`` / ``lights_on_s`` (seconds from the start
+        of the recording, i.e. on the ``onset_s`` scale) or the datetimes ``lights_off`` /
+        ``lights_on`` with ``recording_start`` (the clock time of ``onset_s = 0``). Missing
+        values mean "no crop at that end". Nights absent from this table are not cropped.
+    epoch_length : float, default 30.0
+        Seconds per epoch.
+    min_bout_epochs : int, default 1
+        Minimum length (epochs) of a wake bout counted in ``n_awakenings``.
+    persistent_sleep_min : float, default 10.0
+        Minutes of uninterrupted sleep that define persistent sleep (5 gives YASA's
+        ``SOL_5min``; 10 is Luna's ``SOL_PER``).
+    waso_until_lights_on : bool, default False
+        If True, WASO runs from sleep onset to lights on (includes the final wake: the NSRR
+        ``waso`` definition) instead of stopping at the last sleep epoch.
+    max_bad_fraction : float, default 0.10
+        ``quality_flag`` is True when movement + artefact + unscored time exceeds this
+        fraction of time in bed.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per night (in order of first appearance), the key columns present in
+        ``epochs`` followed by :data:`OUTCOMES`: ``tib_min, sol_min, sol_persistent_min,
+        spt_min, tst_min, waso_min, se_pct, sme_pct, n1_min, n2_min, n3_min, rem_min,
+        n1_pct, n2_pct, n3_pct, rem_pct, lat_n1_min, lat_n2_min, lat_n3_min, lat_rem_min,
+        lat_n1_lo_min, lat_n2_lo_min, lat_n3_lo_min, lat_rem_lo_min, n_awakenings,
+        awakenings_per_h, n_transitions, sfi_per_h, movement_min, artefact_min,
+        unscored_min, quality_flag``. Durations in minutes, efficiencies and stage shares in
+        percent, rates per hour of TST. The parameters used are in ``.attrs["parameters"]``.
+
+    Raises
+    ------
+    HypnogramError
+        Unknown or missing stages, duplicated or missing epochs within a night, missing night
+        keys, lights off / on that leave no epoch, or invalid parameters.
+
+    Notes
+    -----
+    Definitions follow the AASM manual [1]_ (sleep = N1, N2, N3, R). Time in bed (TIB) is the
+    record cropped to lights off .. lights on (the whole record when not given); an epoch is
+    in bed when it starts at or after lights off and ends at or before lights on.
+
+    * ``tib_min``: number of epochs in bed x epoch length.
+    * ``sol_min``: lights off to the first sleep epoch. ``sol_persistent_min``: lights off to
+      the start of the first run of at least ``persistent_sleep_min`` minutes of
+      consecutive sleep epochs of any stage (rounded up to whole epochs).
+    * ``spt_min`` (sleep period time): first to last sleep epoch inclusive; 0 without sleep.
+    * ``tst_min``: N1 + N2 + N3 + R epochs (all inside the SPT by construction).
+    * ``waso_min``: W epochs inside the SPT (or, with ``waso_until_lights_on``, from sleep
+      onset to lights on). Movement, artefact and unscored epochs are not wake.
+    * ``se_pct`` = 100 TST / TIB; ``sme_pct`` = 100 TST / SPT.
+    * ``n1_min`` .. ``rem_min`` and ``n1_pct`` .. ``rem_pct`` (percent of TST).
+    * ``lat_*_min``: first sleep epoch to the first epoch of the stage (AASM: REM latency from
+      sleep onset). ``lat_*_lo_min``: lights off to the first epoch of the stage, YASA's
+      ``Lat_*`` convention [2]_, named distinctly.
+    * ``n_awakenings``: runs of consecutive W epochs inside the SPT of at least
+      ``min_bout_epochs`` epochs (Luna's WASO bout count [3]_ with a minimum length). A wake
+      run interrupted by a movement / artefact / unscored epoch counts as two runs.
+      ``awakenings_per_h`` = ``n_awakenings`` / TST in hours.
+    * ``n_transitions``: pairs of consecutive epochs, both inside the SPT, with different
+      codes (any of the eight codes, so N2 -> ART -> N2 is two transitions).
+    * ``sfi_per_h`` (sleep fragmentation index): sleep epochs directly followed by a W epoch,
+      per hour of TST. As in YASA's ``Hypnogram.sleep_statistics`` the final awakening (last
+      sleep epoch followed by wake) counts; sleep -> artefact -> wake does not.
+    * ``movement_min``, ``artefact_min``, ``unscored_min``: MT, ART, UNS epochs in bed. They
+      count in TIB (so they lower SE) and, inside the SPT, in SPT (so they lower SME), but
+      never in TST or WASO: the convention of YASA >= 0.5 [2]_.
+    * ``quality_flag``: (movement + artefact + unscored) / TIB > ``max_bad_fraction``.
+
+    A night without sleep gives TST 0, SPT 0, SE 0 and missing (NaN) SOL, WASO, SME,
+    latencies, stage percentages and rates: no error. Every statistic YASA 0.8.1's
+    ``sleep_statistics`` also computes equals it on the same (cropped) hypnogram when stages
+    are mapped with :func:`to_yasa_int`: TIB, SPT, WASO, TST, N1..REM, %N1..%REM, SE, SME,
+    SOL (= ``sol_min``), ``Lat_*`` (= ``lat_*_lo_min``), and from ``yasa.Hypnogram``: SFI,
+    ``SOL_5min`` (= ``sol_persistent_min`` with ``persistent_sleep_min=5``). NSRR's
+    ``waso`` corresponds to ``waso_until_lights_on=True`` [4]_.
+
+    References
+    ----------
+    .. [1] Berry RB et al. The AASM Manual for the Scoring of Sleep and Associated Events,
+       version 2.6. American Academy of Sleep Medicine, 2020.
+    .. [2] Vallat R, Walker MP. An open-source, high-performance tool for automated sleep
+       staging. eLife 2021;10:e70092 (YASA ``sleep_statistics``).
+    .. [3] Purcell SM. Luna, HYPNO command: https://zzz.bwh.harvard.edu/luna/ref/hypnograms/
+    .. [4] National Sleep Research Resource, SHHS / MESA variable dictionaries
+       (``timebedp``, ``slplatp``, ``waso``, ``remlaip``).
+
+    Examples
+    --------
+    YASA's own example night (20 epochs of 30 s):
+
+    >>> stats = sleep_statistics([0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3, 2, 3, 3, 4, 4, 4, 4, 0, 0])
+    >>> stats[["tib_min", "spt_min", "tst_min", "waso_min", "sol_min", "se_pct"]]
+       tib_min  spt_min  tst_min  waso_min  sol_min  se_pct
+    0     10.0      8.0      8.0       0.0      1.0    80.0
+    >>> float(stats.loc[0, "lat_rem_min"]), float(stats.loc[0, "lat_rem_lo_min"])
+    (6.0, 7.0)
+
+    Several nights at once, one row each:
+
+    >>> epochs = pd.DataFrame({"participant_id": ["P01"] * 4 + ["P02"] * 3,
+    ...                        "stage": ["W", "N1", "N2", "W", "W", "W", "W"]})
+    >>> sleep_statistics(epochs)[["participant_id", "tst_min", "sol_min"]]
+      participant_id  tst_min  sol_min
+    0            P01      1.0      0.5
+    1            P02      0.0      NaN
+    """
+    _check_parameters(epoch_length, min_bout_epochs, persistent_sleep_min, max_bad_fraction)
+    frame = _as_frame(epochs)
+    keys = [k for k in KEYS if k in frame.columns]
+    codes = stage_codes(frame["stage"])
+    order, starts, boundary = _night_blocks(frame, keys)
+    if order is not None:
+        frame = frame.iloc[order]
+        codes = codes[order]
+    key_rows = starts[:-1]  # first row of each night in `frame`, for the key columns
+    if nights is not None:
+        codes, starts = _crop(frame, keys, codes, starts, nights, epoch_length)
+        boundary = np.zeros(max(codes.size - 1, 0), dtype=bool)
+        boundary[starts[1:-1] - 1] = True
+    out = _compute(
+        codes,
+        starts,
+        boundary,
+        epoch_length=float(epoch_length),
+        min_bout_epochs=int(min_bout_epochs),
+        persistent_epochs=int(np.ceil(persistent_sleep_min * 60.0 / epoch_length - 1e-9)),
+        waso_until_lights_on=bool(waso_until_lights_on),
+        max_bad_fraction=float(max_bad_fraction),
+    )
+    result = pd.DataFrame(out, columns=list(OUTCOMES))
+    if keys:
+        key_frame = frame[keys].iloc[key_rows].reset_index(drop=True)
+        result = pd.concat([key_frame, result], axis=1)
+    result.attrs["parameters"] = {
+        "epoch_length": float(epoch_length),
+        "min_bout_epochs": int(min_bout_epochs),
+        "persistent_sleep_min": float(persistent_sleep_min),
+        "waso_until_lights_on": bool(waso_until_lights_on),
+        "max_bad_fraction": float(max_bad_fraction),
+        "cropped_to_lights": nights is not None,
+    }
+    return result
+
+
+def _check_parameters(
+    epoch_length: float, min_bout_epochs: int, persistent_sleep_min: float, max_bad: float
+) -> None:
+    problems = []
+    if not (np.isfinite(epoch_length) and epoch_length > 0):
+        problems.append(f"epoch_length must be a positive number of seconds, got {epoch_length!r}")
+    if int(min_bout_epochs) != min_bout_epochs or min_bout_epochs < 1:
+        problems.append(f"min_bout_epochs must be an integer >= 1, got {min_bout_epochs!r}")
+    if not (np.isfinite(persistent_sleep_min) and persistent_sleep_min > 0):
+        problems.append(
+            f"persistent_sleep_min must be a positive number of minutes, got "
+            f"{persistent_sleep_min!r}"
+        )
+    if not (0 <= max_bad <= 1):
+        problems.append(f"max_bad_fraction must be between 0 and 1, got {max_bad!r}")
+    if problems:
+        raise HypnogramError("Invalid sleep_statistics parameters: " + "; ".join(problems) + ".")
+
+
+def _as_frame(epochs: object) -> pd.DataFrame:
+    if isinstance(epochs, pd.DataFrame):
+        if "stage" not in epochs.columns:
+            raise HypnogramError(
+                "The epoch table has no 'stage' column (columns: "
+                f"{', '.join(map(str, epochs.columns[:20]))}). Expected the columns of "
+                "read_hypnogram / read_hypnograms: participant_id, period, night, epoch, "
+                "onset_s, stage."
+            )
+        frame = epochs
+    elif isinstance(epochs, pd.Series):
+        frame = pd.DataFrame({"stage": epochs.to_numpy()})
+    elif isinstance(epochs, str | bytes):
+        raise HypnogramError(
+            "sleep_statistics expects an epoch table or a sequence of stages, not a string; "
+            "read a file first with read_hypnogram(path)."
+        )
+    elif isinstance(epochs, Iterable):
+        frame = pd.DataFrame({"stage": pd.Series(list(epochs), dtype=object)})
+    else:
+        raise HypnogramError(
+            f"sleep_statistics expects a DataFrame or a sequence of stages, got "
+            f"{type(epochs).__name__}."
+        )
+    if len(frame) == 0:
+        raise HypnogramError("The epoch table is empty: there is no epoch to derive from.")
+    return frame
+
+
+def _missing_key(name: str, rows: np.ndarray) -> HypnogramError:
+    return HypnogramError(
+        f"Column {name!r} is missing in {len(rows)} row(s) of the epoch table (first at "
+        f"row {int(rows[0])}); every epoch needs its night keys."
+    )
+
+
+def _changes(col: pd.Series, name: str) -> np.ndarray:
+    """Boolean array of length n - 1: True where row i + 1 has another value than row i.
+
+    Uses the cheapest exact comparison for the column's storage: categorical codes, numpy
+    values, or Arrow's vectorized comparison for Arrow-backed strings (pandas >= 3 default).
+    """
+    dtype = col.dtype
+    if isinstance(dtype, pd.CategoricalDtype):
+        values = col.array.codes
+        if (values < 0).any():
+            raise _missing_key(name, np.flatnonzero(values < 0))
+        return values[1:] != values[:-1]
+    if isinstance(dtype, np.dtype) and dtype.kind in "biuf":
+        values = col.to_numpy()
+        if dtype.kind == "f" and np.isnan(values).any():
+            raise _missing_key(name, np.flatnonzero(np.isnan(values)))
+        return values[1:] != values[:-1]
+    array = col.array
+    if hasattr(array, "__arrow_array__") and getattr(dtype, "storage", None) == "pyarrow":
+        import pyarrow.compute as pc  # pandas' own string backend
+
+        arrow = array.__arrow_array__()
+        if arrow.null_count:
+            raise _missing_key(name, np.flatnonzero(col.isna().to_numpy()))
+        return np.asarray(pc.not_equal(arrow[1:], arrow[:-1]), dtype=bool)
+    codes = np.asarray(pd.factorize(col, use_na_sentinel=True)[0])
+    if (codes < 0).any():
+        raise _missing_key(name, np.flatnonzero(codes < 0))
+    return codes[1:] != codes[:-1]
+
+
+def _night_blocks(
+    frame: pd.DataFrame, keys: list[str]
+) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+    """Contiguous night blocks.
+
+    Returns the row order to apply (None when the table is already ordered by night and
+    epoch), the block starts followed by ``n``, and the boundary mask (length n - 1, True
+    where a new night starts at row i + 1), all in the (re)ordered row order.
+    """
+    n = len(frame)
+    epoch = None
+    if "epoch" in frame.columns:
+        epoch = frame["epoch"].to_numpy()
+        if epoch.dtype.kind not in "iu":
+            epoch = pd.to_numeric(frame["epoch"], errors="coerce").to_numpy(dtype=np.float64)
+            if not np.isfinite(epoch).all():
+                rows = np.flatnonzero(~np.isfinite(epoch))
+                raise HypnogramError(
+                    f"Column 'epoch' is missing or not a number in {len(rows)} row(s) (first "
+                    f"at row {int(rows[0])})."
+                )
+    order = None
+    work = frame
+    for attempt in range(2):
+        boundary = np.zeros(max(n - 1, 0), dtype=bool)
+        for k in keys:
+            boundary |= _changes(work[k], k)
+        starts = np.concatenate([[0], np.flatnonzero(boundary) + 1])
+        contiguous = not keys or not work[keys].iloc[starts].duplicated().any()
+        step = None
+        ordered = True
+        if epoch is not None:
+            step = epoch[1:] - epoch[:-1]
+            off = (step != 1) & ~boundary
+            ordered = not (off.any() and (step[off] <= 0).any())
+        if (contiguous and ordered) or attempt == 1:
+            break  # after the sort, blocks are contiguous; duplicates are reported below
+        key_codes = [np.asarray(pd.factorize(frame[k])[0]) for k in keys]
+        sort_by = [epoch] if epoch is not None else []
+        order = np.lexsort([*sort_by, *reversed(key_codes)])
+        work = frame.iloc[order]
+        if epoch is not None:
+            epoch = epoch[order]
+        logger.info("epoch table not ordered by night and epoch: sorted before deriving")
+    if step is not None:
+        bad = (step != 1) & ~boundary
+        if bad.any():
+            rows = np.flatnonzero(bad) + 1
+            dup = rows[step[rows - 1] == 0]
+            kind = "duplicated" if dup.size else "missing (a gap in the epoch numbers)"
+            first = int(rows[0])
+            where = _describe_row(work, keys, order, first)
+            raise HypnogramError(
+                f"{len(rows)} epoch(s) are {kind} within a night, first at {where} (epoch "
+                f"{epoch[first - 1]:g} followed by {epoch[first]:g}). Epochs of a night must be "
+                "consecutive integers; write '?' (unscored) for epochs that were not scored."
+            )
+    return order, np.append(starts, n), boundary
+
+
+def _describe_row(frame: pd.DataFrame, keys: list[str], order: np.ndarray | None, i: int) -> str:
+    row = int(order[i]) if order is not None else i
+    parts = [f"{k}={frame[k].iloc[i]!r}" for k in keys]
+    return f"row {row}" + (f" ({', '.join(parts)})" if parts else "")
+
+
+def _crop(
+    frame: pd.DataFrame,
+    keys: list[str],
+    codes: np.ndarray,
+    starts: np.ndarray,
+    nights: pd.DataFrame,
+    epoch_length: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Keep the epochs between lights off and lights on of each night."""
+    n_groups = len(starts) - 1
+    missing = [k for k in keys if k not in nights.columns]
+    if missing:
+        raise HypnogramError(
+            f"The nights table lacks the key column(s) {', '.join(missing)} needed to match "
+            "its rows to the epoch table."
+        )
+    off, on = _lights_seconds(nights)
+    lights = pd.DataFrame({"off": off, "on": on})
+    if keys:
+        left = frame[keys].iloc[starts[:-1]].reset_index(drop=True)
+        right = pd.concat([nights[keys].reset_index(drop=True), lights], axis=1)
+        dup = right.duplicated(keys, keep=False)
+        if dup.any():
+            raise HypnogramError(
+                f"The nights table has {int(dup.sum())} rows with duplicated keys "
+                f"({', '.join(keys)}), e.g. {right.loc[dup, keys].iloc[0].tolist()}."
+            )
+        for k in keys:  # align dtypes so that e.g. period 1 matches "1"
+            if left[k].dtype != right[k].dtype:
+                left[k] = left[k].astype(str)
+                right[k] = right[k].astype(str)
+        merged = left.merge(right, on=keys, how="left", validate="one_to_one")
+        off_g = merged["off"].to_numpy(dtype=np.float64)
+        on_g = merged["on"].to_numpy(dtype=np.float64)
+    else:
+        if len(lights) != 1:
+            raise HypnogramError(
+                f"The epochs are one night (no participant_id / period / night columns) but "
+                f"the nights table has {len(lights)} rows; give exactly one."
+            )
+        off_g = lights["off"].to_numpy(dtype=np.float64)
+        on_g = lights["on"].to_numpy(dtype=np.float64)
+    bad = np.isfinite(off_g) & np.isfinite(on_g) & (on_g <= off_g)
+    if bad.any():
+        raise HypnogramError(
+            f"{int(bad.sum())} night(s) have lights on at or before lights off "
+            f"(first: night {_group_label(frame, keys, starts, int(np.flatnonzero(bad)[0]))})."
+        )
+    sizes = np.diff(starts)
+    group = np.repeat(np.arange(n_groups), sizes)
+    if "onset_s" in frame.columns:
+        onset = pd.to_numeric(frame["onset_s"], errors="coerce").to_numpy(dtype=np.float64)
+    elif "epoch" in frame.columns:
+        onset = frame["epoch"].to_numpy(dtype=np.float64) * epoch_length
+    else:
+        onset = (np.arange(len(codes)) - starts[group]) * epoch_length
+    lo = np.where(np.isfinite(off_g), off_g, -np.inf)[group]
+    hi = np.where(np.isfinite(on_g), on_g, np.inf)[group]
+    keep = (onset >= lo - _TOL_S) & (onset + epoch_length <= hi + _TOL_S)
+    counts = np.bincount(group[keep], minlength=n_groups)
+    if (counts == 0).any():
+        empty = np.flatnonzero(counts == 0)
+        raise HypnogramError(
+            f"{len(empty)} night(s) have no epoch between lights off and lights on, e.g. "
+            f"{_group_label(frame, keys, starts, int(empty[0]))}: check lights_off / lights_on "
+            "(and recording_start) against the hypnogram."
+        )
+    return codes[keep], np.concatenate([[0], np.cumsum(counts)])
+
+
+def _group_label(frame: pd.DataFrame, keys: list[str], starts: np.ndarray, g: int) -> str:
+    if not keys:
+        return "the night"
+    row = frame.iloc[int(starts[g])]
+    return ", ".join(f"{k}={row[k]!r}" for k in keys)
+
+
+def _lights_seconds(nights: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    out = []
+    for end in ("off", "on"):
+        sec_col, dt_col = f"lights_{end}_s", f"lights_{end}"
+        if sec_col in nights.columns:
+            values = pd.to_numeric(nights[sec_col], errors="coerce").to_numpy(dtype=np.float64)
+        elif dt_col in nights.columns:
+            when = pd.to_datetime(nights[dt_col])
+            if "recording_start" not in nights.columns:
+                raise HypnogramError(
+                    f"The nights table gives {dt_col} as a clock time but no recording_start: "
+                    f"add recording_start (clock time of the first epoch) or give {sec_col} in "
+                    "seconds from the start of the recording."
+                )
+            start = pd.to_datetime(nights["recording_start"])
+            has = when.notna().to_numpy()
+            if (has & start.isna().to_numpy()).any():
+                raise HypnogramError(
+                    f"recording_start is missing for a night that has {dt_col}; both are needed "
+                    "to place lights off / on on the hypnogram."
+                )
+            values = (when - start).dt.total_seconds().to_numpy(dtype=np.float64)
+        else:
+            values = np.full(len(nights), np.nan)
+        out.append(values)
+    if not any(
+        c in nights.columns for c in ("lights_off_s", "lights_on_s", "lights_off", "lights_on")
+    ):
+        raise HypnogramError(
+            "The nights table has none of lights_off_s, lights_on_s, lights_off, lights_on: "
+            "nothing to crop with. Pass nights=None to use the whole recording."
+        )
+    return out[0], out[1]
+
+
+def _first_in_group(
+    run_group: np.ndarray, values: np.ndarray, n_groups: int, *, last: bool = False
+) -> np.ndarray:
+    """values of the first (or last) run of each group among the selected runs; NaN if none."""
+    out = np.full(n_groups, np.nan)
+    if run_group.size:
+        boundary = np.empty(run_group.size, dtype=bool)
+        if last:
+            boundary[-1] = True
+            boundary[:-1] = run_group[:-1] != run_group[1:]
+        else:
+            boundary[0] = True
+            boundary[1:] = run_group[1:] != run_group[:-1]
+        out[run_group[boundary]] = values[boundary]
+    return out
+
+
+def _compute(
+    codes: np.ndarray,
+    starts: np.ndarray,
+    boundary: np.ndarray,
+    *,
+    epoch_length: float,
+    min_bout_epochs: int,
+    persistent_epochs: int,
+    waso_until_lights_on: bool,
+    max_bad_fraction: float,
+) -> dict[str, np.ndarray]:
+    """All statistics for the concatenated nights ``codes`` split at ``starts``."""
+    n = codes.size
+    n_groups = starts.size - 1
+    to_min = epoch_length / 60.0
+
+    # Run-length encoding, runs never crossing a night boundary. Run-level arrays are int32
+    # (half the memory traffic of int64): nights are far shorter than 2**31 epochs.
+    idx_t = np.int32 if n < 2**31 - 1 else np.int64
+    is_start = np.empty(n, dtype=bool)
+    is_start[0] = True
+    np.not_equal(codes[1:], codes[:-1], out=is_start[1:])
+    is_start[1:] |= boundary
+    run_start = np.flatnonzero(is_start).astype(idx_t)
+    n_runs = run_start.size
+    run_code = codes[run_start]
+    run_len = np.empty(n_runs, dtype=idx_t)
+    np.subtract(run_start[1:], run_start[:-1], out=run_len[:-1])
+    run_len[-1] = n - run_start[-1]
+    # Night starts are run starts: number the runs' nights with a cumulative sum.
+    new_night = np.zeros(n_runs, dtype=bool)
+    new_night[np.searchsorted(run_start, starts[:-1])] = True
+    run_group = np.cumsum(new_night, dtype=idx_t) - 1
+    run_pos = run_start - starts[:-1].astype(idx_t)[run_group]
+    same_night_next = np.zeros(n_runs, dtype=bool)  # run k + 1 is in the same night as run k
+    np.logical_not(new_night[1:], out=same_night_next[:-1])
+
+    # Epochs per stage and night.
+    stage_n = np.bincount(
+        run_group.astype(np.int64) * len(STAGES) + run_code,
+        weights=run_len,
+        minlength=n_groups * len(STAGES),
+    ).reshape(n_groups, len(STAGES))
+    tib_n = np.diff(starts).astype(np.float64)
+
+    run_sleep = (run_code >= N1) & (run_code <= R)
+    sleep_idx = np.flatnonzero(run_sleep)
+    sleep_group = run_group[sleep_idx]
+    first_sleep = _first_in_group(sleep_group, run_pos[sleep_idx], n_groups)
+    last_sleep = _first_in_group(
+        sleep_group, (run_pos[sleep_idx] + run_len[sleep_idx] - 1), n_groups, last=True
+    )
+    has_sleep = np.isfinite(first_sleep)
+    big = np.iinfo(idx_t).max
+    fs = np.where(has_sleep, first_sleep, big).astype(idx_t)[run_group]  # per run
+    ls = np.where(has_sleep, last_sleep, -1).astype(idx_t)[run_group]
+
+    tst_n = stage_n[:, N1 : R + 1].sum(axis=1)
+    spt_n = np.where(has_sleep, last_sleep - first_sleep + 1, 0.0)
+
+    # Wake after sleep onset and awakenings (wake runs strictly inside the SPT).
+    wake = run_code == W
+    after_onset = run_pos > fs
+    wake_in_spt = wake & after_onset & (run_pos < ls)
+    waso_runs = (wake & after_onset) if waso_until_lights_on else wake_in_spt
+    waso_n = np.bincount(run_group[waso_runs], weights=run_len[waso_runs], minlength=n_groups)
+    waso_n = np.where(has_sleep, waso_n, np.nan)
+    bouts = wake_in_spt & (run_len >= min_bout_epochs)
+    n_awake = np.bincount(run_group[bouts], minlength=n_groups)
+
+    # Stage changes inside the SPT: a run starting after the first sleep epoch and at or
+    # before the last one begins with a change from the previous epoch (same night).
+    trans = after_onset & (run_pos <= ls)
+    n_trans = np.bincount(run_group[trans], minlength=n_groups)
+
+    # Sleep -> wake transitions (YASA's SFI numerator).
+    next_wake = np.zeros(n_runs, dtype=bool)
+    np.equal(run_code[1:], W, out=next_wake[:-1])
+    s2w = run_sleep & next_wake & same_night_next
+    n_s2w = np.bincount(run_group[s2w], minlength=n_groups)
+
+    # Persistent sleep: merge consecutive sleep runs into sleep bouts.
+    prev_sleep_same = np.zeros(n_runs, dtype=bool)
+    prev_sleep_same[1:] = run_sleep[:-1] & same_night_next[:-1]
+    bout_start = (run_sleep & ~prev_sleep_same)[sleep_idx]
+    bout_id = np.cumsum(bout_start) - 1
+    bout_len = np.bincount(bout_id, weights=run_len[sleep_idx]) if sleep_idx.size else np.empty(0)
+    first_run_of_bout = sleep_idx[bout_start]
+    long_bout = bout_len >= persistent_epochs
+    sol_persistent = _first_in_group(
+        run_group[first_run_of_bout][long_bout], run_pos[first_run_of_bout][long_bout], n_groups
+    )
+
+    # First epoch of each sleep stage.
+    first_stage = {}
+    for code in (N1, 2, N3, R):
+        idx = np.flatnonzero(run_code == code)
+        first_stage[code] = _first_in_group(run_group[idx], run_pos[idx], n_groups)
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        tst_min = tst_n * to_min
+        tst_h = np.where(tst_n > 0, tst_min / 60.0, np.nan)
+        out: dict[str, np.ndarray] = {
+            "tib_min": tib_n * to_min,
+            "sol_min": first_sleep * to_min,
+            "sol_persistent_min": sol_persistent * to_min,
+            "spt_min": spt_n * to_min,
+            "tst_min": tst_min,
+            "waso_min": waso_n * to_min,
+            "se_pct": 100.0 * tst_min / (tib_n * to_min),
+            "sme_pct": np.where(has_sleep, 100.0 * tst_min / (spt_n * to_min), np.nan),
+        }
+        for code, name in _STAGE_NAMES.items():
+            out[f"{name}_min"] = stage_n[:, code] * to_min
+        for name in _STAGE_NAMES.values():
+            out[f"{name}_pct"] = np.where(has_sleep, 100.0 * out[f"{name}_min"] / tst_min, np.nan)
+        for code, name in _STAGE_NAMES.items():
+            out[f"lat_{name}_min"] = (first_stage[code] - first_sleep) * to_min
+        for code, name in _STAGE_NAMES.items():
+            out[f"lat_{name}_lo_min"] = first_stage[code] * to_min
+        out["n_awakenings"] = n_awake.astype(np.int64)
+        out["awakenings_per_h"] = n_awake / tst_h
+        out["n_transitions"] = n_trans.astype(np.int64)
+        out["sfi_per_h"] = n_s2w / tst_h
+        out["movement_min"] = stage_n[:, MT] * to_min
+        out["artefact_min"] = stage_n[:, ART] * to_min
+        out["unscored_min"] = stage_n[:, UNS] * to_min
+        bad_n = stage_n[:, MT] + stage_n[:, ART] + stage_n[:, UNS]
+        out["quality_flag"] = bad_n / tib_n > max_bad_fraction
+    return out

@@ -1,0 +1,357 @@
+"""Read any tabular file into a frame of strings, keeping the file's row numbers.
+
+:func:`read_table` reads delimited text (comma, tab, semicolon or pipe, detected from the
+file), Excel workbooks (``.xlsx``) and Parquet files. Every cell comes back as a string,
+exactly as written (missing cells as ``""``), so that :mod:`studykit.validate` can parse
+each cell against the data dictionary and report the raw value of any cell that fails.
+
+The frame's index, named ``row``, is the row number as in the file: for text and Excel
+files the header is row 1 and the first data row is row 2 (as a spreadsheet numbers rows);
+for Parquet it is the 1-based record number. Blank lines are skipped without shifting the
+numbers. ``frame.attrs`` records ``source`` (the path), ``format``, ``encoding`` and
+``delimiter``.
+
+Files that cannot be read as a table raise :class:`~studykit.errors.InputError` with a
+message naming the file and saying how to fix it: missing file, a directory, an empty
+file, a header without data, duplicate column names, rows with more cells than the header,
+binary content, a workbook or Parquet file under a text extension, legacy ``.xls``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import unicodedata
+from pathlib import Path
+
+import pandas as pd
+
+from studykit.errors import InputError
+
+__all__ = ["read_table", "TEXT_SUFFIXES", "EXCEL_SUFFIXES", "PARQUET_SUFFIXES"]
+
+logger = logging.getLogger(__name__)
+
+TEXT_SUFFIXES = (".csv", ".tsv", ".txt", ".tab", ".dat", "")
+EXCEL_SUFFIXES = (".xlsx", ".xlsm")
+PARQUET_SUFFIXES = (".parquet", ".pq")
+_DELIMITERS = (",", "\t", ";", "|")
+_DELIMITER_NAMES = {",": "comma", "\t": "tab", ";": "semicolon", "|": "pipe"}
+
+
+def read_table(path: str | Path, *, sheet: str | int | None = None) -> pd.DataFrame:
+    """Read a CSV / TSV / Excel / Parquet file into a frame of strings.
+
+    Parameters
+    ----------
+    path : str or Path
+        The file. Its format comes from the extension (``.xlsx``/``.xlsm`` Excel,
+        ``.parquet``/``.pq`` Parquet, anything else delimited text) and is checked against
+        the file's first bytes.
+    sheet : str or int, optional
+        Excel only: the worksheet (name or 0-based position). Default: the first sheet.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One column per header cell (names stripped of surrounding spaces), every cell a
+        string (``""`` when empty). Index ``row``: the row number in the file (header = 1).
+        ``attrs``: ``source``, ``format`` (csv / excel / parquet), ``encoding``,
+        ``delimiter``.
+
+    Raises
+    ------
+    InputError
+        The file is missing, a directory, empty, only a header, binary, undecodable, has
+        duplicate column names or rows with more cells than the header.
+
+    Notes
+    -----
+    Text encodings: UTF-8 (with or without a byte-order mark) and UTF-16 with a byte-order
+    mark are read as such; text that is not valid UTF-8 is read as Windows-1252 / Latin-1
+    and ``attrs["encoding"]`` says so (the validator reports it as a warning). The
+    delimiter is the candidate (comma, tab, semicolon, pipe) that splits the first lines
+    into the same number of cells, more than one.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (d / "roster.csv").write_text("participant_id;age\\nP01;34\\n\\nP02;41\\n")
+    >>> t = read_table(d / "roster.csv")
+    >>> t.index.tolist(), t["participant_id"].tolist(), t["age"].tolist()
+    ([2, 4], ['P01', 'P02'], ['34', '41'])
+    >>> t.attrs["delimiter"]
+    ';'
+    """
+    p = Path(path)
+    if not p.exists():
+        parent = p.parent if str(p.parent) else Path(".")
+        hint = ""
+        if parent.is_dir():
+            near = sorted(x.name for x in parent.iterdir() if x.stem.lower() == p.stem.lower())
+            if near:
+                hint = f" Files with that name there: {', '.join(near[:5])}."
+        raise InputError(f"File not found: {p}. Check the path and the current directory.{hint}")
+    if p.is_dir():
+        raise InputError(
+            f"{p} is a directory, not a file. Pass a file inside it (e.g. {p / 'nights.csv'}); "
+            "to read a whole study directory use load_study() or 'studykit validate DIR'."
+        )
+    try:
+        with p.open("rb") as f:
+            head = f.read(8)
+    except OSError as exc:
+        raise InputError(f"Cannot open {p}: {exc.strerror}. Check its permissions.") from None
+    suffix = p.suffix.lower()
+    if suffix == ".xls":
+        raise InputError(
+            f"{p} is a legacy Excel 97-2003 workbook (.xls), which studykit does not read. Open "
+            "it in Excel or LibreOffice and save it as .xlsx or CSV UTF-8."
+        )
+    is_zip = head.startswith(b"PK\x03\x04")
+    is_parquet = head.startswith(b"PAR1")
+    if suffix in EXCEL_SUFFIXES:
+        frame = _read_excel(p, sheet=sheet)
+    elif suffix in PARQUET_SUFFIXES:
+        frame = _read_parquet(p)
+    elif is_zip:
+        raise InputError(
+            f"{p} is a ZIP container (an Excel .xlsx workbook?) although its name ends in "
+            f"{suffix or 'nothing'}. Rename it to .xlsx if it is a workbook, or export it as CSV."
+        )
+    elif is_parquet:
+        raise InputError(
+            f"{p} is a Parquet file although its name ends in {suffix or 'nothing'}. Rename it "
+            "to .parquet."
+        )
+    else:
+        frame = _read_text(p)
+    frame.attrs["source"] = str(p)
+    return frame
+
+
+# ---------------------------------------------------------------------------------------
+# text
+# ---------------------------------------------------------------------------------------
+def _decode(p: Path, raw: bytes) -> tuple[str, str]:
+    if raw.startswith(b"\xef\xbb\xbf"):
+        encoding = "utf-8-sig"
+    elif raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        encoding = "utf-16"
+    elif len(raw) >= 4 and raw[1:4:2] == b"\x00\x00" and raw[0:4:2] != b"\x00\x00":
+        encoding = "utf-16-le"  # UTF-16 without a byte-order mark (ASCII text, every 2nd byte 0)
+    else:
+        encoding = "utf-8"
+    if encoding == "utf-8" and b"\x00" in raw[:65536]:
+        raise InputError(
+            f"{p} is not a text table: it contains binary data (NUL bytes). Check that you "
+            "passed the right file; export the table as CSV (UTF-8)."
+        )
+    try:
+        text = raw.decode(encoding)
+    except UnicodeDecodeError as exc:
+        if encoding != "utf-8":
+            raise InputError(
+                f"{p} starts with a {encoding} byte-order mark but is not valid {encoding} "
+                f"({exc.reason} at byte {exc.start}). Save it again as CSV UTF-8."
+            ) from None
+        try:
+            text, encoding = raw.decode("cp1252"), "cp1252"
+        except UnicodeDecodeError:
+            text, encoding = raw.decode("latin-1"), "latin-1"
+        logger.warning(
+            "%s is not valid UTF-8 (%s at byte %d); read it as %s",
+            p,
+            exc.reason,
+            exc.start,
+            encoding,
+        )
+    sample = text[:65536]
+    controls = sum(
+        1 for ch in sample if ch not in "\t\r\n" and unicodedata.category(ch) in ("Cc", "Cs", "Co")
+    )
+    if sample and controls > max(2, 0.005 * len(sample)):
+        raise InputError(
+            f"{p} is not a text table: {controls} control characters in its first "
+            f"{len(sample)} characters (binary data?). Check that you passed the right file; "
+            "export the table as CSV (UTF-8)."
+        )
+    return text, encoding
+
+
+def _sniff_delimiter(text: str) -> str:
+    lines = [ln for ln in text.splitlines()[:50] if ln.strip()][:20]
+    best, best_score = ",", (0.0, 1)
+    for d in _DELIMITERS:
+        try:
+            counts = [len(r) for r in csv.reader(lines, delimiter=d)]
+        except csv.Error:
+            continue
+        if not counts or counts[0] < 2:
+            continue
+        consistent = sum(c == counts[0] for c in counts) / len(counts)
+        score = (consistent, counts[0])
+        if score > best_score:
+            best, best_score = d, score
+    return best
+
+
+def _read_text(p: Path) -> pd.DataFrame:
+    raw = p.read_bytes()
+    if not raw.strip():
+        raise InputError(
+            f"{p} is empty. It needs a header line with the column names and one line per "
+            "row (see data_dictionary.csv for the columns of each table)."
+        )
+    text, encoding = _decode(p, raw)
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    if not text.strip():
+        raise InputError(f"{p} is empty (only white space).")
+    # leading blank lines would make the parser see zero columns: drop them, keep the count
+    skipped = 0
+    while True:
+        nl = text.find("\n")
+        if nl < 0 or text[:nl].strip():
+            break
+        text = text[nl + 1 :]
+        skipped += 1
+    delimiter = _sniff_delimiter(text)
+    try:
+        cells = pd.read_csv(
+            io.StringIO(text),
+            sep=delimiter,
+            header=None,
+            dtype=str,
+            keep_default_na=False,
+            na_filter=False,
+            skip_blank_lines=False,
+            engine="c",
+        )
+    except pd.errors.ParserError as exc:
+        raise InputError(
+            f"{p} cannot be split into cells with the {_DELIMITER_NAMES[delimiter]} delimiter: "
+            f"{_parser_detail(str(exc))}. A row has more cells than the header: often unquoted "
+            "delimiters inside values, e.g. decimal commas ('7,5') in a comma-separated file. "
+            "Quote such values, or use ';' as the delimiter, or '.' as the decimal separator."
+        ) from None
+    except (pd.errors.EmptyDataError, UnicodeError) as exc:
+        raise InputError(f"{p} cannot be read as a table: {exc}.") from None
+    cells = cells.fillna("")
+    frame = _split_header(p, cells, first_row=1 + skipped)
+    frame.attrs.update(format="csv", encoding=encoding, delimiter=delimiter)
+    return frame
+
+
+def _parser_detail(msg: str) -> str:
+    # pandas: "Error tokenizing data. C error: Expected 6 fields in line 4, saw 7"
+    return msg.split("C error: ")[-1].strip().rstrip(".")
+
+
+def _split_header(p: Path, cells: pd.DataFrame, *, first_row: int) -> pd.DataFrame:
+    """Take row 0 as the header; index the rest by their row number in the file."""
+    rows = pd.RangeIndex(first_row, first_row + len(cells))
+    blank = (cells == "").all(axis=1).to_numpy()
+    if blank.all():
+        raise InputError(f"{p} is empty (only blank lines).")
+    start = int(blank.argmin())  # skip leading blank lines
+    header = [str(h).strip() for h in cells.iloc[start]]
+    body = cells.iloc[start + 1 :]
+    body_rows = rows[start + 1 :]
+    keep = ~blank[start + 1 :]
+    body = body.loc[keep]
+    body.index = pd.Index(body_rows[keep], name="row")
+    # drop unnamed columns that hold nothing (a trailing delimiter on every line)
+    named = [bool(h) or bool((body.iloc[:, j] != "").any()) for j, h in enumerate(header)]
+    if not all(named):
+        body = body.loc[:, named]
+        header = [h for h, k in zip(header, named, strict=True) if k]
+    header = [h if h else f"unnamed_{j + 1}" for j, h in enumerate(header)]
+    dupes = sorted({h for h in header if header.count(h) > 1})
+    if dupes:
+        where = "; ".join(
+            f"{d!r} in columns {', '.join(str(j + 1) for j, h in enumerate(header) if h == d)}"
+            for d in dupes[:10]
+        )
+        raise InputError(
+            f"{p} has duplicate column names: {where}. Each column needs its own name; rename "
+            "or delete the repeated column(s)."
+        )
+    if body.empty:
+        raise InputError(
+            f"{p} has a header ({', '.join(header[:8])}{', ...' if len(header) > 8 else ''}) but "
+            "no data rows. Add the data, or leave the file out."
+        )
+    body = body.copy()
+    body.columns = header
+    return body
+
+
+# ---------------------------------------------------------------------------------------
+# Excel and Parquet
+# ---------------------------------------------------------------------------------------
+def _read_excel(p: Path, *, sheet: str | int | None) -> pd.DataFrame:
+    import zipfile
+
+    try:
+        cells = pd.read_excel(
+            p, sheet_name=0 if sheet is None else sheet, header=None, dtype=str, engine="openpyxl"
+        )
+    except (zipfile.BadZipFile, OSError, KeyError) as exc:
+        raise InputError(
+            f"{p} cannot be read as an Excel .xlsx workbook ({type(exc).__name__}: {exc}). Open "
+            "it in Excel and save it again, or export the sheet as CSV UTF-8."
+        ) from None
+    except ValueError as exc:  # unknown sheet name, or not an xlsx at all
+        raise InputError(f"{p}: {exc}. Pass an existing sheet, or export it as CSV.") from None
+    except Exception as exc:  # openpyxl raises its own types for corrupt workbooks
+        raise InputError(
+            f"{p} cannot be read as an Excel .xlsx workbook ({type(exc).__name__}: {exc}). Save "
+            "it again from Excel, or export the sheet as CSV UTF-8."
+        ) from None
+    if cells.empty:
+        raise InputError(
+            f"{p}: the worksheet is empty. Put the header in row 1 and the data below."
+        )
+    cells = cells.fillna("").astype(str)
+    frame = _split_header(p, cells, first_row=1)
+    frame.attrs.update(format="excel", encoding="", delimiter="")
+    return frame
+
+
+def _read_parquet(p: Path) -> pd.DataFrame:
+    try:
+        data = pd.read_parquet(p)
+    except Exception as exc:  # pyarrow raises ArrowInvalid / OSError for non-Parquet files
+        raise InputError(
+            f"{p} cannot be read as a Parquet file ({type(exc).__name__}: {exc}). Check that it "
+            "is Parquet, or export the table as CSV UTF-8."
+        ) from None
+    if len(data.columns) == 0:
+        raise InputError(f"{p} has no columns.")
+    names = [str(c).strip() for c in data.columns]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise InputError(f"{p} has duplicate column names: {', '.join(dupes)}. Rename them.")
+    if len(data) == 0:
+        raise InputError(f"{p} has columns ({', '.join(names[:8])}) but no data rows.")
+    out = {}
+    for name, col in zip(names, data.columns, strict=True):
+        out[name] = _to_strings(data[col])
+    frame = pd.DataFrame(out)
+    frame.index = pd.RangeIndex(1, len(frame) + 1, name="row")
+    frame.attrs.update(format="parquet", encoding="", delimiter="")
+    return frame
+
+
+def _to_strings(s: pd.Series) -> pd.Series:
+    """Typed column -> strings as a CSV writer would write them ('' for missing)."""
+    if pd.api.types.is_datetime64_any_dtype(s):
+        out = s.dt.strftime("%Y-%m-%dT%H:%M:%S")
+    elif pd.api.types.is_bool_dtype(s):
+        out = s.map({True: "true", False: "false"})
+    else:
+        out = s.astype(str).where(s.notna())
+    return out.fillna("").astype(str)

@@ -1,0 +1,1066 @@
+"""Maximum-likelihood Poisson and negative-binomial mixed models with a random intercept.
+
+Counts per night (awakenings, nightmares) are modelled as
+
+.. math::
+
+    y_{ij} \\mid b_i \\sim \\text{Poisson}(\\mu_{ij}) \\text{ or } \\text{NB2}(\\mu_{ij}, \\theta),
+    \\qquad \\log \\mu_{ij} = x_{ij}^\\top \\beta + o_{ij} + b_i,
+    \\qquad b_i \\sim N(0, \\sigma^2),
+
+with one random intercept :math:`b_i` per group (participant). The marginal likelihood
+integrates each :math:`b_i` out by the Laplace approximation (``nagq=1``, as ``glmer``'s
+default and ``glmmTMB``) or by adaptive Gauss-Hermite quadrature with ``nagq`` nodes per group
+(``glmer(..., nAGQ = nagq)``). Everything is vectorised over groups: the conditional modes of
+all groups are found together by a damped Newton iteration on 1-D problems, and the outer
+maximisation over :math:`(\\beta, \\sigma[, \\log\\theta])` uses exact analytic gradients of the
+approximated marginal log-likelihood.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from scipy import optimize, special, stats
+
+from studykit.errors import ModelError
+from studykit.models.design import Design, build_design
+
+__all__ = ["GLMMResult", "fit_glmm", "wald_z_table", "FAMILIES"]
+
+logger = logging.getLogger(__name__)
+
+FAMILIES = ("poisson", "negbin")
+_ALTERNATIVES = ("two-sided", "greater", "less")
+_SINGULAR_TOL = 1e-4  # lme4's isSingular() default tolerance on theta (here the SD)
+_ETA_MAX = 700.0  # exp() overflows above ~709
+
+
+# ----------------------------------------------------------------------------------------------
+# per-observation pieces of the conditional log-likelihood, as functions of eta = log(mu)
+# ----------------------------------------------------------------------------------------------
+def _loglik_core(y: np.ndarray, eta: np.ndarray, theta: float | None) -> np.ndarray:
+    """The eta-dependent part of log p(y | eta): what the mode search maximises."""
+    if theta is None:
+        return y * eta - np.exp(eta)
+    # theta*log(theta) - (y+theta)*log(theta+mu) + y*eta, rearranged so that nothing of size
+    # theta*log(theta) cancels (large theta: the Poisson limit)
+    log_t = math.log(theta)
+    return y * (eta - np.logaddexp(log_t, eta)) - theta * np.logaddexp(0.0, eta - log_t)
+
+
+def _derivs(
+    y: np.ndarray, eta: np.ndarray, theta: float | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """First derivative d l / d eta, W = -d2 l / d eta2 and W' = dW / d eta."""
+    mu = np.exp(eta)
+    if theta is None:
+        return y - mu, mu, mu
+    tm = theta + mu
+    d1 = theta * (y - mu) / tm
+    w = theta * mu * (y + theta) / tm**2
+    dw = theta * (y + theta) * mu * (theta - mu) / tm**3
+    return d1, w, dw
+
+
+def _theta_derivs(
+    y: np.ndarray, eta: np.ndarray, theta: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """NB2 derivatives with respect to log(theta): of l, of d l/d eta and of W."""
+    mu = np.exp(eta)
+    tm = theta + mu
+    dl = theta * (
+        _digamma_diff(y, theta) - np.logaddexp(0.0, eta - math.log(theta)) + (mu - y) / tm
+    )
+    dd1 = theta * mu * (y - mu) / tm**2
+    dw = theta * mu * (y * mu - y * theta + 2.0 * theta * mu) / tm**3
+    return dl, dd1, dw
+
+
+def _loglik_const(y: np.ndarray, theta: float | None) -> np.ndarray:
+    """The eta-free part of log p(y | eta)."""
+    if theta is None:
+        return -special.gammaln(y + 1.0)
+    return _lgamma_diff(y, theta) - special.gammaln(y + 1.0)
+
+
+_ASYMPTOTIC_THETA = 1e4
+
+
+def _lgamma_diff(y: np.ndarray, theta: float) -> np.ndarray:
+    """log Gamma(y + theta) - log Gamma(theta), accurate also for huge theta (Stirling series)."""
+    if theta < _ASYMPTOTIC_THETA:
+        return special.gammaln(y + theta) - special.gammaln(theta)
+    z = y + theta
+    return (
+        y * np.log(z)
+        + (theta - 0.5) * np.log1p(y / theta)
+        - y
+        + (1.0 / z - 1.0 / theta) / 12.0
+        - (1.0 / z**3 - 1.0 / theta**3) / 360.0
+    )
+
+
+def _digamma_diff(y: np.ndarray, theta: float) -> np.ndarray:
+    """digamma(y + theta) - digamma(theta), accurate also for huge theta."""
+    if theta < _ASYMPTOTIC_THETA:
+        return special.digamma(y + theta) - special.digamma(theta)
+    z = y + theta
+    return (
+        np.log1p(y / theta)
+        - 0.5 * (1.0 / z - 1.0 / theta)
+        - (1.0 / z**2 - 1.0 / theta**2) / 12.0
+        + (1.0 / z**4 - 1.0 / theta**4) / 120.0
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# the marginal likelihood engine (data sorted by group)
+# ----------------------------------------------------------------------------------------------
+@dataclass
+class _Problem:
+    y: np.ndarray  # (n,)
+    X: np.ndarray  # (n, p)
+    offset: np.ndarray  # (n,)
+    gidx: np.ndarray  # (n,) group index 0..G-1, sorted
+    starts: np.ndarray  # (G,) first row of each group
+    negbin: bool
+    nodes: np.ndarray  # (K,) Gauss-Hermite abscissae (weight exp(-x^2))
+    logw: np.ndarray  # (K,) log weights + x^2
+    u: np.ndarray = field(default=None)  # warm start for the conditional modes (spherical)
+    n_eval: int = 0
+
+    @property
+    def p(self) -> int:
+        return self.X.shape[1]
+
+    @property
+    def ngroups(self) -> int:
+        return len(self.starts)
+
+    def gsum(self, a: np.ndarray) -> np.ndarray:
+        """Sum rows of ``a`` within groups."""
+        return np.add.reduceat(a, self.starts, axis=0)
+
+    def unpack(self, phi: np.ndarray) -> tuple[np.ndarray, float, float | None]:
+        p = self.p
+        beta = phi[:p]
+        s = float(phi[p])
+        theta = float(math.exp(phi[p + 1])) if self.negbin else None
+        return beta, s, theta
+
+    # -- conditional modes -------------------------------------------------------------------
+    def modes(
+        self, eta0: np.ndarray, s: float, theta: float | None, *, tol: float = 1e-11
+    ) -> np.ndarray:
+        """Maximise g_i(u) = sum_j l(eta0_ij + s u_i) - u_i^2 / 2 for all groups at once."""
+        y, gidx = self.y, self.gidx
+        u = np.zeros(self.ngroups) if self.u is None else self.u.copy()
+
+        def g(uu: np.ndarray) -> np.ndarray:
+            eta = np.minimum(eta0 + s * uu[gidx], _ETA_MAX)
+            return self.gsum(_loglik_core(y, eta, theta)) - 0.5 * uu**2
+
+        g_old = g(u)
+        for _ in range(100):
+            eta = np.minimum(eta0 + s * u[gidx], _ETA_MAX)
+            d1, w, _ = _derivs(y, eta, theta)
+            grad = s * self.gsum(d1) - u
+            hess = s * s * self.gsum(w) + 1.0
+            step = grad / hess
+            u_new = u + step
+            g_new = g(u_new)
+            # a step is bad when it lowers g (or overflows to nan): halve it, per group
+            bad = ~(g_new >= g_old - 1e-12 * (1.0 + np.abs(g_old)))
+            halvings = 0
+            while bad.any() and halvings < 60:
+                step[bad] *= 0.5
+                u_new[bad] = u[bad] + step[bad]
+                g_new[bad] = g(u_new)[bad]
+                bad = ~(g_new >= g_old - 1e-12 * (1.0 + np.abs(g_old)))
+                halvings += 1
+            u, g_old = u_new, g_new
+            if np.max(np.abs(step)) < tol:
+                break
+        return u
+
+    # -- marginal log-likelihood and gradient ----------------------------------------------
+    def evaluate(self, phi: np.ndarray, *, grad: bool = True) -> tuple[float, np.ndarray | None]:
+        """Approximate marginal log-likelihood (Laplace / AGQ) and its exact gradient."""
+        self.n_eval += 1
+        y, X, gidx = self.y, self.X, self.gidx
+        beta, s, theta = self.unpack(phi)
+        eta0 = X @ beta + self.offset
+        u = self.modes(eta0, s, theta)
+        self.u = u
+        eta_hat = np.minimum(eta0 + s * u[gidx], _ETA_MAX)
+        d1, w, dw = _derivs(y, eta_hat, theta)
+        H = s * s * self.gsum(w) + 1.0  # -g''(u_hat), per group
+        tau = 1.0 / np.sqrt(H)
+        const = _loglik_const(y, theta)
+        K = len(self.nodes)
+        if K == 1:
+            # Laplace: log L_i = g_i(u_hat) - log(H_i) / 2
+            lik_obs = const + _loglik_core(y, eta_hat, theta)
+            ll_g = self.gsum(lik_obs) - 0.5 * u**2 - 0.5 * np.log(H)
+            pi = None
+        else:
+            z = math.sqrt(2.0) * self.nodes  # (K,)
+            uk = u[:, None] + tau[:, None] * z[None, :]  # (G, K)
+            eta_k = np.minimum(eta0[:, None] + s * uk[gidx], _ETA_MAX)  # (n, K)
+            lik_obs_k = const[:, None] + _loglik_core(y[:, None], eta_k, theta)
+            gk = self.gsum(lik_obs_k) - 0.5 * uk**2  # (G, K)
+            a = gk + self.logw[None, :]
+            lse = special.logsumexp(a, axis=1)
+            pi = np.exp(a - lse[:, None])  # (G, K) normalised node weights
+            ll_g = -0.5 * math.log(math.pi) + np.log(tau) + lse
+        value = float(np.sum(ll_g))
+        if not grad:
+            return value, None
+
+        # implicit derivatives of the mode and of H, per group
+        p = self.p
+        nphi = len(phi)
+        swx = self.gsum(w[:, None] * X)  # (G, p)
+        du = np.empty((self.ngroups, nphi))
+        du[:, :p] = -s * swx / H[:, None]
+        du[:, p] = (self.gsum(d1) - s * u * self.gsum(w)) / H
+        if theta is not None:
+            dl_t, dd1_t, dw_t = _theta_derivs(y, eta_hat, theta)
+            du[:, p + 1] = s * self.gsum(dd1_t) / H
+        # d eta_hat / d phi (n, nphi)
+        deta = s * du[gidx]
+        deta[:, :p] += X
+        deta[:, p] += u[gidx]
+        dH = s * s * self.gsum(dw[:, None] * deta)
+        dH[:, p] += 2.0 * s * self.gsum(w)
+        if theta is not None:
+            dH[:, p + 1] += s * s * self.gsum(dw_t)
+        dlogtau = -0.5 * dH / H[:, None]  # (G, nphi)
+
+        if pi is None:
+            # envelope theorem: d g(u_hat) = partial derivative at u_hat
+            gpart = np.empty((self.ngroups, nphi))
+            gpart[:, :p] = self.gsum(d1[:, None] * X)
+            gpart[:, p] = self.gsum(d1) * u
+            if theta is not None:
+                gpart[:, p + 1] = self.gsum(dl_t)
+            gr = gpart + dlogtau
+        else:
+            d1k, _, _ = _derivs(y[:, None], eta_k, theta)  # (n, K)
+            pin = pi[gidx]  # (n, K)
+            gpart = np.empty((self.ngroups, nphi))
+            gpart[:, :p] = self.gsum(np.sum(pin * d1k, axis=1)[:, None] * X)
+            gpart[:, p] = np.sum(pi * self.gsum(d1k) * uk, axis=1)
+            if theta is not None:
+                dl_tk, _, _ = _theta_derivs(y[:, None], eta_k, theta)
+                gpart[:, p + 1] = np.sum(pi * self.gsum(dl_tk), axis=1)
+            gprime = s * self.gsum(d1k) - uk  # g'(u_k), (G, K)
+            c0 = np.sum(pi * gprime, axis=1)  # multiplies du
+            c1 = np.sum(pi * gprime * z[None, :], axis=1) * tau  # multiplies dlogtau
+            gr = gpart + dlogtau + c0[:, None] * du + c1[:, None] * dlogtau
+        return value, np.sum(gr, axis=0)
+
+
+def _hessian(prob: _Problem, phi: np.ndarray) -> np.ndarray:
+    """Hessian of the marginal log-likelihood by central differences of the exact gradient."""
+    n = len(phi)
+    hess = np.empty((n, n))
+    u0 = None if prob.u is None else prob.u.copy()
+    for j in range(n):
+        h = 1e-5 * max(1.0, abs(phi[j]))
+        e = np.zeros(n)
+        e[j] = h
+        prob.u = u0
+        gp = prob.evaluate(phi + e)[1]
+        prob.u = u0
+        gm = prob.evaluate(phi - e)[1]
+        hess[:, j] = (gp - gm) / (2.0 * h)
+    prob.u = u0
+    return 0.5 * (hess + hess.T)
+
+
+def _glm_start(y: np.ndarray, X: np.ndarray, offset: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Poisson GLM by IRLS: starting values and the Fisher information X'WX."""
+    mu = y + 0.5
+    eta = np.log(mu)
+    beta = np.zeros(X.shape[1])
+    for _ in range(50):
+        z = eta - offset + (y - mu) / mu
+        xw = X * mu[:, None]
+        info = X.T @ xw
+        beta_new = np.linalg.lstsq(info, xw.T @ z, rcond=None)[0]
+        eta = np.clip(X @ beta_new + offset, -_ETA_MAX, _ETA_MAX)
+        mu = np.exp(eta)
+        if np.max(np.abs(beta_new - beta)) < 1e-10:
+            beta = beta_new
+            break
+        beta = beta_new
+    info = X.T @ (X * mu[:, None])
+    return beta, info
+
+
+@dataclass
+class _Optimum:
+    phi: np.ndarray
+    loglik: float
+    grad: np.ndarray
+    hess: np.ndarray
+    success: bool
+    message: str
+    n_iter: int
+
+
+def _maximise(
+    prob: _Problem, phi0: np.ndarray, precond: np.ndarray, *, log_theta_max: float
+) -> _Optimum:
+    """Maximise the marginal log-likelihood: BFGS in preconditioned coordinates, then Newton.
+
+    For the negative binomial, log(theta) is capped smoothly below ``log_theta_max``
+    (``M - softplus(M - a)``) so that equidispersed data cannot send theta to infinity.
+    """
+    nphi = len(phi0)
+    p_cap = nphi - 1 if prob.negbin else None
+
+    def to_phi(psi: np.ndarray) -> tuple[np.ndarray, float]:
+        phi = phi0 + precond @ psi
+        slope = 1.0
+        if p_cap is not None:
+            gap = log_theta_max - phi[p_cap]
+            phi[p_cap] = log_theta_max - np.logaddexp(0.0, gap)
+            slope = float(special.expit(gap))
+        return phi, slope
+
+    def fun(psi: np.ndarray) -> tuple[float, np.ndarray]:
+        phi, slope = to_phi(psi)
+        value, grad = prob.evaluate(phi)
+        if not np.isfinite(value):
+            return np.inf, np.full(nphi, np.nan)
+        if p_cap is not None:
+            grad = grad.copy()
+            grad[p_cap] *= slope
+        return -value, -(precond.T @ grad)
+
+    # scipy's BFGS is plain numpy; its L-BFGS-B calls BLAS for tiny vectors, which is very slow
+    # under multi-threaded OpenBLAS on a busy machine
+    res = optimize.minimize(
+        fun,
+        np.zeros(nphi),
+        jac=True,
+        method="BFGS",
+        options={"maxiter": 1000, "gtol": 1e-6},
+    )
+    phi, _ = to_phi(res.x)
+    at_bound = prob.negbin and phi[-1] >= log_theta_max - 1e-2
+    if at_bound:
+        phi[-1] = log_theta_max
+    value, grad = prob.evaluate(phi)
+    hess = _hessian(prob, phi)
+    n_iter = int(res.nit)
+    # Newton polish (Newton steps on the interior parameters only when theta sits at its bound)
+    free = np.arange(nphi - 1) if at_bound else np.arange(nphi)
+    hess_at = phi.copy()
+    for _ in range(6):
+        try:
+            step = np.linalg.solve(-hess[np.ix_(free, free)], grad[free])
+        except np.linalg.LinAlgError:
+            break
+        if not np.all(np.isfinite(step)):
+            break
+        trial = phi.copy()
+        trial[free] += step
+        if prob.negbin:
+            trial[-1] = min(trial[-1], log_theta_max)
+        t_value, t_grad = prob.evaluate(trial)
+        if not (np.isfinite(t_value) and t_value >= value - 1e-10):
+            prob.evaluate(phi)  # restore the conditional modes at phi
+            break
+        phi, value, grad = trial, t_value, t_grad
+        n_iter += 1
+        if np.max(np.abs(step)) < 1e-7:
+            break  # quadratic convergence: phi is exact to ~1e-14, the Hessian still holds
+        hess = _hessian(prob, phi)
+        hess_at = phi.copy()
+    if np.max(np.abs(phi - hess_at)) > 1e-7:
+        hess = _hessian(prob, phi)
+    return _Optimum(phi, value, grad, hess, bool(res.success), str(res.message), n_iter)
+
+
+# ----------------------------------------------------------------------------------------------
+# result
+# ----------------------------------------------------------------------------------------------
+def _as_contrast_matrix(
+    L: object, columns: list[str], names: Sequence[str] | None
+) -> tuple[np.ndarray, list[str]]:
+    """Turn ``L`` (vector, matrix, Series or DataFrame over the coefficient names) into rows."""
+    p = len(columns)
+    default_names: list[str] | None = None
+    if isinstance(L, pd.Series):
+        unknown = sorted(set(map(str, L.index)) - set(columns))
+        if unknown:
+            raise ModelError(
+                f"Contrast names coefficients {unknown[:5]} that are not in the model; "
+                f"coefficients are {columns}."
+            )
+        mat = L.reindex(columns, fill_value=0.0).to_numpy(dtype=float)[None, :]
+        default_names = [str(L.name)] if L.name is not None else None
+    elif isinstance(L, pd.DataFrame):
+        unknown = sorted(set(map(str, L.columns)) - set(columns))
+        if unknown:
+            raise ModelError(
+                f"Contrast columns {unknown[:5]} are not model coefficients; "
+                f"coefficients are {columns}."
+            )
+        mat = L.reindex(columns=columns, fill_value=0.0).to_numpy(dtype=float)
+        default_names = [str(i) for i in L.index]
+    else:
+        try:
+            mat = np.asarray(L, dtype=float)
+        except (TypeError, ValueError) as exc:
+            raise ModelError(
+                "A contrast must be numbers: a vector of length p, a k x p matrix, or a pandas "
+                f"Series/DataFrame indexed by coefficient names ({columns})."
+            ) from exc
+        if mat.ndim == 1:
+            mat = mat[None, :]
+        if mat.ndim != 2 or mat.shape[1] != p:
+            raise ModelError(
+                f"A contrast needs {p} weights per row (one per coefficient {columns}); "
+                f"got shape {np.shape(L)}."
+            )
+    if not np.all(np.isfinite(mat)):
+        raise ModelError("Contrast weights must be finite numbers.")
+    if names is None:
+        names = default_names or [f"c{i + 1}" for i in range(mat.shape[0])]
+    names = [str(n) for n in names]
+    if len(names) != mat.shape[0]:
+        raise ModelError(f"Got {len(names)} contrast names for {mat.shape[0]} contrasts.")
+    return mat, names
+
+
+def wald_z_table(
+    beta: np.ndarray,
+    vcov: np.ndarray,
+    L: object,
+    *,
+    columns: list[str],
+    names: Sequence[str] | None = None,
+    alternative: str = "two-sided",
+    alpha: float = 0.05,
+    exponentiate: bool = False,
+) -> pd.DataFrame:
+    """Wald z tests of ``L @ beta`` as a tidy table (shared by GLMM and GEE results).
+
+    See :meth:`GLMMResult.contrast` for the parameters and columns.
+
+    Examples
+    --------
+    >>> t = wald_z_table(np.array([0.5, -0.2]), np.diag([0.04, 0.01]), [0, 1],
+    ...                  columns=["(Intercept)", "armketamine"], names=["rr"], exponentiate=True)
+    >>> t[["term", "estimate", "statistic"]].round(4).to_dict("records")
+    [{'term': 'rr', 'estimate': 0.8187, 'statistic': -2.0}]
+    """
+    if alternative not in _ALTERNATIVES:
+        raise ModelError(
+            f"Invalid alternative {alternative!r}. Expected one of {list(_ALTERNATIVES)}."
+        )
+    if not (0.0 < alpha < 1.0):
+        raise ModelError(f"alpha must be between 0 and 1; got {alpha!r}.")
+    mat, labels = _as_contrast_matrix(L, columns, names)
+    est = mat @ beta
+    se = np.sqrt(np.einsum("ij,jk,ik->i", mat, vcov, mat))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = est / se
+    if alternative == "two-sided":
+        p = 2.0 * stats.norm.sf(np.abs(z))
+        q = stats.norm.isf(alpha / 2.0)
+        lo, hi = est - q * se, est + q * se
+    elif alternative == "greater":
+        p = stats.norm.sf(z)
+        q = stats.norm.isf(alpha)
+        lo, hi = est - q * se, np.full_like(est, np.inf)
+    else:
+        p = stats.norm.cdf(z)
+        q = stats.norm.isf(alpha)
+        lo, hi = np.full_like(est, -np.inf), est + q * se
+    if exponentiate:
+        est_out = np.exp(est)
+        se = est_out * se
+        lo, hi = np.exp(lo), np.exp(hi)
+        est = est_out
+    table = pd.DataFrame(
+        {
+            "term": labels,
+            "estimate": est,
+            "std_error": se,
+            "statistic": z,
+            "df": np.inf,
+            "p_value": p,
+            "conf_low": lo,
+            "conf_high": hi,
+            "df_method": "z",
+            "alternative": alternative,
+        }
+    )
+    table.attrs["scale"] = "ratio" if exponentiate else "log"
+    return table
+
+
+@dataclass(frozen=True, eq=False)
+class GLMMResult:
+    """A fitted Poisson / negative-binomial mixed model with a random intercept.
+
+    Attributes
+    ----------
+    columns : list of str
+        Fixed-effect names as in lme4 (``(Intercept)``, ``armketamine:nightpost1``).
+    design : Design
+        The fixed-effects design (rebuild rows for new data with ``design.matrix_for``).
+    beta : numpy.ndarray
+        Fixed effects on the log scale.
+    vcov : numpy.ndarray
+        Their covariance matrix: the fixed-effects block of the inverse of the negative
+        Hessian of the marginal log-likelihood over ``(beta, sd[, log theta])``.
+    nobs, ngroups : int
+        Observations and groups used.
+    loglik : float
+        Maximised marginal log-likelihood (Laplace or AGQ approximation), a proper
+        log-likelihood comparable across ``nagq`` and with ``glmmTMB``.
+    loglik_lme4 : float or None
+        The figure ``logLik()`` prints for the same ``glmer`` fit: equal to ``loglik`` for the
+        Laplace fit; for ``nagq > 1`` lme4 drops the saturated-model log-likelihood
+        (``sum(y log y - y - log y!)``), so ``loglik_lme4 = loglik - saturated``. ``None`` for
+        ``negbin`` with ``nagq > 1`` (no lme4 counterpart).
+    aic, bic : float
+        ``-2 loglik + 2 k`` and ``-2 loglik + k log(nobs)``, ``k = df_loglik``.
+    df_loglik : int
+        Number of estimated parameters (fixed effects, SD, and theta for ``negbin``).
+    converged : bool
+        Optimiser succeeded, the gradient vanishes and the Hessian is negative definite.
+    singular : bool
+        Random-intercept SD below 1e-4 (lme4's ``isSingular`` tolerance).
+    warnings : list of str
+        Problems found while fitting (not Python warnings).
+    family : str
+        ``"poisson"`` or ``"negbin"``.
+    link : str
+        ``"log"``.
+    sd_group : float
+        Random-intercept SD on the log scale.
+    theta : float or None
+        NB2 size (``var = mu + mu^2 / theta``); ``None`` for Poisson.
+    nagq : int
+        Quadrature nodes per group (1 = Laplace).
+    ranef : pandas.Series
+        Conditional modes of the random intercepts (log scale), indexed by group.
+    vcov_params : pandas.DataFrame
+        Covariance of all estimated parameters: fixed effects, ``sd_group`` and, for negbin,
+        ``log_theta`` (inverse negative Hessian).
+    covariate_means : dict
+        Numeric covariate -> its mean over the model rows (emmeans' reference grid).
+    """
+
+    columns: list[str]
+    design: Design
+    beta: np.ndarray
+    vcov: np.ndarray
+    nobs: int
+    ngroups: int
+    loglik: float
+    loglik_lme4: float | None
+    aic: float
+    bic: float
+    df_loglik: int
+    converged: bool
+    singular: bool
+    warnings: list[str]
+    family: str
+    link: str
+    sd_group: float
+    theta: float | None
+    nagq: int
+    outcome: str
+    group: str
+    ranef: pd.Series
+    vcov_params: pd.DataFrame
+    covariate_means: dict[str, float] = field(default_factory=dict)
+    n_iter: int = 0
+    n_eval: int = 0
+
+    @property
+    def method(self) -> str:
+        """``"Laplace"`` or ``"AGQ(nagq)"``."""
+        return "Laplace" if self.nagq == 1 else f"AGQ({self.nagq})"
+
+    @property
+    def std_errors(self) -> pd.Series:
+        """Standard errors of the fixed effects, indexed by name."""
+        return pd.Series(np.sqrt(np.diag(self.vcov)), index=self.columns, name="std_error")
+
+    def contrast_df(self, L: object) -> float:
+        """Degrees of freedom of a contrast: always ``inf`` (Wald z tests, as glmer/emmeans)."""
+        return math.inf
+
+    def contrast(
+        self,
+        L: object,
+        *,
+        names: Sequence[str] | None = None,
+        alternative: str = "two-sided",
+        alpha: float = 0.05,
+        exponentiate: bool = False,
+    ) -> pd.DataFrame:
+        """Wald z tests and confidence intervals for linear contrasts ``L @ beta``.
+
+        Parameters
+        ----------
+        L : array-like, pandas.Series or pandas.DataFrame
+            One contrast (length ``p``) or ``k x p`` weights; a Series/DataFrame is matched to
+            the coefficients by name (missing names weigh 0, the index names the rows).
+        names : sequence of str, optional
+            Row labels (``term`` column).
+        alternative : {"two-sided", "greater", "less"}
+            Direction of the test on the log scale (H1: contrast > 0 for ``"greater"``).
+        alpha : float
+            1 - confidence level; one-sided alternatives give one-sided intervals.
+        exponentiate : bool
+            Report ``exp(estimate)`` (a rate ratio) and its interval; ``std_error`` becomes the
+            delta-method SE ``exp(estimate) * se`` (as emmeans' ``type = "response"``). The
+            statistic and p-value stay those of the log-scale test.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns ``term, estimate, std_error, statistic, df, p_value, conf_low, conf_high,
+            df_method, alternative`` (``df`` is ``inf``, ``df_method`` is ``"z"``).
+        """
+        return wald_z_table(
+            self.beta,
+            self.vcov,
+            L,
+            columns=self.columns,
+            names=names,
+            alternative=alternative,
+            alpha=alpha,
+            exponentiate=exponentiate,
+        )
+
+    def coef_table(
+        self,
+        alpha: float = 0.05,
+        alternative: str = "two-sided",
+        exponentiate: bool = False,
+    ) -> pd.DataFrame:
+        """Fixed effects with Wald z tests (as ``summary(glmer_fit)``) and Wald CIs.
+
+        ``exponentiate=True`` gives rate ratios (see :meth:`contrast`).
+        """
+        return self.contrast(
+            np.eye(len(self.columns)),
+            names=self.columns,
+            alternative=alternative,
+            alpha=alpha,
+            exponentiate=exponentiate,
+        )
+
+    def fit_stats(self) -> pd.DataFrame:
+        """One-row table: family, method, nobs, ngroups, logLik, AIC, BIC, SD, theta, flags."""
+        return pd.DataFrame(
+            [
+                {
+                    "family": self.family,
+                    "link": self.link,
+                    "method": self.method,
+                    "nobs": self.nobs,
+                    "ngroups": self.ngroups,
+                    "loglik": self.loglik,
+                    "loglik_lme4": self.loglik_lme4,
+                    "df_loglik": self.df_loglik,
+                    "aic": self.aic,
+                    "bic": self.bic,
+                    "sd_group": self.sd_group,
+                    "theta": self.theta,
+                    "converged": self.converged,
+                    "singular": self.singular,
+                    "warnings": "; ".join(self.warnings),
+                }
+            ]
+        )
+
+    def __repr__(self) -> str:
+        fam = self.family + (f"(theta={self.theta:.4g})" if self.theta is not None else "")
+        return (
+            f"GLMMResult({self.outcome} ~ {' + '.join(self.columns[1:] or ['1'])} + (1|{self.group}), "
+            f"{fam}, {self.method}, nobs={self.nobs}, ngroups={self.ngroups}, "
+            f"loglik={self.loglik:.4f}, sd_group={self.sd_group:.4g}, converged={self.converged})"
+        )
+
+
+# ----------------------------------------------------------------------------------------------
+# fitting
+# ----------------------------------------------------------------------------------------------
+_LOG_THETA_MAX = math.log(1e8)
+
+
+def _check_counts(values: pd.Series, outcome: str) -> np.ndarray:
+    if not (pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values)):
+        bad = values[pd.to_numeric(values, errors="coerce").isna()]
+        raise ModelError(
+            f"Outcome {outcome!r} must be counts (non-negative integers); found non-numeric "
+            f"values {list(bad.astype(str).unique()[:5])} in rows {list(bad.index[:5])}."
+        )
+    y = values.to_numpy(dtype=float, na_value=np.nan)
+    bad = ~np.isfinite(y) | (y < 0) | (y != np.floor(y))
+    if bad.any():
+        idx = np.flatnonzero(bad)
+        shown = [f"row {values.index[i]!r}: {y[i]!r}" for i in idx[:5]]
+        raise ModelError(
+            f"Outcome {outcome!r} must be counts (non-negative integers) for a "
+            f"Poisson/negative-binomial model; {int(bad.sum())} value(s) are not: "
+            f"{', '.join(shown)}. Fix the data or model the outcome with a linear mixed model."
+        )
+    return y
+
+
+def _check_estimable(
+    X: np.ndarray, y: np.ndarray, data: pd.DataFrame, design: Design, outcome: str
+) -> None:
+    """Refuse designs whose log-linear estimates are infinite (zero events in a cell).
+
+    The Poisson (and NB, random-intercept) likelihood has no finite maximum when some direction
+    ``d`` of the coefficients lowers the linear predictor on zero-count rows and leaves it
+    unchanged on all rows with events, e.g. every ketamine post1 night has 0 nightmares. Found by
+    a small linear program: minimise ``sum(X0 d)`` subject to ``X+ d = 0``, ``-1 <= X0 d <= 0``.
+    """
+    zero = y == 0
+    if not zero.any() or zero.all():
+        return
+    X0, Xp = X[zero], X[~zero]
+    n0 = int(zero.sum())
+    res = optimize.linprog(
+        X0.sum(axis=0),
+        A_ub=np.vstack([X0, -X0]),
+        b_ub=np.r_[np.zeros(n0), np.ones(n0)],
+        A_eq=Xp,
+        b_eq=np.zeros(len(Xp)),
+        bounds=[(None, None)] * X.shape[1],
+        method="highs",
+    )
+    if res.status != 0 or res.fun > -1e-7:
+        return
+    rows = np.flatnonzero(zero)[X0 @ res.x < -1e-7]
+    factors = [v for v in design.levels if v in data.columns]
+    if factors:
+        cells = data.iloc[rows].groupby(factors, sort=False, observed=True).size()
+        where = "; ".join(
+            " & ".join(
+                f"{v}={k}"
+                for v, k in zip(factors, key if isinstance(key, tuple) else (key,), strict=True)
+            )
+            + f" ({n} rows)"
+            for key, n in cells.items()
+        )
+    else:
+        where = f"rows {list(data.index[rows][:10])}"
+    raise ModelError(
+        f"The fixed effects cannot be estimated: {outcome!r} is 0 in every row of {where}, "
+        "so some log rate ratio is minus infinity (the ML estimate does not exist; glmer "
+        "would report huge estimates and SEs). Merge or drop "
+        "the empty cells, simplify the fixed terms, or analyse this outcome descriptively."
+    )
+
+
+def fit_glmm(
+    data: pd.DataFrame,
+    outcome: str,
+    fixed: Sequence[str],
+    *,
+    group: str,
+    family: str = "poisson",
+    levels: Mapping[str, Sequence[str]] | None = None,
+    nagq: int = 1,
+    offset: str | None = None,
+) -> GLMMResult:
+    """Fit a Poisson or negative-binomial (NB2) mixed model with a random intercept per group.
+
+    The model is ``log E[y | b] = X beta + offset + b_group`` with ``b_group ~ N(0, sd^2)``,
+    fitted by maximum likelihood (``glmer(y ~ fixed + (1 | group), family = poisson,
+    nAGQ = nagq)``; ``glmmTMB(..., family = nbinom2)`` for ``family="negbin"``).
+
+    Parameters
+    ----------
+    data : pandas.DataFrame
+        One row per observation (e.g. participant x night). Not modified.
+    outcome : str
+        Column of non-negative integer counts.
+    fixed : sequence of str
+        Fixed-effect terms, e.g. ``["arm", "night", "arm:night"]`` (see
+        :func:`studykit.models.design.build_design`); the intercept is always included.
+    group : str
+        Column identifying the groups (participants) that get a random intercept.
+    family : {"poisson", "negbin"}
+        Conditional distribution. ``"negbin"`` is NB2: ``var = mu + mu^2 / theta``.
+    levels : mapping, optional
+        Categorical variable -> levels, reference first (``{"arm": ["placebo", "ketamine"]}``).
+    nagq : int, default 1
+        Quadrature nodes per group: 1 is the Laplace approximation, more is adaptive
+        Gauss-Hermite quadrature (``glmer``'s ``nAGQ``; 25 is a common choice).
+    offset : str, optional
+        Column added to the linear predictor with coefficient 1 (e.g. log hours asleep for a
+        rate per hour).
+
+    Returns
+    -------
+    GLMMResult
+
+    Raises
+    ------
+    ModelError
+        Negative, non-integer or missing counts, missing group labels, fewer than two groups,
+        unknown family, invalid ``nagq``, a rank-deficient design, or zero events in a cell
+        of the design (the ML log rate ratio would be infinite).
+
+    Examples
+    --------
+    Simulated data (not a real study):
+
+    >>> rng = np.random.default_rng(1)
+    >>> ids = np.repeat([f"P{i:02d}" for i in range(30)], 3)
+    >>> arm = np.repeat(rng.permutation(["placebo", "ketamine"] * 15), 3)
+    >>> b = np.repeat(rng.normal(0, 0.3, 30), 3)
+    >>> y = rng.poisson(np.exp(2.5 - 0.3 * (arm == "ketamine") + b))
+    >>> df = pd.DataFrame({"id": ids, "arm": arm, "awakenings": y})
+    >>> fit = fit_glmm(df, "awakenings", ["arm"], group="id",
+    ...                levels={"arm": ["placebo", "ketamine"]})
+    >>> fit.columns
+    ['(Intercept)', 'armketamine']
+    >>> fit.converged, fit.nobs, fit.ngroups
+    (True, 90, 30)
+    >>> rr = fit.coef_table(exponentiate=True).set_index("term")
+    >>> bool(rr.loc["armketamine", "conf_low"] < rr.loc["armketamine", "estimate"] < 1.0)
+    True
+
+    Notes
+    -----
+    *Likelihood.* For group :math:`i` with spherical random effect :math:`u_i`
+    (:math:`b_i = \\sigma u_i`), let :math:`g_i(u) = \\sum_j \\log p(y_{ij} | \\eta_{ij} + \\sigma u)
+    - u^2/2 - \\log(2\\pi)/2`, :math:`\\hat u_i` its maximiser and :math:`H_i = -g_i''(\\hat u_i)`.
+    The Laplace approximation is :math:`\\log L_i = g_i(\\hat u_i) + \\log(2\\pi)/2 - \\log(H_i)/2`;
+    adaptive Gauss-Hermite quadrature (Liu & Pierce 1994; Pinheiro & Bates 1995) evaluates
+    :math:`\\int e^{g_i}` at nodes :math:`\\hat u_i + \\sqrt{2/H_i}\\,x_k` (``hermgauss``). The
+    modes of all groups are found together by damped Newton steps; the outer maximisation over
+    :math:`(\\beta, \\sigma[, \\log\\theta])` (BFGS, then Newton steps) uses the exact gradient
+    of the approximated log-likelihood, including the dependence of :math:`\\hat u_i` and
+    :math:`H_i` on the parameters. For NB2, :math:`H_i` uses the observed information (as TMB /
+    glmmTMB); for Poisson with log link observed and expected information coincide.
+
+    *Standard errors* come from the fixed-effects block of the inverse negative Hessian of the
+    marginal log-likelihood over all parameters (central differences of the exact gradient):
+    glmmTMB's ``sdreport`` convention, which ``glmer`` also reproduces for ``nAGQ > 1``.
+    ``glmer``'s Laplace SEs (finite-difference Hessian of its PIRLS deviance) differ from
+    these and from glmmTMB's by up to about 0.4 % on the reference trial.
+
+    *Log-likelihood scale.* ``loglik`` is always the full marginal log-likelihood. lme4 prints
+    the same number for Laplace fits, but for ``nAGQ > 1`` it omits the saturated-model term;
+    ``loglik_lme4`` reproduces that figure. Never compare lme4's Laplace and AGQ logLik.
+
+    *Tests* are Wald z tests (``df = inf``), as in ``summary(glmer_fit)`` and emmeans'
+    asymptotic intervals. A singular fit (SD below 1e-4) reduces to a Poisson/NB GLM.
+    """
+    if not isinstance(data, pd.DataFrame):
+        raise ModelError(f"data must be a pandas DataFrame; got {type(data).__name__}.")
+    if family not in FAMILIES:
+        raise ModelError(f"Invalid family {family!r}. Expected one of {list(FAMILIES)}.")
+    if isinstance(nagq, bool) or not isinstance(nagq, int | np.integer) or not 1 <= nagq <= 100:
+        raise ModelError(
+            f"Invalid nagq {nagq!r}: use 1 (Laplace) or an integer 2..100 for adaptive "
+            "Gauss-Hermite quadrature (e.g. 25)."
+        )
+    nagq = int(nagq)
+    if isinstance(fixed, str):
+        fixed = [fixed]
+    for name, what in ((outcome, "outcome"), (group, "group")) + (
+        ((offset, "offset"),) if offset is not None else ()
+    ):
+        if name not in data.columns:
+            raise ModelError(
+                f"The {what} column {name!r} is not in the data. Columns: "
+                f"{', '.join(map(str, data.columns[:30]))}."
+            )
+    needed = [outcome, group] + ([offset] if offset is not None else [])
+    missing = data[needed].isna().any(axis=1)
+    if missing.any():
+        raise ModelError(
+            f"{int(missing.sum())} row(s) have a missing {' / '.join(needed)} value (rows "
+            f"{list(data.index[missing.to_numpy()][:5])}). Drop incomplete rows before fitting "
+            "and report them as excluded."
+        )
+    y = _check_counts(data[outcome], outcome)
+    if offset is not None:
+        off = pd.to_numeric(data[offset], errors="coerce").to_numpy(dtype=float)
+        if not np.all(np.isfinite(off)):
+            raise ModelError(f"Offset column {offset!r} must be finite numbers.")
+    else:
+        off = np.zeros(len(data))
+    design = build_design(data, list(fixed), levels=levels, intercept=True)
+    X = design.X
+    n, p = X.shape
+    if n == 0:
+        raise ModelError("No rows to fit.")
+    if np.all(y == 0):
+        raise ModelError(f"Outcome {outcome!r} is zero in every row: no events to model.")
+    rank = np.linalg.matrix_rank(X)
+    if rank < p:
+        raise ModelError(
+            f"The fixed-effects design is rank deficient (rank {rank} < {p} columns "
+            f"{design.columns}): some combination of levels has no observations or columns are "
+            "collinear. Drop or merge the empty cells."
+        )
+    _check_estimable(X, y, data, design, outcome)
+    codes, uniques = pd.factorize(data[group], sort=True)
+    ngroups = len(uniques)
+    if ngroups < 2:
+        raise ModelError(
+            f"Group column {group!r} has {ngroups} distinct value(s); a random intercept needs "
+            "at least two groups."
+        )
+    order = np.argsort(codes, kind="stable")
+    codes_s = codes[order]
+    starts = np.flatnonzero(np.r_[True, codes_s[1:] != codes_s[:-1]])
+    Xs, ys, offs = X[order], y[order], off[order]
+    nodes, weights = np.polynomial.hermite.hermgauss(nagq)
+    negbin = family == "negbin"
+    prob = _Problem(ys, Xs, offs, codes_s, starts, negbin, nodes, np.log(weights) + nodes**2)
+
+    beta0, info = _glm_start(ys, Xs, offs)
+    nphi = p + 1 + int(negbin)
+    precond = np.eye(nphi)
+    try:
+        precond[:p, :p] = np.linalg.cholesky(np.linalg.inv(info))
+    except np.linalg.LinAlgError:
+        precond[:p, :p] = np.diag(1.0 / np.sqrt(np.maximum(np.diag(info), 1e-12)))
+    precond[p, p] = 0.2
+    # moment start for the SD: spread of the participants' log observed/expected totals beyond
+    # Poisson noise; the GLM intercept estimates log E[y] = x'beta + sd^2 / 2
+    mu0 = np.exp(Xs @ beta0 + offs)
+    obs, exp_ = prob.gsum(ys), prob.gsum(mu0)
+    s0 = math.sqrt(min(max(np.var(np.log((obs + 0.5) / exp_)) - np.mean(1.0 / exp_), 0.01), 4.0))
+    beta0 = beta0.copy()
+    if design.intercept:
+        beta0[0] -= 0.5 * s0**2
+    phi0 = np.r_[beta0, s0]
+    if negbin:
+        excess = np.sum((ys - mu0) ** 2 - mu0)
+        # E[(y - mu)^2 - mu] = mu^2 ((e^{s^2} - 1) + e^{s^2} / theta) under the model
+        inv_theta = (excess / np.sum(mu0**2) - math.expm1(s0**2)) / math.exp(s0**2)
+        theta0 = 1.0 / inv_theta if inv_theta > 1e-3 else 1000.0
+        phi0 = np.r_[phi0, math.log(min(max(theta0, 0.5), 1000.0))]
+    opt = _maximise(prob, phi0, precond, log_theta_max=_LOG_THETA_MAX)
+
+    phi = opt.phi.copy()
+    u = prob.u.copy()
+    if phi[p] < 0:  # the likelihood is symmetric in the SD's sign
+        phi[p] = -phi[p]
+        u = -u
+    sd = float(phi[p])
+    theta = float(math.exp(phi[p + 1])) if negbin else None
+    warn: list[str] = []
+    singular = sd < _SINGULAR_TOL
+    info_full = -opt.hess
+    info_full[p, :] = np.sign(opt.phi[p] or 1.0) * info_full[p, :]
+    info_full[:, p] = np.sign(opt.phi[p] or 1.0) * info_full[:, p]
+    at_bound = negbin and phi[-1] >= _LOG_THETA_MAX - 1e-6
+    keep = np.arange(nphi - 1) if at_bound else np.arange(nphi)
+    pd_ok = True
+    try:
+        np.linalg.cholesky(info_full[np.ix_(keep, keep)])
+        cov_keep = np.linalg.inv(info_full[np.ix_(keep, keep)])
+    except np.linalg.LinAlgError:
+        pd_ok = False
+        cov_keep = np.full((len(keep), len(keep)), np.nan)
+    if singular or not pd_ok:
+        # the SD sits at its boundary: condition on it (the GLM covariance of beta)
+        try:
+            vcov = np.linalg.inv(info_full[:p, :p])
+        except np.linalg.LinAlgError:
+            vcov = np.full((p, p), np.nan)
+    else:
+        vcov = cov_keep[:p, :p]
+    cov_params = np.full((nphi, nphi), np.nan)
+    cov_params[np.ix_(keep, keep)] = cov_keep
+    vcov = 0.5 * (vcov + vcov.T)
+
+    # convergence: remaining Newton step and gradient
+    grad = opt.grad[keep]
+    try:
+        newton = np.linalg.solve(info_full[np.ix_(keep, keep)], grad)
+    except np.linalg.LinAlgError:
+        newton = np.full(len(keep), np.inf)
+    converged = bool(pd_ok or singular) and bool(np.max(np.abs(newton)) < 1e-4)
+    converged = bool(converged and np.all(np.isfinite(vcov)))
+    if not converged:
+        warn.append(
+            "Model failed to converge: the gradient does not vanish or the Hessian is not "
+            f"negative definite (max |Newton step| {np.max(np.abs(newton)):.2g}; optimiser: "
+            f"{opt.message})."
+        )
+    if singular:
+        warn.append(
+            f"Singular fit: the random-intercept SD is {sd:.2g} (< {_SINGULAR_TOL:g}); the "
+            "model reduces to a GLM and the SEs treat the SD as known."
+        )
+    if at_bound:
+        warn.append(
+            "The negative-binomial theta reached its upper bound (1e8): no overdispersion beyond "
+            "the random intercept; the Poisson model is adequate."
+        )
+    for w in warn:
+        logger.warning(w)
+
+    loglik = float(opt.loglik)
+    if nagq == 1:
+        loglik_lme4: float | None = loglik
+    elif not negbin:
+        pos = y > 0
+        saturated = float(
+            np.sum(y[pos] * np.log(y[pos])) - np.sum(y) - np.sum(special.gammaln(y + 1.0))
+        )
+        loglik_lme4 = loglik - saturated
+    else:
+        loglik_lme4 = None
+    k = nphi
+    names = design.columns + ["sd_group"] + (["log_theta"] if negbin else [])
+    ranef = pd.Series(sd * u, index=pd.Index(uniques, name=group), name="(Intercept)")
+    return GLMMResult(
+        columns=list(design.columns),
+        design=design,
+        beta=phi[:p].copy(),
+        vcov=vcov,
+        nobs=n,
+        ngroups=ngroups,
+        loglik=loglik,
+        loglik_lme4=loglik_lme4,
+        aic=-2.0 * loglik + 2.0 * k,
+        bic=-2.0 * loglik + k * math.log(n),
+        df_loglik=k,
+        converged=converged,
+        singular=bool(singular),
+        warnings=warn,
+        family=family,
+        link="log",
+        sd_group=sd,
+        theta=theta,
+        nagq=nagq,
+        outcome=outcome,
+        group=group,
+        ranef=ranef,
+        vcov_params=pd.DataFrame(cov_params, index=names, columns=names),
+        covariate_means={v: float(np.mean(pd.to_numeric(data[v]))) for v in design.numeric},
+        n_iter=opt.n_iter,
+        n_eval=prob.n_eval,
+    )

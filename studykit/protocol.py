@@ -1,0 +1,1441 @@
+"""Pre-registered hypotheses from a YAML protocol, checked against the data dictionary.
+
+A protocol file states, before any data are analysed, every hypothesis: the claim and where it
+comes from, the outcome (a data-dictionary variable), the analysis set, the contrast, the
+direction, the model (distribution family, fixed terms, covariates, random effects as
+structured fields), the multiplicity family, the ICH E9(R1) estimand and the rule that turns a
+result into a verdict. :func:`load_protocol` reads it with ``yaml.safe_load`` (no Python
+objects can be constructed), checks every key against a strict schema and every name against
+the dictionary, and records the SHA-256 of the file bytes so each result row names the locked
+plan that produced it.
+
+Nothing in a protocol is ever evaluated: model terms are variable names, or names joined by
+``:``, checked with :func:`studykit.models.design.parse_term`; anything that looks like code
+(``np.log(y)``, ``I(x**2)``, ``__import__('os')``) is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from studykit.errors import ModelError, ProtocolError
+from studykit.models.design import parse_term
+from studykit.models.multiplicity import METHODS
+
+__all__ = [
+    "AnalysisSet",
+    "Contrast",
+    "Estimand",
+    "Hypothesis",
+    "IntercurrentEvent",
+    "MultiplicityFamily",
+    "NotTested",
+    "Protocol",
+    "RandomEffect",
+    "Source",
+    "load_protocol",
+    "parse_protocol",
+]
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+ROLES = ("confirmatory", "exploratory")
+DIRECTIONS = ("greater", "less", "two-sided")
+FAMILIES = ("gaussian", "poisson", "negbin")
+EVIDENCE = {
+    "supported": "supported by primary research",
+    "partial": "partly supported by primary research",
+    "mixed": "primary research is mixed",
+    "contradicted": "contradicted by primary research",
+    "none": "from the articles, not from primary research",
+}
+STRATEGIES = {
+    # ICH E9(R1) strategy -> allowed handling of the affected data
+    "hypothetical": ("exclude_period", "exclude_participant"),
+    "treatment_policy": ("include",),
+}
+CONTRAST_TYPES = ("difference_in_differences", "change_correlation")
+DF_METHODS = ("satterthwaite",)
+#: Tables a hypothesis' outcome may come from.
+OUTCOME_TABLES = ("nights", "diary", "periods")
+#: The participant identifier, the grouping factor of every random effect.
+PARTICIPANT = "participant_id"
+
+
+# --------------------------------------------------------------------------- data classes
+@dataclass(frozen=True)
+class Source:
+    """Where a claim comes from and how well primary research supports it."""
+
+    articles: tuple[str, ...]
+    primary_research: str
+    evidence: str
+
+    @property
+    def evidence_text(self) -> str:
+        """The evidence code in words (``"none"`` -> "from the articles, not from ...")."""
+        return EVIDENCE[self.evidence]
+
+    def text(self, article_names: Mapping[str, str] | None = None) -> str:
+        """One-line description: articles, then the primary research."""
+        names = article_names or {}
+        arts = ", ".join(
+            f"article {a}" + (f" ({names[a]})" if a in names else "") for a in self.articles
+        )
+        return f"{arts}; primary research: {self.primary_research}"
+
+
+@dataclass(frozen=True)
+class RandomEffect:
+    """A random-effects term: intercept (and optional slopes) varying by ``group``.
+
+    ``group`` is ``("participant_id",)`` or ``("participant_id", "period")`` (participant x
+    period, nested). :meth:`lme4` renders it the way lme4 writes it.
+    """
+
+    group: tuple[str, ...]
+    slopes: tuple[str, ...] = ()
+    correlated: bool = True
+
+    @property
+    def group_name(self) -> str:
+        """The grouping factor as ``a:b``."""
+        return ":".join(self.group)
+
+    def lme4(self) -> str:
+        """The term as lme4 writes it, e.g. ``(1 | participant_id:period)``."""
+        lhs = " + ".join(("1", *self.slopes))
+        bar = "|" if self.correlated or not self.slopes else "||"
+        return f"({lhs} {bar} {self.group_name})"
+
+
+@dataclass(frozen=True)
+class Contrast:
+    """The comparison a hypothesis tests, as structured fields.
+
+    For ``difference_in_differences``: (treatment ``level`` minus ``reference``) of the change
+    from the time ``reference`` to each of ``time_levels``; ``window`` lists the time levels
+    modelled (reference first). For ``change_correlation``: the correlation, among periods of
+    treatment ``level``, between the change in a night-table predictor (``predictor`` from
+    ``time_reference`` to ``time_levels[0]``) and the change in the outcome from
+    ``outcome_reference_variable`` to the outcome.
+    """
+
+    type: str
+    description: str
+    treatment_variable: str
+    treatment_level: str
+    treatment_reference: str
+    time_variable: str
+    time_levels: tuple[str, ...]
+    time_reference: str
+    window: tuple[str, ...]
+    predictor_table: str | None = None
+    predictor: str | None = None
+    outcome_reference_variable: str | None = None
+
+    def labels(self) -> list[str]:
+        """One label per contrast row, e.g. ``ketamine - placebo, change baseline -> post1``."""
+        if self.type == "change_correlation":
+            return [
+                f"correlation in {self.treatment_level} periods: change in {self.predictor} "
+                f"({self.time_reference} -> {self.time_levels[0]}) vs change in outcome "
+                f"({self.outcome_reference_variable} -> outcome)"
+            ]
+        return [
+            f"{self.treatment_level} - {self.treatment_reference}, change from "
+            f"{self.time_variable} {self.time_reference} to {lev}"
+            for lev in self.time_levels
+        ]
+
+
+@dataclass(frozen=True)
+class IntercurrentEvent:
+    """An ICH E9(R1) intercurrent event and how it is handled.
+
+    ``variable`` is a boolean of the periods or roster table flagging the event (``None`` for
+    events defined otherwise, e.g. withdrawal = roster ``status == "withdrawn"`` with
+    ``level``). ``handling``: ``exclude_period`` drops the affected participant-period's
+    observations, ``exclude_participant`` drops all of the participant's observations,
+    ``include`` keeps the data as observed.
+    """
+
+    event: str
+    variable: str | None
+    table: str | None
+    level: str | None
+    strategy: str
+    handling: str
+    rationale: str
+
+    def text(self) -> str:
+        """The event, strategy and handling in words."""
+        strategy = self.strategy.replace("_", " ")
+        handling = {
+            "exclude_period": "data of the affected period excluded",
+            "exclude_participant": "the participant's data excluded",
+            "include": "data used as observed",
+        }[self.handling]
+        return f"{self.event}: {strategy} strategy ({handling})"
+
+
+@dataclass(frozen=True)
+class Estimand:
+    """The ICH E9(R1) estimand attributes."""
+
+    population: str
+    treatment: str
+    variable: str
+    intercurrent_events: tuple[IntercurrentEvent, ...]
+    summary_measure: str
+
+    def text(self) -> str:
+        """The estimand on one line (for result tables)."""
+        ices = "; ".join(e.text() for e in self.intercurrent_events) or "none"
+        return (
+            f"population: {self.population} | treatment: {self.treatment} | variable: "
+            f"{self.variable} | intercurrent events: {ices} | summary: {self.summary_measure}"
+        )
+
+
+@dataclass(frozen=True)
+class AnalysisSet:
+    """Which participants and periods an analysis uses."""
+
+    name: str
+    description: str
+    exclude_status: tuple[str, ...] = ()
+    require_both_treatments: bool = False
+    require_reference_time: bool = False
+
+
+@dataclass(frozen=True)
+class MultiplicityFamily:
+    """A family of hypotheses whose p-values are adjusted together."""
+
+    name: str
+    method: str
+    alpha: float
+    order: tuple[str, ...] = ()
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class NotTested:
+    """A claim the protocol states but does not test, with the reason."""
+
+    claim_id: str
+    claim: str
+    source: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    """One pre-registered hypothesis (see the module docstring and ``protocols/``)."""
+
+    id: str
+    claim_id: str
+    claim: str
+    source: Source
+    role: str
+    outcome_table: str
+    outcome: str
+    analysis_set: AnalysisSet
+    family: str
+    fixed: tuple[str, ...]
+    covariates: tuple[str, ...]
+    random: tuple[RandomEffect, ...]
+    levels: dict[str, tuple[str, ...]]
+    contrast: Contrast
+    direction: str
+    multiplicity_family: str
+    adjust_method: str
+    alpha: float
+    effect_of_interest: float
+    estimand: Estimand
+    df_method: str = "satterthwaite"
+    #: Dictionary missing-value codes of the outcome (e.g. ``("-99",)``): treated as missing.
+    outcome_missing_codes: tuple[str, ...] = ()
+    #: Dictionary range of the outcome; values outside it mean the data were not validated.
+    outcome_range: tuple[float | None, float | None] = (None, None)
+
+    @property
+    def terms(self) -> list[str]:
+        """Fixed terms followed by covariates (model order)."""
+        return [*self.fixed, *self.covariates]
+
+    @property
+    def conf_level(self) -> float:
+        """Confidence level of the reported two-sided interval.
+
+        ``1 - 2 alpha`` for a one-sided test (the interval excludes 0 on the claimed side
+        exactly when the unadjusted one-sided p-value is below alpha), ``1 - alpha`` for a
+        two-sided test.
+        """
+        return 1 - 2 * self.alpha if self.direction != "two-sided" else 1 - self.alpha
+
+    @property
+    def scale(self) -> str:
+        """Scale of ``estimate`` in the results: mean difference, rate ratio or correlation."""
+        if self.contrast.type == "change_correlation":
+            return "correlation"
+        return "rate ratio" if self.family in ("poisson", "negbin") else "difference"
+
+    @property
+    def model_text(self) -> str:
+        """The model in lme4 notation (display only; never evaluated)."""
+        rhs = " + ".join(self.terms) or "1"
+        if self.contrast.type == "change_correlation":
+            return (
+                f"Pearson correlation of change in {self.contrast.predictor} and change in "
+                f"{self.outcome} (t test with n - 2 df, Fisher z interval)"
+            )
+        rand = " + ".join(r.lme4() for r in self.random)
+        fam = {
+            "gaussian": "linear mixed model, REML",
+            "poisson": "Poisson GLMM, log link, Laplace",
+            "negbin": "negative-binomial GLMM, log link, Laplace",
+        }[self.family]
+        return f"{self.outcome} ~ {rhs} + {rand} [{fam}]"
+
+    @property
+    def verdict_rule(self) -> str:
+        """The verdict rule in words, generated from the fields that the code applies."""
+        return verdict_rule_text(self)
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """A loaded, validated protocol.
+
+    Attributes
+    ----------
+    id, version, title : str
+        From the ``protocol`` section.
+    sha256 : str
+        SHA-256 (hex) of the file bytes: recorded in every result row.
+    hypotheses : list of Hypothesis
+        In file order.
+    families : dict
+        Multiplicity family name -> :class:`MultiplicityFamily`.
+    analysis_sets : dict
+        Name -> :class:`AnalysisSet`.
+    not_tested : list of NotTested
+        Claims stated but not tested, with reasons.
+    """
+
+    id: str
+    version: str
+    title: str
+    sha256: str
+    hypotheses: list[Hypothesis]
+    families: dict[str, MultiplicityFamily]
+    analysis_sets: dict[str, AnalysisSet]
+    not_tested: list[NotTested]
+    articles: dict[str, str] = field(default_factory=dict)
+    path: str | None = None
+    description: str = ""
+
+    def get(self, hypothesis_id: str) -> Hypothesis:
+        """The hypothesis with this id (:class:`ProtocolError` if there is none)."""
+        for h in self.hypotheses:
+            if h.id == hypothesis_id:
+                return h
+        raise ProtocolError(
+            f"Protocol {self.id!r} has no hypothesis {hypothesis_id!r}. Hypotheses: "
+            f"{', '.join(h.id for h in self.hypotheses)}."
+        )
+
+    def summary(self):
+        """One row per hypothesis: id, claim, role, outcome, contrast, direction, family ...
+
+        Returns
+        -------
+        pandas.DataFrame
+        """
+        import pandas as pd
+
+        rows = [
+            {
+                "hypothesis_id": h.id,
+                "claim_id": h.claim_id,
+                "claim": h.claim,
+                "evidence": h.source.evidence_text,
+                "role": h.role,
+                "outcome": f"{h.outcome_table}.{h.outcome}",
+                "contrast": h.contrast.description,
+                "direction": h.direction,
+                "family": h.family,
+                "model": h.model_text,
+                "multiplicity_family": h.multiplicity_family,
+                "adjust_method": h.adjust_method,
+                "alpha": h.alpha,
+                "verdict_rule": h.verdict_rule,
+            }
+            for h in self.hypotheses
+        ]
+        return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- verdict text
+def verdict_rule_text(h: Hypothesis) -> str:
+    """The verdict rule of a hypothesis in words (what :mod:`studykit.analysis` applies)."""
+    lvl = f"{100 * h.conf_level:g}%"
+    adj = (
+        f"{h.adjust_method}-adjusted p-value within family {h.multiplicity_family!r}"
+        if h.adjust_method != "none"
+        else "unadjusted p-value (exploratory family, no multiplicity adjustment)"
+    )
+    d = h.effect_of_interest
+    if h.scale == "rate ratio":
+        unit = "rate ratio"
+        null = "1"
+        if h.direction == "greater":
+            excl = f"the upper limit of the {lvl} CI is below {d:g} (a rate ratio of {d:g} or more is ruled out)"
+        elif h.direction == "less":
+            excl = f"the lower limit of the {lvl} CI is above {d:g} (a rate ratio of {d:g} or less is ruled out)"
+        else:
+            excl = f"the {lvl} CI lies within ({1 / d if d > 1 else d:.3g}, {d if d > 1 else 1 / d:.3g})"
+    else:
+        unit = "correlation" if h.scale == "correlation" else "difference"
+        null = "0"
+        if h.direction == "greater":
+            excl = f"the upper limit of the {lvl} CI is below {d:g} (an effect of {d:g} or more is ruled out)"
+        elif h.direction == "less":
+            excl = f"the lower limit of the {lvl} CI is above {-d:g} (an effect of {-d:g} or less is ruled out)"
+        else:
+            excl = f"the {lvl} CI lies within ({-d:g}, {d:g}) (effects of size {d:g} or more are ruled out)"
+    side = {"greater": f"> {null}", "less": f"< {null}", "two-sided": f"!= {null}"}[h.direction]
+    test = "one-sided" if h.direction != "two-sided" else "two-sided"
+    return (
+        f"supported if the {adj} of the {test} test of {unit} {side} is < {h.alpha:g}; "
+        f"not supported if not supported and {excl}; inconclusive otherwise, and whenever the "
+        "model did not converge or could not be fitted. Each contrast row gets its own verdict."
+    )
+
+
+# --------------------------------------------------------------------------- loading
+def load_protocol(path: str | os.PathLike[str], *, dictionary: Any = None) -> Protocol:
+    """Load and validate a protocol YAML file.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The protocol file (``protocols/ketamine_sleep.yaml``).
+    dictionary : DataDictionary, optional
+        The data dictionary to check names against; default the packaged one
+        (:func:`studykit.dictionary.load_dictionary`).
+
+    Returns
+    -------
+    Protocol
+        With ``sha256`` the SHA-256 of the file bytes.
+
+    Raises
+    ------
+    ProtocolError
+        The file cannot be read or parsed, or breaks the schema: unknown or missing keys,
+        outcomes / terms not in the dictionary, a family not allowed for the outcome's type,
+        an invalid alpha, reference levels not among the dictionary's codes, anything that
+        looks like code in a model term. The message names the hypothesis and the field.
+
+    Examples
+    --------
+    >>> from pathlib import Path
+    >>> p = Path(__file__).parents[1] / "protocols" / "ketamine_sleep.yaml"
+    >>> proto = load_protocol(p)  # doctest: +SKIP
+    >>> [h.id for h in proto.hypotheses][:3]  # doctest: +SKIP
+    ['H1', 'H2', 'H3']
+    """
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except FileNotFoundError:
+        raise ProtocolError(f"Protocol file {str(p)!r} does not exist.") from None
+    except IsADirectoryError:
+        raise ProtocolError(f"Protocol path {str(p)!r} is a directory, not a YAML file.") from None
+    except OSError as exc:
+        raise ProtocolError(f"Cannot read protocol file {str(p)!r}: {exc}.") from None
+    return parse_protocol(raw, dictionary=dictionary, source=str(p))
+
+
+def parse_protocol(
+    text: str | bytes, *, dictionary: Any = None, source: str = "<string>"
+) -> Protocol:
+    """Parse and validate protocol YAML given as text or bytes (see :func:`load_protocol`).
+
+    The SHA-256 is computed over the UTF-8 bytes (for ``str`` input) or the bytes as given.
+    """
+    import yaml
+
+    raw = text.encode("utf-8") if isinstance(text, str) else bytes(text)
+    sha = hashlib.sha256(raw).hexdigest()
+    try:
+        decoded = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProtocolError(f"Protocol {source}: not UTF-8 text.") from None
+    try:
+        doc = yaml.safe_load(decoded)  # plain types only: no Python objects, no code
+    except yaml.YAMLError as exc:
+        raise ProtocolError(
+            f"Protocol {source}: not valid YAML (only plain YAML is accepted; tags that build "
+            f"Python objects are refused): {exc}"
+        ) from None
+    if dictionary is None:
+        from studykit.dictionary import load_dictionary
+
+        dictionary = load_dictionary()
+    return _Builder(doc, _DictView(dictionary), source, sha).build()
+
+
+# --------------------------------------------------------------------------- dictionary view
+class _DictView:
+    """What the loader needs from a DataDictionary, via its public contract only."""
+
+    def __init__(self, dictionary: Any) -> None:
+        self.d = dictionary
+        self._names: dict[str, list[str]] = {}
+        for table in dictionary.tables:
+            self._names[table] = [getattr(v, "name", v) for v in dictionary.variables(table)]
+
+    def has(self, table: str, name: str) -> bool:
+        return name in self._names.get(table, [])
+
+    def names(self, table: str) -> list[str]:
+        return list(self._names.get(table, []))
+
+    def var(self, table: str, name: str) -> Any:
+        return self.d.get(table, name)
+
+    def type(self, table: str, name: str) -> str:
+        return str(self.var(table, name).type)
+
+    def unit(self, table: str, name: str) -> str:
+        return str(getattr(self.var(table, name), "unit", "") or "")
+
+    def role(self, table: str, name: str) -> str:
+        return str(getattr(self.var(table, name), "role", "") or "")
+
+    def identifier(self, table: str, name: str) -> bool:
+        return bool(getattr(self.var(table, name), "identifier", False))
+
+    def missing_codes(self, table: str, name: str) -> list[str]:
+        codes = getattr(self.var(table, name), "missing_codes", ()) or ()
+        if isinstance(codes, str):
+            codes = [c for c in codes.replace("|", ",").split(",")]
+        return [str(c).strip() for c in codes if str(c).strip()]
+
+    def codes(self, table: str, name: str) -> list[str]:
+        return [str(c) for c in self.d.levels(table, name)]
+
+    def bounds(self, table: str, name: str) -> tuple[float | None, float | None]:
+        v = self.var(table, name)
+        lo, hi = getattr(v, "minimum", None), getattr(v, "maximum", None)
+
+        def num(x: Any) -> float | None:
+            if x is None or x == "":
+                return None
+            try:
+                f = float(x)
+            except (TypeError, ValueError):
+                return None
+            return None if math.isnan(f) else f
+
+        return num(lo), num(hi)
+
+
+# --------------------------------------------------------------------------- the builder
+_TOP_KEYS = {
+    "schema_version": False,
+    "protocol": True,
+    "defaults": False,
+    "analysis_sets": True,
+    "multiplicity": True,
+    "hypotheses": True,
+    "not_tested": False,
+    "_shared": False,  # free-form block holding YAML anchors; not read
+}
+_PROTOCOL_KEYS = {
+    "id": True,
+    "version": True,
+    "title": True,
+    "description": False,
+    "locked_on": False,
+    "design": False,
+    "articles": False,
+}
+_DEFAULT_KEYS = {"df_method": False, "reference_levels": False}
+_SET_KEYS = {
+    "description": True,
+    "exclude_status": False,
+    "require_both_treatments": False,
+    "require_reference_time": False,
+}
+_FAMILY_KEYS = {"method": True, "alpha": True, "order": False, "description": False}
+_HYP_KEYS = {
+    "id": True,
+    "claim_id": True,
+    "claim": True,
+    "source": True,
+    "role": True,
+    "outcome": True,
+    "analysis_set": True,
+    "family": True,
+    "model": False,
+    "contrast": True,
+    "direction": True,
+    "multiplicity_family": True,
+    "alpha": False,
+    "effect_of_interest": True,
+    "estimand": True,
+    "df_method": False,
+}
+_SOURCE_KEYS = {"articles": True, "primary_research": True, "evidence": True}
+_OUTCOME_KEYS = {"table": True, "variable": True}
+_MODEL_KEYS = {"fixed": True, "covariates": False, "random": False, "levels": False}
+_RANDOM_KEYS = {"group": True, "slopes": False, "correlated": False}
+_CONTRAST_KEYS = {
+    "type": True,
+    "description": True,
+    "treatment": True,
+    "time": True,
+    "predictor": False,
+    "outcome_reference": False,
+}
+_TREAT_KEYS = {"variable": True, "level": True, "reference": False}
+_TIME_KEYS = {"variable": True, "levels": True, "reference": True, "window": False}
+_PREDICTOR_KEYS = {"table": True, "variable": True}
+_ESTIMAND_KEYS = {
+    "population": True,
+    "treatment": True,
+    "variable": True,
+    "intercurrent_events": True,
+    "summary_measure": True,
+}
+_ICE_KEYS = {
+    "event": True,
+    "variable": False,
+    "table": False,
+    "level": False,
+    "strategy": True,
+    "handling": True,
+    "rationale": False,
+}
+_NOT_TESTED_KEYS = {"claim_id": True, "claim": True, "source": True, "reason": True}
+
+
+def _cap(values: Sequence[Any], n: int = 8) -> str:
+    vals = [str(v) for v in values]
+    more = f" ... ({len(vals) - n} more)" if len(vals) > n else ""
+    return ", ".join(vals[:n]) + more
+
+
+class _Builder:
+    def __init__(self, doc: Any, dd: _DictView, source: str, sha: str) -> None:
+        self.doc = doc
+        self.dd = dd
+        self.source = source
+        self.sha = sha
+
+    # -- helpers
+    def fail(self, where: str, msg: str) -> ProtocolError:
+        return ProtocolError(f"Protocol {self.source}, {where}: {msg}")
+
+    def mapping(self, value: Any, where: str, keys: Mapping[str, bool]) -> dict[str, Any]:
+        if not isinstance(value, Mapping):
+            raise self.fail(where, f"expected a mapping (key: value), got {type(value).__name__}.")
+        unknown = [k for k in value if k not in keys]
+        if unknown:
+            raise self.fail(
+                where,
+                f"unknown key(s) {_cap(unknown)}. Allowed keys: {', '.join(keys)}. "
+                "Check the spelling; the schema is strict so typos cannot go unnoticed.",
+            )
+        missing = [k for k, req in keys.items() if req and (k not in value or value[k] is None)]
+        if missing:
+            raise self.fail(where, f"missing required field(s) {', '.join(missing)}.")
+        return dict(value)
+
+    def text(self, value: Any, where: str) -> str:
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise self.fail(where, f"expected text, got {type(value).__name__} {value!r}.")
+        s = str(value).strip()
+        if not s:
+            raise self.fail(where, "must not be empty.")
+        return s
+
+    def choice(self, value: Any, where: str, allowed: Sequence[str]) -> str:
+        s = self.text(value, where)
+        if s not in allowed:
+            raise self.fail(where, f"invalid value {s!r}. Allowed: {', '.join(allowed)}.")
+        return s
+
+    def str_list(self, value: Any, where: str, *, allow_empty: bool = True) -> list[str]:
+        if value is None:
+            value = []
+        if not isinstance(value, list):
+            raise self.fail(where, f"expected a list, got {type(value).__name__} {value!r}.")
+        out = [self.text(v, f"{where}[{i}]") for i, v in enumerate(value)]
+        if not out and not allow_empty:
+            raise self.fail(where, "must list at least one value.")
+        return out
+
+    def boolean(self, value: Any, where: str, default: bool) -> bool:
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            raise self.fail(where, f"expected true or false, got {value!r}.")
+        return value
+
+    def alpha(self, value: Any, where: str) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.fail(where, f"alpha must be a number, got {value!r}.")
+        a = float(value)
+        if not (0 < a <= 0.5) or math.isnan(a):
+            raise self.fail(where, f"invalid alpha {value!r}: must be > 0 and <= 0.5 (e.g. 0.025).")
+        return a
+
+    def name(self, value: Any, where: str) -> str:
+        """A single variable name: an identifier, never code."""
+        s = self.text(value, where)
+        self.not_code(s, where)
+        if not s.isidentifier():
+            raise self.fail(where, f"{s!r} is not a variable name (letters, digits, underscores).")
+        return s
+
+    def not_code(self, s: str, where: str) -> None:
+        suspicious = any(ch in s for ch in "()[]{}'\"*+-/.,;=<>!@%&^~`$\\ ") or "__" in s
+        if suspicious:
+            raise self.fail(
+                where,
+                f"{s!r} looks like code, not a variable name. Protocol model terms are only "
+                "variable names from the data dictionary, or names joined by ':' for an "
+                "interaction (e.g. 'treatment:night'); nothing in a protocol is ever evaluated. "
+                "Transformations (logs, powers) must be derived columns in the dictionary.",
+            )
+
+    def term(self, value: Any, where: str) -> tuple[str, ...]:
+        s = self.text(value, where)
+        for part in s.split(":"):
+            self.not_code(part.strip(), where)
+        try:
+            parts = parse_term(s)
+        except ModelError as exc:
+            raise self.fail(where, str(exc)) from None
+        if not parts:
+            raise self.fail(where, "the intercept is implicit; do not list '1' as a term.")
+        return parts
+
+    # -- sections
+    def build(self) -> Protocol:
+        doc = self.mapping(self.doc, "top level", _TOP_KEYS)
+        sv = doc.get("schema_version", SCHEMA_VERSION)
+        if sv != SCHEMA_VERSION:
+            raise self.fail(
+                "schema_version", f"{sv!r} is not supported; this studykit reads {SCHEMA_VERSION}."
+            )
+        meta = self.mapping(doc["protocol"], "protocol", _PROTOCOL_KEYS)
+        pid = self.name(meta["id"], "protocol.id")
+        articles_raw = meta.get("articles") or {}
+        if not isinstance(articles_raw, Mapping):
+            raise self.fail("protocol.articles", "expected a mapping article id -> description.")
+        articles = {
+            self.text(k, "protocol.articles"): self.text(v, f"protocol.articles.{k}")
+            for k, v in articles_raw.items()
+        }
+        defaults = self.mapping(doc.get("defaults") or {}, "defaults", _DEFAULT_KEYS)
+        self.default_df = self.choice(
+            defaults.get("df_method", "satterthwaite"), "defaults.df_method", DF_METHODS
+        )
+        refs = defaults.get("reference_levels") or {}
+        if not isinstance(refs, Mapping):
+            raise self.fail("defaults.reference_levels", "expected a mapping variable -> level.")
+        self.default_refs = {
+            self.name(k, "defaults.reference_levels"): self.text(
+                v, f"defaults.reference_levels.{k}"
+            )
+            for k, v in refs.items()
+        }
+        sets = self.analysis_sets(doc["analysis_sets"])
+        families = self.families(doc["multiplicity"])
+        hyps_raw = doc["hypotheses"]
+        if not isinstance(hyps_raw, list) or not hyps_raw:
+            raise self.fail("hypotheses", "expected a non-empty list of hypotheses.")
+        hyps: list[Hypothesis] = []
+        seen: set[str] = set()
+        for i, h in enumerate(hyps_raw):
+            hyp = self.hypothesis(h, i, sets, families, articles)
+            if hyp.id in seen:
+                raise self.fail(f"hypotheses[{i}]", f"duplicate hypothesis id {hyp.id!r}.")
+            seen.add(hyp.id)
+            hyps.append(hyp)
+        self.check_families(families, hyps)
+        not_tested = [self.not_tested(x, i) for i, x in enumerate(doc.get("not_tested") or [])]
+        return Protocol(
+            id=pid,
+            version=self.text(meta["version"], "protocol.version"),
+            title=self.text(meta["title"], "protocol.title"),
+            sha256=self.sha,
+            hypotheses=hyps,
+            families=families,
+            analysis_sets=sets,
+            not_tested=not_tested,
+            articles=articles,
+            path=self.source,
+            description=str(meta.get("description") or "").strip(),
+        )
+
+    def analysis_sets(self, raw: Any) -> dict[str, AnalysisSet]:
+        if not isinstance(raw, Mapping) or not raw:
+            raise self.fail("analysis_sets", "expected a mapping name -> definition.")
+        codes = self.dd.codes("roster", "status") if self.dd.has("roster", "status") else []
+        out = {}
+        for name, spec in raw.items():
+            where = f"analysis_sets.{name}"
+            n = self.name(name, where)
+            s = self.mapping(spec, where, _SET_KEYS)
+            excl = self.str_list(s.get("exclude_status"), f"{where}.exclude_status")
+            bad = [x for x in excl if x not in codes]
+            if bad:
+                raise self.fail(
+                    f"{where}.exclude_status",
+                    f"{_cap(bad)} not among roster status codes ({_cap(codes)}).",
+                )
+            out[n] = AnalysisSet(
+                name=n,
+                description=self.text(s["description"], f"{where}.description"),
+                exclude_status=tuple(excl),
+                require_both_treatments=self.boolean(
+                    s.get("require_both_treatments"), f"{where}.require_both_treatments", False
+                ),
+                require_reference_time=self.boolean(
+                    s.get("require_reference_time"), f"{where}.require_reference_time", False
+                ),
+            )
+        return out
+
+    def families(self, raw: Any) -> dict[str, MultiplicityFamily]:
+        if not isinstance(raw, Mapping) or not raw:
+            raise self.fail("multiplicity", "expected a mapping family name -> method and alpha.")
+        out = {}
+        for name, spec in raw.items():
+            where = f"multiplicity.{name}"
+            n = self.name(name, where)
+            s = self.mapping(spec, where, _FAMILY_KEYS)
+            out[n] = MultiplicityFamily(
+                name=n,
+                method=self.choice(s["method"], f"{where}.method", METHODS),
+                alpha=self.alpha(s["alpha"], f"{where}.alpha"),
+                order=tuple(self.str_list(s.get("order"), f"{where}.order")),
+                description=str(s.get("description") or "").strip(),
+            )
+        return out
+
+    def check_families(
+        self, families: dict[str, MultiplicityFamily], hyps: list[Hypothesis]
+    ) -> None:
+        for fam in families.values():
+            members = [h.id for h in hyps if h.multiplicity_family == fam.name]
+            where = f"multiplicity.{fam.name}"
+            if fam.method == "fixed-sequence":
+                if sorted(fam.order) != sorted(members) or len(set(fam.order)) != len(fam.order):
+                    raise self.fail(
+                        f"{where}.order",
+                        f"a fixed-sequence family needs 'order' listing each of its hypotheses "
+                        f"exactly once, in testing order; family members: {_cap(members)}, "
+                        f"order given: {_cap(fam.order)}.",
+                    )
+            elif fam.order:
+                raise self.fail(
+                    f"{where}.order", "'order' is only used with method fixed-sequence."
+                )
+            confirm = [
+                h for h in hyps if h.multiplicity_family == fam.name and h.role == "confirmatory"
+            ]
+            n_rows = sum(
+                len(h.contrast.time_levels) for h in hyps if h.multiplicity_family == fam.name
+            )
+            if confirm and fam.method == "none" and n_rows > 1:
+                raise self.fail(
+                    f"{where}.method",
+                    f"family {fam.name!r} holds confirmatory hypotheses "
+                    f"({_cap([h.id for h in confirm])}) and more than one test, so it needs a "
+                    "multiplicity method (holm, bonferroni, hochberg or fixed-sequence), not 'none'.",
+                )
+
+    def not_tested(self, raw: Any, i: int) -> NotTested:
+        where = f"not_tested[{i}]"
+        s = self.mapping(raw, where, _NOT_TESTED_KEYS)
+        return NotTested(
+            claim_id=self.text(s["claim_id"], f"{where}.claim_id"),
+            claim=self.text(s["claim"], f"{where}.claim"),
+            source=self.text(s["source"], f"{where}.source"),
+            reason=self.text(s["reason"], f"{where}.reason"),
+        )
+
+    # -- hypothesis
+    def hypothesis(
+        self,
+        raw: Any,
+        i: int,
+        sets: dict[str, AnalysisSet],
+        families: dict[str, MultiplicityFamily],
+        articles: dict[str, str],
+    ) -> Hypothesis:
+        where0 = f"hypotheses[{i}]"
+        if isinstance(raw, Mapping) and "id" in raw:
+            where0 = f"hypothesis {raw['id']!r}"
+        h = self.mapping(raw, where0, _HYP_KEYS)
+        hid = self.text(h["id"], f"{where0}.id")
+        if not hid.replace("_", "").replace("-", "").isalnum():
+            raise self.fail(f"{where0}.id", f"{hid!r}: use letters, digits, '-' and '_' only.")
+        w = f"hypothesis {hid!r}"
+
+        src = self.mapping(h["source"], f"{w}.source", _SOURCE_KEYS)
+        arts = self.str_list(src["articles"], f"{w}.source.articles", allow_empty=False)
+        if articles:
+            bad = [a for a in arts if a not in articles]
+            if bad:
+                raise self.fail(
+                    f"{w}.source.articles",
+                    f"{_cap(bad)} not among the protocol's articles ({_cap(articles)}).",
+                )
+        source = Source(
+            articles=tuple(arts),
+            primary_research=self.text(src["primary_research"], f"{w}.source.primary_research"),
+            evidence=self.choice(src["evidence"], f"{w}.source.evidence", tuple(EVIDENCE)),
+        )
+        role = self.choice(h["role"], f"{w}.role", ROLES)
+
+        out = self.mapping(h["outcome"], f"{w}.outcome", _OUTCOME_KEYS)
+        table = self.choice(out["table"], f"{w}.outcome.table", OUTCOME_TABLES)
+        outcome = self.name(out["variable"], f"{w}.outcome.variable")
+        if not self.dd.has(table, outcome):
+            raise self.fail(
+                f"{w}.outcome.variable",
+                f"{outcome!r} is not a variable of table {table!r} in the data dictionary. "
+                f"Variables of {table!r}: {_cap(self.dd.names(table), 40)}.",
+            )
+        family = self.choice(h["family"], f"{w}.family", FAMILIES)
+        self.check_family(family, table, outcome, f"{w}.family")
+
+        set_name = self.text(h["analysis_set"], f"{w}.analysis_set")
+        if set_name not in sets:
+            raise self.fail(
+                f"{w}.analysis_set", f"{set_name!r} is not defined in analysis_sets ({_cap(sets)})."
+            )
+        fam_name = self.text(h["multiplicity_family"], f"{w}.multiplicity_family")
+        if fam_name not in families:
+            raise self.fail(
+                f"{w}.multiplicity_family",
+                f"{fam_name!r} is not defined in multiplicity ({_cap(families)}).",
+            )
+        fam = families[fam_name]
+        alpha = fam.alpha
+        if h.get("alpha") is not None:
+            alpha = self.alpha(h["alpha"], f"{w}.alpha")
+            if fam.method != "none" and alpha != fam.alpha:
+                raise self.fail(
+                    f"{w}.alpha",
+                    f"{alpha:g} differs from the alpha {fam.alpha:g} of its multiplicity family "
+                    f"{fam_name!r} ({fam.method}); within an adjusted family all tests share "
+                    "the family's alpha. Remove the hypothesis' alpha or change the family's.",
+                )
+        direction = self.choice(h["direction"], f"{w}.direction", DIRECTIONS)
+        df_method = self.choice(h.get("df_method", self.default_df), f"{w}.df_method", DF_METHODS)
+
+        available = self.available_tables(table)
+        contrast = self.contrast(h["contrast"], f"{w}.contrast", table, available)
+        fixed, covariates, random, levels = self.model(
+            h.get("model"), f"{w}.model", table, available, contrast, family
+        )
+        eoi = self.effect_of_interest(
+            h["effect_of_interest"], f"{w}.effect_of_interest", family, direction, contrast
+        )
+        estimand = self.estimand(h["estimand"], f"{w}.estimand")
+        return Hypothesis(
+            id=hid,
+            claim_id=self.text(h["claim_id"], f"{w}.claim_id"),
+            claim=self.text(h["claim"], f"{w}.claim"),
+            source=source,
+            role=role,
+            outcome_table=table,
+            outcome=outcome,
+            analysis_set=sets[set_name],
+            family=family,
+            fixed=tuple(fixed),
+            covariates=tuple(covariates),
+            random=tuple(random),
+            levels=levels,
+            contrast=contrast,
+            direction=direction,
+            multiplicity_family=fam_name,
+            adjust_method=fam.method,
+            alpha=alpha,
+            effect_of_interest=eoi,
+            estimand=estimand,
+            df_method=df_method,
+            outcome_missing_codes=tuple(self.dd.missing_codes(table, outcome)),
+            outcome_range=self.dd.bounds(table, outcome),
+        )
+
+    def available_tables(self, table: str) -> list[str]:
+        """Tables whose variables can enter a model of an outcome from ``table``."""
+        return {
+            "nights": ["nights", "periods", "roster"],
+            "diary": ["diary", "periods", "roster"],
+            "periods": ["periods", "roster"],
+        }[table]
+
+    def find(self, name: str, tables: Sequence[str], where: str) -> str:
+        for t in tables:
+            if self.dd.has(t, name):
+                if self.dd.identifier(t, name):
+                    raise self.fail(
+                        where,
+                        f"{name!r} is a direct identifier (PHI) in the dictionary and cannot be "
+                        "used in a model.",
+                    )
+                return t
+        raise self.fail(
+            where,
+            f"{name!r} is not a variable of the data dictionary's tables {', '.join(tables)} "
+            "(the tables joined for this outcome). Use a dictionary variable name.",
+        )
+
+    def check_family(self, family: str, table: str, outcome: str, where: str) -> None:
+        typ = self.dd.type(table, outcome)
+        if typ not in ("integer", "number"):
+            raise self.fail(
+                where,
+                f"outcome {outcome!r} has dictionary type {typ!r}; only numeric outcomes "
+                "(integer, number) can be modelled.",
+            )
+        if family in ("poisson", "negbin"):
+            unit = self.dd.unit(table, outcome)
+            if typ != "integer" or unit != "count":
+                raise self.fail(
+                    where,
+                    f"family {family!r} needs a count outcome (dictionary type integer, unit "
+                    f"'count'); {outcome!r} is type {typ!r}, unit {unit!r}. Use 'gaussian'.",
+                )
+        lo, _ = self.dd.bounds(table, outcome)
+        if family in ("poisson", "negbin") and lo is not None and lo < 0:
+            raise self.fail(
+                where, f"count outcome {outcome!r} allows negative values (min {lo:g})."
+            )
+
+    def level_value(self, table: str, var: str, value: Any, where: str) -> str:
+        """A level of ``var``, checked against the dictionary's codes or integer range."""
+        s = self.text(value, where)
+        typ = self.dd.type(table, var)
+        if typ in ("categorical", "boolean"):
+            codes = self.dd.codes(table, var)
+            if s not in codes:
+                raise self.fail(
+                    where,
+                    f"level {s!r} of {var!r} is not among its dictionary codes ({_cap(codes)}).",
+                )
+            return s
+        if typ == "integer":
+            try:
+                iv = int(s)
+            except ValueError:
+                raise self.fail(
+                    where, f"level {s!r} of integer variable {var!r} is not an integer."
+                ) from None
+            lo, hi = self.dd.bounds(table, var)
+            if (lo is not None and iv < lo) or (hi is not None and iv > hi):
+                raise self.fail(
+                    where,
+                    f"level {iv} of {var!r} is outside its dictionary range [{lo:g}, {hi:g}].",
+                )
+            return str(iv)
+        raise self.fail(
+            where,
+            f"{var!r} has dictionary type {typ!r}; only categorical, boolean or integer "
+            "variables can have levels.",
+        )
+
+    def contrast(self, raw: Any, where: str, table: str, available: list[str]) -> Contrast:
+        c = self.mapping(raw, where, _CONTRAST_KEYS)
+        ctype = self.choice(c["type"], f"{where}.type", CONTRAST_TYPES)
+        tr = self.mapping(c["treatment"], f"{where}.treatment", _TREAT_KEYS)
+        tvar = self.name(tr["variable"], f"{where}.treatment.variable")
+        ttab = self.find(tvar, available, f"{where}.treatment.variable")
+        tlev = self.level_value(ttab, tvar, tr["level"], f"{where}.treatment.level")
+        tref_raw = tr.get("reference", self.default_refs.get(tvar))
+        if tref_raw is None and ctype == "difference_in_differences":
+            raise self.fail(
+                f"{where}.treatment.reference",
+                f"no reference level for {tvar!r}: give it here or in defaults.reference_levels.",
+            )
+        tref = (
+            self.level_value(ttab, tvar, tref_raw, f"{where}.treatment.reference")
+            if tref_raw is not None
+            else ""
+        )
+        if tref == tlev:
+            raise self.fail(f"{where}.treatment", f"level and reference are both {tlev!r}.")
+
+        tm = self.mapping(c["time"], f"{where}.time", _TIME_KEYS)
+        time_table = table if ctype == "difference_in_differences" else "nights"
+        time_var = self.name(tm["variable"], f"{where}.time.variable")
+        if not self.dd.has(time_table, time_var):
+            raise self.fail(
+                f"{where}.time.variable",
+                f"{time_var!r} is not a variable of table {time_table!r} "
+                f"({_cap(self.dd.names(time_table), 40)}).",
+            )
+        tref_time = self.level_value(
+            time_table, time_var, tm["reference"], f"{where}.time.reference"
+        )
+        tlevels_raw = tm["levels"] if isinstance(tm["levels"], list) else [tm["levels"]]
+        tlevels = [
+            self.level_value(time_table, time_var, v, f"{where}.time.levels[{j}]")
+            for j, v in enumerate(tlevels_raw)
+        ]
+        if not tlevels:
+            raise self.fail(f"{where}.time.levels", "must list at least one time level.")
+        if tref_time in tlevels or len(set(tlevels)) != len(tlevels):
+            raise self.fail(
+                f"{where}.time.levels",
+                f"levels {tlevels} must be distinct and must not include the reference {tref_time!r}.",
+            )
+        if tm.get("window") is not None:
+            window = [
+                self.level_value(time_table, time_var, v, f"{where}.time.window[{j}]")
+                for j, v in enumerate(self.str_list(tm["window"], f"{where}.time.window"))
+            ]
+        elif self.dd.type(time_table, time_var) in ("categorical", "boolean"):
+            window = self.dd.codes(time_table, time_var)
+        else:
+            window = [tref_time, *tlevels]
+        missing = [x for x in (tref_time, *tlevels) if x not in window]
+        if missing or len(set(window)) != len(window):
+            raise self.fail(
+                f"{where}.time.window",
+                f"the window {window} must be distinct levels including the reference and every "
+                f"contrast level (missing: {missing}).",
+            )
+        window = [tref_time] + [x for x in window if x != tref_time]
+
+        predictor_table = predictor = outcome_ref = None
+        if ctype == "change_correlation":
+            if len(tlevels) != 1:
+                raise self.fail(
+                    f"{where}.time.levels", "a change_correlation uses exactly one time level."
+                )
+            if table != "periods":
+                raise self.fail(
+                    f"{where}.type",
+                    "change_correlation needs an outcome from the periods table (one value per "
+                    "participant and period, e.g. madrs_day1).",
+                )
+            pr = self.mapping(c.get("predictor"), f"{where}.predictor", _PREDICTOR_KEYS)
+            predictor_table = self.choice(pr["table"], f"{where}.predictor.table", ("nights",))
+            predictor = self.name(pr["variable"], f"{where}.predictor.variable")
+            if not self.dd.has(predictor_table, predictor):
+                raise self.fail(
+                    f"{where}.predictor.variable",
+                    f"{predictor!r} is not a variable of table {predictor_table!r}.",
+                )
+            if self.dd.type(predictor_table, predictor) not in ("integer", "number"):
+                raise self.fail(f"{where}.predictor.variable", f"{predictor!r} is not numeric.")
+            if c.get("outcome_reference") is None:
+                raise self.fail(
+                    f"{where}.outcome_reference",
+                    "change_correlation needs outcome_reference: the periods variable the "
+                    "outcome's change is measured from (e.g. madrs_day0).",
+                )
+            outcome_ref = self.name(c["outcome_reference"], f"{where}.outcome_reference")
+            if not self.dd.has("periods", outcome_ref):
+                raise self.fail(
+                    f"{where}.outcome_reference", f"{outcome_ref!r} is not a periods variable."
+                )
+        else:
+            for k in ("predictor", "outcome_reference"):
+                if c.get(k) is not None:
+                    raise self.fail(f"{where}.{k}", "only used with type change_correlation.")
+        return Contrast(
+            type=ctype,
+            description=self.text(c["description"], f"{where}.description"),
+            treatment_variable=tvar,
+            treatment_level=tlev,
+            treatment_reference=tref,
+            time_variable=time_var,
+            time_levels=tuple(tlevels),
+            time_reference=tref_time,
+            window=tuple(window),
+            predictor_table=predictor_table,
+            predictor=predictor,
+            outcome_reference_variable=outcome_ref,
+        )
+
+    def model(
+        self,
+        raw: Any,
+        where: str,
+        table: str,
+        available: list[str],
+        contrast: Contrast,
+        family: str,
+    ) -> tuple[list[str], list[str], list[RandomEffect], dict[str, tuple[str, ...]]]:
+        if contrast.type == "change_correlation":
+            if raw is not None:
+                raise self.fail(
+                    where, "a change_correlation has no model section (it is a correlation)."
+                )
+            return [], [], [], {}
+        if raw is None:
+            raise self.fail(where, "missing: a difference_in_differences needs a model section.")
+        m = self.mapping(raw, where, _MODEL_KEYS)
+        fixed_raw = self.str_list(m["fixed"], f"{where}.fixed", allow_empty=False)
+        cov_raw = self.str_list(m.get("covariates"), f"{where}.covariates")
+        fixed: list[str] = []
+        variables: dict[str, str] = {}  # variable -> its table
+        for j, t in enumerate(fixed_raw):
+            parts = self.term(t, f"{where}.fixed[{j}]")
+            for p in parts:
+                variables[p] = self.find(p, available, f"{where}.fixed[{j}]")
+            fixed.append(":".join(parts))
+        covariates: list[str] = []
+        for j, t in enumerate(cov_raw):
+            parts = self.term(t, f"{where}.covariates[{j}]")
+            if len(parts) != 1:
+                raise self.fail(
+                    f"{where}.covariates[{j}]",
+                    f"{t!r}: a covariate is one variable; put interactions in 'fixed'.",
+                )
+            variables[parts[0]] = self.find(parts[0], available, f"{where}.covariates[{j}]")
+            covariates.append(parts[0])
+        all_terms = fixed + covariates
+        if len(set(all_terms)) != len(all_terms):
+            raise self.fail(where, f"a term is listed twice in fixed/covariates: {all_terms}.")
+        tv, time_var = contrast.treatment_variable, contrast.time_variable
+        inter = {f"{tv}:{time_var}", f"{time_var}:{tv}"}
+        if tv not in fixed or time_var not in fixed or not inter & set(fixed):
+            raise self.fail(
+                f"{where}.fixed",
+                f"a difference_in_differences needs the terms {tv!r}, {time_var!r} and "
+                f"'{tv}:{time_var}' in fixed; got {fixed}.",
+            )
+        for t in all_terms:
+            parts = t.split(":")
+            if len(parts) > 1:
+                for p in parts:
+                    if p not in all_terms:
+                        raise self.fail(
+                            f"{where}.fixed", f"interaction {t!r} needs its main effect {p!r}."
+                        )
+
+        # random effects
+        random: list[RandomEffect] = []
+        for j, r in enumerate(m.get("random") or []):
+            rw = f"{where}.random[{j}]"
+            rs = self.mapping(r, rw, _RANDOM_KEYS)
+            group = self.term(rs["group"], f"{rw}.group")
+            if group[0] != PARTICIPANT or len(group) > 2:
+                raise self.fail(
+                    f"{rw}.group",
+                    f"{':'.join(group)!r}: random effects group by {PARTICIPANT!r} or "
+                    f"'{PARTICIPANT}:<variable>' (nested, e.g. participant_id:period).",
+                )
+            for g in group[1:]:
+                self.find(g, available, f"{rw}.group")
+            slopes = []
+            for k, s in enumerate(self.str_list(rs.get("slopes"), f"{rw}.slopes")):
+                sl = self.term(s, f"{rw}.slopes[{k}]")
+                if len(sl) != 1:
+                    raise self.fail(f"{rw}.slopes[{k}]", "a random slope is one variable.")
+                st = self.find(sl[0], available, f"{rw}.slopes[{k}]")
+                if self.dd.type(st, sl[0]) not in ("integer", "number"):
+                    raise self.fail(f"{rw}.slopes[{k}]", f"random slope {sl[0]!r} must be numeric.")
+                slopes.append(sl[0])
+            random.append(
+                RandomEffect(
+                    group=group,
+                    slopes=tuple(slopes),
+                    correlated=self.boolean(rs.get("correlated"), f"{rw}.correlated", True),
+                )
+            )
+        if not random:
+            raise self.fail(
+                f"{where}.random",
+                f"at least one random effect is needed (repeated measures): e.g. "
+                f"- {{group: {PARTICIPANT}}}.",
+            )
+        if len({r.group for r in random}) != len(random):
+            raise self.fail(f"{where}.random", "a grouping factor is listed twice.")
+        if family != "gaussian":
+            if len(random) != 1 or random[0].slopes or random[0].group != (PARTICIPANT,):
+                raise self.fail(
+                    f"{where}.random",
+                    f"the {family} mixed model supports one random intercept for "
+                    f"{PARTICIPANT!r} only; use random: [{{group: {PARTICIPANT}}}].",
+                )
+
+        # levels of every factor in the model
+        explicit = m.get("levels") or {}
+        if not isinstance(explicit, Mapping):
+            raise self.fail(f"{where}.levels", "expected a mapping variable -> list of levels.")
+        levels: dict[str, tuple[str, ...]] = {}
+        for var, vals in explicit.items():
+            vw = f"{where}.levels.{var}"
+            v = self.name(var, vw)
+            if v not in variables:
+                raise self.fail(
+                    vw, f"{v!r} is not a variable of the model's terms ({_cap(variables)})."
+                )
+            if not isinstance(vals, list) or len(vals) < 2:
+                raise self.fail(vw, "expected a list of at least two levels, reference first.")
+            lv = [self.level_value(variables[v], v, x, f"{vw}[{k}]") for k, x in enumerate(vals)]
+            if len(set(lv)) != len(lv):
+                raise self.fail(vw, f"levels {lv} are not distinct.")
+            levels[v] = tuple(lv)
+        for v, t in variables.items():
+            typ = self.dd.type(t, v)
+            if v == tv:
+                levels[v] = (contrast.treatment_reference, contrast.treatment_level)
+                if v in explicit:
+                    raise self.fail(
+                        f"{where}.levels.{v}",
+                        "the treatment levels come from the contrast; remove them here.",
+                    )
+                continue
+            if v == time_var:
+                if v in explicit:
+                    raise self.fail(
+                        f"{where}.levels.{v}",
+                        "the time levels come from contrast.time.window; remove them here.",
+                    )
+                levels[v] = contrast.window
+                continue
+            if v in levels:
+                continue
+            if typ in ("categorical", "boolean"):
+                codes = self.dd.codes(t, v)
+                ref = self.default_refs.get(v)
+                if ref is None:
+                    raise self.fail(
+                        f"{where}.levels",
+                        f"factor {v!r} needs an explicit reference level: list its levels "
+                        f"(reference first) in model.levels or give defaults.reference_levels."
+                        f"{v}. Codes: {_cap(codes)}. studykit never picks a reference "
+                        "alphabetically.",
+                    )
+                ref = self.level_value(t, v, ref, f"defaults.reference_levels.{v}")
+                levels[v] = (ref, *[c for c in codes if c != ref])
+            elif typ not in ("integer", "number"):
+                raise self.fail(
+                    where, f"{v!r} has dictionary type {typ!r} and cannot be a model term."
+                )
+        return fixed, covariates, random, levels
+
+    def effect_of_interest(
+        self, value: Any, where: str, family: str, direction: str, contrast: Contrast
+    ) -> float:
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or math.isnan(float(value))
+        ):
+            raise self.fail(where, f"expected a number, got {value!r}.")
+        d = float(value)
+        if contrast.type == "change_correlation":
+            if not 0 < d < 1:
+                raise self.fail(
+                    where, f"{d:g}: a correlation of interest is a magnitude in (0, 1)."
+                )
+        elif family in ("poisson", "negbin"):
+            ok = {"greater": d > 1, "less": 0 < d < 1, "two-sided": d > 0 and d != 1}[direction]
+            if not ok:
+                raise self.fail(
+                    where,
+                    f"{d:g}: for a count outcome the effect of interest is a rate ratio: > 1 for "
+                    "'greater', in (0, 1) for 'less', != 1 for 'two-sided'.",
+                )
+        elif d <= 0:
+            raise self.fail(
+                where,
+                f"{d:g}: the smallest effect of interest is a positive magnitude in the outcome's "
+                "units; its sign follows the direction.",
+            )
+        return d
+
+    def estimand(self, raw: Any, where: str) -> Estimand:
+        e = self.mapping(raw, where, _ESTIMAND_KEYS)
+        ices_raw = e["intercurrent_events"]
+        if not isinstance(ices_raw, list):
+            raise self.fail(f"{where}.intercurrent_events", "expected a list (may be empty: []).")
+        ices = []
+        for j, x in enumerate(ices_raw):
+            iw = f"{where}.intercurrent_events[{j}]"
+            s = self.mapping(x, iw, _ICE_KEYS)
+            strategy = self.choice(s["strategy"], f"{iw}.strategy", tuple(STRATEGIES))
+            handling = self.choice(
+                s["handling"],
+                f"{iw}.handling",
+                ("exclude_period", "exclude_participant", "include"),
+            )
+            if handling not in STRATEGIES[strategy]:
+                raise self.fail(
+                    f"{iw}.handling",
+                    f"handling {handling!r} does not implement the {strategy!r} strategy; "
+                    f"allowed: {', '.join(STRATEGIES[strategy])}.",
+                )
+            var = table = level = None
+            if s.get("variable") is not None:
+                var = self.name(s["variable"], f"{iw}.variable")
+                table = self.text(s.get("table") or "periods", f"{iw}.table")
+                if table not in ("periods", "roster"):
+                    raise self.fail(
+                        f"{iw}.table",
+                        f"{table!r}: intercurrent events are flagged in periods or roster.",
+                    )
+                if not self.dd.has(table, var):
+                    raise self.fail(
+                        f"{iw}.variable", f"{var!r} is not a variable of table {table!r}."
+                    )
+                typ = self.dd.type(table, var)
+                if s.get("level") is not None:
+                    level = self.level_value(table, var, s["level"], f"{iw}.level")
+                elif typ != "boolean":
+                    raise self.fail(
+                        f"{iw}.level",
+                        f"{var!r} is {typ!r}, not boolean: give the level that flags the event.",
+                    )
+            elif handling != "include":
+                raise self.fail(
+                    f"{iw}.variable",
+                    f"handling {handling!r} needs the variable that flags the event.",
+                )
+            elif s.get("table") is not None or s.get("level") is not None:
+                raise self.fail(iw, "'table' and 'level' need 'variable'.")
+            ices.append(
+                IntercurrentEvent(
+                    event=self.text(s["event"], f"{iw}.event"),
+                    variable=var,
+                    table=table,
+                    level=level,
+                    strategy=strategy,
+                    handling=handling,
+                    rationale=str(s.get("rationale") or "").strip(),
+                )
+            )
+        return Estimand(
+            population=self.text(e["population"], f"{where}.population"),
+            treatment=self.text(e["treatment"], f"{where}.treatment"),
+            variable=self.text(e["variable"], f"{where}.variable"),
+            intercurrent_events=tuple(ices),
+            summary_measure=self.text(e["summary_measure"], f"{where}.summary_measure"),
+        )
