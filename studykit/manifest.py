@@ -260,7 +260,10 @@ def build_manifest(
         "inputs": {"data_dir": str(data), "files": hash_tree(data)},
         "outputs": hash_tree(out, exclude=exclude),
         "environment": environment(),
-        "git": git_commit(),
+        "git": {
+            "studykit_source": git_commit(),
+            "protocol_repository": git_commit(Path(protocol_path).resolve().parent),
+        },
         "tolerance": dict(tolerance or {"rtol": RTOL, "atol": ATOL}),
         "timings_s": {k: round(float(v), 3) for k, v in (timings or {}).items()},
     }

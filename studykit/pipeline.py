@@ -532,7 +532,10 @@ def run(
             "seed": seed,
             "python": f"{env['python']} ({env['platform']})",
             "packages": ", ".join(f"{k} {v}" for k, v in env["packages"].items() if v),
-            "git commit": (git_commit() or {}).get("commit", "not a git checkout"),
+            "git commit (studykit)": (git_commit() or {}).get("commit", "not a git checkout"),
+            "git commit (protocol)": (git_commit(protocol.resolve().parent) or {}).get(
+                "commit", "not in a git repository"
+            ),
             "verify": f"studykit verify {out}",
         }
         path = _write_report(state, meta, out, simulated=simulate, manifest_summary=summary)

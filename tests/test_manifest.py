@@ -143,6 +143,9 @@ def test_build_manifest_records_hashes_env_and_command(tmp_path):
     assert {"numpy", "pandas", "scipy", "matplotlib"} <= set(m["environment"]["packages"])
     assert m["timings_s"] == {"fit": 1.235}
     assert m["command"] == ["studykit", "run", "p.yaml"]
+    assert m["git"]["protocol_repository"] is None  # tmp_path is not a git repository
+    src = m["git"]["studykit_source"]  # None for an installed (non-git) copy
+    assert src is None or (len(src["commit"]) == 40 and isinstance(src["dirty"], bool))
     path = write_manifest(m, out)
     assert json.loads(path.read_text()) == m
     assert load_manifest(out) == m

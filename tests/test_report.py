@@ -4,11 +4,13 @@ The rendering test needs Debian's ``chromium`` (installed by .ci/run). It is ski
 chromium is absent AND the environment variable CI is not set; under CI it fails instead.
 """
 
+import html
 import json
 import os
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -130,14 +132,14 @@ def _chromium():
     return None
 
 
-def test_report_renders_in_headless_chromium(tmp_path):
+def _render(page_path, tmp_path):
+    """Render a copy of the page with a layout probe in headless Chromium; return the probe."""
     exe = _chromium()
     if exe is None:
         if os.environ.get("CI"):
             pytest.fail("chromium is not installed but CI is set: the report must be rendered")
         pytest.skip("chromium not installed (apt-get install chromium); set CI=1 to require it")
-    page = _report(tmp_path).read_text()
-    # a test-only copy with a probe that measures the laid-out page after load
+    page = page_path.read_text()
     probe = tmp_path / "probe.html"
     probe.write_text(page.replace("</body>", _PROBE + "</body>"), encoding="utf-8")
     proc = subprocess.run(
@@ -155,20 +157,45 @@ def test_report_renders_in_headless_chromium(tmp_path):
         ],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=180,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     m = re.search(r'<pre id="layout-probe">(.*?)</pre>', proc.stdout, re.S)
     assert m and m.group(1), "the layout probe did not run:\n" + proc.stdout[-2000:]
-    layout = json.loads(m.group(1).replace("&amp;", "&").replace("&lt;", "<"))
-    table = layout["table"]
-    assert table is not None, "no results table in the rendered page"
-    assert table["rows"] == 2 and table["box"][0] > 100 and table["box"][1] > 20
-    assert "8.00 [2.50, 13.50]" in table["text"] and "supported" in table["text"]
-    assert len(layout["images"]) == 2
+    return json.loads(html.unescape(m.group(1)))
+
+
+def _assert_images_shown(layout, n):
+    assert len(layout["images"]) == n
     for img in layout["images"]:
         # decoded (natural size > 0) and laid out with a visible size
         assert img["complete"], img
         assert img["natural"][0] > 100 and img["natural"][1] > 100, img
         assert img["box"][0] > 100 and img["box"][1] > 100, img
+
+
+def test_report_renders_in_headless_chromium(tmp_path):
+    layout = _render(_report(tmp_path), tmp_path)
+    table = layout["table"]
+    assert table is not None, "no results table in the rendered page"
+    assert table["rows"] == 2 and table["box"][0] > 100 and table["box"][1] > 20
+    assert "8.00 [2.50, 13.50]" in table["text"] and "supported" in table["text"]
+    _assert_images_shown(layout, 2)
     assert layout["banner"] is not None and layout["banner"][1] > 10
+
+
+def test_demo_run_report_renders_in_headless_chromium(tmp_path):
+    """The report of the real demo run (`studykit run` on the simulated study)."""
+    import pandas as pd
+
+    from studykit.pipeline import run
+
+    proto = Path(__file__).resolve().parents[1] / "protocols" / "ketamine_sleep.yaml"
+    res = run(proto, out=tmp_path / "out", progress=False)
+    layout = _render(res.report, tmp_path)
+    n_rows = len(pd.read_csv(res.tables["hypotheses"]))
+    assert layout["table"]["rows"] == n_rows > 0
+    assert "H1" in layout["table"]["text"]
+    _assert_images_shown(layout, len(res.figures))
+    assert len(res.figures) >= 5
+    assert layout["banner"] is not None  # simulated data are labelled
