@@ -155,11 +155,24 @@ def test_identifier_fields_appear_in_no_export(demo_run):
 def test_run_on_given_data_is_not_labelled_simulated(fakes, protocol, tmp_path):
     study = fakes.simulate_study(seed=3)
     fakes.write_study(study, tmp_path / "study")
+    (tmp_path / "study" / "README.md").write_text("# Site 3 export\n")
     res = run(protocol, data=tmp_path / "study", out=tmp_path / "out", progress=False)
     assert "simulated-banner" not in res.report.read_text()
     m = json.loads(res.manifest.read_text())
     assert m["simulated"] is False and m["arguments"]["data"] == str((tmp_path / "study").resolve())
     assert not (tmp_path / "out" / "data").exists()
+
+
+def test_given_data_labelled_simulated_by_readme_stay_labelled(fakes, protocol, tmp_path):
+    study = fakes.simulate_study(seed=3)
+    fakes.write_study(study, tmp_path / "study")  # README heading: "SIMULATED data ..."
+    lines = []
+    res = run(protocol, data=tmp_path / "study", out=tmp_path / "out", progress=lines.append)
+    assert 'id="simulated-banner"' in res.report.read_text()
+    assert json.loads(res.manifest.read_text())["simulated"] is True
+    assert (tmp_path / "out/tables/hypotheses.csv").read_text().splitlines()[1].endswith(",True")
+    assert any("SIMULATED" in ln for ln in lines)
+    assert [ln.split()[1] for ln in lines if ln.startswith("[")][0] == "protocol"  # no simulate
 
 
 def test_protocol_error_names_stage_file_and_fix(fakes, tmp_path):
