@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    python benchmarks/bench_power.py [--reps 1000] [--jobs 2] [--engine-reps 50]
+    python benchmarks/bench_power.py [--reps 1000] [--jobs 2] [--repeat 3]
 
 One replicate = simulate n = 40 participants x 3 nights (SIMULATED data) + REML fit of
 ``sws ~ treatment * night + (1 | participant_id)`` + Satterthwaite test of the night-1 DiD +
@@ -16,7 +16,6 @@ Prints figures only; asserts nothing (the machine is shared and noisy).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import platform
 import statistics
@@ -43,7 +42,6 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=1000)
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--repeat", type=int, default=3, help="timed runs per setting (median shown)")
-    ap.add_argument("--engine-reps", type=int, default=50, help="replicates with engine='studykit'")
     args = ap.parse_args()
     print(
         f"machine: {platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}, load {os.getloadavg()[0]:.2f}"
@@ -51,31 +49,24 @@ def main() -> None:
     print(
         f"R reference: {R_MS_PER_REP:.1f} ms/replicate (lmerTest fit + Satterthwaite); {R_REFIT_MS_PER_REP:.1f} ms lme4 refit only"
     )
-    _run(20, 1, "fast", 0)  # warm-up (imports)
+    _run(20, 1, "studykit", 0)  # warm-up (imports)
     rows = []
-    for jobs in sorted({1, args.jobs}):
-        if jobs > 1:
-            _run(8, jobs, "fast", 0)  # start the worker processes (reported separately below)
-        times, cpus, power = [], [], float("nan")
-        for i in range(args.repeat):
-            el, cpu, power = _run(args.reps, jobs, "fast", 20261125 + i)
-            times.append(el)
-            cpus.append(cpu)
-        cpu = statistics.median(cpus) if jobs == 1 else float("nan")  # workers' CPU not seen
-        rows.append(
-            (
-                f"engine=auto (fast REML), {jobs} job(s)",
-                args.reps,
-                statistics.median(times),
-                cpu,
-                power,
+    for engine, label in (
+        ("studykit", "studykit engine (default)"),
+        ("fast", "fast closed-form REML"),
+    ):
+        for jobs in sorted({1, args.jobs}):
+            if jobs > 1:
+                _run(8, jobs, engine, 0)  # start the worker processes (not timed)
+            times, cpus, power = [], [], float("nan")
+            for i in range(args.repeat):
+                el, cpu, power = _run(args.reps, jobs, engine, 20261125 + i)
+                times.append(el)
+                cpus.append(cpu)
+            cpu = statistics.median(cpus) if jobs == 1 else float("nan")  # workers' CPU not seen
+            rows.append(
+                (f"{label}, {jobs} job(s)", args.reps, statistics.median(times), cpu, power)
             )
-        )
-    if importlib.util.find_spec("studykit.models.lmm") is not None:
-        el, cpu, power = _run(args.engine_reps, 1, "studykit", 20261125)
-        rows.append(("engine=studykit (fit_lmm), 1 job", args.engine_reps, el, cpu, power))
-    else:
-        print("engine=studykit: studykit.models.lmm not available in this tree (skipped)")
     print()
     print(
         f"{'setting':40s} {'reps':>5s} {'wall s':>7s} {'ms/rep':>7s} {'cpu ms/rep':>10s} "

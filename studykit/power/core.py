@@ -403,7 +403,7 @@ def power_analysis(
     n_jobs: int = 1,
     scheduler: Any = None,
     progress: bool = True,
-    engine: str = "auto",
+    engine: str = "studykit",
     hypotheses: Sequence[str] | None = None,
     chunk_size: int | None = None,
 ) -> PowerResult:
@@ -442,7 +442,7 @@ def power_analysis(
         that cluster instead of locally.
     progress : bool, default True
         Progress bar on stderr.
-    engine : {"auto", "fast", "studykit"}, default "auto"
+    engine : {"studykit", "auto", "fast"}, default "studykit"
         Per-replicate analysis (see :mod:`studykit.power.engine`).
     hypotheses : sequence of str, optional
         Only these hypothesis ids.

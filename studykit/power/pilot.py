@@ -60,7 +60,7 @@ def read_pilot(pilot: pd.DataFrame | str | os.PathLike[str]) -> pd.DataFrame:
 
 
 def truth_from_fit(
-    hyp: PowerHypothesis, data: pd.DataFrame, *, engine: str = "auto"
+    hyp: PowerHypothesis, data: pd.DataFrame, *, engine: str = "studykit"
 ) -> OutcomeTruth:
     """Fit ``hyp``'s model to ``data`` and return it as an :class:`OutcomeTruth`."""
     cols = [
@@ -122,7 +122,7 @@ def design_from_pilot(
     design_like: Any,
     *,
     effects: Mapping[str, Any] | str | os.PathLike[str] | None = None,
-    engine: str = "auto",
+    engine: str = "studykit",
     hypotheses: Any = None,
 ) -> PowerDesign:
     """A :class:`PowerDesign` whose truth is fitted to pilot data (simr's ``extend``).
