@@ -1008,6 +1008,7 @@ def run_analysis(
     *,
     simulated: bool | None = None,
     hypotheses: Sequence[str] | None = None,
+    analysis_set: str | None = None,
 ) -> AnalysisResults:
     """Fit every hypothesis of a protocol to a study and apply its verdict rule.
 
@@ -1028,6 +1029,11 @@ def run_analysis(
     hypotheses : sequence of str, optional
         Only report these hypothesis ids. Hypotheses sharing an adjusted multiplicity family
         with them are still fitted, because the adjusted p-values depend on the whole family.
+    analysis_set : str, optional
+        A sensitivity analysis: analyse every hypothesis in this analysis set of the protocol
+        (e.g. ``"per_protocol"``) instead of the set each hypothesis names. Every row then
+        says so in ``warnings``; the protocol hash is unchanged (the set is part of the
+        locked protocol).
 
     Returns
     -------
@@ -1100,6 +1106,18 @@ def run_analysis(
     """
     if simulated is None:
         simulated = _is_simulated(study)
+    locked = protocol
+    if analysis_set is not None:
+        if analysis_set not in protocol.analysis_sets:
+            raise ProtocolError(
+                f"The protocol has no analysis set {analysis_set!r}; it defines "
+                f"{', '.join(protocol.analysis_sets)}."
+            )
+        aset = protocol.analysis_sets[analysis_set]
+        protocol = dataclasses.replace(
+            protocol,
+            hypotheses=[dataclasses.replace(h, analysis_set=aset) for h in protocol.hypotheses],
+        )
     wanted = list(hypotheses) if hypotheses is not None else [h.id for h in protocol.hypotheses]
     for hid in wanted:
         protocol.get(hid)  # raises for unknown ids
@@ -1120,6 +1138,10 @@ def run_analysis(
             fits[h.id] = _fit_correlation(h, study)
         else:
             fits[h.id] = _fit_did(h, study)
+        if analysis_set is not None:
+            fits[h.id].warnings.insert(
+                0, f"sensitivity analysis: analysis set {analysis_set!r} for every hypothesis"
+            )
 
     rows = []
     for h in to_fit:
@@ -1195,7 +1217,7 @@ def run_analysis(
     table = table[table["hypothesis_id"].isin(wanted)].reset_index(drop=True)
     table = table[HYPOTHESIS_COLUMNS]
     return AnalysisResults(
-        protocol=protocol,
+        protocol=locked,
         hypotheses=table,
         fits={hid: fits[hid] for hid in wanted},
         simulated=bool(simulated),

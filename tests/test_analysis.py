@@ -780,6 +780,25 @@ def test_demo_verdicts_plausible_under_the_simulation(demo):
     np.testing.assert_allclose(conf["p_adjusted"], adjust_pvalues(conf["p_value"], "holm"))
 
 
+def test_demo_per_protocol_sensitivity(demo_dir, demo):
+    from studykit.validate import load_study
+
+    sens = A.run_analysis(PROTO, load_study(demo_dir), analysis_set="per_protocol")
+    t = sens.hypotheses.set_index("hypothesis_id")
+    fas = demo.hypotheses.set_index("hypothesis_id")
+    # per protocol drops the withdrawn P16, and P17 / P32 (missing nights) where the set
+    # requires a baseline night and both treatments (demo README)
+    assert t.loc["H1", "n_participants"] < fas.loc["H1", "n_participants"]
+    assert "status withdrawn (analysis set per_protocol)" in t.loc["H1", "excluded_reasons"]
+    assert "not observed under both treatments" in t.loc["H1", "excluded_reasons"]
+    assert sens.hypotheses["warnings"].str.startswith("sensitivity analysis: analysis set").all()
+    assert (sens.hypotheses["protocol_sha256"] == PROTO.sha256).all()
+    assert sens.protocol is PROTO  # the locked protocol, not modified
+    assert PROTO.get("H1").analysis_set.name == "full_analysis_set"
+    with pytest.raises(ProtocolError, match="no analysis set 'pp'.*per_protocol"):
+        A.run_analysis(PROTO, make_crossover(), analysis_set="pp")
+
+
 def test_shipped_protocol_hash_in_every_result_row(demo):
     sha = hashlib.sha256(SHIPPED.read_bytes()).hexdigest()
     assert PROTO.sha256 == sha
