@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from studykit.analysis import HYPOTHESIS_COLUMNS as _ANALYSIS_COLUMNS
 from studykit.errors import InputError
 
 __all__ = [
@@ -52,49 +53,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Columns of ``hypotheses.csv``, in order (docs/ARCHITECTURE.md, "Hypothesis results table").
-HYPOTHESIS_COLUMNS: tuple[str, ...] = (
-    "protocol_id",
-    "protocol_sha256",
-    "hypothesis_id",
-    "claim",
-    "source",
-    "evidence",
-    "outcome",
-    "contrast",
-    "estimand",
-    "role",
-    "multiplicity_family",
-    "family",
-    "scale",
-    "n_ketamine",
-    "n_placebo",
-    "n_participants",
-    "n_observations",
-    "n_excluded",
-    "excluded_reasons",
-    "estimate",
-    "std_error",
-    "df",
-    "df_method",
-    "statistic",
-    "alternative",
-    "conf_level",
-    "conf_low",
-    "conf_high",
-    "p_value",
-    "p_adjusted",
-    "adjust_method",
-    "effect_size",
-    "effect_size_definition",
-    "verdict",
-    "verdict_rule",
-    "model",
-    "converged",
-    "singular",
-    "warnings",
-    "simulated",
-)
+#: Columns of ``hypotheses.csv``, in order: defined once, by the analysis that fills them.
+HYPOTHESIS_COLUMNS: tuple[str, ...] = tuple(_ANALYSIS_COLUMNS)
 
 #: printf-style format of floats in CSV exports: 10 significant digits, stable across runs.
 FLOAT_FORMAT = "%.10g"
