@@ -30,10 +30,14 @@ NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 PROTOCOL = ROOT / "protocols" / "ketamine_sleep.yaml"
 #: The demo seed (studykit.simulate.simulate_study's default and `studykit run`'s).
 DEMO_SEED = 20261125
+#: Modules written on other branches that a notebook may use before they are merged here
+#: (notebook 04 uses studykit.power; its execution test skips while it is not importable).
+PENDING = {"studykit.power"}
 EXPECTED = {
     "01_dictionary_and_validation.ipynb",
     "02_hypnograms_to_outcomes.ipynb",
     "03_testing_the_claims.ipynb",
+    "04_power_and_design.ipynb",
 }
 
 
@@ -129,6 +133,8 @@ def test_structure_parameters_and_public_api_only(name):
                 f"{name}: defines {node.name}"
             )
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("studykit"):
+                if node.module in PENDING and importlib.util.find_spec(node.module) is None:
+                    continue  # checked once the module is merged (see PENDING)
                 module = importlib.import_module(node.module)
                 public = set(getattr(module, "__all__", ()))
                 for alias in node.names:
@@ -178,7 +184,14 @@ def test_hypnograms_notebook_runs(monkeypatch):
 def test_power_notebook_runs(monkeypatch):
     if importlib.util.find_spec("studykit.power") is None:
         pytest.skip("studykit.power is not importable in this checkout (power analysis not merged)")
-    execute("04_power_and_design.ipynb", {"seed": 11, "reps": 20}, monkeypatch)
+    nb = execute(
+        "04_power_and_design.ipynb",
+        {"seed": 11, "reps": 20, "sample_sizes": [24, 48], "n_participants": 8},
+        monkeypatch,
+    )
+    out = _stdout(nb)
+    assert "closed form: power 0.452" in out  # did_power_balanced(40, effect=10, sd_residual=12)
+    assert "20 replicates per n" in out and "simulated: True" in out
 
 
 # ------------------------------------------------------------------ notebook 03 == studykit run
