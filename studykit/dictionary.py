@@ -53,6 +53,7 @@ __all__ = [
     "ROLES",
     "DICTIONARY_COLUMNS",
     "REDCAP_COLUMNS",
+    "MISSING_TOKENS",
     "Variable",
     "DataDictionary",
     "load_dictionary",
@@ -1136,6 +1137,14 @@ def export_redcap(
     -------
     Path
         The file written (UTF-8, comma-separated, every cell quoted as REDCap writes them).
+
+    Examples
+    --------
+    >>> import pathlib, tempfile
+    >>> out = export_redcap(load_dictionary(), pathlib.Path(tempfile.mkdtemp()) / "rc.csv",
+    ...                     tables=["diary"])
+    >>> out.read_text(encoding="utf-8").splitlines()[0].split(",")[:3]
+    ['"Variable / Field Name"', '"Form Name"', '"Section Header"']
     """
     path = Path(path)
     frame = dictionary.to_redcap(tables=tables)

@@ -8,8 +8,9 @@ each cell against the data dictionary and report the raw value of any cell that 
 The frame's index, named ``row``, is the row number as in the file: for text and Excel
 files the header is row 1 and the first data row is row 2 (as a spreadsheet numbers rows);
 for Parquet it is the 1-based record number. Blank lines are skipped without shifting the
-numbers. ``frame.attrs`` records ``source`` (the path), ``format``, ``encoding`` and
-``delimiter``.
+numbers (their row numbers are listed in ``frame.attrs["empty_rows"]``; the validator
+reports them as a warning). ``frame.attrs`` also records ``source`` (the path), ``format``,
+``encoding`` and ``delimiter``.
 
 Files that cannot be read as a table raise :class:`~studykit.errors.InputError` with a
 message naming the file and saying how to fix it: missing file, a directory, an empty
@@ -22,6 +23,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import re
 import unicodedata
 from pathlib import Path
 
@@ -218,7 +220,16 @@ def _read_text(p: Path) -> pd.DataFrame:
             break
         text = text[nl + 1 :]
         skipped += 1
-    delimiter = _sniff_delimiter(text)
+    # Excel's "sep=;" first line names the delimiter
+    first_line = text.split("\n", 1)[0].strip()
+    if len(first_line) == 5 and first_line.lower().startswith("sep="):
+        delimiter = first_line[4]
+        text = text.split("\n", 1)[1] if "\n" in text else ""
+        skipped += 1
+        if not text.strip():
+            raise InputError(f"{p} has only a 'sep=' line and no table.")
+    else:
+        delimiter = _sniff_delimiter(text)
     try:
         cells = pd.read_csv(
             io.StringIO(text),
@@ -231,6 +242,13 @@ def _read_text(p: Path) -> pd.DataFrame:
             engine="c",
         )
     except pd.errors.ParserError as exc:
+        if "EOF inside string" in str(exc):
+            m = re.search(r"starting at row (\d+)", str(exc))
+            where = f" (the quote opens on line {int(m[1]) + 1 + skipped})" if m else ""
+            raise InputError(
+                f'{p} has a quote character (") that is never closed{where}. Close the quote '
+                "or remove it."
+            ) from None
         raise InputError(
             f"{p} cannot be split into cells with the {_DELIMITER_NAMES[delimiter]} delimiter: "
             f"{_parser_detail(str(exc))}. A row has more cells than the header: often unquoted "
@@ -247,7 +265,7 @@ def _read_text(p: Path) -> pd.DataFrame:
 
 def _parser_detail(msg: str) -> str:
     # pandas: "Error tokenizing data. C error: Expected 6 fields in line 4, saw 7"
-    return msg.split("C error: ")[-1].strip().rstrip(".")
+    return msg.split("C error: ")[-1].strip().rstrip(".").rstrip()
 
 
 def _split_header(p: Path, cells: pd.DataFrame, *, first_row: int) -> pd.DataFrame:
@@ -286,6 +304,7 @@ def _split_header(p: Path, cells: pd.DataFrame, *, first_row: int) -> pd.DataFra
         )
     body = body.copy()
     body.columns = header
+    body.attrs["empty_rows"] = [int(r) for r in body_rows[~keep]]
     return body
 
 

@@ -30,6 +30,10 @@ CORPUS = Path(__file__).parent / "data" / "bad_inputs"
         ("xlsx_named_roster.csv", r"is a ZIP container \(an Excel \.xlsx workbook\?\).*Rename it"),
         ("legacy_roster.xls", r"legacy Excel 97-2003 workbook.*save it as \.xlsx or CSV"),
         ("not_parquet_roster.parquet", r"cannot be read as a Parquet file"),
+        (
+            "unclosed_quote_diary.csv",
+            r"quote character \(\"\) that is never closed \(the quote opens on line 2\)",
+        ),
     ],
 )
 def test_bad_files_raise_input_error_naming_file_and_fix(name, message):
@@ -134,6 +138,13 @@ def test_parquet_types_become_strings(tmp_path):
     assert t["f"].tolist() == ["1.5", ""]
     assert t["b"].tolist() == ["true", "false"]
     assert t["d"].tolist() == ["2024-03-05T22:30:00", ""]
+
+
+def test_excel_sep_line_names_the_delimiter():
+    t = read_table(CORPUS / "excel_sep_line_diary.csv")
+    assert t.attrs["delimiter"] == ";"
+    assert list(t.columns) == ["participant_id", "period", "day"]
+    assert t.index.tolist() == [3]  # line 1 'sep=;', header on line 2
 
 
 def test_utf16_without_bom(tmp_path):

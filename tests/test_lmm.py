@@ -205,3 +205,15 @@ def test_user_errors(trial):
         fit.coef_table(df_method="containment")
     with pytest.raises(ModelError, match="6 fixed effects"):
         fit.contrast([1, 0])
+
+
+def test_refit_equals_fresh_fit(trial):
+    fit = fit_lmm(trial, "sws_min", FIXED, random="id", levels=LEVELS)
+    re = fit.refit(trial["rem_min"].to_numpy())
+    fresh = fit_lmm(trial, "rem_min", FIXED, random="id", levels=LEVELS)
+    np.testing.assert_allclose(re.beta, fresh.beta, rtol=1e-10)
+    np.testing.assert_allclose(re.vcov, fresh.vcov, rtol=1e-8)
+    assert re.loglik == pytest.approx(fresh.loglik, abs=1e-8)
+    np.testing.assert_allclose(re.coef_table()["df"], fresh.coef_table()["df"], rtol=1e-8)
+    with pytest.raises(ModelError, match="refit needs 120"):
+        fit.refit(np.ones(5))

@@ -174,3 +174,39 @@ def test_large_cohort(name, fixed, random):
     assert fit.singular == bool(st["singular"]) and fit.converged
     # Satterthwaite df exist and are finite for every coefficient
     assert np.isfinite(fit.coef_table()["df"]).all()
+
+
+@pytest.mark.parametrize("model", ["slopes_reml", "intercept_reml"])
+def test_sleepstudy_kenward_roger(sleepstudy, model):
+    # R: pbkrtest 0.5.2 via lmerTest summary(fit, ddf = "Kenward-Roger")
+    ref = pd.read_csv(DATA / "sleepstudy_fixef.csv").query("model == @model")
+    tab = _sleep_fit(sleepstudy, model).coef_table(df_method="kenward-roger")
+    np.testing.assert_allclose(tab["std_error"], ref["se_kr"], rtol=1e-3)
+    np.testing.assert_allclose(tab["df"], ref["df_kr"], rtol=1e-4)
+    np.testing.assert_allclose(np.log(tab["p_value"]), np.log(ref["p_kr"]), rtol=1e-3)
+    assert (tab["df_method"] == "kenward-roger").all()
+
+
+@pytest.mark.parametrize("model", ["sws_lmer_reml", "rem_lmer_reml"])
+def test_trial_kenward_roger(trial, model):
+    # R: lmerTest summary(fit, ddf = "Kenward-Roger"); anova(fit, type = 3, ddf = "Kenward-Roger")
+    ref = pd.read_csv(DATA / "trial_fixef.csv").query("model == @model")
+    fit = _trial_fit(trial, model)
+    tab = fit.coef_table(df_method="kenward-roger")
+    np.testing.assert_allclose(tab["std_error"], ref["se_kr"], rtol=1e-3)
+    np.testing.assert_allclose(tab["df"], ref["df_kr"], rtol=1e-4)
+    np.testing.assert_allclose(tab["p_value"], ref["p_kr"], rtol=1e-3)
+    aov = pd.read_csv(DATA / "trial_anova_type3.csv").query(
+        "model == @model and ddf_method == 'Kenward-Roger'"
+    )
+    ours = fit.anova(df_method="kenward-roger")
+    np.testing.assert_allclose(ours["statistic"], aov["F"], rtol=1e-5)
+    np.testing.assert_allclose(ours["den_df"], aov["DenDF"], rtol=1e-4)
+    np.testing.assert_allclose(ours["p_value"], aov["p"], rtol=1e-3)
+
+
+def test_kenward_roger_refuses_ml_fit(trial):
+    from studykit.errors import ModelError
+
+    with pytest.raises(ModelError, match="REML"):
+        _trial_fit(trial, "sws_lmer_ml").coef_table(df_method="kenward-roger")

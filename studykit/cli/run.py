@@ -1,16 +1,58 @@
-"""`studykit run`: not yet implemented (placeholder registered so --help lists it)."""
+"""`studykit run`: the whole analysis of a protocol, from data to report and manifest."""
 
 from __future__ import annotations
 
 import argparse
 
-from studykit.errors import StudykitError
-
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("run", help="(not yet implemented)")
+    p = sub.add_parser(
+        "run",
+        help="run a protocol's analysis: tables, figures, report, manifest",
+        description=(
+            "Validate the data, derive per-night sleep statistics from the hypnograms, fit "
+            "every pre-registered hypothesis, and write tables (CSV, Markdown, HTML, LaTeX), "
+            "figures (PNG, SVG), a self-contained HTML report and manifest.json to OUT. "
+            "Without --data, the simulated demo study is generated into OUT/data/ and "
+            "analysed (every output is labelled simulated)."
+        ),
+        epilog="Example: studykit run protocols/ketamine_sleep.yaml --out results",
+    )
+    p.add_argument("protocol", metavar="PROTOCOL", help="protocol YAML file")
+    p.add_argument(
+        "--data",
+        metavar="DIR",
+        default=None,
+        help="study directory (roster.csv, periods.csv, nights.csv, diary.csv, hypnograms/); "
+        "default: simulate the demo study",
+    )
+    p.add_argument(
+        "--out", metavar="OUT", default="results", help="results directory (default: results)"
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="seed of the simulated demo study (default: 20261125)",
+    )
+    p.add_argument("--quiet", action="store_true", help="do not print per-stage progress")
     p.set_defaults(handler=handle)
 
 
 def handle(args: argparse.Namespace) -> int:
-    raise StudykitError("'studykit run' is not implemented yet in this version.")
+    from studykit.pipeline import DEFAULT_SEED, run
+
+    seed = DEFAULT_SEED if args.seed is None else args.seed
+    command = ["studykit", "run", args.protocol]
+    if args.data is not None:
+        command += ["--data", args.data]
+    command += ["--out", args.out, "--seed", str(seed)]
+    run(
+        args.protocol,
+        data=args.data,
+        out=args.out,
+        seed=seed,
+        command=command,
+        progress=not args.quiet,
+    )
+    return 0

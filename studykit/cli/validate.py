@@ -28,8 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=(
             "Parse every cell of each file against the data dictionary and check ranges, "
             "codes, unique keys and cross-field rules. A directory is read as a whole study "
-            "(roster, periods, nights, diary, hypnograms/) with the cross-table rules. Exit "
-            "code 2 when any error is found (warnings alone: 0)."
+            "(roster, periods, nights, diary, hypnograms/) with the cross-table rules. A "
+            "hypnogram file named {participant_id}_p{period}_{night}.ext is validated as "
+            "table epochs. Exit code 2 when any error is found (warnings alone: 0)."
         ),
     )
     p.add_argument(
@@ -54,7 +55,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 def handle(args: argparse.Namespace) -> int:
     """Run ``studykit validate``; return the exit code."""
     from studykit.dictionary import load_dictionary
-    from studykit.validate import empty_issues, infer_table, load_study, validate_table
+    from studykit.validate import (
+        empty_issues,
+        hypnogram_keys,
+        infer_table,
+        load_study,
+        read_hypnogram_file,
+        validate_table,
+    )
 
     dd = load_dictionary(args.dictionary)
     if args.table is not None and args.table not in dd.tables:
@@ -68,7 +76,7 @@ def handle(args: argparse.Namespace) -> int:
         path = Path(name)
         if path.is_dir() and args.table is None:
             try:
-                study = load_study(path, dictionary=dd)
+                study = load_study(path, dictionary=dd, decimal=args.decimal)
             except InputError as exc:
                 summaries.append(_failed(str(path), "study", exc))
                 issues.append(_file_issue(str(path), exc))
@@ -76,7 +84,8 @@ def handle(args: argparse.Namespace) -> int:
             summaries.extend(study.summary.to_dict("records"))
             issues.append(study.issues)
             continue
-        table = args.table or infer_table(path, dd.tables)
+        keys = hypnogram_keys(path) if args.table in (None, "epochs") else None
+        table = args.table or infer_table(path, dd.tables) or ("epochs" if keys else None)
         if table is None:
             exc = InputError(
                 f"cannot tell which table {path.name} holds: name the file after its table "
@@ -86,7 +95,11 @@ def handle(args: argparse.Namespace) -> int:
             issues.append(_file_issue(str(path), exc))
             continue
         try:
-            result = validate_table(path, table, dictionary=dd, decimal=args.decimal)
+            if table == "epochs" and keys is not None:
+                data = read_hypnogram_file(path)
+                result = validate_table(data, "epochs", dictionary=dd, source=str(path))
+            else:
+                result = validate_table(path, table, dictionary=dd, decimal=args.decimal)
         except InputError as exc:
             summaries.append(_failed(str(path), table, exc))
             issues.append(_file_issue(str(path), exc))
@@ -155,6 +168,8 @@ def _print_report(summary: pd.DataFrame, issues: pd.DataFrame, *, report: str | 
         first = issues.head(_SHOW_ISSUES).copy()
         first["file"] = first["file"].map(lambda f: Path(str(f)).name)
         first["message"] = first["message"].astype(str).str.slice(0, 90)
+        for c in ("participant_id", "night"):
+            first[c] = first[c].astype(object).where(first[c].notna(), "")
         print(f"\nfirst {len(first)} of {len(issues)} issue(s):", file=out)
         print(first.to_string(index=False), file=out)
         for msg in issues.loc[issues["rule"] == "file", "message"]:

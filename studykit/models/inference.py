@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import special, stats
 
 from studykit.errors import ModelError
 
@@ -124,23 +124,25 @@ def _pvalue_ci(
     est: np.ndarray, se: np.ndarray, df: np.ndarray, alpha: float, alternative: str
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     stat = est / se
+    df = np.asarray(df, float)
     finite = np.isfinite(df)
-    dist_sf = np.where(finite, stats.t.sf(np.abs(stat), np.where(finite, df, 1)), 0.0)
-    dist_sf = np.where(finite, dist_sf, stats.norm.sf(np.abs(stat)))
+    dff = np.where(finite, df, 1.0)
+    # upper tail P(T > |t|): t distribution (Student) or normal when df is infinite
+    sf = np.where(finite, special.stdtr(dff, -np.abs(stat)), special.ndtr(-np.abs(stat)))
 
     def quantile(prob: float) -> np.ndarray:
-        return np.where(finite, stats.t.ppf(prob, np.where(finite, df, 1)), stats.norm.ppf(prob))
+        return np.where(finite, special.stdtrit(dff, prob), special.ndtri(prob))
 
     if alternative == "two-sided":
-        p = 2.0 * dist_sf
+        p = 2.0 * sf
         q = quantile(1 - alpha / 2)
         lo, hi = est - q * se, est + q * se
     elif alternative == "greater":
-        p = np.where(stat >= 0, dist_sf, 1 - dist_sf)
+        p = np.where(stat >= 0, sf, 1 - sf)
         q = quantile(1 - alpha)
         lo, hi = est - q * se, np.full_like(est, np.inf)
     else:
-        p = np.where(stat <= 0, dist_sf, 1 - dist_sf)
+        p = np.where(stat <= 0, sf, 1 - sf)
         q = quantile(1 - alpha)
         lo, hi = np.full_like(est, -np.inf), est + q * se
     return stat, np.minimum(p, 1.0), lo, hi
@@ -371,7 +373,7 @@ def _kr_core(result: Any, L: np.ndarray) -> tuple[float, float, int, float]:
         raise ModelError(
             "Kenward-Roger df need a REML linear mixed model (pbkrtest refuses ML fits too)."
         )
-    Phi, PhiA, P, Q, W = parts()
+    Phi, PhiA, P, W = parts()
     beta = np.asarray(result.beta, float)
     # rank / q
     q = int(np.linalg.matrix_rank(L))

@@ -21,6 +21,7 @@ Random effects are structured specifications, never formula strings::
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -41,6 +42,7 @@ logger = logging.getLogger(__name__)
 
 _LOG2PI = math.log(2.0 * math.pi)
 SINGULAR_TOL = 1e-4  # lme4::isSingular default
+KR_MAX_N = 3000  # Kenward-Roger uses dense n x n matrices
 
 
 @dataclass(frozen=True)
@@ -240,6 +242,8 @@ class _Structure:
         E = np.zeros((nth, m, m))
         E[self.lam_tidx, self.lam_rows, self.lam_cols] = 1.0
         self.E = E
+        Dkl = np.einsum("kij,lmj->klim", E, E)
+        self.Dkl = Dkl + Dkl.transpose(1, 0, 2, 3)  # d2(Lam Lam')/d theta_k d theta_l
         # ---- sufficient statistics per block
         order = np.argsort(block, kind="stable")
         bsorted = block[order]
@@ -255,6 +259,9 @@ class _Structure:
         )
         sums = np.add.reduceat(feats, starts, axis=0)
         G = len(starts)
+        self.nblocks_eff = G
+        self.Zb = Zb
+        self.obs_block = np.searchsorted(np.unique(block), block)
         self.ZtZ = sums[:, : m * m].reshape(G, m, m)
         self.ZtX = sums[:, m * m : m * m + m * p].reshape(G, m, p)
         self.Zty = sums[:, m * m + m * p :].reshape(G, m)
@@ -264,6 +271,21 @@ class _Structure:
         self.yty = float(y @ y)
         self.ZtX_flat = self.ZtX.reshape(G * m, p)
         self.Zty_flat = self.Zty.reshape(G * m)
+
+    def with_y(self, y: np.ndarray) -> _Structure:
+        """The same design with a new response (only the y cross-products change)."""
+        new = copy.copy(self)
+        G, m = self.nblocks_eff, self.m
+        new.y = y
+        Zty = np.empty((G, m))
+        for j in range(m):
+            Zty[:, j] = np.bincount(self.obs_block, weights=self.Zb[:, j] * y, minlength=G)
+        new.Zty = Zty
+        new.Zty_flat = Zty.reshape(G * m)
+        new.rhs = np.concatenate([self.ZtZ, self.ZtX, Zty[:, :, None]], axis=2)
+        new.Xty = self.X.T @ y
+        new.yty = float(y @ y)
+        return new
 
     def lam(self, theta: np.ndarray) -> np.ndarray:
         L = np.zeros((self.m, self.m))
@@ -275,21 +297,39 @@ class _Structure:
         m, p, n = self.m, self.p, self.n
         Lam = self.lam(theta)
         Gm = Lam @ Lam.T
+        G = self.nblocks_eff
+        # per block: B = I + Z'Z G;  [S, W, h] = B^-1 [Z'Z, Z'X, Z'y];  log|V| = sum log|B|
         if m == 1:
             B = 1.0 + self.ZtZ[:, 0, 0] * Gm[0, 0]
             sol = self.rhs / B[:, None, None]
             logdet_v = float(np.sum(np.log(B)))
+        elif m == 2:
+            B = self.ZtZ @ Gm
+            a = B[:, 0, 0] + 1.0
+            b = B[:, 0, 1]
+            c = B[:, 1, 0]
+            d = B[:, 1, 1] + 1.0
+            det = a * d - b * c
+            r0 = self.rhs[:, 0, :]
+            r1 = self.rhs[:, 1, :]
+            inv_det = (1.0 / det)[:, None]
+            sol = np.stack(
+                [(d[:, None] * r0 - b[:, None] * r1) * inv_det,
+                 (a[:, None] * r1 - c[:, None] * r0) * inv_det],
+                axis=1,
+            )  # fmt: skip
+            logdet_v = float(np.sum(np.log(det)))
         else:
             B = np.eye(m) + self.ZtZ @ Gm
             sol = np.linalg.solve(B, self.rhs)
-            sign, ld = np.linalg.slogdet(B)
+            _sign, ld = np.linalg.slogdet(B)
             logdet_v = float(np.sum(ld))
         S = sol[:, :, :m]
         W = sol[:, :, m : m + p]
         h = sol[:, :, m + p]
-        G = S.shape[0]
+        W_flat = W.reshape(G * m, p)
         if m == 1:
-            GW = W.reshape(G, p) * Gm[0, 0]
+            GW = W_flat * Gm[0, 0]
             Gh = h.reshape(G) * Gm[0, 0]
         else:
             GW = (Gm @ W).reshape(G * m, p)
@@ -312,6 +352,7 @@ class _Structure:
         if reml:
             dev += logdet_m
         out: dict[str, Any] = {
+            "theta": theta,
             "dev": dev,
             "beta": beta,
             "r2": r2,
@@ -322,44 +363,59 @@ class _Structure:
         }
         if level == 0:
             return out
+        K = self.ntheta
         E = self.E
-        D = np.einsum("kij,lj->kil", E, Lam)
-        D = D + D.transpose(0, 2, 1)  # d(Lam Lam')/d theta_k
-        g = h - np.einsum("gip,p->gi", W, beta)
+        D = E @ Lam.T
+        D = D + D.transpose(0, 2, 1)  # d(Lam Lam')/d theta_k, (K, m, m)
+        g = h - W @ beta  # Z' V^-1 (y - X beta) per block, (G, m)
         Minv = linalg.cho_solve(cf, np.eye(p), check_finite=False)
         S_sum = S.sum(axis=0)
         gg = g.T @ g
-        WM = W @ Minv
-        WMW = np.einsum("gip,gjp->ij", WM, W)
-        a_k = np.einsum("kij,ji->k", D, S_sum)
-        r2_k = -np.einsum("kij,ij->k", D, gg)
+        WM = W_flat @ Minv
+        if m == 1:
+            WMW = np.array([[float(np.sum(WM * W_flat))]])
+        else:
+            WMW = np.einsum("gip,gjp->ij", WM.reshape(G, m, p), W)
+        Dflat = D.reshape(K, m * m)
+        a_k = Dflat @ S_sum.T.reshape(m * m)
+        r2_k = -(Dflat @ gg.reshape(m * m))
         grad = a_k + nprime * r2_k / r2
         if reml:
-            grad = grad - np.einsum("kij,ji->k", D, WMW)
+            grad = grad - Dflat @ WMW.T.reshape(m * m)
         out.update(grad=grad, r2_k=r2_k, Minv=Minv, Lam=Lam)
         if level == 1:
             return out
         # ---- second derivatives (Hessian of the deviance in (theta, sigma))
-        K = self.ntheta
-        Dkl = np.einsum("kij,lmj->klim", E, E)
-        Dkl = Dkl + Dkl.transpose(1, 0, 2, 3)
-        DS = np.einsum("kij,gjl->kgil", D, S)
-        T = np.einsum("kgij,lgji->kl", DS, DS)
-        a_kl = np.einsum("klij,ji->kl", Dkl, S_sum) - T
-        DW = np.einsum("kij,gjp->kgip", D, W)
-        U = np.einsum("gip,kgiq->kpq", W, DW)  # X'V^-1 V_k V^-1 X
-        Dg = np.einsum("kij,gj->kgi", D, g)
-        t1 = np.einsum("kgi,gij,lgj->kl", Dg, S, Dg)
-        wDg = np.einsum("gip,kgi->kp", W, Dg)
+        Dkl = self.Dkl  # (K, K, m, m), constant
+        if m == 1:  # scalars per block: broadcasting beats BLAS calls on 1 x 1 matrices
+            DS = D[:, None] * S[None]
+        else:
+            DS = np.tensordot(D, S, axes=([2], [1])).transpose(0, 2, 1, 3)  # (K, G, m, m)
+        T = DS.reshape(K, -1) @ DS.transpose(0, 1, 3, 2).reshape(K, -1).T
+        a_kl = (Dkl.reshape(K * K, m * m) @ S_sum.T.reshape(m * m)).reshape(K, K) - T
+        if m == 1:
+            DW = D[:, None] * W[None]
+        else:
+            DW = np.tensordot(D, W, axes=([2], [1])).transpose(0, 2, 1, 3)  # (K, G, m, p)
+        DW_flat = DW.reshape(K, G * m, p)
+        U = W_flat.T[None] @ DW_flat  # X'V^-1 V_k V^-1 X, (K, p, p)
+        Dg = g[None] @ D.transpose(0, 2, 1)  # (K, G, m)
+        SDg = (S[None] @ Dg[..., None])[..., 0]
+        t1 = Dg.reshape(K, -1) @ SDg.reshape(K, -1).T
+        wDg = Dg.reshape(K, G * m) @ W_flat  # (K, p)
         t2 = wDg @ Minv @ wDg.T
-        r2_kl = 2.0 * (t1 - t2) - np.einsum("klij,ij->kl", Dkl, gg)
-        H_tt = a_kl.copy()
+        r2_kl = 2.0 * (t1 - t2) - (Dkl.reshape(K * K, m * m) @ gg.reshape(m * m)).reshape(K, K)
+        H_tt = a_kl
         if reml:
-            Q = np.einsum("lgip,gij,kgjq->lkpq", DW, S, DW)
-            WW = np.einsum("gip,gjq->ipjq", W, W)
-            R = np.einsum("klij,ipjq->klpq", Dkl, WW)
+            SDW = (S[None] @ DW).reshape(K, G * m, p)
+            A1 = DW_flat.transpose(1, 0, 2).reshape(G * m, K * p)
+            A2 = SDW.transpose(1, 0, 2).reshape(G * m, K * p)
+            Q = (A1.T @ A2).reshape(K, p, K, p).transpose(0, 2, 1, 3)  # Q[l, k]
+            WW = (W.reshape(G, m * p).T @ W.reshape(G, m * p)).reshape(m, p, m, p)
+            R = Dkl.reshape(K * K, m * m) @ WW.transpose(0, 2, 1, 3).reshape(m * m, p * p)
+            R = R.reshape(K, K, p, p)
             Mkl = Q + Q.transpose(1, 0, 2, 3) - R
-            MU = np.einsum("pq,kqr->kpr", Minv, U)
+            MU = Minv[None] @ U  # (K, p, p)
             c_kl = np.einsum("pq,klqp->kl", Minv, Mkl) - np.einsum("kpq,lqp->kl", MU, MU)
             H_tt = H_tt + c_kl
         out.update(U=U, a_kl=a_kl, r2_kl=r2_kl, H_tt_nosigma=H_tt, K=K)
@@ -499,7 +555,7 @@ class LMMResult:
         """(Jacobian of vcov(beta) w.r.t. (theta, sigma), asymptotic covariance of them)."""
         if "jac" not in self._cache:
             st = self._struct
-            ev = st.evaluate(self.theta, self.reml, level=2)
+            ev = self._cache.get("ev2") or st.evaluate(self.theta, self.reml, level=2)
             H = _vp_hessian(ev, self.sigma)
             Minv = ev["Minv"]
             s2 = self.sigma**2
@@ -535,6 +591,100 @@ class LMMResult:
 
         jac, avar = self._satterthwaite_parts()
         return float(satterthwaite_df(np.atleast_2d(np.asarray(L, float)), self.vcov, jac, avar)[0])
+
+    def refit(self, y: Any) -> LMMResult:
+        """Fit the same model to a new response vector (lme4's ``refit``).
+
+        The design, grouping and random-effect structure are reused, so this is the fast
+        path for simulation studies (power analysis, parametric bootstrap).
+
+        Parameters
+        ----------
+        y : array_like
+            New responses, one per row used by this fit (same order, ``nobs`` values).
+
+        Examples
+        --------
+        >>> rng = np.random.default_rng(0)
+        >>> df = pd.DataFrame({"id": np.repeat(np.arange(20), 3), "x": np.tile([0., 1, 2], 20)})
+        >>> df["y"] = df["x"] + rng.normal(size=20)[df["id"]] + rng.normal(size=60)
+        >>> fit = fit_lmm(df, "y", ["x"], random="id")
+        >>> new = fit.refit(df["y"].to_numpy() * 2)
+        >>> bool(np.allclose(new.beta, 2 * fit.beta))
+        True
+        """
+        yv = np.asarray(y, dtype=float).ravel()
+        if yv.shape != (self.nobs,) or not np.all(np.isfinite(yv)):
+            raise ModelError(
+                f"refit needs {self.nobs} finite responses (one per row of the original fit); "
+                f"got {yv.size} values."
+            )
+        warns = [w for w in self.warnings if "rows excluded" in w]
+        return _fit_structure(
+            self._struct.with_y(yv),
+            reml=self.reml,
+            design=self.design,
+            ngroups=dict(self.ngroups),
+            warnings=warns,
+            outcome=self.outcome,
+            specs=list(self.random),
+            covariate_means=dict(self.covariate_means),
+            n_excluded=self.n_excluded,
+        )
+
+    def _kr_parts(self) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], np.ndarray]:
+        """Dense Kenward-Roger ingredients (pbkrtest's ``vcovAdj``): Phi, PhiA, P_i, W."""
+        if "kr" in self._cache:
+            return self._cache["kr"]
+        st = self._struct
+        n, m, G = st.n, st.m, st.nblocks_eff
+        if n > KR_MAX_N:
+            raise ModelError(
+                f"Kenward-Roger needs dense {n} x {n} matrices; it is available for up to "
+                f"{KR_MAX_N} observations. Use df_method='satterthwaite' (lmerTest's default)."
+            )
+        Zf = np.zeros((n, G * m))
+        cols = st.obs_block[:, None] * m + np.arange(m)[None, :]
+        Zf[np.arange(n)[:, None], cols] = st.Zb
+        s2 = self.sigma**2
+        Lam = st.lam(self.theta)
+        cov_b = s2 * Lam @ Lam.T
+        # linear covariance parameters: every (r >= c) element of every term, then residual
+        patterns = []
+        for t, off, ns in zip(st.terms, st.term_offsets, st.nslots, strict=True):
+            for c in range(t.q):
+                for r in range(c, t.q):
+                    C = np.zeros((m, m))
+                    for sl in range(ns):
+                        b = off + sl * t.q
+                        C[b + r, b + c] = C[b + c, b + r] = 1.0
+                    patterns.append(C)
+        Gs = [Zf @ np.kron(np.eye(G), C) @ Zf.T for C in patterns] + [np.eye(n)]
+        Sigma = s2 * np.eye(n) + Zf @ np.kron(np.eye(G), cov_b) @ Zf.T
+        X = st.X
+        Sinv = np.linalg.inv(Sigma)
+        SinvX = Sinv @ X
+        Phi = np.linalg.inv(X.T @ SinvX)
+        SinvG = [Sinv @ Gi for Gi in Gs]
+        P = [-(SinvX.T @ Gi @ SinvX) for Gi in Gs]
+        r = len(Gs)
+        Q = [[SinvX.T @ Gs[i] @ SinvG[j] @ SinvX for j in range(r)] for i in range(r)]
+        IE2 = np.empty((r, r))
+        for i in range(r):
+            for j in range(r):
+                IE2[i, j] = (
+                    np.sum(SinvG[i] * SinvG[j].T)
+                    - 2.0 * np.trace(Phi @ Q[i][j])
+                    + np.trace(Phi @ P[i] @ Phi @ P[j])
+                )
+        W = 2.0 * np.linalg.inv(IE2)
+        U = np.zeros_like(Phi)
+        for i in range(r):
+            for j in range(r):
+                U += W[i, j] * (Q[i][j] - P[i] @ Phi @ P[j])
+        PhiA = Phi + 2.0 * Phi @ U @ Phi
+        self._cache["kr"] = (Phi, PhiA, P, W)
+        return self._cache["kr"]
 
     def kenward_roger(self, L: Any) -> tuple[np.ndarray, np.ndarray]:
         """Kenward-Roger adjusted covariance of ``L @ beta`` and df per row (REML fits)."""
@@ -614,19 +764,97 @@ def _group_codes(data: pd.DataFrame, group: str) -> tuple[np.ndarray, list[str]]
                 f"Grouping variable {c!r} is not a column of the data. Columns: "
                 f"{', '.join(map(str, data.columns[:30]))}."
             )
-    if len(cols) == 1:
-        key = data[cols[0]].astype("string")
-    else:
-        key = data[cols[0]].astype("string")
-        for c in cols[1:]:
-            key = key + ":" + data[c].astype("string")
-    codes, uniques = pd.factorize(key, sort=True)
-    return codes.astype(np.int64), [str(u) for u in uniques]
+    codes = np.zeros(len(data), dtype=np.int64)
+    names: list[str] = [""]
+    for i, c in enumerate(cols):
+        cc, uu = pd.factorize(data[c], sort=True)
+        labels = [str(u) for u in np.asarray(uu, dtype=object)]
+        combined = codes * len(labels) + cc
+        uniq, codes = np.unique(combined, return_inverse=True)
+        names = [
+            (names[u // len(labels)] + ":" if i else "") + labels[u % len(labels)] for u in uniq
+        ]
+    return codes.astype(np.int64), names
+
+
+def _profiled_hessian(ev: dict[str, Any]) -> np.ndarray:
+    """Hessian of the profiled deviance in theta (sigma profiled out: a Schur complement)."""
+    sigma = math.sqrt(ev["r2"] / ev["nprime"])
+    H = _vp_hessian(ev, sigma)
+    K = ev["K"]
+    return H[:K, :K] - np.outer(H[:K, K], H[K, :K]) / H[K, K]
+
+
+@dataclass
+class _OptResult:
+    x: np.ndarray
+    fun: float
+    success: bool
+    message: str
+    nit: int
+    ev: dict[str, Any] | None = None
+
+
+def _newton(st: _Structure, reml: bool, start: np.ndarray, maxit: int = 100) -> _OptResult:
+    """Newton's method with the exact Hessian (modified to be positive definite) and
+    backtracking. Unconstrained: the deviance only depends on Lambda Lambda', which is
+    unchanged when a column of Lambda changes sign, so the signs are normalized afterwards
+    (diagonal >= 0, as lme4's bounds)."""
+    x = np.array(start, float)
+    ev = st.evaluate(x, reml, level=2)
+    for it in range(1, maxit + 1):
+        g = ev["grad"]
+        scale = max(1.0, abs(ev["dev"]))
+        if np.max(np.abs(g)) < 1e-10 * scale:
+            return _OptResult(x, ev["dev"], True, "gradient below tolerance", it, ev)
+        Hp = _profiled_hessian(ev)
+        w, V = np.linalg.eigh(0.5 * (Hp + Hp.T))
+        wmax = max(float(np.max(np.abs(w))), 1e-12)
+        vg = V.T @ g
+        pos = w > 1e-8 * wmax
+        coef = np.zeros_like(w)
+        coef[pos] = -vg[pos] / w[pos]
+        if not pos.all():
+            # negative curvature (e.g. near a sign-symmetric saddle at theta_j = 0): move a
+            # trust-region length along it, downhill
+            radius = max(0.5, 0.5 * float(np.linalg.norm(x)))
+            coef[~pos] = -np.where(vg[~pos] > 0, 1.0, -1.0) * radius
+        d = V @ coef
+        decrement = -float(g @ d)
+        if decrement <= 0:  # no descent component: fall back to the gradient
+            d = -g * (1.0 / wmax)
+            decrement = -float(g @ d)
+        if decrement < 1e-13 * scale:
+            return _OptResult(x, ev["dev"], True, "Newton decrement below tolerance", it, ev)
+        alpha = 1.0
+        for _ in range(40):
+            xn = x + alpha * d
+            devn = st.evaluate(xn, reml, level=0)["dev"]
+            if devn <= ev["dev"] - 1e-4 * alpha * decrement:
+                break
+            alpha *= 0.5
+        else:
+            ok = decrement < 1e-7 * scale
+            return _OptResult(x, ev["dev"], bool(ok), "line search could not improve", it)
+        x = xn
+        ev = st.evaluate(x, reml, level=2)
+    return _OptResult(x, ev["dev"], False, "iteration limit reached", maxit)
+
+
+def _normalize_signs(st: _Structure, theta: np.ndarray) -> np.ndarray:
+    """Flip column signs of Lambda so that every diagonal element is >= 0."""
+    theta = theta.copy()
+    for j, offs in st.col_offdiag.items():
+        if theta[j] < 0:
+            theta[j] = -theta[j]
+            theta[offs] = -theta[offs]
+    return theta
 
 
 def _optimize(st: _Structure, reml: bool) -> tuple[np.ndarray, dict[str, Any]]:
     lower = np.array(st.lower)
-    x0 = np.where(np.isfinite(lower), 1.0, 0.0)
+    diag = np.isfinite(lower)
+    x0 = np.where(diag, 1.0, 0.0)
     nev = [0]
 
     def fun(th: np.ndarray) -> tuple[float, np.ndarray]:
@@ -637,7 +865,11 @@ def _optimize(st: _Structure, reml: bool) -> tuple[np.ndarray, dict[str, Any]]:
     bounds = [(0.0 if np.isfinite(lo) else None, None) for lo in lower]
 
     def run(start: np.ndarray) -> Any:
-        return optimize.minimize(
+        res = _newton(st, reml, start)
+        res.x = _normalize_signs(st, res.x)
+        if res.success:
+            return res
+        alt = optimize.minimize(
             fun,
             start,
             jac=True,
@@ -645,6 +877,10 @@ def _optimize(st: _Structure, reml: bool) -> tuple[np.ndarray, dict[str, Any]]:
             bounds=bounds,
             options={"ftol": 1e-14, "gtol": 1e-9, "maxiter": 500},
         )
+        if alt.fun < res.fun:
+            return _OptResult(np.asarray(alt.x, float), float(alt.fun), bool(alt.success),
+                              "L-BFGS-B: " + str(alt.message), int(alt.nit))  # fmt: skip
+        return res
 
     res = run(x0)
     theta = np.asarray(res.x, float)
@@ -652,7 +888,6 @@ def _optimize(st: _Structure, reml: bool) -> tuple[np.ndarray, dict[str, Any]]:
     # covariance is quadratic in theta), so a gradient method can stop on the boundary
     # although the deviance decreases into the interior, or in a boundary local optimum.
     # Boundary fits are therefore re-run from interior starting points; the best is kept.
-    diag = np.isfinite(lower)
     restarts = 0
     if np.any(diag & (theta <= 1e-6)):
         best = float(res.fun)
@@ -680,49 +915,28 @@ def _optimize(st: _Structure, reml: bool) -> tuple[np.ndarray, dict[str, Any]]:
                 best, theta, res = float(res2.fun), np.asarray(res2.x, float), res2
             if tried >= 4:
                 break
-    # Newton polish with the exact Hessian of the profiled deviance (interior parameters)
-    free = ~(np.isfinite(lower) & (theta <= 1e-8))
-    newton = 0
-    if free.any():
-        for _ in range(8):
-            ev = st.evaluate(theta, reml, level=2)
-            sigma = math.sqrt(ev["r2"] / ev["nprime"])
-            H = _vp_hessian(ev, sigma)
-            K = ev["K"]
-            Hp = H[:K, :K] - np.outer(H[:K, K], H[K, :K]) / H[K, K]
-            g = ev["grad"]
-            Hf = Hp[np.ix_(free, free)]
-            try:
-                step_f = np.linalg.solve(Hf, g[free])
-            except np.linalg.LinAlgError:
-                break
-            if not np.all(np.linalg.eigvalsh(0.5 * (Hf + Hf.T)) > 0):
-                break
-            step = np.zeros_like(theta)
-            step[free] = step_f
-            cand = theta - step
-            if np.any(cand[np.isfinite(lower)] < 0):
-                break
-            if st.evaluate(cand, reml)["dev"] > ev["dev"] + 1e-10:
-                break
-            theta = cand
-            newton += 1
-            if np.max(np.abs(step)) < 1e-10:
-                break
-    ev = st.evaluate(theta, reml, level=1)
-    grad = ev["grad"].copy()
-    on_bound = np.isfinite(lower) & (theta <= 1e-8) & (grad > 0)
-    grad[on_bound] = 0.0
+    if res.ev is not None and np.array_equal(res.ev["theta"], theta):
+        ev = res.ev
+    else:
+        ev = st.evaluate(theta, reml, level=2)
+    grad = ev["grad"]
+    # lme4's convergence check: gradient scaled by the Cholesky factor of the Hessian
+    try:
+        R = np.linalg.cholesky(_profiled_hessian(ev)).T
+        scaled = np.linalg.solve(R, grad)
+    except np.linalg.LinAlgError:
+        scaled = grad
     info = {
-        "method": "L-BFGS-B + Newton",
+        "method": "projected Newton (exact Hessian); L-BFGS-B fallback",
         "success": bool(res.success),
         "message": str(res.message),
-        "nfev": nev[0],
-        "newton_steps": newton,
+        "iterations": int(res.nit),
+        "lbfgsb_evaluations": nev[0],
         "restarts": restarts,
         "max_abs_grad": float(np.max(np.abs(grad))) if grad.size else 0.0,
+        "max_abs_scaled_grad": float(np.max(np.abs(scaled))) if grad.size else 0.0,
     }
-    return theta, info
+    return theta, info, ev
 
 
 def fit_lmm(
@@ -778,8 +992,9 @@ def fit_lmm(
     ML ``log|V| + n (1 + log(2 pi r^2 / n))`` and REML
     ``log|V| + log|X' V^-1 X| + (n - p)(1 + log(2 pi r^2 / (n - p)))`` with
     ``V = I + Z Lambda Lambda' Z'`` and ``r^2`` the penalized residual sum of squares.
-    It is minimized over ``theta`` (diagonal elements >= 0) by L-BFGS-B with the analytic
-    gradient, then polished by Newton steps with the analytic Hessian. A fit is *singular*
+    It is minimized over ``theta`` (diagonal elements >= 0) by a projected Newton method with
+    the analytic gradient and Hessian (L-BFGS-B as a fallback); boundary solutions are
+    re-checked from interior starting points. A fit is *singular*
     when a diagonal theta is below 1e-4 (lme4's ``isSingular``); estimates are then still
     reported in full (no fixed effect is zeroed), with a warning.
     """
@@ -824,7 +1039,8 @@ def fit_lmm(
     design = build_design(sub, fixed, levels=levels, intercept=True)
     X = design.X
     n, p = X.shape
-    rank = np.linalg.matrix_rank(X)
+    XtX_eig = np.linalg.eigvalsh(X.T @ X)
+    rank = int(np.sum(XtX_eig > max(float(XtX_eig[-1]), 1e-300) * 1e-10))
     if rank < p:
         raise ModelError(
             f"The fixed-effects design is rank deficient (rank {rank} < {p} columns "
@@ -840,7 +1056,11 @@ def fit_lmm(
         rterms = [t for t in r.terms if t not in ("0", "1")]
         if not intercept and not rterms:
             raise ModelError(f"Random effect {r.label} has no effects.")
-        zd = build_design(sub, rterms, levels=levels, intercept=intercept)
+        if rterms:
+            zd = build_design(sub, rterms, levels=levels, intercept=intercept)
+            z_names, Z = list(zd.columns), zd.X
+        else:
+            z_names, Z = ["(Intercept)"], np.ones((n, 1))
         codes, names = _group_codes(sub, r.group)
         nlev = len(names)
         if nlev >= n:
@@ -848,8 +1068,8 @@ def fit_lmm(
                 f"Grouping factor {r.group!r} has {nlev} levels for {n} observations: its "
                 "random effect cannot be told apart from the residual (lme4 refuses this too)."
             )
-        terms.append(_ReTerm(r, list(zd.columns), zd.X.shape[1], nlev, names, codes, 0))
-        Zs.append(zd.X)
+        terms.append(_ReTerm(r, z_names, Z.shape[1], nlev, names, codes, 0))
+        Zs.append(Z)
         ngroups[r.group] = nlev
     n_re = sum(t.q * t.nlev for t in terms)
     if n_re > n:
@@ -858,8 +1078,34 @@ def fit_lmm(
             "(lme4's check.nobs.vs.nRE). Simplify the random effects."
         )
     st = _Structure(X, y, terms, Zs)
-    theta, info = _optimize(st, reml)
-    ev = st.evaluate(theta, reml, level=1)
+    covariate_means = {v: float(np.mean(pd.to_numeric(sub[v]))) for v in design.numeric}
+    return _fit_structure(
+        st,
+        reml=reml,
+        design=design,
+        ngroups=ngroups,
+        warnings=warnings,
+        outcome=outcome,
+        specs=specs,
+        covariate_means=covariate_means,
+        n_excluded=n_excluded,
+    )
+
+
+def _fit_structure(
+    st: _Structure,
+    *,
+    reml: bool,
+    design: Design,
+    ngroups: dict[str, int],
+    warnings: list[str],
+    outcome: str,
+    specs: list[RandomEffect],
+    covariate_means: dict[str, float],
+    n_excluded: int,
+) -> LMMResult:
+    n, p = st.n, st.p
+    theta, info, ev = _optimize(st, reml)
     r2, nprime = ev["r2"], ev["nprime"]
     sigma = math.sqrt(r2 / nprime)
     beta = ev["beta"]
@@ -871,12 +1117,11 @@ def fit_lmm(
     bic = -2.0 * loglik + math.log(n) * npar
     lower = np.array(st.lower)
     singular = bool(np.any(theta[np.isfinite(lower)] < SINGULAR_TOL))
-    converged = bool(info["success"]) or info["max_abs_grad"] < 2e-3
-    if info["max_abs_grad"] >= 2e-3:
-        converged = False
+    converged = info["max_abs_scaled_grad"] < 2e-3
+    if not converged:
         warnings.append(
-            f"Model failed to converge: max|grad| = {info['max_abs_grad']:.3g} "
-            "(lme4's tolerance 0.002)."
+            f"Model failed to converge: max|scaled gradient| = "
+            f"{info['max_abs_scaled_grad']:.3g} (lme4's tolerance 0.002)."
         )
     elif not info["success"]:
         warnings.append(f"Optimizer reported: {info['message']} (gradient is small).")
@@ -886,7 +1131,6 @@ def fit_lmm(
             "or a correlation as +/-1 (see varcorr()). Estimates are reported in full; consider "
             "simplifying the random effects."
         )
-    covariate_means = {v: float(np.mean(pd.to_numeric(sub[v]))) for v in design.numeric}
     return LMMResult(
         columns=list(design.columns),
         design=design,
@@ -910,4 +1154,5 @@ def fit_lmm(
         deviance=dev,
         optimizer=info,
         _struct=st,
+        _cache={"ev2": ev},
     )

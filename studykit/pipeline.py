@@ -1,0 +1,1048 @@
+"""``studykit run``: protocol + data -> tables, figures, report and manifest, stage by stage.
+
+Stages, in order (each prints its wall time)::
+
+    simulate   (only without --data) the demo study, written to OUT/data/
+    protocol   load the pre-registered hypotheses (checked against the dictionary)
+    validate   read and check every data file against the data dictionary
+    derive     per-night sleep statistics from the hypnograms (AASM definitions)
+    fit        fit every hypothesis' model; multiplicity; verdicts
+    tables     CSV / Markdown / HTML / LaTeX tables under OUT/tables/
+    figures    PNG + SVG figures under OUT/figures/
+    report     OUT/report.html, self-contained
+    manifest   OUT/manifest.json: hashes, versions, seeds, command
+
+A user error in any stage stops the run with a message naming the stage, the file involved
+and what to do (the CLI prints it and exits with code 2).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import inspect
+import logging
+import math
+import shutil
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from studykit.errors import InputError, StudykitError
+
+__all__ = ["STAGES", "DEFAULT_SEED", "RunResult", "run"]
+
+logger = logging.getLogger(__name__)
+
+STAGES: tuple[str, ...] = (
+    "simulate",
+    "protocol",
+    "validate",
+    "derive",
+    "fit",
+    "tables",
+    "figures",
+    "report",
+    "manifest",
+)
+#: Seed of the demo study (the default of ``studykit.simulate.simulate_study``).
+DEFAULT_SEED = 20261125
+
+#: Nightly outcomes always described (when present), besides the protocol's outcomes.
+CORE_NIGHT_OUTCOMES = (
+    "tst_min",
+    "se_pct",
+    "sol_min",
+    "waso_min",
+    "n3_min",
+    "rem_min",
+    "lat_rem_min",
+    "n_awakenings",
+)
+DIARY_OUTCOMES = ("kss", "dream_vividness", "nightmares")
+_KEYS = ["participant_id", "period", "night"]
+_MARKER = ".studykit-results"
+_OWNED = ("tables", "figures", "report.html", "manifest.json", "protocol")
+
+_HINTS = {
+    "simulate": "this is the built-in demo study; re-run with --debug and report the bug",
+    "protocol": "fix the protocol file as the message says (see protocols/*.yaml for examples)",
+    "validate": "fix the listed files/rows of the data directory (every issue names file, row "
+    "and column)",
+    "derive": "fix the hypnogram file named in the message (stages, epoch numbering)",
+    "fit": "check the outcome/terms of the hypothesis named in the message against the data",
+    "tables": "check the output directory is writable",
+    "figures": "check the output directory is writable",
+    "report": "check the output directory is writable",
+    "manifest": "check the output directory is writable",
+}
+
+
+@dataclass
+class RunResult:
+    """What :func:`run` produced.
+
+    Attributes
+    ----------
+    out : Path
+        Results directory.
+    tables : dict
+        Table name -> CSV path.
+    figures : dict
+        Figure name -> SVG path.
+    report : Path
+        The HTML report.
+    manifest : Path
+        ``manifest.json``.
+    timings : dict
+        Stage -> wall seconds.
+    cpu_timings : dict
+        Stage -> CPU seconds of this process (less sensitive to a busy machine).
+    simulated : bool
+        Whether the data were simulated.
+    analysis : object
+        The ``AnalysisResults`` of the fit stage.
+    """
+
+    out: Path
+    tables: dict[str, Path] = field(default_factory=dict)
+    figures: dict[str, Path] = field(default_factory=dict)
+    report: Path | None = None
+    manifest: Path | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    cpu_timings: dict[str, float] = field(default_factory=dict)
+    simulated: bool = False
+    analysis: object = None
+
+
+# --------------------------------------------------------------------------------------
+# dictionary metadata (labels, units, code labels) for display
+# --------------------------------------------------------------------------------------
+
+
+def _dictionary_path() -> Path:
+    from importlib.resources import files
+
+    return Path(str(files("studykit") / "data" / "data_dictionary.csv"))
+
+
+def _codes(spec: str) -> dict[str, str]:
+    """``"KP, Ketamine then placebo | PK, ..."`` -> ``{"KP": "Ketamine then placebo", ...}``."""
+    out = {}
+    for part in spec.split("|"):
+        part = part.strip()
+        if not part:
+            continue
+        code, _, label = part.partition(",")
+        out[code.strip()] = label.strip() or code.strip()
+    return out
+
+
+def _code_labels(variable: object) -> dict[str, str]:
+    """``Variable.code_labels`` (a property or a method) as a dict."""
+    cl = getattr(variable, "code_labels", None)
+    if callable(cl):
+        cl = cl()
+    if cl is None:
+        cl = dict(getattr(variable, "codes", ()) or ())
+    return dict(cl)
+
+
+class _Meta:
+    """Display metadata of the dictionary: labels, units, roles, code order and labels.
+
+    Uses ``studykit.dictionary.load_dictionary()``; reads the packaged CSV directly only
+    when that module is not installed.
+    """
+
+    def __init__(self) -> None:
+        rows = []
+        try:
+            from studykit.dictionary import load_dictionary
+        except ModuleNotFoundError:
+            dd = pd.read_csv(_dictionary_path(), dtype=str, keep_default_na=False)
+            for r in dd.itertuples():
+                rows.append((r.table, r.name, r.label or r.name, r.unit, r.role, _codes(r.codes)))
+        else:
+            d = load_dictionary()
+            for table in d.tables:
+                for v in d.variables(table):
+                    rows.append(
+                        (
+                            table,
+                            v.name,
+                            v.label or v.name,
+                            v.unit or "",
+                            v.role,
+                            _code_labels(v),
+                        )
+                    )
+        self._by = {(t, n): (lab, unit, role, codes) for t, n, lab, unit, role, codes in rows}
+        self._order = rows
+
+    def label(self, table: str, name: str) -> str:
+        return self._by.get((table, name), (name,))[0]
+
+    def unit(self, table: str, name: str) -> str:
+        r = self._by.get((table, name))
+        return "" if r is None else r[1]
+
+    def levels(self, table: str, name: str) -> list[str]:
+        r = self._by.get((table, name))
+        return [] if r is None else list(r[3])
+
+    def code_labels(self, table: str, name: str) -> dict[str, str]:
+        r = self._by.get((table, name))
+        return {} if r is None else dict(r[3])
+
+    def names(self, table: str, role: str | None = None) -> list[str]:
+        return [n for t, n, _, _, r, _ in self._order if t == table and role in (None, r)]
+
+    def axis_label(self, table: str, name: str) -> str:
+        unit = self.unit(table, name)
+        return f"{self.label(table, name)} ({unit})" if unit else self.label(table, name)
+
+
+# --------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------
+
+
+def _replace(obj: object, **changes: object) -> object:
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.replace(obj, **changes)
+    new = copy.copy(obj)
+    for k, v in changes.items():
+        setattr(new, k, v)
+    return new
+
+
+def _frame(obj: object, name: str) -> pd.DataFrame | None:
+    v = getattr(obj, name, None)
+    return v if isinstance(v, pd.DataFrame) else None
+
+
+def _prepare_out(out: Path, *, simulate: bool, data: Path | None) -> None:
+    """Create OUT; clear what a previous run wrote there; refuse a foreign non-empty dir."""
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {str(out)!r} is a file; give a directory for the results.")
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / "manifest.json").is_file() and not (out / _MARKER).is_file():
+            raise InputError(
+                f"--out {str(out)!r} exists, is not empty and holds no studykit results "
+                "(no manifest.json). Choose a new or empty directory so nothing of yours is "
+                "overwritten."
+            )
+        owned = list(_OWNED)
+        if simulate:
+            owned.append("data")
+        for name in owned:
+            p = out / name
+            if data is not None and (p.resolve() == data or p.resolve() in data.parents):
+                continue  # never delete the input data
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / _MARKER).write_text(
+        "This directory holds results written by 'studykit run'; a new run replaces them.\n"
+    )
+
+
+def _readme_says_simulated(data_dir: Path) -> bool:
+    """True when the study directory's README.md heading says SIMULATED (as written by
+    ``studykit.simulate.write_study``)."""
+    readme = data_dir / "README.md"
+    try:
+        lines = readme.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return False
+    heading = next((ln for ln in lines if ln.strip()), "")
+    return "SIMULATED" in heading
+
+
+def _relative_files(frame: pd.DataFrame | None, root: Path) -> pd.DataFrame | None:
+    """Paths in a ``file`` column made relative to the data directory (stable across runs)."""
+    if frame is None or "file" not in frame.columns:
+        return frame
+    base = root.resolve()
+
+    def rel(v: object) -> object:
+        if not isinstance(v, str) or not v:
+            return v
+        p = Path(v)
+        try:
+            return (p if p.is_absolute() else p.resolve()).relative_to(base).as_posix()
+        except ValueError:
+            return v
+
+    return frame.assign(file=frame["file"].map(rel))
+
+
+def _stage_error(stage: str, exc: StudykitError, where: str) -> StudykitError:
+    msg = f"stage '{stage}' failed ({where}): {exc} [what to do: {_HINTS[stage]}]"
+    exc.args = (msg, *exc.args[1:])
+    return exc
+
+
+def _emmeans_frame(analysis: object) -> pd.DataFrame | None:
+    em = getattr(analysis, "emmeans", None)
+    if em is None:
+        return None
+    if isinstance(em, pd.DataFrame):
+        return em
+    if isinstance(em, Mapping):
+        parts = []
+        for hid, df in em.items():
+            if isinstance(df, pd.DataFrame) and len(df):
+                parts.append(df.assign(hypothesis_id=hid) if "hypothesis_id" not in df else df)
+        if parts:
+            out = pd.concat(parts, ignore_index=True)
+            cols = ["hypothesis_id", *[c for c in out.columns if c != "hypothesis_id"]]
+            return out[cols]
+    return None
+
+
+# --------------------------------------------------------------------------------------
+# the run
+# --------------------------------------------------------------------------------------
+
+
+def run(
+    protocol: str | Path,
+    *,
+    data: str | Path | None = None,
+    out: str | Path = "results",
+    seed: int | None = None,
+    command: Sequence[str] | None = None,
+    progress: bool | Callable[[str], object] = True,
+) -> RunResult:
+    """Run the whole analysis: validate -> derive -> fit -> tables -> figures -> report -> manifest.
+
+    Parameters
+    ----------
+    protocol : str or Path
+        Protocol YAML (``protocols/ketamine_sleep.yaml``).
+    data : str or Path, optional
+        Study directory (layout in docs/ARCHITECTURE.md). Default: simulate the demo study
+        into ``OUT/data/`` and analyse that (results labelled simulated).
+    out : str or Path, default "results"
+        Results directory. Files a previous run wrote there are replaced; a non-empty
+        directory without studykit results is refused.
+    seed : int, optional
+        Seed of the simulation (default :data:`DEFAULT_SEED`); recorded in the manifest.
+    command : sequence of str, optional
+        The command line to record (default: rebuilt from the arguments).
+    progress : bool or callable, default True
+        Print one line per stage with its time (``True``: to stdout; a callable receives
+        each line).
+
+    Returns
+    -------
+    RunResult
+
+    Raises
+    ------
+    StudykitError
+        A user error in any stage; the message names the stage, the file and the fix.
+    """
+    t_start = time.perf_counter()
+    say: Callable[[str], object]
+    if progress is True:
+
+        def say(line: str) -> None:
+            print(line, flush=True)
+
+    elif callable(progress):
+        say = progress
+    else:
+
+        def say(line: str) -> None:
+            logger.debug(line)
+
+    protocol = Path(protocol)
+    out = Path(out)
+    simulate = data is None
+    data_dir = (out / "data") if simulate else Path(data)
+    if not simulate and not data_dir.is_dir():
+        raise InputError(
+            f"--data {str(data)!r} is not a directory. Give a study directory holding "
+            "roster.csv, periods.csv, nights.csv, diary.csv and hypnograms/ (or omit --data to "
+            "run the simulated demo study)."
+        )
+    if not protocol.is_file():
+        raise InputError(
+            f"Protocol file {str(protocol)!r} not found. Give a protocol YAML, e.g. "
+            "protocols/ketamine_sleep.yaml."
+        )
+    seed = DEFAULT_SEED if seed is None else int(seed)
+    _prepare_out(out, simulate=simulate, data=None if simulate else data_dir.resolve())
+    stages = [s for s in STAGES if simulate or s != "simulate"]
+    # simulated data are always labelled: generated here, or a directory whose README says so
+    simulated = simulate or _readme_says_simulated(data_dir)
+    result = RunResult(out=out, simulated=simulated)
+    state: dict[str, object] = {}
+    meta = _Meta()
+
+    def do(stage: str, where: str, fn: Callable[[], str | None]) -> None:
+        i = stages.index(stage) + 1
+        t0 = time.perf_counter()
+        c0 = time.process_time()
+        try:
+            detail = fn()
+        except StudykitError as exc:
+            say(f"[{i}/{len(stages)}] {stage:<9} FAILED after {time.perf_counter() - t0:.2f} s")
+            raise _stage_error(stage, exc, where) from None
+        except Exception as exc:
+            exc.add_note(f"studykit run: in stage '{stage}' ({where})")
+            raise
+        dt = time.perf_counter() - t0
+        result.timings[stage] = dt
+        result.cpu_timings[stage] = time.process_time() - c0
+        say(f"[{i}/{len(stages)}] {stage:<9} {dt:6.2f} s" + (f"  {detail}" if detail else ""))
+
+    # ---------------------------------------------------------------- simulate
+    if simulate:
+
+        def _simulate() -> str:
+            from studykit.simulate import simulate_study, write_study
+
+            study = simulate_study(seed=seed)
+            write_study(study, data_dir)
+            return f"SIMULATED demo study (seed {seed}) -> {data_dir}"
+
+        do("simulate", f"seed {seed}", _simulate)
+
+    # ---------------------------------------------------------------- protocol
+    def _protocol() -> str:
+        from studykit.protocol import load_protocol
+
+        proto = load_protocol(protocol)
+        state["protocol"] = proto
+        (out / "protocol").mkdir(exist_ok=True)
+        shutil.copyfile(protocol, out / "protocol" / protocol.name)
+        n = len(getattr(proto, "hypotheses", []) or [])
+        return f"{getattr(proto, 'id', protocol.stem)}: {n} hypotheses"
+
+    do("protocol", f"file {protocol}", _protocol)
+
+    # ---------------------------------------------------------------- validate
+    def _validate() -> str:
+        from studykit.validate import load_study
+
+        study = load_study(data_dir)
+        state["study"] = study
+        state["issues"] = _relative_files(_frame(study, "issues"), data_dir)
+        state["files_summary"] = _relative_files(_frame(study, "summary"), data_dir)
+        issues = _frame(study, "issues")
+        n_err = 0
+        if issues is not None and len(issues) and "severity" in issues:
+            n_err = int((issues["severity"].astype(str).str.lower() == "error").sum())
+        roster = _frame(study, "roster")
+        n_part = 0 if roster is None else len(roster)
+        n_iss = 0 if issues is None else len(issues)
+        return f"{n_part} participants; {n_iss} issues ({n_err} errors)"
+
+    try:
+        do("validate", f"data directory {data_dir}", _validate)
+    except StudykitError as exc:
+        issues = getattr(exc, "issues", None)
+        if isinstance(issues, pd.DataFrame) and len(issues):
+            from studykit.tables import redact_identifier_values, write_table
+
+            path = write_table(
+                redact_identifier_values(_relative_files(issues, data_dir)),
+                out,
+                "validation_issues",
+                formats=["csv"],
+            )["csv"]
+            exc.args = (f"{exc.args[0]} The full issue table is in {path}.", *exc.args[1:])
+        raise
+
+    # ---------------------------------------------------------------- derive
+    def _derive() -> str:
+        study = state["study"]
+        epochs = _frame(study, "epochs")
+        nights = _frame(study, "nights")
+        if epochs is None or epochs.empty or nights is None:
+            return "no hypnograms: outcomes taken from nights.csv as given"
+        from studykit.hypnogram import sleep_statistics
+
+        stats = sleep_statistics(epochs, nights=nights)
+        keys = [k for k in _KEYS if k in stats.columns and k in nights.columns]
+        derived = [c for c in stats.columns if c not in keys]
+        merged = nights.drop(columns=[c for c in derived if c in nights.columns]).merge(
+            stats, on=keys, how="left", validate="one_to_one"
+        )
+        state["study"] = _replace(study, nights=merged)
+        return f"{len(stats)} nights from {len(epochs)} epochs"
+
+    do("derive", f"hypnograms under {data_dir / 'hypnograms'}", _derive)
+
+    # ---------------------------------------------------------------- fit
+    def _fit() -> str:
+        from studykit.analysis import run_analysis
+
+        kwargs = {}
+        if "simulated" in inspect.signature(run_analysis).parameters:
+            kwargs["simulated"] = simulated
+        analysis = run_analysis(state["protocol"], state["study"], **kwargs)
+        result.analysis = analysis
+        state["analysis_obj"] = analysis
+        h = getattr(analysis, "hypotheses", None)
+        if not isinstance(h, pd.DataFrame):
+            raise InputError("The analysis returned no hypothesis results table.")
+        if simulated and "simulated" in h.columns:
+            h = h.assign(simulated=True)
+        state["hypotheses"] = h
+        return f"{len(h)} hypothesis x contrast rows"
+
+    do("fit", f"protocol {protocol}", _fit)
+
+    # ---------------------------------------------------------------- tables
+    def _tables() -> str:
+        tables, displays = _build_tables(state, meta)
+        state["displays"] = displays
+        tdir = out / "tables"
+        for name, spec in tables.items():
+            paths = write_table_spec(spec, tdir, name)
+            result.tables[name] = paths["csv"]
+        return f"{len(tables)} tables -> {tdir}"
+
+    do("tables", f"directory {out / 'tables'}", _tables)
+
+    # ---------------------------------------------------------------- figures
+    def _figures() -> str:
+        figs = _build_figures(state, meta, out / "figures")
+        state["figures"] = figs
+        result.figures.update({k: v["svg"] for k, v in figs.items()})
+        return f"{len(figs)} figures (PNG + SVG) -> {out / 'figures'}"
+
+    do("figures", f"directory {out / 'figures'}", _figures)
+
+    # ---------------------------------------------------------------- report
+    arguments = {
+        "protocol": str(protocol.resolve()),
+        "data": None if simulate else str(data_dir.resolve()),
+        "out": str(out.resolve()),
+        "seed": seed,
+    }
+    if command is None:
+        command = ["studykit", "run", str(protocol), "--out", str(out), "--seed", str(seed)]
+        if not simulate:
+            command[3:3] = ["--data", str(data)]
+
+    def _report() -> str:
+        from studykit.manifest import environment, git_commit
+
+        env = environment()
+        summary = {
+            "command": " ".join(command),
+            "simulated": (
+                "yes (demo study generated by this run)"
+                if simulate
+                else "yes (README.md of the data says SIMULATED)"
+                if simulated
+                else "no"
+            ),
+            "seed": seed,
+            "python": f"{env['python']} ({env['platform']})",
+            "packages": ", ".join(f"{k} {v}" for k, v in env["packages"].items() if v),
+            "git commit (studykit)": (git_commit() or {}).get("commit", "not a git checkout"),
+            "git commit (protocol)": (git_commit(protocol.resolve().parent) or {}).get(
+                "commit", "not in a git repository"
+            ),
+            "verify": f"studykit verify {out}",
+        }
+        path = _write_report(state, meta, out, simulated=simulated, manifest_summary=summary)
+        result.report = path
+        return f"{path} ({path.stat().st_size / 1024:.0f} kB)"
+
+    do("report", f"file {out / 'report.html'}", _report)
+
+    # ---------------------------------------------------------------- manifest
+    def _manifest() -> str:
+        from studykit.manifest import build_manifest, write_manifest
+
+        proto = state["protocol"]
+        m = build_manifest(
+            out_dir=out,
+            command=command,
+            arguments=arguments,
+            protocol_path=protocol,
+            protocol_id=getattr(proto, "id", None),
+            protocol_copy=f"protocol/{protocol.name}",
+            dictionary_path=_dictionary_path(),
+            data_dir=data_dir,
+            simulated=simulated,
+            seeds={"simulate": seed if simulate else None},
+            timings=result.timings,
+        )
+        result.manifest = write_manifest(m, out)
+        return f"{len(m['outputs'])} outputs, {len(m['inputs']['files'])} inputs hashed"
+
+    do("manifest", f"file {out / 'manifest.json'}", _manifest)
+    say(f"done in {time.perf_counter() - t_start:.2f} s: {out / 'report.html'}")
+    if simulated:
+        say("NOTE: the data are SIMULATED (demo study); the results are not evidence.")
+    return result
+
+
+# --------------------------------------------------------------------------------------
+# tables
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class _TableSpec:
+    data: pd.DataFrame
+    title: str
+    display: pd.DataFrame | None = None
+    notes: str = ""
+    formats: tuple[str, ...] = ("csv", "md", "html", "tex")
+    in_report: bool = True
+
+
+def write_table_spec(spec: _TableSpec, directory: Path, name: str) -> dict[str, Path]:
+    from studykit.tables import write_table
+
+    return write_table(
+        spec.data,
+        directory,
+        name,
+        formats=spec.formats,
+        display=spec.display,
+        title=spec.title,
+        notes=spec.notes or None,
+    )
+
+
+def _treatment_of_period(study: object) -> pd.DataFrame | None:
+    periods = _frame(study, "periods")
+    if periods is None or not {"participant_id", "period", "treatment"} <= set(periods.columns):
+        return None
+    return periods[["participant_id", "period", "treatment"]].drop_duplicates()
+
+
+def _diary_with_treatment(study: object) -> pd.DataFrame | None:
+    diary = _frame(study, "diary")
+    tp = _treatment_of_period(study)
+    if diary is None or tp is None or diary.empty:
+        return None
+    if "treatment" in diary.columns:
+        return diary
+    return diary.merge(tp, on=["participant_id", "period"], how="left")
+
+
+def _adjusted_intervals(analysis: object, h: pd.DataFrame) -> pd.DataFrame:
+    """The analysis' adjusted intervals (``AnalysisResults.adjusted_intervals()``) in the
+    row order of ``h``; studykit.tables' computation where the analysis gives none."""
+    from studykit.tables import adjusted_confidence_intervals
+
+    own = adjusted_confidence_intervals(h)
+    fn = getattr(analysis, "adjusted_intervals", None)
+    theirs = fn() if callable(fn) else None
+    if not isinstance(theirs, pd.DataFrame) or not len(theirs):
+        return own
+    need = {"hypothesis_id", "contrast", "conf_level", "conf_low", "conf_high"}
+    if not need <= set(theirs.columns):
+        return own
+    t = theirs.rename(
+        columns={
+            "conf_level": "conf_level_adjusted",
+            "conf_low": "conf_low_adjusted",
+            "conf_high": "conf_high_adjusted",
+            "interval_method": "ci_adjustment",
+        }
+    ).drop_duplicates(["hypothesis_id", "contrast"])
+    merged = own[["hypothesis_id", "contrast"]].merge(
+        t, on=["hypothesis_id", "contrast"], how="left", validate="many_to_one"
+    )
+    missing = merged["conf_low_adjusted"].isna() & own["conf_low_adjusted"].notna()
+    cols = ["conf_level_adjusted", "conf_low_adjusted", "conf_high_adjusted", "ci_adjustment"]
+    for c in cols:
+        if c not in merged:
+            merged[c] = own[c]
+        merged.loc[missing, c] = own.loc[missing, c]
+    return merged[["hypothesis_id", "contrast", *cols]]
+
+
+def _build_tables(state: Mapping[str, object], meta: _Meta):
+    from studykit import tables as T
+
+    study = state["study"]
+    h = T.hypothesis_table(state["hypotheses"])
+    specs: dict[str, _TableSpec] = {}
+    methods = sorted({str(m) for m in h["adjust_method"].dropna().unique()})
+    dfm = sorted({str(m) for m in h["df_method"].dropna().unique()})
+    specs["hypotheses"] = _TableSpec(
+        h,
+        "Hypothesis results (one row per hypothesis and contrast)",
+        display=T.format_hypothesis_table(h),
+        notes=(
+            f"Pre-registered in protocol {h['protocol_id'].iloc[0] if len(h) else ''}. "
+            f"Degrees of freedom: {', '.join(dfm) or 'n/a'}. Multiplicity adjustment: "
+            f"{', '.join(methods) or 'none'} (within each multiplicity family). Counts: "
+            "estimates and CIs are rate ratios, tested on the log scale."
+        ),
+    )
+    adj = _adjusted_intervals(state.get("analysis_obj"), h)
+    specs["hypotheses_adjusted_ci"] = _TableSpec(
+        adj,
+        "Multiplicity-adjusted confidence intervals (forest plot)",
+        notes="Bonferroni-type simultaneous intervals within each multiplicity family for "
+        "Holm/Hochberg/Bonferroni-adjusted rows; unadjusted otherwise.",
+        in_report=False,
+    )
+    roster = _frame(study, "roster")
+    if roster is not None and "sequence" in roster.columns:
+        ids = T.identifier_columns()
+        variables = [
+            v
+            for v in meta.names("roster", role="covariate")
+            if v in roster.columns and v not in ids
+        ]
+        t1 = T.baseline_characteristics(
+            roster,
+            variables=variables,
+            group="sequence",
+            group_order=meta.levels("roster", "sequence"),
+            labels={v: meta.label("roster", v) for v in variables},
+            units={v: meta.unit("roster", v) for v in variables},
+            levels={v: meta.levels("roster", v) for v in variables if meta.levels("roster", v)},
+        )
+        specs["table1_baseline"] = _TableSpec(
+            t1,
+            "Table 1. Baseline characteristics by randomized sequence",
+            display=T.format_baseline_table(
+                t1, group_labels=meta.code_labels("roster", "sequence")
+            ),
+            notes="Mean (SD), median [Q1, Q3] or n (%). No p-values (CONSORT 2010, item 15).",
+        )
+        specs["participant_flow"] = _TableSpec(
+            T.participant_flow(roster, group_order=meta.levels("roster", "sequence"), hypotheses=h),
+            "Participant flow (CONSORT)",
+            notes="Randomized, completed and withdrawn per sequence; analysed and excluded per "
+            "hypothesis (first contrast).",
+        )
+    nights = _frame(study, "nights")
+    if nights is not None and {"treatment", "night"} <= set(nights.columns):
+        proto_outcomes = [o for o in dict.fromkeys(h["outcome"].dropna()) if o in nights.columns]
+        outcomes = list(
+            dict.fromkeys([*proto_outcomes, *(o for o in CORE_NIGHT_OUTCOMES if o in nights)])
+        )
+        if outcomes:
+            d = T.descriptive_outcomes(
+                nights,
+                outcomes=outcomes,
+                arm="treatment",
+                time="night",
+                arm_order=meta.levels("nights", "treatment"),
+                time_order=meta.levels("nights", "night"),
+                labels={o: meta.axis_label("nights", o) for o in outcomes},
+            )
+            specs["descriptive_nights"] = _TableSpec(
+                d,
+                "Nightly outcomes per treatment and night (observed)",
+                display=T.format_descriptive_table(d),
+                notes="Observed values, pooled over periods; n = non-missing nights. "
+                "Quartiles: linear interpolation (R type 7).",
+            )
+        specs["analysis_nights"] = _TableSpec(
+            nights.sort_values([k for k in _KEYS if k in nights], kind="mergesort"),
+            "Analysis data set: one row per participant, period and night",
+            formats=("csv",),
+            in_report=False,
+        )
+    diary = _diary_with_treatment(study)
+    if diary is not None and {"treatment", "day"} <= set(diary.columns):
+        outs = [o for o in DIARY_OUTCOMES if o in diary.columns]
+        if outs:
+            d = T.descriptive_outcomes(
+                diary,
+                outcomes=outs,
+                arm="treatment",
+                time="day",
+                arm_order=meta.levels("periods", "treatment"),
+                time_order=sorted(diary["day"].dropna().unique()),
+                labels={o: meta.axis_label("diary", o) for o in outs},
+            )
+            specs["descriptive_diary"] = _TableSpec(
+                d,
+                "Diary outcomes per treatment and day (observed)",
+                display=T.format_descriptive_table(d),
+                notes="Day 0 = baseline day before the infusion.",
+            )
+    issues = state.get("issues")
+    files_summary = state.get("files_summary")
+    if isinstance(files_summary, pd.DataFrame) and len(files_summary):
+        specs["validation_files"] = _TableSpec(
+            files_summary.reset_index(drop=True),
+            "Files read: rows read, accepted and rejected per table",
+            notes="Nothing is dropped silently: every rejected row has its issues listed.",
+        )
+    specs["validation_summary"] = _TableSpec(
+        T.validation_summary(issues),
+        "Validation summary (issues per file, column and rule)",
+        notes="Every issue is listed, with its row, in validation_issues.csv (identifier "
+        "values redacted). Rows with errors were not analysed.",
+    )
+    if issues is not None and len(issues):
+        specs["validation_issues"] = _TableSpec(
+            T.redact_identifier_values(issues),
+            "Validation issues",
+            formats=("csv",),
+            in_report=False,
+        )
+    ex_fn = getattr(state.get("analysis_obj"), "exclusions", None)
+    ex = ex_fn() if callable(ex_fn) else None
+    if isinstance(ex, pd.DataFrame):
+        specs["exclusions"] = _TableSpec(
+            ex.reset_index(drop=True),
+            "Exclusions per hypothesis (participant, period, observations, reason)",
+            notes="Observations not analysed for a hypothesis, with the reason (protocol "
+            "rules, missing outcome, intercurrent events).",
+        )
+    em = _emmeans_frame(state.get("analysis_obj"))
+    if em is not None:
+        specs["emmeans"] = _TableSpec(
+            em,
+            "Estimated marginal means",
+            notes="Model-based means on the response scale with confidence intervals.",
+        )
+    return specs, {k: v for k, v in specs.items() if v.in_report}
+
+
+# --------------------------------------------------------------------------------------
+# figures
+# --------------------------------------------------------------------------------------
+
+
+def _isnum(v: object) -> bool:
+    try:
+        float(v)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _build_figures(state: Mapping[str, object], meta: _Meta, fdir: Path) -> dict:
+    from studykit import plotting as P
+
+    study = state["study"]
+    h = state["hypotheses"]
+    figs: dict[str, dict] = {}
+    captions: dict[str, tuple[str, str]] = {}
+
+    def keep(name: str, fig, title: str, caption: str) -> None:
+        figs[name] = P.save_figure(fig, fdir, name)
+        captions[name] = (title, caption)
+
+    nights = _frame(study, "nights")
+    arm_order = meta.levels("nights", "treatment")
+    night_order = meta.levels("nights", "night")
+    confirm = h[h["role"].astype(str).str.lower() == "confirmatory"] if "role" in h else h
+    outcomes = [
+        o
+        for o in dict.fromkeys((confirm if len(confirm) else h)["outcome"].dropna())
+        if nights is not None and o in nights.columns
+    ][:4]
+    for o in outcomes:
+        keep(
+            f"trajectories_{o}",
+            P.plot_trajectories(
+                nights,
+                outcome=o,
+                arm_order=arm_order,
+                time_order=night_order,
+                label=meta.axis_label("nights", o),
+            ),
+            f"Individual trajectories: {meta.label('nights', o)}",
+            "Thin lines: one participant and period; thick: arm mean of observed values.",
+        )
+    em = _emmeans_frame(state.get("analysis_obj"))
+    if em is not None and {"estimate", "conf_low", "conf_high", "treatment"} <= set(em.columns):
+        groups = list(em.groupby("hypothesis_id", sort=False))
+        ncols = min(3, len(groups))
+        nrows = math.ceil(len(groups) / ncols)
+        from matplotlib.figure import Figure
+
+        fig = Figure(figsize=(4.2 * ncols, 3.3 * nrows))
+        axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+        fig.subplots_adjust(
+            left=0.07,
+            right=0.98,
+            top=1 - 0.5 / (3.3 * nrows),
+            bottom=0.45 / (3.3 * nrows),
+            wspace=0.32,
+            hspace=0.55,
+        )
+        for ax, (hid, g) in zip(axes, groups, strict=False):
+            o = str(g["outcome"].iloc[0]) if "outcome" in g else ""
+            if not o:
+                outcome = h.loc[h["hypothesis_id"] == hid, "outcome"]
+                o = str(outcome.iloc[0]) if len(outcome) else ""
+            tv = str(g["time_variable"].iloc[0]) if "time_variable" in g else "night"
+            time_col = "time" if "time" in g else (tv if tv in g else None)
+            if tv == "night":
+                t_order, table = night_order, "nights"
+            else:
+                vals = g[time_col].dropna().unique() if time_col else []
+                t_order = sorted(
+                    vals, key=lambda v: (float(v), "") if _isnum(v) else (math.inf, str(v))
+                )
+                table = "diary"
+            rate = "scale" in g and (g["scale"] == "rate").any()
+            P.plot_emmeans(
+                g,
+                time=time_col,
+                arm_order=arm_order,
+                time_order=[str(t) for t in t_order] if time_col == "time" else t_order,
+                label=(meta.axis_label(table, o) if o else "mean") + (" (rate)" if rate else ""),
+                title=f"{hid}: {meta.label(table, o) if o else ''}",
+                ax=ax,
+            )
+            ax.set_xlabel(tv, fontsize=8)
+            ax.yaxis.label.set_fontsize(8)
+        for ax in axes[len(groups) :]:
+            fig.delaxes(ax)
+        keep(
+            "emmeans",
+            fig,
+            "Estimated marginal means by hypothesis",
+            "Model-based means (rates for count outcomes) with confidence intervals by night or "
+            "day and arm, one panel per hypothesis with a model.",
+        )
+    keep(
+        "forest",
+        P.plot_forest(
+            h,
+            adjusted=_adjusted_intervals(state.get("analysis_obj"), h),
+            units={o: meta.unit("nights", o) or meta.unit("diary", o) for o in h["outcome"]},
+        ),
+        "Hypothesis effects",
+        "Estimates with unadjusted (thin) and multiplicity-adjusted (thick) confidence "
+        "intervals; dashed line: no effect. Ratios on a log axis.",
+    )
+    epochs = _frame(study, "epochs")
+    tp = _treatment_of_period(study)
+    if epochs is not None and not epochs.empty and tp is not None:
+        ket = tp[tp["treatment"] == "ketamine"].sort_values(["participant_id", "period"])
+        have = epochs[["participant_id", "period", "night"]].drop_duplicates()
+        for _, r in ket.iterrows():
+            nights_of = set(
+                have.loc[
+                    (have["participant_id"] == r["participant_id"])
+                    & (have["period"] == r["period"]),
+                    "night",
+                ]
+            )
+            if {"baseline", "post1"} <= nights_of:
+                keep(
+                    "hypnograms",
+                    P.plot_hypnograms(
+                        epochs, participant_id=r["participant_id"], period=r["period"]
+                    ),
+                    f"Hypnograms of participant {r['participant_id']} (ketamine period)",
+                    "Baseline night (top) and first night after the ketamine infusion.",
+                )
+                break
+    diary = _diary_with_treatment(study)
+    if diary is not None and {"kss", "day", "treatment"} <= set(diary.columns):
+        keep(
+            "sleepiness",
+            P.plot_sleepiness(
+                diary,
+                arm_order=meta.levels("periods", "treatment"),
+                label=meta.axis_label("diary", "kss"),
+            ),
+            "Daytime sleepiness, days 0-4",
+            "Karolinska Sleepiness Scale: mean and 95 % t-interval per day and arm "
+            "(descriptive; day 0 = baseline).",
+        )
+    state_captions = {k: captions[k] for k in figs}
+    for k, v in figs.items():
+        v["_title"], v["_caption"] = state_captions[k]
+    return figs
+
+
+# --------------------------------------------------------------------------------------
+# report
+# --------------------------------------------------------------------------------------
+
+
+def _write_report(
+    state: Mapping[str, object],
+    meta: _Meta,
+    out: Path,
+    *,
+    simulated: bool,
+    manifest_summary: Mapping[str, object],
+) -> Path:
+    from studykit.report import ReportFigure, ReportTable, write_report
+    from studykit.tables import format_display
+
+    h = state["hypotheses"]
+    proto = state["protocol"]
+    displays: Mapping[str, _TableSpec] = state["displays"]
+    tables = [
+        ReportTable(
+            name,
+            spec.title,
+            spec.display if spec.display is not None else format_display(spec.data),
+            spec.notes,
+        )
+        for name, spec in displays.items()
+    ]
+    figures = [
+        ReportFigure(name, v["_title"], v["svg"], v["_caption"])
+        for name, v in state["figures"].items()
+    ]
+    first = h.drop_duplicates("hypothesis_id")
+    short = [
+        c
+        for c in ("hypothesis_id", "claim", "evidence", "outcome", "role", "multiplicity_family")
+        if c in h.columns
+    ]
+    protocol_table = format_display(first[short])
+    full = [
+        c
+        for c in ("hypothesis_id", "source", "estimand", "effect_size_definition", "verdict_rule")
+        if c in h.columns
+    ]
+    definitions = format_display(first[full])
+    diag_cols = [
+        c
+        for c in ("hypothesis_id", "contrast", "model", "converged", "singular", "warnings")
+        if c in h.columns
+    ]
+    diagnostics = format_display(h[diag_cols])
+    pid = getattr(proto, "id", None) or (h["protocol_id"].iloc[0] if len(h) else "")
+    sha = getattr(proto, "sha256", None) or (h["protocol_sha256"].iloc[0] if len(h) else "")
+    protocol_summary = {
+        "id": pid,
+        "sha256": sha,
+        "title": getattr(proto, "title", "") or "",
+        "hypotheses": len(h["hypothesis_id"].unique()),
+        "confirmatory": int(
+            h.drop_duplicates("hypothesis_id")["role"].astype(str).eq("confirmatory").sum()
+        )
+        if "role" in h
+        else "",
+    }
+    return write_report(
+        out / "report.html",
+        title=f"studykit results: {pid}",
+        protocol=protocol_summary,
+        protocol_table=protocol_table,
+        tables=tables,
+        figures=figures,
+        diagnostics=diagnostics,
+        definitions=definitions,
+        manifest=manifest_summary,
+        simulated=simulated,
+    )

@@ -1,0 +1,543 @@
+"""Power by simulation: exact fits against R, power against R and theory, seeding, parallelism.
+
+Reference numbers (copied here, tests never read shared/):
+- R 4.2.2, lme4 1.1-31, lmerTest 3.1-3 on ``tests/data/power/trial_sim.csv`` (a copy of
+  shared/reference/lme4/trial_sim.csv), ``lmerTest::lmer(sws_min ~ arm*night + (1|id),
+  REML = TRUE)``: ``summary()`` (trial_fixef.csv, model ``sws_lmer_reml``), ``logLik`` and
+  ``sigma`` (trial_fit_stats.csv), ``VarCorr`` (trial_varcorr.csv).
+- R power: 200 replicates of (simulate n = 40 from the trial_sim truth + lmerTest fit +
+  Satterthwaite test of the night-1 DiD): power 0.45, Monte Carlo SE 0.035 (issue #8; timing
+  in shared/reference/lme4/large/r_timing.csv, 11.1 s for the 200 replicates).
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from studykit.cli import main
+from studykit.errors import InputError, ProtocolError
+from studykit.models.design import build_design
+from studykit.power import (
+    TRIAL_SIM_EXAMPLE,
+    design_from_dict,
+    design_from_protocol,
+    did_power_balanced,
+    power_analysis,
+    simulate_replicate,
+)
+from studykit.power.core import adjust_pvalues_matrix, binomial_ci
+from studykit.power.reml import fit_random_intercept, t_test
+from studykit.power.simulate import replicate_rng
+from studykit.power.spec import Layout
+
+DATA = Path(__file__).parent / "data" / "power"
+LEVELS = {"arm": ["placebo", "ketamine"], "night": ["baseline", "post1", "post2"]}
+
+# lmerTest summary(lmer(sws_min ~ arm*night + (1|id))), trial_fixef.csv (sws_lmer_reml)
+R_COLUMNS = ["(Intercept)", "armketamine", "nightpost1", "nightpost2",
+             "armketamine:nightpost1", "armketamine:nightpost2"]  # fmt: skip
+R_ESTIMATE = [92.8250000000008, -4.30000000000113, -5.57500000000034, -1.65000000000034,
+              11.9250000000005, 2.87500000000054]  # fmt: skip
+R_SE = [4.09925916995088, 5.7972279138268, 3.77256657313731, 3.77256657313731,
+        5.33521481268617, 5.33521481268617]  # fmt: skip
+R_DF = [68.4787384592382, 68.4787384549824, 76.0000007389096, 76.0000007405301,
+        76.000000735389, 76.0000007377968]  # fmt: skip
+R_LOGLIK_REML = -484.254129130933  # trial_fit_stats.csv
+R_SIGMA = 11.9299029957301  # trial_fit_stats.csv
+R_SD_ID = 13.91962389438  # trial_varcorr.csv
+R_POWER, R_POWER_MCSE, R_POWER_REPS = 0.45, 0.035, 200  # issue #8, lmerTest simulation
+
+HAS_LMM = importlib.util.find_spec("studykit.models.lmm") is not None
+HAS_GLMM = importlib.util.find_spec("studykit.models.glmm") is not None
+
+
+@pytest.fixture(scope="module")
+def trial():
+    return pd.read_csv(DATA / "trial_sim.csv")
+
+
+def _fit(df):
+    d = build_design(df, ["arm", "night", "arm:night"], levels=LEVELS)
+    assert d.columns == R_COLUMNS
+    return fit_random_intercept(df["sws_min"].to_numpy(), d.X, df["id"].to_numpy())
+
+
+# --------------------------------------------------------------------------- exact REML path
+def test_fast_reml_reproduces_lmertest_on_trial_sim(trial):
+    fit = _fit(trial)
+    np.testing.assert_allclose(fit.beta, R_ESTIMATE, rtol=1e-6)
+    np.testing.assert_allclose(np.sqrt(np.diag(fit.vcov)), R_SE, rtol=1e-6)
+    np.testing.assert_allclose(fit.contrast_df(np.eye(6)), R_DF, rtol=1e-6)
+    assert -fit.reml_criterion / 2 == pytest.approx(R_LOGLIK_REML, abs=1e-6)
+    assert fit.sigma == pytest.approx(R_SIGMA, rel=1e-6)
+    assert fit.sigma * fit.theta == pytest.approx(R_SD_ID, rel=1e-6)
+    # one-sided p of the night-1 DiD, trial_hypotheses.csv: p_one_sided 0.014172271575671
+    L = np.eye(6)[4]
+    p = t_test(L @ fit.beta, math.sqrt(L @ fit.vcov @ L), fit.contrast_df(L), "greater")
+    assert float(p[0]) == pytest.approx(0.014172271575671, rel=1e-5)
+
+
+def test_fast_reml_unbalanced_is_a_proper_optimum(trial):
+    """Missing nights: the estimate is a stationary point of the REML criterion (no closed form)."""
+    df = trial.drop(index=[4, 10, 50, 51, 77])
+    fit = _fit(df)
+    d = build_design(df, ["arm", "night", "arm:night"], levels=LEVELS)
+
+    def crit(theta):
+        # lme4's profiled REML criterion at theta, written directly with dense matrices
+        y, X = df["sws_min"].to_numpy(), d.X
+        Z = pd.get_dummies(df["id"]).to_numpy(float)
+        V = np.eye(len(y)) + theta**2 * Z @ Z.T
+        Vi = np.linalg.inv(V)
+        A = X.T @ Vi @ X
+        b = np.linalg.solve(A, X.T @ Vi @ y)
+        r = (y - X @ b) @ Vi @ (y - X @ b)
+        N, p = X.shape
+        return (
+            (N - p) * (1 + np.log(2 * np.pi * r / (N - p)))
+            + np.linalg.slogdet(V)[1]
+            + np.linalg.slogdet(A)[1]
+        )
+
+    assert crit(fit.theta) == pytest.approx(fit.reml_criterion, abs=1e-8)
+    assert crit(fit.theta * 1.001) > fit.reml_criterion
+    assert crit(fit.theta * 0.999) > fit.reml_criterion
+
+
+@pytest.mark.skipif(not HAS_LMM, reason="studykit.models.lmm not merged yet")
+def test_fast_path_equals_studykit_engine_on_unbalanced_replicates():
+    spec = copy.deepcopy(TRIAL_SIM_EXAMPLE)
+    spec["layout"]["missing"] = {"post1": 0.15, "post2": 0.25}
+    kw = dict(n=[30], reps=6, seed=5, progress=False)
+    fast = power_analysis(spec, engine="fast", **kw).replicates
+    ref = power_analysis(spec, engine="studykit", **kw).replicates
+    for col in ("estimate", "std_error", "df", "p_value"):
+        np.testing.assert_allclose(fast[col], ref[col], rtol=1e-5, err_msg=col)
+
+
+# --------------------------------------------------------------------------- analytic power
+def test_analytic_did_variance_matches_r_standard_error():
+    """Var(DiD) = 2 sigma^2 (1/n1 + 1/n0) = 8 sigma^2 / n: with R's sigma-hat it is R's SE."""
+    assert R_SIGMA * math.sqrt(8 / 40) == pytest.approx(R_SE[4], rel=1e-6)
+    r = did_power_balanced(40, effect=10, sd_residual=12, alpha=0.025)
+    assert r["df"] == 76.0  # 2 (n - 2); lmerTest 76.0000007 (R_DF)
+    assert r["std_error"] == pytest.approx(12 * math.sqrt(8 / 40))
+
+
+def test_r_power_matches_one_sided_0025_not_005():
+    """R's 0.45 is the one-sided alpha = 0.025 power (= two-sided 0.05); at 0.05 it would be 0.58."""
+    p025 = did_power_balanced(40, effect=10, sd_residual=12, alpha=0.025)["power"]
+    p05 = did_power_balanced(40, effect=10, sd_residual=12, alpha=0.05)["power"]
+    assert abs(p025 - R_POWER) < 2 * R_POWER_MCSE
+    assert abs(p05 - R_POWER) > 3 * R_POWER_MCSE
+
+
+@pytest.fixture(scope="module")
+def trial_power():
+    return power_analysis(TRIAL_SIM_EXAMPLE, n=[40], reps=1000, seed=20261125, progress=False)
+
+
+def test_simulated_power_agrees_with_r_and_analytic(trial_power):
+    row = trial_power.table.iloc[0]
+    assert row["n"] == 40 and row["reps"] == 1000 and row["engine"] == "fast"
+    assert row["alpha"] == 0.025 and row["alternative"] == "greater"
+    analytic = did_power_balanced(40, effect=10, sd_residual=12, alpha=0.025)["power"]
+    # within Monte Carlo error of R's estimate (both simulations' errors) and of the exact value
+    assert abs(row["power"] - R_POWER) < 3 * math.hypot(R_POWER_MCSE, row["mc_se"])
+    assert abs(row["power"] - analytic) < 3 * row["mc_se"]
+    assert row["mc_se"] == pytest.approx(math.sqrt(row["power"] * (1 - row["power"]) / 1000))
+    assert row["conf_low"] < analytic < row["conf_high"]
+    reps = trial_power.replicates
+    assert reps["df"].median() == pytest.approx(76.0, abs=1e-4)  # balanced: 2 (n - 2)
+    # one-sided 0.05 from the same replicates: the analytic 0.580
+    p05 = (reps["p_value"] < 0.05).mean()
+    assert abs(
+        p05 - did_power_balanced(40, effect=10, sd_residual=12, alpha=0.05)["power"]
+    ) < 3 * math.sqrt(0.58 * 0.42 / 1000)
+
+
+def test_type_one_error_is_alpha_under_the_null():
+    spec = copy.deepcopy(TRIAL_SIM_EXAMPLE)
+    spec["outcomes"]["sws_min"]["coefficients"]["treatmentketamine:nightpost1"] = 0
+    res = power_analysis(spec, n=[24], reps=1000, seed=7, progress=False)
+    row = res.table.iloc[0]
+    assert abs(row["power"] - 0.025) < 3 * math.sqrt(0.025 * 0.975 / 1000)
+
+
+# --------------------------------------------------------------------------- seeding and workers
+def _small(**kw):
+    return power_analysis(TRIAL_SIM_EXAMPLE, n=[20, 30], reps=12, seed=11, progress=False, **kw)
+
+
+def test_same_seed_same_results_whatever_the_chunking_and_workers():
+    a = _small(chunk_size=12)
+    b = _small(chunk_size=5)
+    c = _small(n_jobs=2, chunk_size=4)
+    pd.testing.assert_frame_equal(a.replicates, b.replicates)
+    pd.testing.assert_frame_equal(a.replicates, c.replicates)
+    pd.testing.assert_frame_equal(a.table, c.table)
+    # a replicate depends on (seed, n, rep) only, not on the other sizes in the grid
+    d = power_analysis(TRIAL_SIM_EXAMPLE, n=[30], reps=12, seed=11, progress=False)
+    pd.testing.assert_frame_equal(
+        a.replicates.query("n == 30").reset_index(drop=True), d.replicates
+    )
+    e = power_analysis(TRIAL_SIM_EXAMPLE, n=[30], reps=12, seed=12, progress=False)
+    assert not np.allclose(d.replicates["estimate"], e.replicates["estimate"])
+
+
+def test_dask_local_cluster_gives_identical_results():
+    distributed = pytest.importorskip("distributed")
+    with (
+        distributed.LocalCluster(
+            n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        via_dask = _small(scheduler=client, chunk_size=5)
+    pd.testing.assert_frame_equal(_small().replicates, via_dask.replicates)
+    assert via_dask.settings["scheduler"] is not None
+
+
+def test_replicate_data_is_what_the_simulation_analyses():
+    design = design_from_dict(TRIAL_SIM_EXAMPLE)
+    df = simulate_replicate(design, 40, seed=3, rep=2)
+    d = build_design(
+        df, ["treatment", "night", "treatment:night"], levels=design.hypotheses[0].levels
+    )
+    fit = fit_random_intercept(df["sws_min"].to_numpy(), d.X, df["participant_id"].to_numpy())
+    res = power_analysis(design, n=[40], reps=3, seed=3, progress=False).replicates
+    assert res.loc[2, "estimate"] == pytest.approx(fit.beta[4], rel=1e-12)
+    rng1, rng2 = replicate_rng(3, 40, 2), replicate_rng(3, 40, 2)
+    assert rng1.random() == rng2.random()
+
+
+# --------------------------------------------------------------------------- multiplicity
+def test_holm_within_family_in_each_replicate():
+    spec = copy.deepcopy(TRIAL_SIM_EXAMPLE)
+    spec["outcomes"]["rem_min"] = {  # trial_truth.json "rem"
+        "coefficients": {"(Intercept)": 95, "treatmentketamine:nightpost1": -6},
+        "sd": {"participant_id": 12},
+        "sd_residual": 15,
+    }
+    spec["hypotheses"].append({"id": "H3", "outcome": "rem_min", "direction": "two-sided"})
+    res = power_analysis(spec, n=[40], reps=200, seed=2, progress=False)
+    w = res.replicates.pivot(index="rep", columns="hypothesis_id", values="p_value")
+    lo, hi = np.minimum(w.H1, w.H3), np.maximum(w.H1, w.H3)
+    holm_lo, holm_hi = (
+        np.minimum(1, 2 * lo),
+        np.minimum(1, np.maximum(2 * lo, hi)),
+    )  # hand Holm, m = 2
+    adj = res.replicates.pivot(index="rep", columns="hypothesis_id", values="p_adjusted")
+    expect_h1 = np.where(w.H1 <= w.H3, holm_lo, holm_hi)
+    np.testing.assert_allclose(adj.H1, expect_h1, rtol=1e-12)
+    rej = res.replicates.pivot(index="rep", columns="hypothesis_id", values="rejected")
+    assert (rej.H1 == (adj.H1 < 0.025)).all()
+    t = res.table.set_index("hypothesis_id")
+    assert t.loc["H1", "power"] == pytest.approx(rej.H1.mean())
+    assert (t["adjust_method"] == "holm").all()
+    # adjusting costs power: unadjusted one-sided p < 0.025 rejects at least as often
+    assert (w.H1 < 0.025).mean() >= t.loc["H1", "power"]
+
+
+def test_adjust_matrix_hand_values():
+    p = np.array([[0.01, 0.04, 0.03], [0.02, np.nan, 0.5]])
+    # p.adjust(c(.01,.04,.03), "hochberg") = 0.03 0.04 0.04; bonferroni with NaN: m = 2
+    np.testing.assert_allclose(adjust_pvalues_matrix(p[:1], "hochberg"), [[0.03, 0.04, 0.04]])
+    np.testing.assert_allclose(adjust_pvalues_matrix(p[1:], "bonferroni"), [[0.04, np.nan, 1.0]])
+    np.testing.assert_allclose(adjust_pvalues_matrix(p[1:], "fixed-sequence"), [[0.02, 1.0, 1.0]])
+
+
+def test_clopper_pearson_interval():
+    # R: binom.test(90, 200)$conf.int = 0.3797536 0.5217507
+    lo, hi = binomial_ci(np.array([90, 0]), np.array([200, 50]))
+    assert lo[0] == pytest.approx(0.3797536, abs=1e-7) and hi[0] == pytest.approx(
+        0.5217507, abs=1e-7
+    )
+    assert lo[1] == 0.0 and hi[1] == pytest.approx(1 - 0.025 ** (1 / 50))
+
+
+# --------------------------------------------------------------------------- layouts and families
+def test_crossover_template_and_group_sizes():
+    lay = Layout(design="crossover", time_levels=("baseline", "post1"))
+    t = lay.template(5)
+    assert len(t) == 5 * 2 * 2
+    assert t.groupby("participant_id")["treatment"].nunique().eq(2).all()
+    assert Layout(allocation=(1, 2)).group_sizes(10) == [3, 7]
+    assert Layout().group_sizes(41) == [21, 20]
+
+
+def test_crossover_power_runs_with_nested_random_effects_spec():
+    spec = copy.deepcopy(TRIAL_SIM_EXAMPLE)
+    spec["layout"]["design"] = "crossover"
+    spec["outcomes"]["sws_min"]["sd"] = {"participant_id": 15, "participant_id:period": 5}
+    spec["outcomes"]["sws_min"]["coefficients"]["period2"] = 2
+    d = design_from_dict(spec)
+    assert "period" in d.hypotheses[0].fixed
+    df = simulate_replicate(d, 6, seed=1)
+    assert set(df["period"]) == {1, 2} and len(df) == 6 * 2 * 3
+    # single participant intercept in the analysis: the fast path applies
+    res = power_analysis(d, n=[12], reps=5, seed=1, progress=False)
+    assert res.table.loc[0, "n_failed"] == 0
+
+
+def test_count_simulation_has_the_assumed_rates():
+    spec = copy.deepcopy(TRIAL_SIM_EXAMPLE)
+    spec["outcomes"] = {
+        "awakenings": {  # trial_truth.json: rate 14, rate ratio 0.75 ketamine:post1, SD 0.35 log
+            "family": "negbin",
+            "coefficients": {"(Intercept)": math.log(14), "ketamine:post1": math.log(0.75)},
+            "sd": {"participant_id": 0.35},
+            "dispersion": 8,
+        }
+    }
+    spec["hypotheses"] = [
+        {"id": "H2", "outcome": "awakenings", "family": "negbin", "direction": "less"}
+    ]
+    d = design_from_dict(spec)
+    df = simulate_replicate(d, 4000, seed=9)
+    m = df.groupby(["treatment", "night"])["awakenings"].mean()
+    # E[y] = exp(b0 + eta + sd^2 / 2) for log-normal participant effects
+    assert m[("placebo", "baseline")] == pytest.approx(14 * math.exp(0.35**2 / 2), rel=0.03)
+    ratio = m[("ketamine", "post1")] / m[("ketamine", "baseline")]
+    assert ratio == pytest.approx(0.75, rel=0.04)
+    assert (df["awakenings"] == df["awakenings"].round()).all()
+
+
+@pytest.mark.skipif(not HAS_GLMM, reason="studykit.models.glmm not merged yet")
+def test_count_power_uses_the_glmm_engine():
+    spec = copy.deepcopy(TRIAL_SIM_EXAMPLE)
+    spec["outcomes"] = {
+        "awakenings": {
+            "family": "poisson",
+            "coefficients": {"(Intercept)": math.log(14), "ketamine:post1": math.log(0.75)},
+            "sd": {"participant_id": 0.35},
+        }
+    }
+    spec["hypotheses"] = [
+        {"id": "H2", "outcome": "awakenings", "family": "poisson", "direction": "less"}
+    ]
+    res = power_analysis(spec, n=[40], reps=10, seed=1, progress=False)
+    row = res.table.iloc[0]
+    assert row["engine"] == "studykit" and row["df_method"] == "z (asymptotic)"
+    assert res.replicates["df"].eq(np.inf).all()
+
+
+def test_pilot_extend_uses_fitted_truth(trial):
+    pilot = trial.rename(columns={"id": "participant_id", "arm": "treatment"})
+    spec = {k: v for k, v in TRIAL_SIM_EXAMPLE.items() if k != "outcomes"}
+    res = power_analysis(
+        spec, pilot=pilot, n=[40], reps=5, seed=1, progress=False,
+        effects={"outcomes": {"sws_min": {"coefficients": {"treatmentketamine:nightpost1": 8}}}},
+    )  # fmt: skip
+    truth = res.design.outcomes["sws_min"]
+    assert truth.sd_residual == pytest.approx(R_SIGMA, rel=1e-6)  # lme4 sigma on the pilot
+    assert truth.sd["participant_id"] == pytest.approx(R_SD_ID, rel=1e-6)
+    assert truth.coefficients["nightpost1"] == pytest.approx(R_ESTIMATE[2], rel=1e-6)
+    assert truth.coefficients["treatmentketamine:nightpost1"] == 8  # overridden
+    assert "pilot" in res.design.source
+
+
+# --------------------------------------------------------------------------- errors
+def test_bad_specs_raise_helpful_errors():
+    spec = copy.deepcopy(TRIAL_SIM_EXAMPLE)
+    spec["outcomes"]["sws_min"]["coefficients"]["ketamine:post9"] = 1
+    with pytest.raises(ProtocolError, match="not a column of the true model"):
+        power_analysis(spec, n=[20], reps=1, progress=False)
+    spec = copy.deepcopy(TRIAL_SIM_EXAMPLE)
+    del spec["outcomes"]["sws_min"]["sd_residual"]
+    with pytest.raises(ProtocolError, match="sd_residual"):
+        design_from_dict(spec)
+    spec = copy.deepcopy(TRIAL_SIM_EXAMPLE)
+    spec["hypotheses"][0]["direction"] = "up"
+    with pytest.raises(ProtocolError, match="expected one of greater, less, two-sided"):
+        design_from_dict(spec)
+    with pytest.raises(InputError, match="integers >= 4"):
+        power_analysis(TRIAL_SIM_EXAMPLE, n=[2], reps=1, progress=False)
+    with pytest.raises(InputError, match="Invalid engine"):
+        power_analysis(TRIAL_SIM_EXAMPLE, n=[20], reps=1, engine="lme4", progress=False)
+
+
+def test_inputs_are_not_modified():
+    spec = copy.deepcopy(TRIAL_SIM_EXAMPLE)
+    before = copy.deepcopy(spec)
+    power_analysis(
+        spec, n=[20], reps=2, progress=False, effects={"outcomes": {"sws_min": {"sd_residual": 10}}}
+    )
+    assert spec == before
+
+
+# --------------------------------------------------------------------------- outputs and CLI
+def test_write_outputs_and_figure(tmp_path, capsys):
+    res = power_analysis(TRIAL_SIM_EXAMPLE, n=[20, 40], reps=10, seed=1)
+    assert "replicates" in capsys.readouterr().err  # progress bar on stderr
+    paths = res.write(tmp_path)
+    for p in paths.values():
+        assert Path(p).stat().st_size > 0
+    table = pd.read_csv(paths["table_csv"])
+    assert list(table["n"]) == [20, 40] and table["simulated"].all()
+    assert "SIMULATED" in Path(paths["table_md"]).read_text()
+    assert Path(paths["figure_svg"]).read_text().lstrip().startswith("<?xml")
+
+
+def test_cli_power_with_design_yaml(tmp_path, capsys):
+    f = tmp_path / "design.yaml"
+    f.write_text(yaml.safe_dump(TRIAL_SIM_EXAMPLE))
+    out = tmp_path / "out"
+    code = main(
+        [
+            "power",
+            str(f),
+            "--n",
+            "20,30",
+            "--reps",
+            "8",
+            "--seed",
+            "4",
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
+    assert code == 0
+    table = pd.read_csv(out / "power.csv")
+    assert table[["hypothesis_id", "n", "reps"]].values.tolist() == [["H1", 20, 8], ["H1", 30, 8]]
+    assert (out / "power.png").exists() and (out / "power.svg").exists()
+    assert "ms per replicate" in capsys.readouterr().out
+    # same seed, same table, from the library
+    lib = power_analysis(f, n=[20, 30], reps=8, seed=4, progress=False).table
+    np.testing.assert_array_equal(table["power"], lib["power"])
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--n", "20,abc"], "comma-separated integers"),
+        (["--reps", "0"], "--reps must be a positive integer"),
+    ],
+)
+def test_cli_bad_arguments_exit_2(tmp_path, capsys, argv, message):
+    f = tmp_path / "design.yaml"
+    f.write_text(yaml.safe_dump(TRIAL_SIM_EXAMPLE))
+    try:
+        code = main(["power", str(f), "--out", str(tmp_path / "o"), *argv])
+    except SystemExit as exc:  # argparse type errors
+        code = exc.code
+    assert code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cli_missing_file_exit_2(tmp_path, capsys):
+    assert main(["power", str(tmp_path / "nope.yaml"), "--reps", "1"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- protocol input
+HAS_PROTOCOL = importlib.util.find_spec("studykit.protocol") is not None
+PROTOCOL = Path(__file__).parents[1] / "protocols" / "ketamine_sleep.yaml"
+
+
+@pytest.mark.skipif(
+    not (HAS_PROTOCOL and PROTOCOL.exists()), reason="studykit.protocol not merged yet"
+)
+def test_protocol_plus_effects_becomes_a_power_design(caplog):
+    from studykit.protocol import load_protocol
+
+    proto = load_protocol(PROTOCOL)
+    design = design_from_protocol(proto, DATA / "ketamine_effects.yaml")
+    byid = {h.id: h for h in design.hypotheses}
+    assert set(byid) == {"H1", "H2", "H3"}  # the outcomes the effects file gives a truth for
+    assert "left out" in caplog.text  # the others are named, not silently dropped
+    h1 = byid["H1"]
+    src = proto.get("H1")
+    assert h1.fixed == tuple(src.fixed) and h1.alpha == src.alpha
+    assert h1.alternative == src.direction and h1.adjust_method == src.adjust_method
+    assert h1.contrasts[0][1] == {"treatmentketamine:nightpost1": 1.0}
+    assert design.layout.design == "crossover"
+    df = simulate_replicate(design, 4, seed=1)
+    assert len(df) == 4 * 2 * len(design.layout.time_levels)
+
+
+def test_pilot_file_is_validated_against_the_dictionary(trial, tmp_path, caplog):
+    pilot = trial.rename(columns={"id": "participant_id", "arm": "treatment", "sws_min": "n3_min"})
+    pilot.assign(period=1).to_csv(tmp_path / "nights.csv", index=False)
+    spec = copy.deepcopy({k: v for k, v in TRIAL_SIM_EXAMPLE.items() if k != "outcomes"})
+    spec["hypotheses"][0]["outcome"] = "n3_min"
+    res = power_analysis(spec, pilot=tmp_path, n=[40], reps=3, seed=1, progress=False)
+    assert res.design.outcomes["n3_min"].sd_residual == pytest.approx(R_SIGMA, rel=1e-6)
+    assert "awakenings" in caplog.text  # not a dictionary column: reported, not silently used
+
+
+def test_fixed_sequence_follows_the_family_order():
+    spec = copy.deepcopy(TRIAL_SIM_EXAMPLE)
+    spec["hypotheses"] = [
+        {"id": "H1", "outcome": "sws_min", "contrast": {"time_levels": ["post1"]}},
+        {"id": "H1b", "outcome": "sws_min", "contrast": {"time_levels": ["post2"]}},
+    ]
+    spec["multiplicity"] = {
+        "confirmatory": {"method": "fixed-sequence", "alpha": 0.025, "order": ["H1b", "H1"]}
+    }
+    res = power_analysis(spec, n=[40], reps=100, seed=3, progress=False)
+    w = res.replicates.pivot(index="rep", columns="hypothesis_id", values="p_value")
+    adj = res.replicates.pivot(index="rep", columns="hypothesis_id", values="p_adjusted")
+    # H1b is tested first at full alpha; H1 only after H1b: p~(H1) = max(p(H1b), p(H1))
+    np.testing.assert_allclose(adj.H1b, w.H1b)
+    np.testing.assert_allclose(adj.H1, np.maximum(w.H1b, w.H1))
+    t = res.table.set_index("hypothesis_id")
+    assert t.loc["H1", "power"] <= t.loc["H1b", "power"] + 1e-12
+
+
+def test_cli_selects_hypotheses(tmp_path):
+    spec = copy.deepcopy(TRIAL_SIM_EXAMPLE)
+    spec["hypotheses"].append(
+        {"id": "H1b", "outcome": "sws_min", "contrast": {"time_levels": ["post2"]}}
+    )
+    f = tmp_path / "design.yaml"
+    f.write_text(yaml.safe_dump(spec))
+    out = tmp_path / "out"
+    argv = [
+        "power",
+        str(f),
+        "--n",
+        "20",
+        "--reps",
+        "4",
+        "--hypotheses",
+        "H1b",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
+    assert main(argv) == 0
+    assert pd.read_csv(out / "power.csv")["hypothesis_id"].tolist() == ["H1b"]
+    assert main([*argv[:-3], "--hypotheses", "H9", "--out", str(out), "--no-progress"]) == 2
+
+
+@pytest.mark.skipif(not HAS_LMM, reason="studykit.models.lmm not merged yet")
+def test_fast_nested_path_equals_studykit_engine_on_crossover_replicates():
+    """(1 | participant_id) + (1 | participant_id:period), unbalanced: same numbers as fit_lmm."""
+    spec = copy.deepcopy(TRIAL_SIM_EXAMPLE)
+    spec["layout"]["design"] = "crossover"
+    spec["layout"]["missing"] = {"post1": 0.1, "post2": 0.2}
+    spec["outcomes"]["sws_min"]["sd"] = {"participant_id": 15, "participant_id:period": 4}
+    spec["hypotheses"][0]["random"] = [
+        {"group": "participant_id"},
+        {"group": "participant_id:period"},
+    ]
+    kw = dict(n=[16], reps=8, seed=4, progress=False)
+    fast = power_analysis(spec, engine="auto", **kw)
+    ref = power_analysis(spec, engine="studykit", **kw)
+    assert fast.table.loc[0, "engine"] == "fast" and ref.table.loc[0, "engine"] == "studykit"
+    a, b = fast.replicates, ref.replicates
+    assert a["singular"].tolist() == b["singular"].tolist()
+    np.testing.assert_allclose(a["estimate"], b["estimate"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(a["std_error"], b["std_error"], rtol=1e-5)
+    np.testing.assert_allclose(a["df"], b["df"], rtol=1e-4)  # lmerTest's own tolerance
+    np.testing.assert_allclose(a["p_value"], b["p_value"], rtol=1e-4, atol=1e-8)
