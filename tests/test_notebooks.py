@@ -30,9 +30,6 @@ NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
 PROTOCOL = ROOT / "protocols" / "ketamine_sleep.yaml"
 #: The demo seed (studykit.simulate.simulate_study's default and `studykit run`'s).
 DEMO_SEED = 20261125
-#: Modules written on other branches that a notebook may use before they are merged here
-#: (notebook 04 uses studykit.power; its execution test skips while it is not importable).
-PENDING = {"studykit.power"}
 EXPECTED = {
     "01_dictionary_and_validation.ipynb",
     "02_hypnograms_to_outcomes.ipynb",
@@ -133,8 +130,6 @@ def test_structure_parameters_and_public_api_only(name):
                 f"{name}: defines {node.name}"
             )
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("studykit"):
-                if node.module in PENDING and importlib.util.find_spec(node.module) is None:
-                    continue  # checked once the module is merged (see PENDING)
                 module = importlib.import_module(node.module)
                 public = set(getattr(module, "__all__", ()))
                 for alias in node.names:
@@ -182,8 +177,6 @@ def test_hypnograms_notebook_runs(monkeypatch):
 
 
 def test_power_notebook_runs(monkeypatch):
-    if importlib.util.find_spec("studykit.power") is None:
-        pytest.skip("studykit.power is not importable in this checkout (power analysis not merged)")
     nb = execute(
         "04_power_and_design.ipynb",
         {"seed": 11, "reps": 20, "sample_sizes": [24, 48], "n_participants": 8},
@@ -195,60 +188,39 @@ def test_power_notebook_runs(monkeypatch):
 
 
 # ------------------------------------------------------------------ notebook 03 == studykit run
-def _reference_by_studykit_run(tmp_path: Path) -> tuple[Path, Path]:
-    """`studykit run` on the demo study; returns (its data directory, its hypotheses.csv)."""
-    out = tmp_path / "run"
+def test_analysis_notebook_equals_studykit_run(tmp_path, monkeypatch):
+    from studykit.simulate import simulate_study, write_study
+
+    # a small SIMULATED demo study (its README says so: both sides label the results simulated)
+    data_dir = tmp_path / "data"
+    write_study(simulate_study(seed=DEMO_SEED, n_participants=12), data_dir)
+    run_out = tmp_path / "run"
     env = dict(os.environ, PYTHONPATH=str(ROOT), MPLBACKEND="Agg")
-    cmd = [sys.executable, "-m", "studykit", "run", str(PROTOCOL), "--out", str(out)]
-    cmd += ["--seed", str(DEMO_SEED), "--quiet"]
+    cmd = [sys.executable, "-m", "studykit", "run", str(PROTOCOL), "--data", str(data_dir)]
+    cmd += ["--out", str(run_out), "--quiet"]
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
-    return out / "data", out / "tables" / "hypotheses.csv"
 
-
-def _reference_by_run_analysis(tmp_path: Path) -> tuple[Path, Path]:
-    """Until the pipeline exists: the same steps as `studykit run`, called here."""
-    import dataclasses
-
-    from studykit.analysis import run_analysis
-    from studykit.hypnogram import sleep_statistics
-    from studykit.protocol import load_protocol
-    from studykit.simulate import simulate_study, write_study
-    from studykit.validate import load_study
-
-    data = tmp_path / "data"
-    write_study(simulate_study(seed=DEMO_SEED, n_participants=12), data)
-    study = load_study(data)
-    keys = ["participant_id", "period", "night"]
-    stats = sleep_statistics(study.epochs, nights=study.nights)
-    derived = [c for c in stats.columns if c not in keys]
-    nights = study.nights.drop(columns=[c for c in derived if c in study.nights.columns])
-    study = dataclasses.replace(study, nights=nights.merge(stats, on=keys, validate="one_to_one"))
-    table = run_analysis(load_protocol(PROTOCOL), study, simulated=True).hypotheses
-    path = tmp_path / "reference_hypotheses.csv"
-    table.to_csv(path, index=False)
-    return data, path
-
-
-def test_analysis_notebook_equals_studykit_run(tmp_path, monkeypatch):
-    if importlib.util.find_spec("studykit.pipeline") is not None:
-        data_dir, reference_csv = _reference_by_studykit_run(tmp_path)
-    else:
-        data_dir, reference_csv = _reference_by_run_analysis(tmp_path)
     nb_out = tmp_path / "notebook"
     execute(
         "03_testing_the_claims.ipynb",
-        {"data_dir": str(data_dir), "out_dir": str(nb_out), "simulated": True},
+        {"data_dir": str(data_dir), "out_dir": str(nb_out)},
         monkeypatch,
     )
     ours = pd.read_csv(nb_out / "hypotheses.csv", keep_default_na=False, na_values=[""])
-    theirs = pd.read_csv(reference_csv, keep_default_na=False, na_values=[""])
+    theirs = pd.read_csv(
+        run_out / "tables" / "hypotheses.csv", keep_default_na=False, na_values=[""]
+    )
     assert list(ours.columns) == list(theirs.columns)
     assert len(ours) == len(theirs) > 0
     assert ours[["hypothesis_id", "contrast"]].equals(theirs[["hypothesis_id", "contrast"]])
     assert ours["simulated"].astype(str).eq("True").all()  # the demo data are labelled simulated
-    numeric = [c for c in ours.columns if pd.api.types.is_numeric_dtype(theirs[c].dtype)]
-    numeric = [c for c in numeric if not pd.api.types.is_bool_dtype(theirs[c].dtype)]
+    numeric = [
+        c
+        for c in ours.columns
+        if pd.api.types.is_numeric_dtype(theirs[c].dtype)
+        and not pd.api.types.is_bool_dtype(theirs[c].dtype)
+    ]
     assert {"estimate", "std_error", "df", "p_value", "p_adjusted", "conf_low"} <= set(numeric)
     for column in ours.columns:
         if column in numeric:
@@ -264,5 +236,5 @@ def test_analysis_notebook_equals_studykit_run(tmp_path, monkeypatch):
             a = ours[column].fillna("").astype(str).tolist()
             b = theirs[column].fillna("").astype(str).tolist()
             assert a == b, f"column {column} differs"
-    for figure in ("emmeans.png", "forest.png"):
+    for figure in ("emmeans.png", "emmeans.svg", "forest.png", "forest.svg"):
         assert (nb_out / figure).stat().st_size > 0
