@@ -15,8 +15,10 @@ import dataclasses
 import itertools
 import logging
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -969,7 +971,7 @@ def _fit_correlation(h: Hypothesis, study: Any) -> HypothesisFit:
     contrasts = pd.DataFrame(
         [
             {
-                "term": h.contrast.labels()[0],
+                "term": h.contrast.labels(h.outcome)[0],
                 "estimate": r,
                 "std_error": se,
                 "statistic": stat,
@@ -1006,6 +1008,7 @@ def run_analysis(
     *,
     simulated: bool | None = None,
     hypotheses: Sequence[str] | None = None,
+    analysis_set: str | None = None,
 ) -> AnalysisResults:
     """Fit every hypothesis of a protocol to a study and apply its verdict rule.
 
@@ -1018,11 +1021,19 @@ def run_analysis(
         by :func:`studykit.validate.load_study` or :func:`studykit.simulate.simulate_study`);
         only the tables the protocol uses are read. Not modified.
     simulated : bool, optional
-        Whether the data are simulated; default ``study.simulated`` if the study has that
-        attribute, else ``False``. Written into every row.
+        Whether the data are simulated; written into every row. Default: ``study.simulated``
+        if the study has that attribute; ``True`` for a study from
+        :func:`studykit.simulate.simulate_study`, or one loaded from a directory whose
+        ``README.md`` starts with a line saying ``SIMULATED`` (what
+        :func:`studykit.simulate.write_study` writes); else ``False``.
     hypotheses : sequence of str, optional
         Only report these hypothesis ids. Hypotheses sharing an adjusted multiplicity family
         with them are still fitted, because the adjusted p-values depend on the whole family.
+    analysis_set : str, optional
+        A sensitivity analysis: analyse every hypothesis in this analysis set of the protocol
+        (e.g. ``"per_protocol"``) instead of the set each hypothesis names. Every row then
+        says so in ``warnings``; the protocol hash is unchanged (the set is part of the
+        locked protocol).
 
     Returns
     -------
@@ -1038,11 +1049,33 @@ def run_analysis(
 
     Examples
     --------
-    >>> from studykit.protocol import load_protocol         # doctest: +SKIP
-    >>> from studykit.validate import load_study            # doctest: +SKIP
-    >>> res = run_analysis(load_protocol("protocols/ketamine_sleep.yaml"),
-    ...                    load_study("demo/"))             # doctest: +SKIP
-    >>> res.hypotheses[["hypothesis_id", "estimate", "p_adjusted", "verdict"]]  # doctest: +SKIP
+    A small simulated study (8 participants, SIMULATED data) written as a study directory and
+    loaded back, as a user would with real data:
+
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from studykit.protocol import load_protocol
+    >>> from studykit.simulate import simulate_study, write_study
+    >>> from studykit.validate import load_study
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> folder = write_study(simulate_study(seed=3, n_participants=8), Path(tmp.name) / "demo")
+    >>> proto = load_protocol(Path(__file__).parents[1] / "protocols" / "ketamine_sleep.yaml")
+    >>> res = run_analysis(proto, load_study(folder))
+    >>> t = res.hypotheses
+    >>> t["hypothesis_id"].tolist()
+    ['H1', 'H2', 'H3', 'E1', 'E2', 'E3', 'E3', 'E3', 'E4', 'E5', 'E6', 'E7']
+    >>> bool((t["protocol_sha256"] == proto.sha256).all()), bool(t["simulated"].all())
+    (True, True)
+    >>> t.loc[t["role"] == "confirmatory", ["df_method", "adjust_method"]].drop_duplicates()
+                 df_method adjust_method
+    0        satterthwaite          holm
+    1  z (asymptotic Wald)          holm
+    >>> set(t["verdict"]) <= {"supported", "not supported", "inconclusive"}
+    True
+    >>> h1 = res.fit("H1")
+    >>> type(h1.model).__name__, h1.emmeans.columns[:3].tolist()
+    ('LMMResult', ['treatment', 'night', 'estimate'])
+    >>> tmp.cleanup()
 
     Notes
     -----
@@ -1072,7 +1105,19 @@ def run_analysis(
     missing at random.
     """
     if simulated is None:
-        simulated = bool(getattr(study, "simulated", False))
+        simulated = _is_simulated(study)
+    locked = protocol
+    if analysis_set is not None:
+        if analysis_set not in protocol.analysis_sets:
+            raise ProtocolError(
+                f"The protocol has no analysis set {analysis_set!r}; it defines "
+                f"{', '.join(protocol.analysis_sets)}."
+            )
+        aset = protocol.analysis_sets[analysis_set]
+        protocol = dataclasses.replace(
+            protocol,
+            hypotheses=[dataclasses.replace(h, analysis_set=aset) for h in protocol.hypotheses],
+        )
     wanted = list(hypotheses) if hypotheses is not None else [h.id for h in protocol.hypotheses]
     for hid in wanted:
         protocol.get(hid)  # raises for unknown ids
@@ -1093,6 +1138,10 @@ def run_analysis(
             fits[h.id] = _fit_correlation(h, study)
         else:
             fits[h.id] = _fit_did(h, study)
+        if analysis_set is not None:
+            fits[h.id].warnings.insert(
+                0, f"sensitivity analysis: analysis set {analysis_set!r} for every hypothesis"
+            )
 
     rows = []
     for h in to_fit:
@@ -1168,11 +1217,31 @@ def run_analysis(
     table = table[table["hypothesis_id"].isin(wanted)].reset_index(drop=True)
     table = table[HYPOTHESIS_COLUMNS]
     return AnalysisResults(
-        protocol=protocol,
+        protocol=locked,
         hypotheses=table,
         fits={hid: fits[hid] for hid in wanted},
         simulated=bool(simulated),
     )
+
+
+def _is_simulated(study: Any) -> bool:
+    """Simulated data are always labelled: the study says so, or its directory's README does."""
+    flag = getattr(study, "simulated", None)
+    if flag is not None:
+        return bool(flag)
+    if type(study).__name__ == "SimulatedStudy":
+        return True
+    files = getattr(study, "files", None) or {}
+    first = files.get("roster") or files.get("nights")
+    if isinstance(first, str | os.PathLike):
+        readme = Path(first).parent / "README.md"
+        try:
+            with open(readme, encoding="utf-8", errors="replace") as fh:
+                head = fh.readline()
+        except OSError:
+            return False
+        return "SIMULATED" in head
+    return False
 
 
 def _adjust(table: pd.DataFrame, protocol: Protocol) -> pd.DataFrame:

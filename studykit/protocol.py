@@ -142,13 +142,18 @@ class Contrast:
     predictor: str | None = None
     outcome_reference_variable: str | None = None
 
-    def labels(self) -> list[str]:
-        """One label per contrast row, e.g. ``ketamine - placebo, change baseline -> post1``."""
+    def labels(self, outcome: str | None = None) -> list[str]:
+        """One label per contrast row, e.g. ``ketamine - placebo, change baseline -> post1``.
+
+        ``outcome`` names the outcome variable in a correlation's label (the contrast itself
+        only knows the outcome's reference variable).
+        """
         if self.type == "change_correlation":
+            out = outcome or "outcome"
             return [
                 f"correlation in {self.treatment_level} periods: change in {self.predictor} "
-                f"({self.time_reference} -> {self.time_levels[0]}) vs change in outcome "
-                f"({self.outcome_reference_variable} -> outcome)"
+                f"({self.time_reference} -> {self.time_levels[0]}) vs change in {out} "
+                f"({self.outcome_reference_variable} -> {out})"
             ]
         return [
             f"{self.treatment_level} - {self.treatment_reference}, change from "
@@ -450,11 +455,30 @@ def load_protocol(path: str | os.PathLike[str], *, dictionary: Any = None) -> Pr
 
     Examples
     --------
+    The shipped protocol (in a source checkout, ``protocols/ketamine_sleep.yaml``):
+
     >>> from pathlib import Path
     >>> p = Path(__file__).parents[1] / "protocols" / "ketamine_sleep.yaml"
-    >>> proto = load_protocol(p)  # doctest: +SKIP
-    >>> [h.id for h in proto.hypotheses][:3]  # doctest: +SKIP
-    ['H1', 'H2', 'H3']
+    >>> proto = load_protocol(p)
+    >>> proto.id, len(proto.sha256)
+    ('ketamine_sleep', 64)
+    >>> [h.id for h in proto.hypotheses]
+    ['H1', 'H2', 'H3', 'E1', 'E2', 'E3', 'E4', 'E5', 'E6', 'E7']
+    >>> h1 = proto.get("H1")
+    >>> h1.outcome, h1.family, h1.direction, h1.multiplicity_family
+    ('n3_min', 'gaussian', 'greater', 'confirmatory')
+    >>> h1.terms
+    ['treatment', 'night', 'treatment:night', 'period']
+
+    Anything that is not a validated variable name is refused, never evaluated:
+
+    >>> text = p.read_text(encoding="utf-8").replace(
+    ...     '"treatment:night", period]', '"treatment:night", "np.log(n3_min)"]', 1)
+    >>> try:
+    ...     parse_protocol(text)
+    ... except ProtocolError as exc:
+    ...     print(str(exc).split(": ", 1)[1][:54])
+    'np.log(n3_min)' looks like code, not a variable name.
     """
     p = Path(path)
     try:

@@ -77,7 +77,12 @@ def test_engine_vs_statsmodels(design, slopes, reml):
     X = fit.design.X
     assert np.all(np.isfinite(fit.beta)) and np.all(np.diag(fit.vcov) > 0)
     if sm is not None and abs(fit.loglik - sm.llf) < 1e-5 and not fit.singular:
-        np.testing.assert_allclose(fit.beta, sm.fe_params.to_numpy(), rtol=1e-4, atol=1e-6)
+        # same optimum up to the optimizers' tolerances: on a flat (RE)ML surface a 1e-6
+        # log-likelihood difference can move a fixed effect by ~1e-5 absolute, so compare in
+        # units of its standard error (found by hypothesis: 25 groups x 2, ML, 20 % dropped)
+        se = np.sqrt(np.diag(fit.vcov))
+        diff = np.abs(fit.beta - sm.fe_params.to_numpy())
+        assert np.all(diff <= 1e-3 * se + 1e-6), (diff / se).max()
     if fit.singular and not slopes:
         ols = np.linalg.lstsq(X, d["y"].to_numpy(), rcond=None)[0]
         np.testing.assert_allclose(fit.beta, ols, rtol=1e-5, atol=1e-6)

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from studykit.dictionary import load_dictionary
 from studykit.errors import ProtocolError
 from studykit.protocol import EVIDENCE, load_protocol, parse_protocol
-from tests.protocol_fakes import CsvDictionary
 
 ROOT = Path(__file__).resolve().parents[1]
 PROTOCOL = ROOT / "protocols" / "ketamine_sleep.yaml"
-DD = CsvDictionary()
+DD = load_dictionary()  # the packaged data dictionary (repo-root data_dictionary.csv)
 
 
 @pytest.fixture(scope="module")

@@ -31,6 +31,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="ID",
         help="only report this hypothesis (repeatable); its multiplicity family is still fitted",
     )
+    p.add_argument(
+        "--analysis-set",
+        metavar="NAME",
+        help="sensitivity analysis: use this analysis set of the protocol (e.g. per_protocol) "
+        "for every hypothesis",
+    )
     p.add_argument("--csv", metavar="FILE", help="also write the full results table as CSV")
     p.set_defaults(handler=handle)
 
@@ -85,6 +91,9 @@ def format_results(results: Any) -> str:
     lines = []
     if results.simulated:
         lines.append("*** SIMULATED DATA: these results describe simulated participants. ***")
+    sens = [f.warnings[0] for f in results.fits.values() if f.warnings]
+    if sens and sens[0].startswith("sensitivity analysis:"):
+        lines.append(f"*** {sens[0]} ***")
     lines.append(f"protocol {proto.id} v{proto.version}  sha256 {proto.sha256}")
     rows = []
     for _, r in t.iterrows():
@@ -156,7 +165,9 @@ def handle(args: argparse.Namespace) -> int:
         )
     protocol = _load_protocol(args.protocol)
     study = _load_study(str(data))
-    results = run_analysis(protocol, study, hypotheses=args.hypothesis)
+    results = run_analysis(
+        protocol, study, hypotheses=args.hypothesis, analysis_set=args.analysis_set
+    )
     print(format_results(results))
     if args.csv:
         results.hypotheses.to_csv(args.csv, index=False)

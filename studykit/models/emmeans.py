@@ -128,6 +128,13 @@ def emmeans_matrix(
     return pd.DataFrame(cells, columns=specs), np.vstack(rows)
 
 
+def _df_method(result: Any, df_method: str) -> str:
+    """``"z"`` for models whose contrasts are Wald z tests (``contrast_df`` is ``inf``: GLMMs)."""
+    if df_method == "satterthwaite" and getattr(result, "family", "gaussian") != "gaussian":
+        return "z"
+    return df_method
+
+
 def _cell_label(specs: Sequence[str], cell: Sequence[str]) -> str:
     return ", ".join(f"{s}={v}" for s, v in zip(specs, cell, strict=True))
 
@@ -171,7 +178,8 @@ def emmeans(
     at : mapping, optional
         See :func:`reference_grid`.
     df_method : {"satterthwaite", "kenward-roger", "z"}
-        For a GLMM, use ``"z"`` (its ``contrast_df`` is infinite anyway).
+        For a GLMM the tests are Wald z tests whatever is asked (its ``contrast_df`` is
+        infinite) and the output says ``"z"``.
     alpha : float
         1 - confidence level.
     type : {"link", "response"}
@@ -198,7 +206,9 @@ def emmeans(
     specs_l = [specs] if isinstance(specs, str) else list(specs)
     cells, L = emmeans_matrix(result, specs_l, at=at)
     names = [_cell_label(specs_l, c) for c in cells.itertuples(index=False)]
-    tab = contrast_table(result, L, names=names, df_method=df_method, alpha=alpha)
+    tab = contrast_table(
+        result, L, names=names, df_method=_df_method(result, df_method), alpha=alpha
+    )
     out = pd.concat([cells.reset_index(drop=True), tab], axis=1)
     return _finish(out, result, type)
 
@@ -281,7 +291,12 @@ def emm_contrast(
             meta.append((name, by, bl))
     L = np.vstack(rows_L)
     tab = contrast_table(
-        result, L, names=labels, df_method=df_method, alpha=alpha, alternative=alternative
+        result,
+        L,
+        names=labels,
+        df_method=_df_method(result, df_method),
+        alpha=alpha,
+        alternative=alternative,
     )
     head = pd.DataFrame(meta, columns=["contrast", "by", "by_level"])
     return _finish(pd.concat([head, tab], axis=1), result, type)
@@ -367,7 +382,7 @@ def did_contrast(
         result,
         np.vstack(rows),
         names=names,
-        df_method=df_method,
+        df_method=_df_method(result, df_method),
         alpha=alpha,
         alternative=alternative,
     )
