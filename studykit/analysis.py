@@ -15,10 +15,8 @@ import dataclasses
 import itertools
 import logging
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -1133,7 +1131,7 @@ def run_analysis(
     ]
     fits: dict[str, HypothesisFit] = {}
     for h in to_fit:
-        logger.info("fitting %s (%s, %s)", h.id, h.outcome, h.family)
+        logger.debug("fitting %s (%s, %s)", h.id, h.outcome, h.family)
         if h.contrast.type == "change_correlation":
             fits[h.id] = _fit_correlation(h, study)
         else:
@@ -1225,23 +1223,12 @@ def run_analysis(
 
 
 def _is_simulated(study: Any) -> bool:
-    """Simulated data are always labelled: the study says so, or its directory's README does."""
+    """Simulated data are always labelled: a study from ``load_study`` carries the flag (its
+    directory's README says SIMULATED); an in-memory ``simulate_study`` result is simulated."""
     flag = getattr(study, "simulated", None)
     if flag is not None:
         return bool(flag)
-    if type(study).__name__ == "SimulatedStudy":
-        return True
-    files = getattr(study, "files", None) or {}
-    first = files.get("roster") or files.get("nights")
-    if isinstance(first, str | os.PathLike):
-        readme = Path(first).parent / "README.md"
-        try:
-            with open(readme, encoding="utf-8", errors="replace") as fh:
-                head = fh.readline()
-        except OSError:
-            return False
-        return "SIMULATED" in head
-    return False
+    return type(study).__name__ == "SimulatedStudy"
 
 
 def _adjust(table: pd.DataFrame, protocol: Protocol) -> pd.DataFrame:

@@ -32,6 +32,7 @@ from pathlib import Path
 import pandas as pd
 
 from studykit.errors import InputError, StudykitError
+from studykit.validate import readme_says_simulated
 
 __all__ = ["STAGES", "DEFAULT_SEED", "RunResult", "run"]
 
@@ -253,18 +254,6 @@ def _prepare_out(out: Path, *, simulate: bool, data: Path | None) -> None:
     )
 
 
-def _readme_says_simulated(data_dir: Path) -> bool:
-    """True when the study directory's README.md heading says SIMULATED (as written by
-    ``studykit.simulate.write_study``)."""
-    readme = data_dir / "README.md"
-    try:
-        lines = readme.read_text(encoding="utf-8", errors="replace").splitlines()
-    except OSError:
-        return False
-    heading = next((ln for ln in lines if ln.strip()), "")
-    return "SIMULATED" in heading
-
-
 def _relative_files(frame: pd.DataFrame | None, root: Path) -> pd.DataFrame | None:
     """Paths in a ``file`` column made relative to the data directory (stable across runs)."""
     if frame is None or "file" not in frame.columns:
@@ -383,7 +372,7 @@ def run(
     _prepare_out(out, simulate=simulate, data=None if simulate else data_dir.resolve())
     stages = [s for s in STAGES if simulate or s != "simulate"]
     # simulated data are always labelled: generated here, or a directory whose README says so
-    simulated = simulate or _readme_says_simulated(data_dir)
+    simulated = simulate or readme_says_simulated(data_dir)
     result = RunResult(out=out, simulated=simulated)
     state: dict[str, object] = {}
     meta = _Meta()

@@ -59,6 +59,7 @@ __all__ = [
     "Study",
     "validate_table",
     "load_study",
+    "readme_says_simulated",
     "empty_issues",
     "infer_table",
     "hypnogram_keys",
@@ -1173,6 +1174,9 @@ class Study:
     rejected : dict
         Table -> its rejected rows (raw values + ``reasons``), so that rows read = accepted +
         rejected can be checked table by table.
+    simulated : bool
+        True when the study directory's ``README.md`` heading says SIMULATED (as
+        :func:`studykit.simulate.write_study` writes it): every output then says so.
     """
 
     roster: pd.DataFrame
@@ -1184,6 +1188,7 @@ class Study:
     files: dict[str, Any] = field(default_factory=dict)
     summary: pd.DataFrame | None = None
     rejected: dict[str, pd.DataFrame] = field(default_factory=dict)
+    simulated: bool = False
 
     @property
     def ok(self) -> bool:
@@ -1318,7 +1323,31 @@ def load_study(
         files=files,
         summary=summary,
         rejected={t: r.rejected for t, r in results.items()} | epoch_rejected,
+        simulated=readme_says_simulated(directory),
     )
+
+
+def readme_says_simulated(directory: str | Path) -> bool:
+    """True when the study directory's ``README.md`` heading says SIMULATED.
+
+    :func:`studykit.simulate.write_study` writes such a heading; a simulated data set is always
+    labelled as simulated in every output.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     _ = (Path(tmp) / "README.md").write_text("# SIMULATED DATA: demo")
+    ...     readme_says_simulated(tmp)
+    True
+    """
+    readme = Path(directory) / "README.md"
+    try:
+        lines = readme.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return False
+    heading = next((ln for ln in lines if ln.strip()), "")
+    return "SIMULATED" in heading
 
 
 def _sort_issues(issues: pd.DataFrame) -> pd.DataFrame:
