@@ -347,6 +347,22 @@ def test_pilot_extend_uses_fitted_truth(trial):
     assert "pilot" in res.design.source
 
 
+def test_pilot_without_a_window_level_fits_the_observed_levels(trial, caplog):
+    # The design has a night "post3" that the pilot (trial_sim: baseline/post1/post2) never
+    # recorded: its columns would be all zero (rank deficient). The pilot fit uses the observed
+    # levels, says so, and post3 is simulated at the reference mean.
+    pilot = trial.rename(columns={"id": "participant_id", "arm": "treatment"})
+    spec = copy.deepcopy({k: v for k, v in TRIAL_SIM_EXAMPLE.items() if k != "outcomes"})
+    spec["layout"]["time"]["levels"] = ["baseline", "post1", "post2", "post3"]
+    with caplog.at_level("WARNING", logger="studykit.power.pilot"):
+        res = power_analysis(spec, pilot=pilot, n=[40], reps=3, seed=1, progress=False)
+    assert "no night level(s) ['post3']" in caplog.text
+    truth = res.design.outcomes["sws_min"]
+    assert truth.coefficients["nightpost1"] == pytest.approx(R_ESTIMATE[2], rel=1e-6)
+    assert not any("post3" in k for k in truth.coefficients)
+    assert res.table["n_failed"].eq(0).all()
+
+
 # --------------------------------------------------------------------------- errors
 def test_bad_specs_raise_helpful_errors():
     spec = copy.deepcopy(TRIAL_SIM_EXAMPLE)

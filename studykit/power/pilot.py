@@ -75,6 +75,7 @@ def truth_from_fit(
             f"(columns: {', '.join(map(str, data.columns[:20]))})."
         )
     data = data.dropna(subset=list(dict.fromkeys(cols)))
+    hyp = _observed_levels(hyp, data)
     if hyp.family == "gaussian" and hyp.single_intercept and engine != "studykit":  # exact, fast
         design = build_design(data, list(hyp.fixed), levels=dict(hyp.levels))
         fit = fit_random_intercept(
@@ -115,6 +116,38 @@ def truth_from_fit(
         sd={hyp.random[0][0]: float(res.sd_group)},
         dispersion=None if hyp.family == "poisson" else float(res.theta),
     )
+
+
+def _observed_levels(hyp: PowerHypothesis, data: pd.DataFrame) -> PowerHypothesis:
+    """Drop factor levels the pilot never observed (their columns would be all zero).
+
+    Their effects cannot be estimated from the pilot: the simulation then gives them the
+    reference level's mean (coefficient 0), and a warning says so. The reference level itself
+    must be observed.
+    """
+    levels = {}
+    for var, lv in hyp.levels.items():
+        if var not in data.columns:
+            levels[var] = lv
+            continue
+        seen = set(data[var].astype(str))
+        if lv[0] not in seen:
+            raise ModelError(
+                f"Pilot data have no rows at the reference level {var}={lv[0]!r} of "
+                f"hypothesis {hyp.id}; the model cannot be fitted to them."
+            )
+        kept = tuple(x for x in lv if x in seen)
+        if len(kept) < len(lv):
+            logger.warning(
+                "power: pilot data have no %s level(s) %s (hypothesis %s): their effects are "
+                "not estimable from the pilot and are simulated as 0 (the reference's mean) "
+                "unless the effects file sets them",
+                var,
+                [x for x in lv if x not in seen],
+                hyp.id,
+            )
+        levels[var] = kept
+    return replace(hyp, levels=levels)
 
 
 def design_from_pilot(
