@@ -667,13 +667,20 @@ def _did_matrix(model: Any, h: Hypothesis, data: pd.DataFrame) -> np.ndarray:
     return np.vstack(out)
 
 
-def _linear(model: Any, L: np.ndarray) -> tuple[float, float, float]:
+def _linear(
+    model: Any, L: np.ndarray, df_method: str = "satterthwaite"
+) -> tuple[float, float, float]:
+    """Estimate, SE and df of ``L @ beta``: Satterthwaite df (``contrast_df``), or the
+    Kenward-Roger adjusted variance and df (pbkrtest's method) for a linear mixed model."""
     beta = np.asarray(model.beta, dtype=float)
-    V = np.asarray(model.vcov, dtype=float)
     est = float(L @ beta)
-    var = float(L @ V @ L)
+    if df_method == "kenward-roger" and hasattr(model, "kenward_roger"):
+        var_kr, df_kr = model.kenward_roger(L)
+        var, df = float(var_kr[0]), float(df_kr[0])
+    else:
+        var = float(L @ np.asarray(model.vcov, dtype=float) @ L)
+        df = float(model.contrast_df(L))
     se = math.sqrt(var) if var > 0 else math.nan
-    df = float(model.contrast_df(L))
     return est, se, df
 
 
@@ -689,7 +696,7 @@ def _contrast_rows(model: Any, h: Hypothesis, data: pd.DataFrame) -> pd.DataFram
     L = _did_matrix(model, h, data)
     rows = []
     for label, Li in zip(h.contrast.labels(), L, strict=True):
-        est, se, df = _linear(model, Li)
+        est, se, df = _linear(model, Li, h.df_method)
         stat = est / se if se and not math.isnan(se) else math.nan
         p = _p_value(stat, df, h.direction)
         lo, hi = _interval(est, se, df, h.conf_level)
@@ -721,7 +728,7 @@ def _emmeans(model: Any, h: Hypothesis, data: pd.DataFrame) -> pd.DataFrame:
     M = _cell_matrix(model, h, data, cells)
     rows = []
     for (t, tm), Li in zip(cells, M, strict=True):
-        est, se, df = _linear(model, Li)
+        est, se, df = _linear(model, Li, h.df_method)
         lo, hi = _interval(est, se, df, h.conf_level)
         rr = h.family != "gaussian"
         rows.append(

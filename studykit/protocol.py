@@ -63,7 +63,7 @@ STRATEGIES = {
     "treatment_policy": ("include",),
 }
 CONTRAST_TYPES = ("difference_in_differences", "change_correlation")
-DF_METHODS = ("satterthwaite",)
+DF_METHODS = ("satterthwaite", "kenward-roger")
 #: Tables a hypothesis' outcome may come from.
 OUTCOME_TABLES = ("nights", "diary", "periods")
 #: The participant identifier, the grouping factor of every random effect.

@@ -659,6 +659,27 @@ def test_trial_lmm_hypotheses_match_lmertest_emmeans(trial):
     assert (t["n_observations"] == 120).all() and (t["n_excluded"] == 0).all()
 
 
+def test_kenward_roger_df_method_matches_pbkrtest(tmp_path):
+    # Same trial protocol with defaults.df_method: kenward-roger. R reference:
+    # shared/reference/lme4/trial_contrasts.csv, sws_lmer_reml, df_method kenward-roger
+    # (pbkrtest 0.5.2 via emmeans 1.8.4, lmer REML): DiD at post1 / post2.
+    text = (DATA / "trial_sim.yaml").read_text()
+    text = text.replace(
+        "schema_version: 1\n", "schema_version: 1\ndefaults: {df_method: kenward-roger}\n"
+    )
+    path = tmp_path / "trial_kr.yaml"
+    path.write_text(text)
+    res = A.run_analysis(load_protocol(path, dictionary=DD), trial_study(), hypotheses=["H1"])
+    h1 = res.hypotheses[res.hypotheses["hypothesis_id"] == "H1"]
+    assert (h1["df_method"] == "kenward-roger").all()
+    np.testing.assert_allclose(h1["std_error"], [5.33521481268617] * 2, rtol=1e-3)
+    np.testing.assert_allclose(h1["df"], [75.9999999999999, 76.0000000000003], rtol=1e-4)
+    # two-sided p from R, halved for the one-sided (greater) test with a positive t
+    np.testing.assert_allclose(
+        h1["p_value"], [0.0283445431801688 / 2, 0.591549932086651 / 2], rtol=1e-3
+    )
+
+
 def test_trial_poisson_hypothesis_matches_glmer(trial):
     rows = trial.hypotheses[trial.hypotheses["hypothesis_id"] == "H2"]
     ref = np.array(R_HYP["H2"])
