@@ -522,6 +522,20 @@ def _apply_exclusions(
         drop = st.isin(aset.exclude_status).fillna(False).to_numpy(dtype=bool)
         ex.add(df[drop], f"status {'/'.join(aset.exclude_status)} (analysis set {aset.name})")
         df = df[~drop]
+    if aset.exclude_flagged_nights:
+        if h.outcome_table == "nights" and "quality_flag" in df.columns:
+            drop = _truthy(df["quality_flag"]).fillna(False).to_numpy(dtype=bool)
+            ex.add(
+                df[drop],
+                "night flagged for artefact / unscored / movement time (quality_flag; "
+                f"analysis set {aset.name})",
+            )
+            df = df[~drop]
+        elif h.outcome_table == "nights":
+            notes.append(
+                f"analysis set {aset.name} excludes flagged nights, but the nights have no "
+                "quality_flag column (derive the outcomes from the hypnograms): none excluded"
+            )
     for ice in h.estimand.intercurrent_events:
         if ice.variable is None:
             notes.append(

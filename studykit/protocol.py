@@ -220,6 +220,7 @@ class AnalysisSet:
     exclude_status: tuple[str, ...] = ()
     require_both_treatments: bool = False
     require_reference_time: bool = False
+    exclude_flagged_nights: bool = False
 
 
 @dataclass(frozen=True)
@@ -603,6 +604,7 @@ _SET_KEYS = {
     "exclude_status": False,
     "require_both_treatments": False,
     "require_reference_time": False,
+    "exclude_flagged_nights": False,
 }
 _FAMILY_KEYS = {"method": True, "alpha": True, "order": False, "description": False}
 _HYP_KEYS = {
@@ -843,6 +845,9 @@ class _Builder:
                 ),
                 require_reference_time=self.boolean(
                     s.get("require_reference_time"), f"{where}.require_reference_time", False
+                ),
+                exclude_flagged_nights=self.boolean(
+                    s.get("exclude_flagged_nights"), f"{where}.exclude_flagged_nights", False
                 ),
             )
         return out

@@ -444,6 +444,25 @@ def test_withdrawn_excluded_only_in_per_protocol_set(study):
     assert "status withdrawn (analysis set per_protocol)" in r_pp["excluded_reasons"]
 
 
+def test_per_protocol_leaves_out_flagged_nights():
+    import copy
+
+    s = make_crossover()
+    s.nights["quality_flag"] = False
+    post2 = s.nights.index[s.nights["night"].astype(str) == "post2"][0]
+    s.nights.loc[post2, "quality_flag"] = True  # one post2 night with > 10 % artefact
+    h = PROTO.get("H1")
+    pp = copy.deepcopy(PROTO)
+    pp.hypotheses[0] = type(h)(
+        **{**h.__dict__, "analysis_set": PROTO.analysis_sets["per_protocol"]}
+    )
+    r_fas = A.run_analysis(PROTO, s, hypotheses=["H1"]).hypotheses.loc[0]
+    r_pp = A.run_analysis(pp, s, hypotheses=["H1"]).hypotheses.loc[0]
+    assert r_fas["n_excluded"] == 0  # the full analysis set keeps flagged nights
+    assert r_pp["n_observations"] == r_fas["n_observations"] - 1
+    assert "quality_flag; analysis set per_protocol" in r_pp["excluded_reasons"]
+
+
 def test_missing_code_is_missing_and_invalid_values_refused():
     s = make_crossover()
     s.diary.loc[3, "kss"] = -99  # the dictionary's missing-value code for kss
