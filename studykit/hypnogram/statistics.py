@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from studykit.errors import HypnogramError
-from studykit.hypnogram.stages import ART, MT, N1, N3, STAGES, UNS, R, W, stage_codes
+from studykit.hypnogram.stages import ART, MT, N1, N2, N3, STAGES, UNS, R, W, stage_codes
 
 __all__ = ["KEYS", "OUTCOMES", "sleep_statistics"]
 
@@ -59,7 +59,7 @@ OUTCOMES: tuple[str, ...] = (
     "quality_flag",
 )
 
-_STAGE_NAMES = {N1: "n1", 2: "n2", N3: "n3", R: "rem"}
+_STAGE_NAMES = {N1: "n1", N2: "n2", N3: "n3", R: "rem"}
 _TOL_S = 1e-6  # tolerance (seconds) when comparing lights off / on with epoch boundaries
 
 
@@ -196,19 +196,16 @@ def sleep_statistics(
     frame = _as_frame(epochs)
     keys = [k for k in KEYS if k in frame.columns]
     codes = stage_codes(frame["stage"])
-    order, starts, boundary = _night_blocks(frame, keys)
+    order, starts = _night_blocks(frame, keys)
     if order is not None:
         frame = frame.iloc[order]
         codes = codes[order]
     key_rows = starts[:-1]  # first row of each night in `frame`, for the key columns
     if nights is not None:
         codes, starts = _crop(frame, keys, codes, starts, nights, epoch_length)
-        boundary = np.zeros(max(codes.size - 1, 0), dtype=bool)
-        boundary[starts[1:-1] - 1] = True
     out = _compute(
         codes,
         starts,
-        boundary,
         epoch_length=float(epoch_length),
         min_bout_epochs=int(min_bout_epochs),
         persistent_epochs=int(np.ceil(persistent_sleep_min * 60.0 / epoch_length - 1e-9)),
@@ -285,45 +282,60 @@ def _missing_key(name: str, rows: np.ndarray) -> HypnogramError:
     )
 
 
-def _changes(col: pd.Series, name: str) -> np.ndarray:
+def _changes(col: pd.Series) -> np.ndarray:
     """Boolean array of length n - 1: True where row i + 1 has another value than row i.
 
     Uses the cheapest exact comparison for the column's storage: categorical codes, numpy
     values, or Arrow's vectorized comparison for Arrow-backed strings (pandas >= 3 default).
+    A missing value always differs from the previous row (NaN != NaN, null -> True, code -1),
+    so every row with a missing key starts a block or continues one that starts with it:
+    checking the block starts (see :func:`_night_blocks`) finds them all.
     """
     dtype = col.dtype
     if isinstance(dtype, pd.CategoricalDtype):
         values = col.array.codes
-        if (values < 0).any():
-            raise _missing_key(name, np.flatnonzero(values < 0))
         return values[1:] != values[:-1]
     if isinstance(dtype, np.dtype) and dtype.kind in "biuf":
         values = col.to_numpy()
-        if dtype.kind == "f" and np.isnan(values).any():
-            raise _missing_key(name, np.flatnonzero(np.isnan(values)))
         return values[1:] != values[:-1]
     array = col.array
     if hasattr(array, "__arrow_array__") and getattr(dtype, "storage", None) == "pyarrow":
         import pyarrow.compute as pc  # pandas' own string backend
 
         arrow = array.__arrow_array__()
-        if arrow.null_count:
-            raise _missing_key(name, np.flatnonzero(col.isna().to_numpy()))
-        return np.asarray(pc.not_equal(arrow[1:], arrow[:-1]), dtype=bool)
+        changed = pc.fill_null(pc.not_equal(arrow[1:], arrow[:-1]), True)
+        return np.asarray(changed, dtype=bool)
     codes = np.asarray(pd.factorize(col, use_na_sentinel=True)[0])
-    if (codes < 0).any():
-        raise _missing_key(name, np.flatnonzero(codes < 0))
     return codes[1:] != codes[:-1]
 
 
-def _night_blocks(
-    frame: pd.DataFrame, keys: list[str]
-) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+_CHUNK = 1 << 16  # epochs per chunk in _epoch_breaks: the temporaries stay in the CPU cache
+
+
+def _epoch_breaks(epoch: np.ndarray) -> np.ndarray:
+    """Sorted positions ``i`` where ``epoch[i + 1] != epoch[i] + 1``.
+
+    Computed chunk by chunk, so no temporary of the length of the record is allocated
+    (the breaks are few: one per night in an ordered table).
+    """
+    n_steps = epoch.size - 1
+    step = np.empty(min(_CHUNK, max(n_steps, 0)), dtype=epoch.dtype)
+    off = np.empty(step.size, dtype=bool)
+    found = [np.empty(0, dtype=np.intp)]
+    for lo in range(0, n_steps, _CHUNK):
+        k = min(_CHUNK, n_steps - lo)
+        np.subtract(epoch[lo + 1 : lo + 1 + k], epoch[lo : lo + k], out=step[:k])
+        np.not_equal(step[:k], 1, out=off[:k])
+        found.append(np.flatnonzero(off[:k]) + lo)
+    return np.concatenate(found)
+
+
+def _night_blocks(frame: pd.DataFrame, keys: list[str]) -> tuple[np.ndarray | None, np.ndarray]:
     """Contiguous night blocks.
 
     Returns the row order to apply (None when the table is already ordered by night and
-    epoch), the block starts followed by ``n``, and the boundary mask (length n - 1, True
-    where a new night starts at row i + 1), all in the (re)ordered row order.
+    epoch) and the block starts followed by ``n``, in the (re)ordered row order. Raises when
+    a night key is missing or the epochs of a night are not consecutive.
     """
     n = len(frame)
     epoch = None
@@ -342,15 +354,20 @@ def _night_blocks(
     for attempt in range(2):
         boundary = np.zeros(max(n - 1, 0), dtype=bool)
         for k in keys:
-            boundary |= _changes(work[k], k)
+            np.logical_or(boundary, _changes(work[k]), out=boundary)
         starts = np.concatenate([[0], np.flatnonzero(boundary) + 1])
-        contiguous = not keys or not work[keys].iloc[starts].duplicated().any()
-        step = None
-        ordered = True
+        del boundary
+        head = work[keys].iloc[starts] if keys else None
+        if attempt == 0 and keys:
+            for k in keys:  # a missing key starts a block (see _changes)
+                if head[k].isna().any():
+                    raise _missing_key(k, np.flatnonzero(frame[k].isna().to_numpy()))
+        contiguous = not keys or not head.duplicated().any()
+        inner = np.empty(0, dtype=np.intp)  # epoch breaks that are not night boundaries
         if epoch is not None:
-            step = epoch[1:] - epoch[:-1]
-            off = (step != 1) & ~boundary
-            ordered = not (off.any() and (step[off] <= 0).any())
+            breaks = _epoch_breaks(epoch)
+            inner = breaks[~np.isin(breaks, starts[1:] - 1, assume_unique=True)]
+        ordered = not (epoch[inner + 1] <= epoch[inner]).any() if inner.size else True
         if (contiguous and ordered) or attempt == 1:
             break  # after the sort, blocks are contiguous; duplicates are reported below
         key_codes = [np.asarray(pd.factorize(frame[k])[0]) for k in keys]
@@ -360,20 +377,18 @@ def _night_blocks(
         if epoch is not None:
             epoch = epoch[order]
         logger.info("epoch table not ordered by night and epoch: sorted before deriving")
-    if step is not None:
-        bad = (step != 1) & ~boundary
-        if bad.any():
-            rows = np.flatnonzero(bad) + 1
-            dup = rows[step[rows - 1] == 0]
-            kind = "duplicated" if dup.size else "missing (a gap in the epoch numbers)"
-            first = int(rows[0])
-            where = _describe_row(work, keys, order, first)
-            raise HypnogramError(
-                f"{len(rows)} epoch(s) are {kind} within a night, first at {where} (epoch "
-                f"{epoch[first - 1]:g} followed by {epoch[first]:g}). Epochs of a night must be "
-                "consecutive integers; write '?' (unscored) for epochs that were not scored."
-            )
-    return order, np.append(starts, n), boundary
+    if inner.size:
+        rows = inner + 1
+        dup = rows[epoch[rows] == epoch[rows - 1]]
+        kind = "duplicated" if dup.size else "missing (a gap in the epoch numbers)"
+        first = int(rows[0])
+        where = _describe_row(work, keys, order, first)
+        raise HypnogramError(
+            f"{len(rows)} epoch(s) are {kind} within a night, first at {where} (epoch "
+            f"{epoch[first - 1]:g} followed by {epoch[first]:g}). Epochs of a night must be "
+            "consecutive integers; write '?' (unscored) for epochs that were not scored."
+        )
+    return order, np.append(starts, n)
 
 
 def _describe_row(frame: pd.DataFrame, keys: list[str], order: np.ndarray | None, i: int) -> str:
@@ -494,27 +509,64 @@ def _lights_seconds(nights: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return out[0], out[1]
 
 
-def _first_in_group(
-    run_group: np.ndarray, values: np.ndarray, n_groups: int, *, last: bool = False
-) -> np.ndarray:
-    """values of the first (or last) run of each group among the selected runs; NaN if none."""
-    out = np.full(n_groups, np.nan)
-    if run_group.size:
-        boundary = np.empty(run_group.size, dtype=bool)
-        if last:
-            boundary[-1] = True
-            boundary[:-1] = run_group[:-1] != run_group[1:]
-        else:
-            boundary[0] = True
-            boundary[1:] = run_group[1:] != run_group[:-1]
-        out[run_group[boundary]] = values[boundary]
-    return out
+class _Runs:
+    """Run-length encoding of the concatenated nights, with per-night run ranges.
+
+    A run is a maximal sequence of epochs of one code within one night. The runs of night
+    ``g`` are ``r0[g] <= r < r1[g]``, so every per-night quantity below is a ``searchsorted``
+    of ``n_nights`` bounds into a sorted array of run indices (or a difference of a cumulative
+    sum at those bounds): no array of the length of the record is built after the encoding.
+    """
+
+    def __init__(self, codes: np.ndarray, starts: np.ndarray) -> None:
+        n = codes.size
+        # int32 halves the memory traffic of the run arrays; nights are far below 2**31 epochs
+        self.idx_t = np.int32 if n < 2**31 - 1 else np.int64
+        is_start = np.empty(n, dtype=bool)
+        is_start[0] = True
+        np.not_equal(codes[1:], codes[:-1], out=is_start[1:])
+        is_start[starts[:-1]] = True  # runs never cross a night boundary
+        self.start = np.flatnonzero(is_start).astype(self.idx_t)
+        self.code = codes[self.start]
+        self.len = np.empty_like(self.start)
+        np.subtract(self.start[1:], self.start[:-1], out=self.len[:-1])
+        self.len[-1] = n - self.start[-1]
+        bounds = np.searchsorted(self.start, starts.astype(self.idx_t))  # n_runs at the end
+        self.r0, self.r1 = bounds[:-1], bounds[1:]
+        self.night_start = starts[:-1]
+
+    def first(self, selected: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """First selected run of each night (sorted run indices ``selected``) and whether any."""
+        j = np.searchsorted(selected, self.r0)
+        run = selected[np.minimum(j, selected.size - 1)] if selected.size else self.r0
+        found = (j < selected.size) & (run < self.r1)
+        return np.where(found, run, self.r0), found
+
+    def last(self, selected: np.ndarray) -> np.ndarray:
+        """Last selected run of each night (only meaningful where :meth:`first` found one)."""
+        j = np.searchsorted(selected, self.r1) - 1
+        return selected[np.maximum(j, 0)] if selected.size else self.r0
+
+    @staticmethod
+    def count(selected: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        """Number of selected runs ``r`` with ``lo <= r < hi`` (per night)."""
+        return np.searchsorted(selected, hi) - np.searchsorted(selected, lo)
+
+    def epochs(self, selected: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        """Epochs in the selected runs ``r`` with ``lo <= r < hi`` (per night, float64)."""
+        cum = np.zeros(selected.size + 1, dtype=np.int64)
+        np.cumsum(self.len[selected], out=cum[1:])
+        counts = cum[np.searchsorted(selected, hi)] - cum[np.searchsorted(selected, lo)]
+        return counts.astype(np.float64)
+
+    def position(self, run: np.ndarray) -> np.ndarray:
+        """Epoch position within its night of the first epoch of ``run`` (float64)."""
+        return (self.start[run] - self.night_start).astype(np.float64)
 
 
 def _compute(
     codes: np.ndarray,
     starts: np.ndarray,
-    boundary: np.ndarray,
     *,
     epoch_length: float,
     min_bout_epochs: int,
@@ -522,93 +574,68 @@ def _compute(
     waso_until_lights_on: bool,
     max_bad_fraction: float,
 ) -> dict[str, np.ndarray]:
-    """All statistics for the concatenated nights ``codes`` split at ``starts``."""
-    n = codes.size
-    n_groups = starts.size - 1
+    """All statistics for the concatenated nights ``codes`` split at ``starts``.
+
+    The only passes over the epochs are the run-length encoding in :class:`_Runs`; everything
+    else works on runs (typically a tenth of the epochs) and, per night, on ``searchsorted``
+    bounds. Counts are exact integers until the final conversion to minutes.
+    """
     to_min = epoch_length / 60.0
+    runs = _Runs(codes, starts)
+    r0, r1 = runs.r0, runs.r1
 
-    # Run-length encoding, runs never crossing a night boundary. Run-level arrays are int32
-    # (half the memory traffic of int64): nights are far shorter than 2**31 epochs.
-    idx_t = np.int32 if n < 2**31 - 1 else np.int64
-    is_start = np.empty(n, dtype=bool)
-    is_start[0] = True
-    np.not_equal(codes[1:], codes[:-1], out=is_start[1:])
-    is_start[1:] |= boundary
-    run_start = np.flatnonzero(is_start).astype(idx_t)
-    n_runs = run_start.size
-    run_code = codes[run_start]
-    run_len = np.empty(n_runs, dtype=idx_t)
-    np.subtract(run_start[1:], run_start[:-1], out=run_len[:-1])
-    run_len[-1] = n - run_start[-1]
-    # Night starts are run starts: number the runs' nights with a cumulative sum.
-    new_night = np.zeros(n_runs, dtype=bool)
-    new_night[np.searchsorted(run_start, starts[:-1])] = True
-    run_group = np.cumsum(new_night, dtype=idx_t) - 1
-    run_pos = run_start - starts[:-1].astype(idx_t)[run_group]
-    same_night_next = np.zeros(n_runs, dtype=bool)  # run k + 1 is in the same night as run k
-    np.logical_not(new_night[1:], out=same_night_next[:-1])
-
-    # Epochs per stage and night.
-    stage_n = np.bincount(
-        run_group.astype(np.int64) * len(STAGES) + run_code,
-        weights=run_len,
-        minlength=n_groups * len(STAGES),
-    ).reshape(n_groups, len(STAGES))
+    # Runs of each code (sorted run indices; one stable radix sort of the int8 run codes).
+    by_code = np.argsort(runs.code, kind="stable").astype(runs.idx_t)
+    bounds = np.concatenate([[0], np.cumsum(np.bincount(runs.code, minlength=len(STAGES)))])
+    of_code = [by_code[bounds[c] : bounds[c + 1]] for c in range(len(STAGES))]
+    stage_n = {c: runs.epochs(of_code[c], r0, r1) for c in range(len(STAGES)) if c != W}
     tib_n = np.diff(starts).astype(np.float64)
 
-    run_sleep = (run_code >= N1) & (run_code <= R)
-    sleep_idx = np.flatnonzero(run_sleep)
-    sleep_group = run_group[sleep_idx]
-    first_sleep = _first_in_group(sleep_group, run_pos[sleep_idx], n_groups)
-    last_sleep = _first_in_group(
-        sleep_group, (run_pos[sleep_idx] + run_len[sleep_idx] - 1), n_groups, last=True
-    )
-    has_sleep = np.isfinite(first_sleep)
-    big = np.iinfo(idx_t).max
-    fs = np.where(has_sleep, first_sleep, big).astype(idx_t)[run_group]  # per run
-    ls = np.where(has_sleep, last_sleep, -1).astype(idx_t)[run_group]
-
-    tst_n = stage_n[:, N1 : R + 1].sum(axis=1)
+    # Sleep period: first sleep run .. last sleep run of each night.
+    run_sleep = (runs.code >= N1) & (runs.code <= R)
+    sleep_runs = np.flatnonzero(run_sleep).astype(runs.idx_t)
+    first_run, has_sleep = runs.first(sleep_runs)
+    last_run = runs.last(sleep_runs)
+    first_sleep = np.where(has_sleep, runs.position(first_run), np.nan)
+    last_sleep = runs.position(last_run) + runs.len[last_run] - 1
+    tst_n = stage_n[N1] + stage_n[N2] + stage_n[N3] + stage_n[R]
     spt_n = np.where(has_sleep, last_sleep - first_sleep + 1, 0.0)
+    # Runs strictly inside the SPT: first_run < r < last_run (empty without sleep).
+    inner_lo = np.where(has_sleep, first_run + 1, r0)
+    inner_hi = np.where(has_sleep, last_run, r0)
 
     # Wake after sleep onset and awakenings (wake runs strictly inside the SPT).
-    wake = run_code == W
-    after_onset = run_pos > fs
-    wake_in_spt = wake & after_onset & (run_pos < ls)
-    waso_runs = (wake & after_onset) if waso_until_lights_on else wake_in_spt
-    waso_n = np.bincount(run_group[waso_runs], weights=run_len[waso_runs], minlength=n_groups)
-    waso_n = np.where(has_sleep, waso_n, np.nan)
-    bouts = wake_in_spt & (run_len >= min_bout_epochs)
-    n_awake = np.bincount(run_group[bouts], minlength=n_groups)
+    wake_runs = of_code[W]
+    waso_hi = np.where(has_sleep, r1, r0) if waso_until_lights_on else inner_hi
+    waso_n = np.where(has_sleep, runs.epochs(wake_runs, inner_lo, waso_hi), np.nan)
+    bouts = wake_runs[runs.len[wake_runs] >= min_bout_epochs]
+    n_awake = runs.count(bouts, inner_lo, inner_hi)
 
-    # Stage changes inside the SPT: a run starting after the first sleep epoch and at or
-    # before the last one begins with a change from the previous epoch (same night).
-    trans = after_onset & (run_pos <= ls)
-    n_trans = np.bincount(run_group[trans], minlength=n_groups)
+    # Stage changes inside the SPT: every run after the first sleep run, up to and including
+    # the last sleep run, begins with a change from the previous epoch of the same night.
+    n_trans = np.where(has_sleep, last_run - first_run, 0)
 
-    # Sleep -> wake transitions (YASA's SFI numerator).
-    next_wake = np.zeros(n_runs, dtype=bool)
-    np.equal(run_code[1:], W, out=next_wake[:-1])
-    s2w = run_sleep & next_wake & same_night_next
-    n_s2w = np.bincount(run_group[s2w], minlength=n_groups)
+    # Sleep -> wake transitions (YASA's SFI numerator): sleep run r followed by a wake run
+    # r + 1 of the same night (r < r1 - 1).
+    s2w = np.flatnonzero(run_sleep[:-1] & (runs.code[1:] == W)).astype(runs.idx_t)
+    n_s2w = runs.count(s2w, r0, r1 - 1)
 
-    # Persistent sleep: merge consecutive sleep runs into sleep bouts.
-    prev_sleep_same = np.zeros(n_runs, dtype=bool)
-    prev_sleep_same[1:] = run_sleep[:-1] & same_night_next[:-1]
-    bout_start = (run_sleep & ~prev_sleep_same)[sleep_idx]
-    bout_id = np.cumsum(bout_start) - 1
-    bout_len = np.bincount(bout_id, weights=run_len[sleep_idx]) if sleep_idx.size else np.empty(0)
-    first_run_of_bout = sleep_idx[bout_start]
-    long_bout = bout_len >= persistent_epochs
-    sol_persistent = _first_in_group(
-        run_group[first_run_of_bout][long_bout], run_pos[first_run_of_bout][long_bout], n_groups
-    )
+    # Persistent sleep: consecutive sleep runs of a night form a sleep bout.
+    bout_start = np.ones(sleep_runs.size, dtype=bool)
+    if sleep_runs.size:
+        np.not_equal(sleep_runs[1:] - sleep_runs[:-1], 1, out=bout_start[1:])
+        bout_start[np.searchsorted(sleep_runs, r0[has_sleep])] = True  # night's first run
+    first_of_bout = np.flatnonzero(bout_start)
+    bout_len = np.add.reduceat(runs.len[sleep_runs], first_of_bout) if sleep_runs.size else []
+    long_bouts = sleep_runs[first_of_bout[np.asarray(bout_len) >= persistent_epochs]]
+    run, found = runs.first(long_bouts)
+    sol_persistent = np.where(found, runs.position(run), np.nan)
 
-    # First epoch of each sleep stage.
+    # First epoch of each sleep stage (from lights off).
     first_stage = {}
-    for code in (N1, 2, N3, R):
-        idx = np.flatnonzero(run_code == code)
-        first_stage[code] = _first_in_group(run_group[idx], run_pos[idx], n_groups)
+    for code in _STAGE_NAMES:
+        run, found = runs.first(of_code[code])
+        first_stage[code] = np.where(found, runs.position(run), np.nan)
 
     with np.errstate(divide="ignore", invalid="ignore"):
         tst_min = tst_n * to_min
@@ -624,7 +651,7 @@ def _compute(
             "sme_pct": np.where(has_sleep, 100.0 * tst_min / (spt_n * to_min), np.nan),
         }
         for code, name in _STAGE_NAMES.items():
-            out[f"{name}_min"] = stage_n[:, code] * to_min
+            out[f"{name}_min"] = stage_n[code] * to_min
         for name in _STAGE_NAMES.values():
             out[f"{name}_pct"] = np.where(has_sleep, 100.0 * out[f"{name}_min"] / tst_min, np.nan)
         for code, name in _STAGE_NAMES.items():
@@ -635,9 +662,9 @@ def _compute(
         out["awakenings_per_h"] = n_awake / tst_h
         out["n_transitions"] = n_trans.astype(np.int64)
         out["sfi_per_h"] = n_s2w / tst_h
-        out["movement_min"] = stage_n[:, MT] * to_min
-        out["artefact_min"] = stage_n[:, ART] * to_min
-        out["unscored_min"] = stage_n[:, UNS] * to_min
-        bad_n = stage_n[:, MT] + stage_n[:, ART] + stage_n[:, UNS]
+        out["movement_min"] = stage_n[MT] * to_min
+        out["artefact_min"] = stage_n[ART] * to_min
+        out["unscored_min"] = stage_n[UNS] * to_min
+        bad_n = stage_n[MT] + stage_n[ART] + stage_n[UNS]
         out["quality_flag"] = bad_n / tib_n > max_bad_fraction
     return out
