@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -309,7 +310,7 @@ def _changes(col: pd.Series) -> np.ndarray:
     return codes[1:] != codes[:-1]
 
 
-_CHUNK = 1 << 16  # epochs per chunk in _epoch_breaks: the temporaries stay in the CPU cache
+_CHUNK = 1 << 18  # epochs per chunk in _epoch_breaks: the temporaries stay in the CPU cache
 
 
 def _epoch_breaks(epoch: np.ndarray) -> np.ndarray:
@@ -509,6 +510,13 @@ def _lights_seconds(nights: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return out[0], out[1]
 
 
+class _Selection(NamedTuple):
+    """Sorted run indices and the cumulative sum of their lengths (``cum_len[0] == 0``)."""
+
+    runs: np.ndarray
+    cum_len: np.ndarray
+
+
 class _Runs:
     """Run-length encoding of the concatenated nights, with per-night run ranges.
 
@@ -520,18 +528,18 @@ class _Runs:
 
     def __init__(self, codes: np.ndarray, starts: np.ndarray) -> None:
         n = codes.size
-        # int32 halves the memory traffic of the run arrays; nights are far below 2**31 epochs
-        self.idx_t = np.int32 if n < 2**31 - 1 else np.int64
         is_start = np.empty(n, dtype=bool)
         is_start[0] = True
         np.not_equal(codes[1:], codes[:-1], out=is_start[1:])
         is_start[starts[:-1]] = True  # runs never cross a night boundary
-        self.start = np.flatnonzero(is_start).astype(self.idx_t)
+        # All index arrays are intp: mixing int32 and int64 makes numpy convert whole arrays
+        # (e.g. the haystack of every searchsorted).
+        self.start = np.flatnonzero(is_start)
         self.code = codes[self.start]
         self.len = np.empty_like(self.start)
         np.subtract(self.start[1:], self.start[:-1], out=self.len[:-1])
         self.len[-1] = n - self.start[-1]
-        bounds = np.searchsorted(self.start, starts.astype(self.idx_t))  # n_runs at the end
+        bounds = np.searchsorted(self.start, starts.astype(np.intp))  # n_runs at the end
         self.r0, self.r1 = bounds[:-1], bounds[1:]
         self.night_start = starts[:-1]
 
@@ -552,11 +560,24 @@ class _Runs:
         """Number of selected runs ``r`` with ``lo <= r < hi`` (per night)."""
         return np.searchsorted(selected, hi) - np.searchsorted(selected, lo)
 
-    def epochs(self, selected: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    def by_code(self) -> list[_Selection]:
+        """The runs of each stage code, as :class:`_Selection` (index = code)."""
+        # One stable (radix) sort of the int8 codes: within a code, run indices stay sorted.
+        order = np.argsort(self.code, kind="stable")
+        cum_len = np.zeros(order.size + 1, dtype=np.int64)
+        np.cumsum(self.len[order], out=cum_len[1:])
+        out, lo = [], 0
+        for code in range(len(STAGES)):
+            hi = lo + int(np.count_nonzero(self.code == code))
+            out.append(_Selection(order[lo:hi], cum_len[lo : hi + 1]))
+            lo = hi
+        return out
+
+    @staticmethod
+    def epochs(selection: _Selection, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
         """Epochs in the selected runs ``r`` with ``lo <= r < hi`` (per night, float64)."""
-        cum = np.zeros(selected.size + 1, dtype=np.int64)
-        np.cumsum(self.len[selected], out=cum[1:])
-        counts = cum[np.searchsorted(selected, hi)] - cum[np.searchsorted(selected, lo)]
+        runs, cum_len = selection
+        counts = cum_len[np.searchsorted(runs, hi)] - cum_len[np.searchsorted(runs, lo)]
         return counts.astype(np.float64)
 
     def position(self, run: np.ndarray) -> np.ndarray:
@@ -584,16 +605,13 @@ def _compute(
     runs = _Runs(codes, starts)
     r0, r1 = runs.r0, runs.r1
 
-    # Runs of each code (sorted run indices; one stable radix sort of the int8 run codes).
-    by_code = np.argsort(runs.code, kind="stable").astype(runs.idx_t)
-    bounds = np.concatenate([[0], np.cumsum(np.bincount(runs.code, minlength=len(STAGES)))])
-    of_code = [by_code[bounds[c] : bounds[c + 1]] for c in range(len(STAGES))]
+    of_code = runs.by_code()
     stage_n = {c: runs.epochs(of_code[c], r0, r1) for c in range(len(STAGES)) if c != W}
     tib_n = np.diff(starts).astype(np.float64)
 
     # Sleep period: first sleep run .. last sleep run of each night.
     run_sleep = (runs.code >= N1) & (runs.code <= R)
-    sleep_runs = np.flatnonzero(run_sleep).astype(runs.idx_t)
+    sleep_runs = np.flatnonzero(run_sleep)
     first_run, has_sleep = runs.first(sleep_runs)
     last_run = runs.last(sleep_runs)
     first_sleep = np.where(has_sleep, runs.position(first_run), np.nan)
@@ -605,9 +623,9 @@ def _compute(
     inner_hi = np.where(has_sleep, last_run, r0)
 
     # Wake after sleep onset and awakenings (wake runs strictly inside the SPT).
-    wake_runs = of_code[W]
+    wake_runs = of_code[W].runs
     waso_hi = np.where(has_sleep, r1, r0) if waso_until_lights_on else inner_hi
-    waso_n = np.where(has_sleep, runs.epochs(wake_runs, inner_lo, waso_hi), np.nan)
+    waso_n = np.where(has_sleep, runs.epochs(of_code[W], inner_lo, waso_hi), np.nan)
     bouts = wake_runs[runs.len[wake_runs] >= min_bout_epochs]
     n_awake = runs.count(bouts, inner_lo, inner_hi)
 
@@ -617,7 +635,7 @@ def _compute(
 
     # Sleep -> wake transitions (YASA's SFI numerator): sleep run r followed by a wake run
     # r + 1 of the same night (r < r1 - 1).
-    s2w = np.flatnonzero(run_sleep[:-1] & (runs.code[1:] == W)).astype(runs.idx_t)
+    s2w = np.flatnonzero(run_sleep[:-1] & (runs.code[1:] == W))
     n_s2w = runs.count(s2w, r0, r1 - 1)
 
     # Persistent sleep: consecutive sleep runs of a night form a sleep bout.
@@ -626,15 +644,18 @@ def _compute(
         np.not_equal(sleep_runs[1:] - sleep_runs[:-1], 1, out=bout_start[1:])
         bout_start[np.searchsorted(sleep_runs, r0[has_sleep])] = True  # night's first run
     first_of_bout = np.flatnonzero(bout_start)
-    bout_len = np.add.reduceat(runs.len[sleep_runs], first_of_bout) if sleep_runs.size else []
-    long_bouts = sleep_runs[first_of_bout[np.asarray(bout_len) >= persistent_epochs]]
+    last_of_bout = np.append(first_of_bout[1:] - 1, sleep_runs.size - 1)
+    bout_first_run = sleep_runs[first_of_bout]
+    bout_last_run = sleep_runs[last_of_bout] if sleep_runs.size else bout_first_run
+    bout_len = runs.start[bout_last_run] + runs.len[bout_last_run] - runs.start[bout_first_run]
+    long_bouts = bout_first_run[bout_len >= persistent_epochs]
     run, found = runs.first(long_bouts)
     sol_persistent = np.where(found, runs.position(run), np.nan)
 
     # First epoch of each sleep stage (from lights off).
     first_stage = {}
     for code in _STAGE_NAMES:
-        run, found = runs.first(of_code[code])
+        run, found = runs.first(of_code[code].runs)
         first_stage[code] = np.where(found, runs.position(run), np.nan)
 
     with np.errstate(divide="ignore", invalid="ignore"):
