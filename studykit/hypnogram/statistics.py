@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
-from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -283,52 +282,63 @@ def _missing_key(name: str, rows: np.ndarray) -> HypnogramError:
     )
 
 
-def _changes(col: pd.Series) -> np.ndarray:
-    """Boolean array of length n - 1: True where row i + 1 has another value than row i.
+def _key_values(col: pd.Series) -> np.ndarray:
+    """A numpy array whose adjacent values differ exactly where the key ``col`` changes.
 
-    Uses the cheapest exact comparison for the column's storage: categorical codes, numpy
-    values, or Arrow's vectorized comparison for Arrow-backed strings (pandas >= 3 default).
-    A missing value always differs from the previous row (NaN != NaN, null -> True, code -1),
-    so every row with a missing key starts a block or continues one that starts with it:
-    checking the block starts (see :func:`_night_blocks`) finds them all.
+    Categorical codes or numeric values as they are (no copy). Other columns (Arrow-backed
+    strings, the pandas >= 3 default, or objects) are compared element-wise once and turned
+    into block numbers. A missing value always differs from the previous row (NaN != NaN,
+    code -1 after another code, null -> changed), so every row with a missing key starts a
+    block or continues a block that starts with it: checking the block starts (see
+    :func:`_night_blocks`) finds them all.
     """
     dtype = col.dtype
     if isinstance(dtype, pd.CategoricalDtype):
-        values = col.array.codes
-        return values[1:] != values[:-1]
+        return np.asarray(col.array.codes)
     if isinstance(dtype, np.dtype) and dtype.kind in "biuf":
-        values = col.to_numpy()
-        return values[1:] != values[:-1]
+        return col.to_numpy()
     array = col.array
     if hasattr(array, "__arrow_array__") and getattr(dtype, "storage", None) == "pyarrow":
         import pyarrow.compute as pc  # pandas' own string backend
 
         arrow = array.__arrow_array__()
-        changed = pc.fill_null(pc.not_equal(arrow[1:], arrow[:-1]), True)
-        return np.asarray(changed, dtype=bool)
-    codes = np.asarray(pd.factorize(col, use_na_sentinel=True)[0])
-    return codes[1:] != codes[:-1]
+        changed = np.asarray(pc.fill_null(pc.not_equal(arrow[1:], arrow[:-1]), True), dtype=bool)
+    else:
+        values = col.to_numpy(dtype=object)
+        changed = np.asarray(values[1:] != values[:-1], dtype=bool)
+    block = np.zeros(len(col), dtype=np.int64)
+    np.cumsum(changed, out=block[1:])
+    return block
 
 
-_CHUNK = 1 << 18  # epochs per chunk in _epoch_breaks: the temporaries stay in the CPU cache
+_CHUNK = 1 << 18  # rows per chunk in _scan_rows: the temporaries stay in the CPU cache
 
 
-def _epoch_breaks(epoch: np.ndarray) -> np.ndarray:
-    """Sorted positions ``i`` where ``epoch[i + 1] != epoch[i] + 1``.
+def _scan_rows(keys: list[np.ndarray], epoch: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """One pass over the rows, chunk by chunk (no temporary of the table's length).
 
-    Computed chunk by chunk, so no temporary of the length of the record is allocated
-    (the breaks are few: one per night in an ordered table).
+    Returns the sorted positions ``i`` where a key changes between rows ``i`` and ``i + 1``,
+    and those where ``epoch[i + 1] != epoch[i] + 1`` (both are few: about one per night in
+    an ordered table).
     """
-    n_steps = epoch.size - 1
-    step = np.empty(min(_CHUNK, max(n_steps, 0)), dtype=epoch.dtype)
-    off = np.empty(step.size, dtype=bool)
-    found = [np.empty(0, dtype=np.intp)]
+    n_steps = (len(keys[0]) if keys else 0 if epoch is None else epoch.size) - 1
+    size = min(_CHUNK, max(n_steps, 0))
+    changed, tmp = np.empty(size, dtype=bool), np.empty(size, dtype=bool)
+    step = np.empty(size, dtype=epoch.dtype) if epoch is not None else None
+    key_changes, epoch_breaks = [np.empty(0, dtype=np.intp)], [np.empty(0, dtype=np.intp)]
     for lo in range(0, n_steps, _CHUNK):
         k = min(_CHUNK, n_steps - lo)
-        np.subtract(epoch[lo + 1 : lo + 1 + k], epoch[lo : lo + k], out=step[:k])
-        np.not_equal(step[:k], 1, out=off[:k])
-        found.append(np.flatnonzero(off[:k]) + lo)
-    return np.concatenate(found)
+        if keys:
+            np.not_equal(keys[0][lo + 1 : lo + 1 + k], keys[0][lo : lo + k], out=changed[:k])
+            for values in keys[1:]:
+                np.not_equal(values[lo + 1 : lo + 1 + k], values[lo : lo + k], out=tmp[:k])
+                np.logical_or(changed[:k], tmp[:k], out=changed[:k])
+            key_changes.append(np.flatnonzero(changed[:k]) + lo)
+        if epoch is not None:
+            np.subtract(epoch[lo + 1 : lo + 1 + k], epoch[lo : lo + k], out=step[:k])
+            np.not_equal(step[:k], 1, out=tmp[:k])
+            epoch_breaks.append(np.flatnonzero(tmp[:k]) + lo)
+    return np.concatenate(key_changes), np.concatenate(epoch_breaks)
 
 
 def _night_blocks(frame: pd.DataFrame, keys: list[str]) -> tuple[np.ndarray | None, np.ndarray]:
@@ -350,31 +360,25 @@ def _night_blocks(frame: pd.DataFrame, keys: list[str]) -> tuple[np.ndarray | No
                     f"Column 'epoch' is missing or not a number in {len(rows)} row(s) (first "
                     f"at row {int(rows[0])})."
                 )
+    values = [_key_values(frame[k]) for k in keys]
     order = None
-    work = frame
     for attempt in range(2):
-        boundary = np.zeros(max(n - 1, 0), dtype=bool)
-        for k in keys:
-            np.logical_or(boundary, _changes(work[k]), out=boundary)
-        starts = np.concatenate([[0], np.flatnonzero(boundary) + 1])
-        del boundary
-        head = work[keys].iloc[starts] if keys else None
+        key_changes, breaks = _scan_rows(values, epoch)
+        starts = np.concatenate([[0], key_changes + 1])
+        head = frame[keys].iloc[starts if order is None else order[starts]] if keys else None
         if attempt == 0 and keys:
-            for k in keys:  # a missing key starts a block (see _changes)
+            for k in keys:  # a missing key starts a block (see _key_values)
                 if head[k].isna().any():
                     raise _missing_key(k, np.flatnonzero(frame[k].isna().to_numpy()))
         contiguous = not keys or not head.duplicated().any()
-        inner = np.empty(0, dtype=np.intp)  # epoch breaks that are not night boundaries
-        if epoch is not None:
-            breaks = _epoch_breaks(epoch)
-            inner = breaks[~np.isin(breaks, starts[1:] - 1, assume_unique=True)]
+        inner = breaks[~np.isin(breaks, key_changes, assume_unique=True)]  # within a night
         ordered = not (epoch[inner + 1] <= epoch[inner]).any() if inner.size else True
         if (contiguous and ordered) or attempt == 1:
             break  # after the sort, blocks are contiguous; duplicates are reported below
         key_codes = [np.asarray(pd.factorize(frame[k])[0]) for k in keys]
         sort_by = [epoch] if epoch is not None else []
         order = np.lexsort([*sort_by, *reversed(key_codes)])
-        work = frame.iloc[order]
+        values = [c[order] for c in key_codes]  # (block numbers would not survive a sort)
         if epoch is not None:
             epoch = epoch[order]
         logger.info("epoch table not ordered by night and epoch: sorted before deriving")
@@ -383,7 +387,7 @@ def _night_blocks(frame: pd.DataFrame, keys: list[str]) -> tuple[np.ndarray | No
         dup = rows[epoch[rows] == epoch[rows - 1]]
         kind = "duplicated" if dup.size else "missing (a gap in the epoch numbers)"
         first = int(rows[0])
-        where = _describe_row(work, keys, order, first)
+        where = _describe_row(frame, keys, order, first)
         raise HypnogramError(
             f"{len(rows)} epoch(s) are {kind} within a night, first at {where} (epoch "
             f"{epoch[first - 1]:g} followed by {epoch[first]:g}). Epochs of a night must be "
@@ -393,8 +397,9 @@ def _night_blocks(frame: pd.DataFrame, keys: list[str]) -> tuple[np.ndarray | No
 
 
 def _describe_row(frame: pd.DataFrame, keys: list[str], order: np.ndarray | None, i: int) -> str:
+    """Row ``i`` of the (re)ordered table, named by its original row number and keys."""
     row = int(order[i]) if order is not None else i
-    parts = [f"{k}={frame[k].iloc[i]!r}" for k in keys]
+    parts = [f"{k}={frame[k].iloc[row]!r}" for k in keys]
     return f"row {row}" + (f" ({', '.join(parts)})" if parts else "")
 
 
@@ -510,20 +515,60 @@ def _lights_seconds(nights: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return out[0], out[1]
 
 
-class _Selection(NamedTuple):
-    """Sorted run indices and the cumulative sum of their lengths (``cum_len[0] == 0``)."""
+class _Selection:
+    """A sorted set of run indices, located once against the night bounds.
 
-    runs: np.ndarray
-    cum_len: np.ndarray
+    ``at[g]`` is the position in ``runs`` of the first selected run at or after the first
+    run of night ``g`` (``at[-1] == runs.size``), so the selected runs of night ``g`` are
+    ``runs[at[g]:at[g + 1]]``. ``cum_len`` (optional) is the cumulative sum of their lengths
+    in epochs, starting at 0.
+    """
+
+    def __init__(self, runs: np.ndarray, bounds: np.ndarray, cum_len: np.ndarray | None = None):
+        self.runs = runs
+        self.cum_len = cum_len
+        self.at = np.searchsorted(runs, bounds)
+
+    def night_epochs(self) -> np.ndarray:
+        """Epochs in the selected runs, per night (float64)."""
+        return (self.cum_len[self.at[1:]] - self.cum_len[self.at[:-1]]).astype(np.float64)
+
+    def first(self) -> tuple[np.ndarray, np.ndarray]:
+        """First selected run of each night, and whether the night has one.
+
+        Where it has none the run returned is meaningless (but a valid index).
+        """
+        found = self.at[:-1] < self.at[1:]
+        if not self.runs.size:
+            return np.zeros(found.size, dtype=np.intp), found
+        return self.runs[np.minimum(self.at[:-1], self.runs.size - 1)], found
+
+    def last(self) -> np.ndarray:
+        """Last selected run of each night (meaningful only where :meth:`first` found one)."""
+        if not self.runs.size:
+            return np.zeros(self.at.size - 1, dtype=np.intp)
+        return self.runs[np.maximum(self.at[1:] - 1, 0)]
+
+    def count_between(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        """Number of selected runs ``r`` with ``lo <= r < hi`` (per night)."""
+        return np.searchsorted(self.runs, hi) - np.searchsorted(self.runs, lo)
+
+    def epochs_between(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        """Epochs in the selected runs ``r`` with ``lo <= r < hi`` (per night, float64)."""
+        cum = self.cum_len
+        return (cum[np.searchsorted(self.runs, hi)] - cum[np.searchsorted(self.runs, lo)]).astype(
+            np.float64
+        )
 
 
 class _Runs:
     """Run-length encoding of the concatenated nights, with per-night run ranges.
 
     A run is a maximal sequence of epochs of one code within one night. The runs of night
-    ``g`` are ``r0[g] <= r < r1[g]``, so every per-night quantity below is a ``searchsorted``
-    of ``n_nights`` bounds into a sorted array of run indices (or a difference of a cumulative
-    sum at those bounds): no array of the length of the record is built after the encoding.
+    ``g`` are ``r0[g] <= r < r1[g]``, so every per-night quantity is a ``searchsorted`` of
+    the night bounds into a sorted array of run indices (see :class:`_Selection`), or a
+    difference of a cumulative sum at those positions. After the encoding no array of the
+    length of the record is built, and no Python loop runs over nights.
     """
 
     def __init__(self, codes: np.ndarray, starts: np.ndarray) -> None:
@@ -539,29 +584,16 @@ class _Runs:
         self.len = np.empty_like(self.start)
         np.subtract(self.start[1:], self.start[:-1], out=self.len[:-1])
         self.len[-1] = n - self.start[-1]
-        bounds = np.searchsorted(self.start, starts.astype(np.intp))  # n_runs at the end
-        self.r0, self.r1 = bounds[:-1], bounds[1:]
+        self.bounds = np.searchsorted(self.start, starts.astype(np.intp))  # n_runs at the end
+        self.r0, self.r1 = self.bounds[:-1], self.bounds[1:]
         self.night_start = starts[:-1]
 
-    def first(self, selected: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """First selected run of each night (sorted run indices ``selected``) and whether any."""
-        j = np.searchsorted(selected, self.r0)
-        run = selected[np.minimum(j, selected.size - 1)] if selected.size else self.r0
-        found = (j < selected.size) & (run < self.r1)
-        return np.where(found, run, self.r0), found
-
-    def last(self, selected: np.ndarray) -> np.ndarray:
-        """Last selected run of each night (only meaningful where :meth:`first` found one)."""
-        j = np.searchsorted(selected, self.r1) - 1
-        return selected[np.maximum(j, 0)] if selected.size else self.r0
-
-    @staticmethod
-    def count(selected: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-        """Number of selected runs ``r`` with ``lo <= r < hi`` (per night)."""
-        return np.searchsorted(selected, hi) - np.searchsorted(selected, lo)
+    def select(self, mask: np.ndarray) -> _Selection:
+        """The runs where the run-level boolean ``mask`` is True."""
+        return _Selection(np.flatnonzero(mask), self.bounds)
 
     def by_code(self) -> list[_Selection]:
-        """The runs of each stage code, as :class:`_Selection` (index = code)."""
+        """The runs of each stage code, with their lengths (index = code)."""
         # One stable (radix) sort of the int8 codes: within a code, run indices stay sorted.
         order = np.argsort(self.code, kind="stable")
         cum_len = np.zeros(order.size + 1, dtype=np.int64)
@@ -569,16 +601,9 @@ class _Runs:
         out, lo = [], 0
         for code in range(len(STAGES)):
             hi = lo + int(np.count_nonzero(self.code == code))
-            out.append(_Selection(order[lo:hi], cum_len[lo : hi + 1]))
+            out.append(_Selection(order[lo:hi], self.bounds, cum_len[lo : hi + 1]))
             lo = hi
         return out
-
-    @staticmethod
-    def epochs(selection: _Selection, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-        """Epochs in the selected runs ``r`` with ``lo <= r < hi`` (per night, float64)."""
-        runs, cum_len = selection
-        counts = cum_len[np.searchsorted(runs, hi)] - cum_len[np.searchsorted(runs, lo)]
-        return counts.astype(np.float64)
 
     def position(self, run: np.ndarray) -> np.ndarray:
         """Epoch position within its night of the first epoch of ``run`` (float64)."""
@@ -598,64 +623,65 @@ def _compute(
     """All statistics for the concatenated nights ``codes`` split at ``starts``.
 
     The only passes over the epochs are the run-length encoding in :class:`_Runs`; everything
-    else works on runs (typically a tenth of the epochs) and, per night, on ``searchsorted``
-    bounds. Counts are exact integers until the final conversion to minutes.
+    else works on runs (about a tenth of the epochs in real hypnograms) and, per night, on
+    ``searchsorted`` positions. Counts are exact integers until the conversion to minutes.
     """
     to_min = epoch_length / 60.0
     runs = _Runs(codes, starts)
     r0, r1 = runs.r0, runs.r1
 
     of_code = runs.by_code()
-    stage_n = {c: runs.epochs(of_code[c], r0, r1) for c in range(len(STAGES)) if c != W}
+    stage_n = {c: of_code[c].night_epochs() for c in range(len(STAGES)) if c != W}
     tib_n = np.diff(starts).astype(np.float64)
 
     # Sleep period: first sleep run .. last sleep run of each night.
     run_sleep = (runs.code >= N1) & (runs.code <= R)
-    sleep_runs = np.flatnonzero(run_sleep)
-    first_run, has_sleep = runs.first(sleep_runs)
-    last_run = runs.last(sleep_runs)
+    sleep = runs.select(run_sleep)
+    first_run, has_sleep = sleep.first()
+    last_run = sleep.last()
     first_sleep = np.where(has_sleep, runs.position(first_run), np.nan)
     last_sleep = runs.position(last_run) + runs.len[last_run] - 1
     tst_n = stage_n[N1] + stage_n[N2] + stage_n[N3] + stage_n[R]
     spt_n = np.where(has_sleep, last_sleep - first_sleep + 1, 0.0)
-    # Runs strictly inside the SPT: first_run < r < last_run (empty without sleep).
+    # Runs strictly inside the SPT: first_run < r < last_run (none without sleep).
     inner_lo = np.where(has_sleep, first_run + 1, r0)
     inner_hi = np.where(has_sleep, last_run, r0)
 
     # Wake after sleep onset and awakenings (wake runs strictly inside the SPT).
-    wake_runs = of_code[W].runs
+    wake = of_code[W]
     waso_hi = np.where(has_sleep, r1, r0) if waso_until_lights_on else inner_hi
-    waso_n = np.where(has_sleep, runs.epochs(of_code[W], inner_lo, waso_hi), np.nan)
-    bouts = wake_runs[runs.len[wake_runs] >= min_bout_epochs]
-    n_awake = runs.count(bouts, inner_lo, inner_hi)
+    waso_n = np.where(has_sleep, wake.epochs_between(inner_lo, waso_hi), np.nan)
+    long_wake = wake.runs[runs.len[wake.runs] >= min_bout_epochs]
+    n_awake = _Selection(long_wake, runs.bounds).count_between(inner_lo, inner_hi)
 
     # Stage changes inside the SPT: every run after the first sleep run, up to and including
     # the last sleep run, begins with a change from the previous epoch of the same night.
     n_trans = np.where(has_sleep, last_run - first_run, 0)
 
-    # Sleep -> wake transitions (YASA's SFI numerator): sleep run r followed by a wake run
-    # r + 1 of the same night (r < r1 - 1).
-    s2w = np.flatnonzero(run_sleep[:-1] & (runs.code[1:] == W))
-    n_s2w = runs.count(s2w, r0, r1 - 1)
+    # Sleep -> wake transitions (YASA's SFI numerator): a wake run w preceded by a sleep run
+    # of the same night (r0 < w).
+    s2w = wake.runs[run_sleep[wake.runs - 1]]  # (w - 1 = -1 only for w = 0, a night's first)
+    n_s2w = _Selection(s2w, runs.bounds).count_between(r0 + 1, r1)
 
     # Persistent sleep: consecutive sleep runs of a night form a sleep bout.
+    sleep_runs = sleep.runs
     bout_start = np.ones(sleep_runs.size, dtype=bool)
     if sleep_runs.size:
         np.not_equal(sleep_runs[1:] - sleep_runs[:-1], 1, out=bout_start[1:])
-        bout_start[np.searchsorted(sleep_runs, r0[has_sleep])] = True  # night's first run
+        bout_start[sleep.at[:-1][has_sleep]] = True  # each night's first sleep run
     first_of_bout = np.flatnonzero(bout_start)
     last_of_bout = np.append(first_of_bout[1:] - 1, sleep_runs.size - 1)
     bout_first_run = sleep_runs[first_of_bout]
     bout_last_run = sleep_runs[last_of_bout] if sleep_runs.size else bout_first_run
     bout_len = runs.start[bout_last_run] + runs.len[bout_last_run] - runs.start[bout_first_run]
-    long_bouts = bout_first_run[bout_len >= persistent_epochs]
-    run, found = runs.first(long_bouts)
+    long_bouts = _Selection(bout_first_run[bout_len >= persistent_epochs], runs.bounds)
+    run, found = long_bouts.first()
     sol_persistent = np.where(found, runs.position(run), np.nan)
 
     # First epoch of each sleep stage (from lights off).
     first_stage = {}
     for code in _STAGE_NAMES:
-        run, found = runs.first(of_code[code].runs)
+        run, found = of_code[code].first()
         first_stage[code] = np.where(found, runs.position(run), np.nan)
 
     with np.errstate(divide="ignore", invalid="ignore"):
