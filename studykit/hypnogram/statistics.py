@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -282,21 +283,28 @@ def _missing_key(name: str, rows: np.ndarray) -> HypnogramError:
     )
 
 
-def _key_values(col: pd.Series) -> np.ndarray:
-    """A numpy array whose adjacent values differ exactly where the key ``col`` changes.
+class _Key(NamedTuple):
+    """A night key column as :func:`_scan_rows` compares it."""
+
+    values: np.ndarray  # adjacent values differ where the key changes, or (if changes) ...
+    changes: bool  # ... a boolean array of length n - 1, True where row i + 1 differs
+
+
+def _key_values(col: pd.Series) -> _Key:
+    """The cheapest exact representation of a key column for finding where it changes.
 
     Categorical codes or numeric values as they are (no copy). Other columns (Arrow-backed
-    strings, the pandas >= 3 default, or objects) are compared element-wise once and turned
-    into block numbers. A missing value always differs from the previous row (NaN != NaN,
-    code -1 after another code, null -> changed), so every row with a missing key starts a
-    block or continues a block that starts with it: checking the block starts (see
-    :func:`_night_blocks`) finds them all.
+    strings, the pandas >= 3 default, or objects) are compared element-wise here, once
+    (object comparison is faster than hashing every row). A missing value always differs
+    from the previous row (NaN != NaN, code -1 after another code, null -> changed), so every
+    row with a missing key starts a block or continues a block that starts with it: checking
+    the block starts (see :func:`_night_blocks`) finds them all.
     """
     dtype = col.dtype
     if isinstance(dtype, pd.CategoricalDtype):
-        return np.asarray(col.array.codes)
+        return _Key(np.asarray(col.array.codes), changes=False)
     if isinstance(dtype, np.dtype) and dtype.kind in "biuf":
-        return col.to_numpy()
+        return _Key(col.to_numpy(), changes=False)
     array = col.array
     if hasattr(array, "__arrow_array__") and getattr(dtype, "storage", None) == "pyarrow":
         import pyarrow.compute as pc  # pandas' own string backend
@@ -306,33 +314,35 @@ def _key_values(col: pd.Series) -> np.ndarray:
     else:
         values = col.to_numpy(dtype=object)
         changed = np.asarray(values[1:] != values[:-1], dtype=bool)
-    block = np.zeros(len(col), dtype=np.int64)
-    np.cumsum(changed, out=block[1:])
-    return block
+    return _Key(changed, changes=True)
 
 
 _CHUNK = 1 << 18  # rows per chunk in _scan_rows: the temporaries stay in the CPU cache
 
 
-def _scan_rows(keys: list[np.ndarray], epoch: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """One pass over the rows, chunk by chunk (no temporary of the table's length).
+def _scan_rows(n: int, keys: list[_Key], epoch: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """One pass over the ``n`` rows, chunk by chunk (no temporary of the table's length).
 
     Returns the sorted positions ``i`` where a key changes between rows ``i`` and ``i + 1``,
     and those where ``epoch[i + 1] != epoch[i] + 1`` (both are few: about one per night in
     an ordered table).
     """
-    n_steps = (len(keys[0]) if keys else 0 if epoch is None else epoch.size) - 1
+    n_steps = n - 1
     size = min(_CHUNK, max(n_steps, 0))
     changed, tmp = np.empty(size, dtype=bool), np.empty(size, dtype=bool)
     step = np.empty(size, dtype=epoch.dtype) if epoch is not None else None
     key_changes, epoch_breaks = [np.empty(0, dtype=np.intp)], [np.empty(0, dtype=np.intp)]
     for lo in range(0, n_steps, _CHUNK):
         k = min(_CHUNK, n_steps - lo)
+        for i, (values, changes) in enumerate(keys):
+            out = changed[:k] if i == 0 else tmp[:k]
+            if changes:
+                np.copyto(out, values[lo : lo + k])
+            else:
+                np.not_equal(values[lo + 1 : lo + 1 + k], values[lo : lo + k], out=out)
+            if i:
+                np.logical_or(changed[:k], out, out=changed[:k])
         if keys:
-            np.not_equal(keys[0][lo + 1 : lo + 1 + k], keys[0][lo : lo + k], out=changed[:k])
-            for values in keys[1:]:
-                np.not_equal(values[lo + 1 : lo + 1 + k], values[lo : lo + k], out=tmp[:k])
-                np.logical_or(changed[:k], tmp[:k], out=changed[:k])
             key_changes.append(np.flatnonzero(changed[:k]) + lo)
         if epoch is not None:
             np.subtract(epoch[lo + 1 : lo + 1 + k], epoch[lo : lo + k], out=step[:k])
@@ -363,7 +373,7 @@ def _night_blocks(frame: pd.DataFrame, keys: list[str]) -> tuple[np.ndarray | No
     values = [_key_values(frame[k]) for k in keys]
     order = None
     for attempt in range(2):
-        key_changes, breaks = _scan_rows(values, epoch)
+        key_changes, breaks = _scan_rows(n, values, epoch)
         starts = np.concatenate([[0], key_changes + 1])
         head = frame[keys].iloc[starts if order is None else order[starts]] if keys else None
         if attempt == 0 and keys:
@@ -378,7 +388,7 @@ def _night_blocks(frame: pd.DataFrame, keys: list[str]) -> tuple[np.ndarray | No
         key_codes = [np.asarray(pd.factorize(frame[k])[0]) for k in keys]
         sort_by = [epoch] if epoch is not None else []
         order = np.lexsort([*sort_by, *reversed(key_codes)])
-        values = [c[order] for c in key_codes]  # (block numbers would not survive a sort)
+        values = [_Key(c[order], changes=False) for c in key_codes]
         if epoch is not None:
             epoch = epoch[order]
         logger.info("epoch table not ordered by night and epoch: sorted before deriving")
