@@ -197,11 +197,10 @@ def sleep_statistics(
     frame = _as_frame(epochs)
     keys = [k for k in KEYS if k in frame.columns]
     codes = stage_codes(frame["stage"])
-    order, starts = _night_blocks(frame, keys)
+    order, starts, night_keys = _night_blocks(frame, keys)
     if order is not None:
         frame = frame.iloc[order]
         codes = codes[order]
-    key_rows = starts[:-1]  # first row of each night in `frame`, for the key columns
     if nights is not None:
         codes, starts = _crop(frame, keys, codes, starts, nights, epoch_length)
     out = _compute(
@@ -213,10 +212,8 @@ def sleep_statistics(
         waso_until_lights_on=bool(waso_until_lights_on),
         max_bad_fraction=float(max_bad_fraction),
     )
-    result = pd.DataFrame(out, columns=list(OUTCOMES))
-    if keys:
-        key_frame = frame[keys].iloc[key_rows].reset_index(drop=True)
-        result = pd.concat([key_frame, result], axis=1)
+    columns = {k: night_keys[k] for k in keys}  # Series: keys keep their dtype
+    result = pd.DataFrame({**columns, **out}, columns=[*keys, *OUTCOMES])
     result.attrs["parameters"] = {
         "epoch_length": float(epoch_length),
         "min_bout_epochs": int(min_bout_epochs),
@@ -351,12 +348,15 @@ def _scan_rows(n: int, keys: list[_Key], epoch: np.ndarray | None) -> tuple[np.n
     return np.concatenate(key_changes), np.concatenate(epoch_breaks)
 
 
-def _night_blocks(frame: pd.DataFrame, keys: list[str]) -> tuple[np.ndarray | None, np.ndarray]:
+def _night_blocks(
+    frame: pd.DataFrame, keys: list[str]
+) -> tuple[np.ndarray | None, np.ndarray, pd.DataFrame]:
     """Contiguous night blocks.
 
     Returns the row order to apply (None when the table is already ordered by night and
-    epoch) and the block starts followed by ``n``, in the (re)ordered row order. Raises when
-    a night key is missing or the epochs of a night are not consecutive.
+    epoch), the block starts followed by ``n`` in the (re)ordered row order, and the key
+    columns of the first row of each block (index 0 .. n_nights - 1). Raises when a night
+    key is missing or the epochs of a night are not consecutive.
     """
     n = len(frame)
     epoch = None
@@ -403,7 +403,8 @@ def _night_blocks(frame: pd.DataFrame, keys: list[str]) -> tuple[np.ndarray | No
             f"{epoch[first - 1]:g} followed by {epoch[first]:g}). Epochs of a night must be "
             "consecutive integers; write '?' (unscored) for epochs that were not scored."
         )
-    return order, np.append(starts, n)
+    night_keys = head.reset_index(drop=True) if keys else pd.DataFrame(index=range(len(starts)))
+    return order, np.append(starts, n), night_keys
 
 
 def _describe_row(frame: pd.DataFrame, keys: list[str], order: np.ndarray | None, i: int) -> str:
@@ -661,7 +662,9 @@ def _compute(
     wake = of_code[W]
     waso_hi = np.where(has_sleep, r1, r0) if waso_until_lights_on else inner_hi
     waso_n = np.where(has_sleep, wake.epochs_between(inner_lo, waso_hi), np.nan)
-    long_wake = wake.runs[runs.len[wake.runs] >= min_bout_epochs]
+    long_wake = wake.runs
+    if min_bout_epochs > 1:
+        long_wake = long_wake[runs.len[long_wake] >= min_bout_epochs]
     n_awake = _Selection(long_wake, runs.bounds).count_between(inner_lo, inner_hi)
 
     # Stage changes inside the SPT: every run after the first sleep run, up to and including
