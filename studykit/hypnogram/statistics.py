@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
+from functools import cached_property
 from typing import NamedTuple
 
 import numpy as np
@@ -538,7 +539,11 @@ class _Selection:
     def __init__(self, runs: np.ndarray, bounds: np.ndarray, cum_len: np.ndarray | None = None):
         self.runs = runs
         self.cum_len = cum_len
-        self.at = np.searchsorted(runs, bounds)
+        self._bounds = bounds
+
+    @cached_property
+    def at(self) -> np.ndarray:
+        return np.searchsorted(self.runs, self._bounds)  # located only when needed
 
     def night_epochs(self) -> np.ndarray:
         """Epochs in the selected runs, per night (float64)."""
@@ -560,16 +565,14 @@ class _Selection:
             return np.zeros(self.at.size - 1, dtype=np.intp)
         return self.runs[np.maximum(self.at[1:] - 1, 0)]
 
-    def count_between(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-        """Number of selected runs ``r`` with ``lo <= r < hi`` (per night)."""
-        return np.searchsorted(self.runs, hi) - np.searchsorted(self.runs, lo)
+    def between(self, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Positions in ``runs`` of the selected runs ``r`` with ``lo <= r < hi`` (per night):
+        they are ``runs[i:j]`` for the returned ``(i, j)``."""
+        return np.searchsorted(self.runs, lo), np.searchsorted(self.runs, hi)
 
-    def epochs_between(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-        """Epochs in the selected runs ``r`` with ``lo <= r < hi`` (per night, float64)."""
-        cum = self.cum_len
-        return (cum[np.searchsorted(self.runs, hi)] - cum[np.searchsorted(self.runs, lo)]).astype(
-            np.float64
-        )
+    def epochs_between(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        """Epochs in ``runs[i:j]`` (per night, float64), ``(i, j)`` from :meth:`between`."""
+        return (self.cum_len[j] - self.cum_len[i]).astype(np.float64)
 
 
 class _Runs:
@@ -660,21 +663,28 @@ def _compute(
 
     # Wake after sleep onset and awakenings (wake runs strictly inside the SPT).
     wake = of_code[W]
-    waso_hi = np.where(has_sleep, r1, r0) if waso_until_lights_on else inner_hi
-    waso_n = np.where(has_sleep, wake.epochs_between(inner_lo, waso_hi), np.nan)
-    long_wake = wake.runs
+    i, j = wake.between(inner_lo, inner_hi)
+    if waso_until_lights_on:
+        j_waso = np.searchsorted(wake.runs, np.where(has_sleep, r1, r0))
+        waso_n = np.where(has_sleep, wake.epochs_between(i, j_waso), np.nan)
+    else:
+        waso_n = np.where(has_sleep, wake.epochs_between(i, j), np.nan)
     if min_bout_epochs > 1:
-        long_wake = long_wake[runs.len[long_wake] >= min_bout_epochs]
-    n_awake = _Selection(long_wake, runs.bounds).count_between(inner_lo, inner_hi)
+        long_wake = _Selection(wake.runs[runs.len[wake.runs] >= min_bout_epochs], runs.bounds)
+        i, j = long_wake.between(inner_lo, inner_hi)
+    n_awake = j - i
 
     # Stage changes inside the SPT: every run after the first sleep run, up to and including
     # the last sleep run, begins with a change from the previous epoch of the same night.
     n_trans = np.where(has_sleep, last_run - first_run, 0)
 
     # Sleep -> wake transitions (YASA's SFI numerator): a wake run w preceded by a sleep run
-    # of the same night (r0 < w).
-    s2w = wake.runs[run_sleep[wake.runs - 1]]  # (w - 1 = -1 only for w = 0, a night's first)
-    n_s2w = _Selection(s2w, runs.bounds).count_between(r0 + 1, r1)
+    # of the same night. The wake runs preceded by a sleep run are counted per night, minus
+    # the night's first run when it was counted because of the previous night's last run
+    # (for run 0, "run -1" is the last run: the same wrap-around in both terms).
+    s2w = _Selection(wake.runs[run_sleep[wake.runs - 1]], runs.bounds)
+    across = (runs.code[r0] == W) & run_sleep[r0 - 1]
+    n_s2w = np.diff(s2w.at) - across
 
     # Persistent sleep: consecutive sleep runs of a night form a sleep bout.
     sleep_runs = sleep.runs
