@@ -1,8 +1,10 @@
 """Per-night sleep statistics from epoch-by-epoch hypnograms, vectorized across nights.
 
-All nights are processed at once: the epochs of every night are concatenated, the stage
-sequence is run-length encoded in one pass, and every statistic is computed from the runs
-with numpy group reductions (no Python loop over nights).
+All nights are processed at once (no Python loop over nights): one chunked scan of the rows
+finds the night starts and checks the epoch numbers, the concatenated stage codes are
+run-length encoded once, and every statistic is computed from the runs, per night, with
+``searchsorted`` positions of the night bounds in sorted run indices and cumulative run
+lengths (see :class:`_Runs`). docs/hypnogram.md ("Speed") has the design and the benchmark.
 """
 
 from __future__ import annotations
