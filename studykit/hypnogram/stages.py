@@ -141,11 +141,33 @@ def stage_codes(values: Iterable[object] | pd.Series, *, scheme: Scheme = "auto"
         cat = values
     else:
         cat = None
-    if cat is not None and list(cat.categories) == list(STAGES):
-        codes = np.asarray(cat.codes)
-        if (codes < 0).any():
-            _raise_missing(np.flatnonzero(codes < 0))
-        return codes.astype(np.int8)
+    if cat is not None:
+        # Categorical (what the readers return): map the categories, then index by the codes.
+        codes_in = np.asarray(cat.codes)
+        if codes_in.size and codes_in.min() < 0:
+            _raise_missing(np.flatnonzero(codes_in < 0))
+        if list(cat.categories) == list(STAGES):
+            return codes_in.astype(np.int8)
+        return _map_through(codes_in, np.asarray(cat.categories, dtype=object), scheme)
+
+    if (
+        isinstance(values, np.ndarray | pd.Series | pd.Index)
+        and isinstance(values.dtype, np.dtype)
+        and values.dtype.kind in "iu"
+        and len(values) > 0
+    ):
+        # Integer codes (numpy, no missing values): a lookup table over the (small) range of
+        # values instead of hashing every epoch.
+        ints = np.asarray(values)
+        lo, hi = int(ints.min()), int(ints.max())
+        if hi - lo < 4096:
+            offsets = np.subtract(ints, lo, dtype=np.intp)
+            return _map_through(offsets, np.arange(lo, hi + 1, dtype=np.int64), scheme)
+
+    if isinstance(values, pd.Series | pd.Index) and len(values) > 1:
+        by_runs = _codes_by_runs(values, scheme)
+        if by_runs is not None:
+            return by_runs
 
     if isinstance(values, pd.Series | pd.Index | np.ndarray | pd.Categorical):
         arr = values
@@ -155,18 +177,59 @@ def stage_codes(values: Iterable[object] | pd.Series, *, scheme: Scheme = "auto"
     codes_in = np.asarray(codes_in)
     if (codes_in < 0).any():
         _raise_missing(np.flatnonzero(codes_in < 0))
+    return _map_through(codes_in, np.asarray(uniques, dtype=object), scheme)
+
+
+def _codes_by_runs(values: pd.Series | pd.Index, scheme: str) -> np.ndarray | None:
+    """Codes of a column of text labels, hashing only the first epoch of each run.
+
+    Stages change every few epochs, so comparing neighbours (vectorized in Arrow for the
+    pandas >= 3 string dtype, element-wise for objects) and hashing the run heads is several
+    times faster than hashing every epoch. Returns None when the column is neither, or has a
+    missing or unknown label: the general path then gives the exact error report.
+    """
+    array = values.array
+    if hasattr(array, "__arrow_array__") and getattr(values.dtype, "storage", None) == "pyarrow":
+        import pyarrow.compute as pc  # pandas' own string backend
+
+        arrow = array.__arrow_array__()
+        changed = pc.fill_null(pc.not_equal(arrow[1:], arrow[:-1]), True)
+    elif values.dtype == object:
+        labels = values.to_numpy()
+        changed = labels[1:] != labels[:-1]
+    else:
+        return None
+    is_head = np.empty(len(values), dtype=bool)
+    is_head[0] = True
+    is_head[1:] = np.asarray(changed, dtype=bool)
+    heads = np.flatnonzero(is_head)
+    head_codes, uniques = pd.factorize(values.take(heads), use_na_sentinel=True)
+    lookup = [_map_unique(u, scheme) for u in np.asarray(uniques, dtype=object).tolist()]
+    if (np.asarray(head_codes) < 0).any() or None in lookup:
+        return None
+    run_len = np.diff(np.append(heads, len(values)))
+    return np.repeat(np.array(lookup, dtype=np.int8)[head_codes], run_len)
+
+
+def _map_through(codes_in: np.ndarray, uniques: np.ndarray, scheme: str) -> np.ndarray:
+    """Stage codes of ``uniques[codes_in]``, mapping each distinct value once.
+
+    A value of ``uniques`` that is not a stage is an error only if some epoch uses it.
+    """
     lookup = np.empty(len(uniques), dtype=np.int8)
-    unknown: list[object] = []
-    for i, value in enumerate(np.asarray(uniques, dtype=object)):
+    unknown = False
+    for i, value in enumerate(uniques.tolist()):
         code = _map_unique(value, scheme)
-        if code is None:
-            unknown.append(value)
-            lookup[i] = -1
-        else:
-            lookup[i] = code
+        lookup[i] = -1 if code is None else code
+        unknown |= code is None
+    out = lookup[codes_in]
     if unknown:
-        _raise_unknown(unknown, codes_in, lookup, scheme)
-    return lookup[codes_in]
+        used = np.zeros(len(uniques), dtype=bool)
+        used[codes_in[out < 0]] = True
+        if used.any():
+            bad_values = [u for u, b in zip(uniques.tolist(), used, strict=True) if b]
+            _raise_unknown(bad_values, codes_in, lookup, scheme)
+    return out
 
 
 def _raise_missing(positions: np.ndarray) -> None:

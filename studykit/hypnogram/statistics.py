@@ -1,20 +1,24 @@
 """Per-night sleep statistics from epoch-by-epoch hypnograms, vectorized across nights.
 
-All nights are processed at once: the epochs of every night are concatenated, the stage
-sequence is run-length encoded in one pass, and every statistic is computed from the runs
-with numpy group reductions (no Python loop over nights).
+All nights are processed at once (no Python loop over nights): one chunked scan of the rows
+finds the night starts and checks the epoch numbers, the concatenated stage codes are
+run-length encoded once, and every statistic is computed from the runs, per night, with
+``searchsorted`` positions of the night bounds in sorted run indices and cumulative run
+lengths (see :class:`_Runs`). docs/hypnogram.md ("Speed") has the design and the benchmark.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
+from functools import cached_property
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
 from studykit.errors import HypnogramError
-from studykit.hypnogram.stages import ART, MT, N1, N3, STAGES, UNS, R, W, stage_codes
+from studykit.hypnogram.stages import ART, MT, N1, N2, N3, STAGES, UNS, R, W, stage_codes
 
 __all__ = ["KEYS", "OUTCOMES", "sleep_statistics"]
 
@@ -59,7 +63,7 @@ OUTCOMES: tuple[str, ...] = (
     "quality_flag",
 )
 
-_STAGE_NAMES = {N1: "n1", 2: "n2", N3: "n3", R: "rem"}
+_STAGE_NAMES = {N1: "n1", N2: "n2", N3: "n3", R: "rem"}
 _TOL_S = 1e-6  # tolerance (seconds) when comparing lights off / on with epoch boundaries
 
 
@@ -196,29 +200,23 @@ def sleep_statistics(
     frame = _as_frame(epochs)
     keys = [k for k in KEYS if k in frame.columns]
     codes = stage_codes(frame["stage"])
-    order, starts, boundary = _night_blocks(frame, keys)
+    order, starts, night_keys = _night_blocks(frame, keys)
     if order is not None:
         frame = frame.iloc[order]
         codes = codes[order]
-    key_rows = starts[:-1]  # first row of each night in `frame`, for the key columns
     if nights is not None:
         codes, starts = _crop(frame, keys, codes, starts, nights, epoch_length)
-        boundary = np.zeros(max(codes.size - 1, 0), dtype=bool)
-        boundary[starts[1:-1] - 1] = True
     out = _compute(
         codes,
         starts,
-        boundary,
         epoch_length=float(epoch_length),
         min_bout_epochs=int(min_bout_epochs),
         persistent_epochs=int(np.ceil(persistent_sleep_min * 60.0 / epoch_length - 1e-9)),
         waso_until_lights_on=bool(waso_until_lights_on),
         max_bad_fraction=float(max_bad_fraction),
     )
-    result = pd.DataFrame(out, columns=list(OUTCOMES))
-    if keys:
-        key_frame = frame[keys].iloc[key_rows].reset_index(drop=True)
-        result = pd.concat([key_frame, result], axis=1)
+    columns = {k: night_keys[k] for k in keys}  # Series: keys keep their dtype
+    result = pd.DataFrame({**columns, **out}, columns=[*keys, *OUTCOMES])
     result.attrs["parameters"] = {
         "epoch_length": float(epoch_length),
         "min_bout_epochs": int(min_bout_epochs),
@@ -285,45 +283,83 @@ def _missing_key(name: str, rows: np.ndarray) -> HypnogramError:
     )
 
 
-def _changes(col: pd.Series, name: str) -> np.ndarray:
-    """Boolean array of length n - 1: True where row i + 1 has another value than row i.
+class _Key(NamedTuple):
+    """A night key column as :func:`_scan_rows` compares it."""
 
-    Uses the cheapest exact comparison for the column's storage: categorical codes, numpy
-    values, or Arrow's vectorized comparison for Arrow-backed strings (pandas >= 3 default).
+    values: np.ndarray  # adjacent values differ where the key changes, or (if changes) ...
+    changes: bool  # ... a boolean array of length n - 1, True where row i + 1 differs
+
+
+def _key_values(col: pd.Series) -> _Key:
+    """The cheapest exact representation of a key column for finding where it changes.
+
+    Categorical codes or numeric values as they are (no copy). Other columns (Arrow-backed
+    strings, the pandas >= 3 default, or objects) are compared element-wise here, once
+    (object comparison is faster than hashing every row). A missing value always differs
+    from the previous row (NaN != NaN, code -1 after another code, null -> changed), so every
+    row with a missing key starts a block or continues a block that starts with it: checking
+    the block starts (see :func:`_night_blocks`) finds them all.
     """
     dtype = col.dtype
     if isinstance(dtype, pd.CategoricalDtype):
-        values = col.array.codes
-        if (values < 0).any():
-            raise _missing_key(name, np.flatnonzero(values < 0))
-        return values[1:] != values[:-1]
+        return _Key(np.asarray(col.array.codes), changes=False)
     if isinstance(dtype, np.dtype) and dtype.kind in "biuf":
-        values = col.to_numpy()
-        if dtype.kind == "f" and np.isnan(values).any():
-            raise _missing_key(name, np.flatnonzero(np.isnan(values)))
-        return values[1:] != values[:-1]
+        return _Key(col.to_numpy(), changes=False)
     array = col.array
     if hasattr(array, "__arrow_array__") and getattr(dtype, "storage", None) == "pyarrow":
         import pyarrow.compute as pc  # pandas' own string backend
 
         arrow = array.__arrow_array__()
-        if arrow.null_count:
-            raise _missing_key(name, np.flatnonzero(col.isna().to_numpy()))
-        return np.asarray(pc.not_equal(arrow[1:], arrow[:-1]), dtype=bool)
-    codes = np.asarray(pd.factorize(col, use_na_sentinel=True)[0])
-    if (codes < 0).any():
-        raise _missing_key(name, np.flatnonzero(codes < 0))
-    return codes[1:] != codes[:-1]
+        changed = np.asarray(pc.fill_null(pc.not_equal(arrow[1:], arrow[:-1]), True), dtype=bool)
+    else:
+        values = col.to_numpy(dtype=object)
+        changed = np.asarray(values[1:] != values[:-1], dtype=bool)
+    return _Key(changed, changes=True)
+
+
+_CHUNK = 1 << 18  # rows per chunk in _scan_rows: the temporaries stay in the CPU cache
+
+
+def _scan_rows(n: int, keys: list[_Key], epoch: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """One pass over the ``n`` rows, chunk by chunk (no temporary of the table's length).
+
+    Returns the sorted positions ``i`` where a key changes between rows ``i`` and ``i + 1``,
+    and those where ``epoch[i + 1] != epoch[i] + 1`` (both are few: about one per night in
+    an ordered table).
+    """
+    n_steps = n - 1
+    size = min(_CHUNK, max(n_steps, 0))
+    changed, tmp = np.empty(size, dtype=bool), np.empty(size, dtype=bool)
+    step = np.empty(size, dtype=epoch.dtype) if epoch is not None else None
+    key_changes, epoch_breaks = [np.empty(0, dtype=np.intp)], [np.empty(0, dtype=np.intp)]
+    for lo in range(0, n_steps, _CHUNK):
+        k = min(_CHUNK, n_steps - lo)
+        for i, (values, changes) in enumerate(keys):
+            out = changed[:k] if i == 0 else tmp[:k]
+            if changes:
+                np.copyto(out, values[lo : lo + k])
+            else:
+                np.not_equal(values[lo + 1 : lo + 1 + k], values[lo : lo + k], out=out)
+            if i:
+                np.logical_or(changed[:k], out, out=changed[:k])
+        if keys:
+            key_changes.append(np.flatnonzero(changed[:k]) + lo)
+        if epoch is not None:
+            np.subtract(epoch[lo + 1 : lo + 1 + k], epoch[lo : lo + k], out=step[:k])
+            np.not_equal(step[:k], 1, out=tmp[:k])
+            epoch_breaks.append(np.flatnonzero(tmp[:k]) + lo)
+    return np.concatenate(key_changes), np.concatenate(epoch_breaks)
 
 
 def _night_blocks(
     frame: pd.DataFrame, keys: list[str]
-) -> tuple[np.ndarray | None, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray | None, np.ndarray, pd.DataFrame]:
     """Contiguous night blocks.
 
     Returns the row order to apply (None when the table is already ordered by night and
-    epoch), the block starts followed by ``n``, and the boundary mask (length n - 1, True
-    where a new night starts at row i + 1), all in the (re)ordered row order.
+    epoch), the block starts followed by ``n`` in the (re)ordered row order, and the key
+    columns of the first row of each block (index 0 .. n_nights - 1). Raises when a night
+    key is missing or the epochs of a night are not consecutive.
     """
     n = len(frame)
     epoch = None
@@ -337,48 +373,47 @@ def _night_blocks(
                     f"Column 'epoch' is missing or not a number in {len(rows)} row(s) (first "
                     f"at row {int(rows[0])})."
                 )
+    values = [_key_values(frame[k]) for k in keys]
     order = None
-    work = frame
     for attempt in range(2):
-        boundary = np.zeros(max(n - 1, 0), dtype=bool)
-        for k in keys:
-            boundary |= _changes(work[k], k)
-        starts = np.concatenate([[0], np.flatnonzero(boundary) + 1])
-        contiguous = not keys or not work[keys].iloc[starts].duplicated().any()
-        step = None
-        ordered = True
-        if epoch is not None:
-            step = epoch[1:] - epoch[:-1]
-            off = (step != 1) & ~boundary
-            ordered = not (off.any() and (step[off] <= 0).any())
+        key_changes, breaks = _scan_rows(n, values, epoch)
+        starts = np.concatenate([[0], key_changes + 1])
+        head = frame[keys].iloc[starts if order is None else order[starts]] if keys else None
+        if attempt == 0 and keys:
+            for k in keys:  # a missing key starts a block (see _key_values)
+                if head[k].isna().any():
+                    raise _missing_key(k, np.flatnonzero(frame[k].isna().to_numpy()))
+        contiguous = not keys or not head.duplicated().any()
+        inner = breaks[~np.isin(breaks, key_changes, assume_unique=True)]  # within a night
+        ordered = not (epoch[inner + 1] <= epoch[inner]).any() if inner.size else True
         if (contiguous and ordered) or attempt == 1:
             break  # after the sort, blocks are contiguous; duplicates are reported below
         key_codes = [np.asarray(pd.factorize(frame[k])[0]) for k in keys]
         sort_by = [epoch] if epoch is not None else []
         order = np.lexsort([*sort_by, *reversed(key_codes)])
-        work = frame.iloc[order]
+        values = [_Key(c[order], changes=False) for c in key_codes]
         if epoch is not None:
             epoch = epoch[order]
         logger.info("epoch table not ordered by night and epoch: sorted before deriving")
-    if step is not None:
-        bad = (step != 1) & ~boundary
-        if bad.any():
-            rows = np.flatnonzero(bad) + 1
-            dup = rows[step[rows - 1] == 0]
-            kind = "duplicated" if dup.size else "missing (a gap in the epoch numbers)"
-            first = int(rows[0])
-            where = _describe_row(work, keys, order, first)
-            raise HypnogramError(
-                f"{len(rows)} epoch(s) are {kind} within a night, first at {where} (epoch "
-                f"{epoch[first - 1]:g} followed by {epoch[first]:g}). Epochs of a night must be "
-                "consecutive integers; write '?' (unscored) for epochs that were not scored."
-            )
-    return order, np.append(starts, n), boundary
+    if inner.size:
+        rows = inner + 1
+        dup = rows[epoch[rows] == epoch[rows - 1]]
+        kind = "duplicated" if dup.size else "missing (a gap in the epoch numbers)"
+        first = int(rows[0])
+        where = _describe_row(frame, keys, order, first)
+        raise HypnogramError(
+            f"{len(rows)} epoch(s) are {kind} within a night, first at {where} (epoch "
+            f"{epoch[first - 1]:g} followed by {epoch[first]:g}). Epochs of a night must be "
+            "consecutive integers; write '?' (unscored) for epochs that were not scored."
+        )
+    night_keys = head.reset_index(drop=True) if keys else pd.DataFrame(index=range(len(starts)))
+    return order, np.append(starts, n), night_keys
 
 
 def _describe_row(frame: pd.DataFrame, keys: list[str], order: np.ndarray | None, i: int) -> str:
+    """Row ``i`` of the (re)ordered table, named by its original row number and keys."""
     row = int(order[i]) if order is not None else i
-    parts = [f"{k}={frame[k].iloc[i]!r}" for k in keys]
+    parts = [f"{k}={frame[k].iloc[row]!r}" for k in keys]
     return f"row {row}" + (f" ({', '.join(parts)})" if parts else "")
 
 
@@ -494,27 +529,106 @@ def _lights_seconds(nights: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return out[0], out[1]
 
 
-def _first_in_group(
-    run_group: np.ndarray, values: np.ndarray, n_groups: int, *, last: bool = False
-) -> np.ndarray:
-    """values of the first (or last) run of each group among the selected runs; NaN if none."""
-    out = np.full(n_groups, np.nan)
-    if run_group.size:
-        boundary = np.empty(run_group.size, dtype=bool)
-        if last:
-            boundary[-1] = True
-            boundary[:-1] = run_group[:-1] != run_group[1:]
-        else:
-            boundary[0] = True
-            boundary[1:] = run_group[1:] != run_group[:-1]
-        out[run_group[boundary]] = values[boundary]
-    return out
+class _Selection:
+    """A sorted set of run indices, located once against the night bounds.
+
+    ``at[g]`` is the position in ``runs`` of the first selected run at or after the first
+    run of night ``g`` (``at[-1] == runs.size``), so the selected runs of night ``g`` are
+    ``runs[at[g]:at[g + 1]]``. ``cum_len`` (optional) is the cumulative sum of their lengths
+    in epochs, starting at 0.
+    """
+
+    def __init__(self, runs: np.ndarray, bounds: np.ndarray, cum_len: np.ndarray | None = None):
+        self.runs = runs
+        self.cum_len = cum_len
+        self._bounds = bounds
+
+    @cached_property
+    def at(self) -> np.ndarray:
+        return np.searchsorted(self.runs, self._bounds)  # located only when needed
+
+    def night_epochs(self) -> np.ndarray:
+        """Epochs in the selected runs, per night (float64)."""
+        return (self.cum_len[self.at[1:]] - self.cum_len[self.at[:-1]]).astype(np.float64)
+
+    def first(self) -> tuple[np.ndarray, np.ndarray]:
+        """First selected run of each night, and whether the night has one.
+
+        Where it has none the run returned is meaningless (but a valid index).
+        """
+        found = self.at[:-1] < self.at[1:]
+        if not self.runs.size:
+            return np.zeros(found.size, dtype=np.intp), found
+        return self.runs[np.minimum(self.at[:-1], self.runs.size - 1)], found
+
+    def last(self) -> np.ndarray:
+        """Last selected run of each night (meaningful only where :meth:`first` found one)."""
+        if not self.runs.size:
+            return np.zeros(self.at.size - 1, dtype=np.intp)
+        return self.runs[np.maximum(self.at[1:] - 1, 0)]
+
+    def between(self, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Positions in ``runs`` of the selected runs ``r`` with ``lo <= r < hi`` (per night):
+        they are ``runs[i:j]`` for the returned ``(i, j)``."""
+        return np.searchsorted(self.runs, lo), np.searchsorted(self.runs, hi)
+
+    def epochs_between(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+        """Epochs in ``runs[i:j]`` (per night, float64), ``(i, j)`` from :meth:`between`."""
+        return (self.cum_len[j] - self.cum_len[i]).astype(np.float64)
+
+
+class _Runs:
+    """Run-length encoding of the concatenated nights, with per-night run ranges.
+
+    A run is a maximal sequence of epochs of one code within one night. The runs of night
+    ``g`` are ``r0[g] <= r < r1[g]``, so every per-night quantity is a ``searchsorted`` of
+    the night bounds into a sorted array of run indices (see :class:`_Selection`), or a
+    difference of a cumulative sum at those positions. After the encoding no array of the
+    length of the record is built, and no Python loop runs over nights.
+    """
+
+    def __init__(self, codes: np.ndarray, starts: np.ndarray) -> None:
+        n = codes.size
+        is_start = np.empty(n, dtype=bool)
+        is_start[0] = True
+        np.not_equal(codes[1:], codes[:-1], out=is_start[1:])
+        is_start[starts[:-1]] = True  # runs never cross a night boundary
+        # All index arrays are intp: mixing int32 and int64 makes numpy convert whole arrays
+        # (e.g. the haystack of every searchsorted).
+        self.start = np.flatnonzero(is_start)
+        self.code = codes[self.start]
+        self.len = np.empty_like(self.start)
+        np.subtract(self.start[1:], self.start[:-1], out=self.len[:-1])
+        self.len[-1] = n - self.start[-1]
+        self.bounds = np.searchsorted(self.start, starts.astype(np.intp))  # n_runs at the end
+        self.r0, self.r1 = self.bounds[:-1], self.bounds[1:]
+        self.night_start = starts[:-1]
+
+    def select(self, mask: np.ndarray) -> _Selection:
+        """The runs where the run-level boolean ``mask`` is True."""
+        return _Selection(np.flatnonzero(mask), self.bounds)
+
+    def by_code(self) -> list[_Selection]:
+        """The runs of each stage code, with their lengths (index = code)."""
+        # One stable (radix) sort of the int8 codes: within a code, run indices stay sorted.
+        order = np.argsort(self.code, kind="stable")
+        cum_len = np.zeros(order.size + 1, dtype=np.int64)
+        np.cumsum(self.len[order], out=cum_len[1:])
+        out, lo = [], 0
+        for code in range(len(STAGES)):
+            hi = lo + int(np.count_nonzero(self.code == code))
+            out.append(_Selection(order[lo:hi], self.bounds, cum_len[lo : hi + 1]))
+            lo = hi
+        return out
+
+    def position(self, run: np.ndarray) -> np.ndarray:
+        """Epoch position within its night of the first epoch of ``run`` (float64)."""
+        return (self.start[run] - self.night_start).astype(np.float64)
 
 
 def _compute(
     codes: np.ndarray,
     starts: np.ndarray,
-    boundary: np.ndarray,
     *,
     epoch_length: float,
     min_bout_epochs: int,
@@ -522,93 +636,78 @@ def _compute(
     waso_until_lights_on: bool,
     max_bad_fraction: float,
 ) -> dict[str, np.ndarray]:
-    """All statistics for the concatenated nights ``codes`` split at ``starts``."""
-    n = codes.size
-    n_groups = starts.size - 1
+    """All statistics for the concatenated nights ``codes`` split at ``starts``.
+
+    The only passes over the epochs are the run-length encoding in :class:`_Runs`; everything
+    else works on runs (about a tenth of the epochs in real hypnograms) and, per night, on
+    ``searchsorted`` positions. Counts are exact integers until the conversion to minutes.
+    """
     to_min = epoch_length / 60.0
+    runs = _Runs(codes, starts)
+    r0, r1 = runs.r0, runs.r1
 
-    # Run-length encoding, runs never crossing a night boundary. Run-level arrays are int32
-    # (half the memory traffic of int64): nights are far shorter than 2**31 epochs.
-    idx_t = np.int32 if n < 2**31 - 1 else np.int64
-    is_start = np.empty(n, dtype=bool)
-    is_start[0] = True
-    np.not_equal(codes[1:], codes[:-1], out=is_start[1:])
-    is_start[1:] |= boundary
-    run_start = np.flatnonzero(is_start).astype(idx_t)
-    n_runs = run_start.size
-    run_code = codes[run_start]
-    run_len = np.empty(n_runs, dtype=idx_t)
-    np.subtract(run_start[1:], run_start[:-1], out=run_len[:-1])
-    run_len[-1] = n - run_start[-1]
-    # Night starts are run starts: number the runs' nights with a cumulative sum.
-    new_night = np.zeros(n_runs, dtype=bool)
-    new_night[np.searchsorted(run_start, starts[:-1])] = True
-    run_group = np.cumsum(new_night, dtype=idx_t) - 1
-    run_pos = run_start - starts[:-1].astype(idx_t)[run_group]
-    same_night_next = np.zeros(n_runs, dtype=bool)  # run k + 1 is in the same night as run k
-    np.logical_not(new_night[1:], out=same_night_next[:-1])
-
-    # Epochs per stage and night.
-    stage_n = np.bincount(
-        run_group.astype(np.int64) * len(STAGES) + run_code,
-        weights=run_len,
-        minlength=n_groups * len(STAGES),
-    ).reshape(n_groups, len(STAGES))
+    of_code = runs.by_code()
+    stage_n = {c: of_code[c].night_epochs() for c in range(len(STAGES)) if c != W}
     tib_n = np.diff(starts).astype(np.float64)
 
-    run_sleep = (run_code >= N1) & (run_code <= R)
-    sleep_idx = np.flatnonzero(run_sleep)
-    sleep_group = run_group[sleep_idx]
-    first_sleep = _first_in_group(sleep_group, run_pos[sleep_idx], n_groups)
-    last_sleep = _first_in_group(
-        sleep_group, (run_pos[sleep_idx] + run_len[sleep_idx] - 1), n_groups, last=True
-    )
-    has_sleep = np.isfinite(first_sleep)
-    big = np.iinfo(idx_t).max
-    fs = np.where(has_sleep, first_sleep, big).astype(idx_t)[run_group]  # per run
-    ls = np.where(has_sleep, last_sleep, -1).astype(idx_t)[run_group]
-
-    tst_n = stage_n[:, N1 : R + 1].sum(axis=1)
+    # Sleep period: first sleep run .. last sleep run of each night.
+    run_sleep = (runs.code >= N1) & (runs.code <= R)
+    sleep = runs.select(run_sleep)
+    first_run, has_sleep = sleep.first()
+    last_run = sleep.last()
+    first_sleep = np.where(has_sleep, runs.position(first_run), np.nan)
+    last_sleep = runs.position(last_run) + runs.len[last_run] - 1
+    tst_n = stage_n[N1] + stage_n[N2] + stage_n[N3] + stage_n[R]
     spt_n = np.where(has_sleep, last_sleep - first_sleep + 1, 0.0)
+    # Runs strictly inside the SPT: first_run < r < last_run (none without sleep).
+    inner_lo = np.where(has_sleep, first_run + 1, r0)
+    inner_hi = np.where(has_sleep, last_run, r0)
 
     # Wake after sleep onset and awakenings (wake runs strictly inside the SPT).
-    wake = run_code == W
-    after_onset = run_pos > fs
-    wake_in_spt = wake & after_onset & (run_pos < ls)
-    waso_runs = (wake & after_onset) if waso_until_lights_on else wake_in_spt
-    waso_n = np.bincount(run_group[waso_runs], weights=run_len[waso_runs], minlength=n_groups)
-    waso_n = np.where(has_sleep, waso_n, np.nan)
-    bouts = wake_in_spt & (run_len >= min_bout_epochs)
-    n_awake = np.bincount(run_group[bouts], minlength=n_groups)
+    wake = of_code[W]
+    i, j = wake.between(inner_lo, inner_hi)
+    if waso_until_lights_on:
+        j_waso = np.searchsorted(wake.runs, np.where(has_sleep, r1, r0))
+        waso_n = np.where(has_sleep, wake.epochs_between(i, j_waso), np.nan)
+    else:
+        waso_n = np.where(has_sleep, wake.epochs_between(i, j), np.nan)
+    if min_bout_epochs > 1:
+        long_wake = _Selection(wake.runs[runs.len[wake.runs] >= min_bout_epochs], runs.bounds)
+        i, j = long_wake.between(inner_lo, inner_hi)
+    n_awake = j - i
 
-    # Stage changes inside the SPT: a run starting after the first sleep epoch and at or
-    # before the last one begins with a change from the previous epoch (same night).
-    trans = after_onset & (run_pos <= ls)
-    n_trans = np.bincount(run_group[trans], minlength=n_groups)
+    # Stage changes inside the SPT: every run after the first sleep run, up to and including
+    # the last sleep run, begins with a change from the previous epoch of the same night.
+    n_trans = np.where(has_sleep, last_run - first_run, 0)
 
-    # Sleep -> wake transitions (YASA's SFI numerator).
-    next_wake = np.zeros(n_runs, dtype=bool)
-    np.equal(run_code[1:], W, out=next_wake[:-1])
-    s2w = run_sleep & next_wake & same_night_next
-    n_s2w = np.bincount(run_group[s2w], minlength=n_groups)
+    # Sleep -> wake transitions (YASA's SFI numerator): a wake run w preceded by a sleep run
+    # of the same night. The wake runs preceded by a sleep run are counted per night, minus
+    # the night's first run when it was counted because of the previous night's last run
+    # (for run 0, "run -1" is the last run: the same wrap-around in both terms).
+    s2w = _Selection(wake.runs[run_sleep[wake.runs - 1]], runs.bounds)
+    across = (runs.code[r0] == W) & run_sleep[r0 - 1]
+    n_s2w = np.diff(s2w.at) - across
 
-    # Persistent sleep: merge consecutive sleep runs into sleep bouts.
-    prev_sleep_same = np.zeros(n_runs, dtype=bool)
-    prev_sleep_same[1:] = run_sleep[:-1] & same_night_next[:-1]
-    bout_start = (run_sleep & ~prev_sleep_same)[sleep_idx]
-    bout_id = np.cumsum(bout_start) - 1
-    bout_len = np.bincount(bout_id, weights=run_len[sleep_idx]) if sleep_idx.size else np.empty(0)
-    first_run_of_bout = sleep_idx[bout_start]
-    long_bout = bout_len >= persistent_epochs
-    sol_persistent = _first_in_group(
-        run_group[first_run_of_bout][long_bout], run_pos[first_run_of_bout][long_bout], n_groups
-    )
+    # Persistent sleep: consecutive sleep runs of a night form a sleep bout.
+    sleep_runs = sleep.runs
+    bout_start = np.ones(sleep_runs.size, dtype=bool)
+    if sleep_runs.size:
+        np.not_equal(sleep_runs[1:] - sleep_runs[:-1], 1, out=bout_start[1:])
+        bout_start[sleep.at[:-1][has_sleep]] = True  # each night's first sleep run
+    first_of_bout = np.flatnonzero(bout_start)
+    last_of_bout = np.append(first_of_bout[1:] - 1, sleep_runs.size - 1)
+    bout_first_run = sleep_runs[first_of_bout]
+    bout_last_run = sleep_runs[last_of_bout] if sleep_runs.size else bout_first_run
+    bout_len = runs.start[bout_last_run] + runs.len[bout_last_run] - runs.start[bout_first_run]
+    long_bouts = _Selection(bout_first_run[bout_len >= persistent_epochs], runs.bounds)
+    run, found = long_bouts.first()
+    sol_persistent = np.where(found, runs.position(run), np.nan)
 
-    # First epoch of each sleep stage.
+    # First epoch of each sleep stage (from lights off).
     first_stage = {}
-    for code in (N1, 2, N3, R):
-        idx = np.flatnonzero(run_code == code)
-        first_stage[code] = _first_in_group(run_group[idx], run_pos[idx], n_groups)
+    for code in _STAGE_NAMES:
+        run, found = of_code[code].first()
+        first_stage[code] = np.where(found, runs.position(run), np.nan)
 
     with np.errstate(divide="ignore", invalid="ignore"):
         tst_min = tst_n * to_min
@@ -624,7 +723,7 @@ def _compute(
             "sme_pct": np.where(has_sleep, 100.0 * tst_min / (spt_n * to_min), np.nan),
         }
         for code, name in _STAGE_NAMES.items():
-            out[f"{name}_min"] = stage_n[:, code] * to_min
+            out[f"{name}_min"] = stage_n[code] * to_min
         for name in _STAGE_NAMES.values():
             out[f"{name}_pct"] = np.where(has_sleep, 100.0 * out[f"{name}_min"] / tst_min, np.nan)
         for code, name in _STAGE_NAMES.items():
@@ -635,9 +734,9 @@ def _compute(
         out["awakenings_per_h"] = n_awake / tst_h
         out["n_transitions"] = n_trans.astype(np.int64)
         out["sfi_per_h"] = n_s2w / tst_h
-        out["movement_min"] = stage_n[:, MT] * to_min
-        out["artefact_min"] = stage_n[:, ART] * to_min
-        out["unscored_min"] = stage_n[:, UNS] * to_min
-        bad_n = stage_n[:, MT] + stage_n[:, ART] + stage_n[:, UNS]
+        out["movement_min"] = stage_n[MT] * to_min
+        out["artefact_min"] = stage_n[ART] * to_min
+        out["unscored_min"] = stage_n[UNS] * to_min
+        bad_n = stage_n[MT] + stage_n[ART] + stage_n[UNS]
         out["quality_flag"] = bad_n / tib_n > max_bad_fraction
     return out
