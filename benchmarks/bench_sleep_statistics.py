@@ -162,11 +162,17 @@ def main() -> None:
     assert np.allclose(ours["tst_min"], ref["TST"], atol=1e-9, rtol=0)
     assert np.allclose(ours["se_pct"], ref["SE"], atol=1e-9, rtol=0)
     assert len(ref_table) == len(ours)
-    met = t_sk < 3 and t_bare / t_sk >= 10
+
+    # Issue #3's target: >= 10x YASA's per-night loop on the same data, and < 3 s. Both
+    # readings are printed: from the same epoch table (what a user runs), and the stricter one
+    # where YASA gets per-night arrays already split out of the table for free.
+    def verdict(ratio: float) -> str:
+        return "met" if t_sk < 3 and ratio >= 10 else "NOT met"
+
     print(
-        f"speed-up vs bare YASA loop: {t_bare / t_sk:.1f}x; vs YASA loop from the table: "
-        f"{t_table / t_sk:.1f}x; target >= 10x (vs the bare loop) and < 3 s: "
-        f"{'met' if met else 'NOT met'}"
+        f"speed-up vs YASA loop from the same epoch table: {t_table / t_sk:.1f}x "
+        f"(target >= 10x and < 3 s: {verdict(t_table / t_sk)}); stricter, vs the bare loop on "
+        f"pre-split arrays: {t_bare / t_sk:.1f}x ({verdict(t_bare / t_sk)})"
     )
     print(f"load average at end (1, 5, 15 min): {_load()}")
 
