@@ -126,35 +126,6 @@ def make_crossover(n=16, seed=7):
     return HandStudy(roster, pd.DataFrame(prow), pd.DataFrame(nrow), pd.DataFrame(drow))
 
 
-def trial_sim_study(path):
-    """The R reference trial as a Study (one period, parallel arms)."""
-    df = pd.read_csv(path)
-    nights = pd.DataFrame(
-        {
-            "participant_id": df["id"],
-            "period": 1,
-            "night": df["night"],
-            "night_index": df["night_index"],
-            "treatment": df["arm"],
-            "n3_min": df["sws_min"],
-            "rem_min": df["rem_min"],
-            "n_awakenings": df["awakenings"],
-        }
-    )
-    arms = df.drop_duplicates("id")
-    periods = pd.DataFrame(
-        {"participant_id": arms["id"], "period": 1, "treatment": arms["arm"], "sedative_use": False}
-    )
-    roster = pd.DataFrame(
-        {
-            "participant_id": arms["id"],
-            "sequence": np.where(arms["arm"] == "ketamine", "K", "P"),
-            "status": "completed",
-        }
-    )
-    return HandStudy(roster, periods, nights, pd.DataFrame(), simulated=True)
-
-
 @pytest.fixture(scope="module")
 def study():
     return make_crossover()

@@ -21,7 +21,7 @@ import pandas as pd
 
 from studykit.errors import ModelError
 from studykit.models.design import Design, build_design
-from studykit.models.glmm import _check_counts, _check_estimable, wald_z_table
+from studykit.models.glmm import WaldZTests, _check_counts, _check_estimable
 
 __all__ = ["GEEResult", "fit_gee"]
 
@@ -32,7 +32,7 @@ _STRUCTURES = ("exchangeable", "independence")
 
 
 @dataclass(frozen=True, eq=False)
-class GEEResult:
+class GEEResult(WaldZTests):
     """A fitted Poisson GEE (log link).
 
     Attributes
@@ -73,49 +73,6 @@ class GEEResult:
     loglik: float = math.nan
     singular: bool = False
     covariate_means: dict[str, float] = field(default_factory=dict)
-
-    def contrast_df(self, L: object) -> float:
-        """Degrees of freedom of a contrast: ``inf`` (Wald z tests)."""
-        return math.inf
-
-    def contrast(
-        self,
-        L: object,
-        *,
-        names: Sequence[str] | None = None,
-        alternative: str = "two-sided",
-        alpha: float = 0.05,
-        exponentiate: bool = False,
-    ) -> pd.DataFrame:
-        """Wald z tests of ``L @ beta`` with the sandwich covariance.
-
-        Same arguments and columns as :meth:`studykit.models.glmm.GLMMResult.contrast`.
-        """
-        return wald_z_table(
-            self.beta,
-            self.vcov,
-            L,
-            columns=self.columns,
-            names=names,
-            alternative=alternative,
-            alpha=alpha,
-            exponentiate=exponentiate,
-        )
-
-    def coef_table(
-        self,
-        alpha: float = 0.05,
-        alternative: str = "two-sided",
-        exponentiate: bool = False,
-    ) -> pd.DataFrame:
-        """Coefficients with robust Wald z tests; ``exponentiate=True`` gives rate ratios."""
-        return self.contrast(
-            np.eye(len(self.columns)),
-            names=self.columns,
-            alternative=alternative,
-            alpha=alpha,
-            exponentiate=exponentiate,
-        )
 
 
 def fit_gee(

@@ -31,7 +31,7 @@ from scipy import optimize, special, stats
 from studykit.errors import ModelError
 from studykit.models.design import Design, build_design
 
-__all__ = ["GLMMResult", "fit_glmm", "wald_z_table", "FAMILIES"]
+__all__ = ["GLMMResult", "WaldZTests", "fit_glmm", "wald_z_table", "FAMILIES"]
 
 logger = logging.getLogger(__name__)
 
@@ -511,8 +511,86 @@ def wald_z_table(
     return table
 
 
+class WaldZTests:
+    """Wald z inference for results with ``beta``, ``vcov`` and ``columns`` (GLMM, GEE).
+
+    Count models test on the log scale with the normal reference distribution (as glmer,
+    glmmTMB and emmeans do): contrast df are infinite.
+    """
+
+    beta: np.ndarray
+    vcov: np.ndarray
+    columns: list[str]
+
+    def contrast_df(self, L: object) -> float:
+        """Degrees of freedom of a contrast: always ``inf`` (Wald z tests, as glmer/emmeans)."""
+        return math.inf
+
+    def contrast(
+        self,
+        L: object,
+        *,
+        names: Sequence[str] | None = None,
+        alternative: str = "two-sided",
+        alpha: float = 0.05,
+        exponentiate: bool = False,
+    ) -> pd.DataFrame:
+        """Wald z tests and confidence intervals for linear contrasts ``L @ beta``.
+
+        Parameters
+        ----------
+        L : array-like, pandas.Series or pandas.DataFrame
+            One contrast (length ``p``) or ``k x p`` weights; a Series/DataFrame is matched to
+            the coefficients by name (missing names weigh 0, the index names the rows).
+        names : sequence of str, optional
+            Row labels (``term`` column).
+        alternative : {"two-sided", "greater", "less"}
+            Direction of the test on the log scale (H1: contrast > 0 for ``"greater"``).
+        alpha : float
+            1 - confidence level; one-sided alternatives give one-sided intervals.
+        exponentiate : bool
+            Report ``exp(estimate)`` (a rate ratio) and its interval; ``std_error`` becomes the
+            delta-method SE ``exp(estimate) * se`` (as emmeans' ``type = "response"``). The
+            statistic and p-value stay those of the log-scale test.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns ``term, estimate, std_error, statistic, df, p_value, conf_low, conf_high,
+            df_method, alternative`` (``df`` is ``inf``, ``df_method`` is ``"z"``).
+        """
+        return wald_z_table(
+            self.beta,
+            self.vcov,
+            L,
+            columns=self.columns,
+            names=names,
+            alternative=alternative,
+            alpha=alpha,
+            exponentiate=exponentiate,
+        )
+
+    def coef_table(
+        self,
+        alpha: float = 0.05,
+        alternative: str = "two-sided",
+        exponentiate: bool = False,
+    ) -> pd.DataFrame:
+        """Fixed effects with Wald z tests (as ``summary(glmer_fit)``) and Wald CIs.
+
+        ``exponentiate=True`` gives rate ratios (see :meth:`contrast`).
+        """
+        return self.contrast(
+            np.eye(len(self.columns)),
+            names=self.columns,
+            alternative=alternative,
+            alpha=alpha,
+            exponentiate=exponentiate,
+        )
+
+
 @dataclass(frozen=True, eq=False)
-class GLMMResult:
+class GLMMResult(WaldZTests):
     """A fitted Poisson / negative-binomial mixed model with a random intercept.
 
     Attributes
@@ -601,72 +679,6 @@ class GLMMResult:
     def std_errors(self) -> pd.Series:
         """Standard errors of the fixed effects, indexed by name."""
         return pd.Series(np.sqrt(np.diag(self.vcov)), index=self.columns, name="std_error")
-
-    def contrast_df(self, L: object) -> float:
-        """Degrees of freedom of a contrast: always ``inf`` (Wald z tests, as glmer/emmeans)."""
-        return math.inf
-
-    def contrast(
-        self,
-        L: object,
-        *,
-        names: Sequence[str] | None = None,
-        alternative: str = "two-sided",
-        alpha: float = 0.05,
-        exponentiate: bool = False,
-    ) -> pd.DataFrame:
-        """Wald z tests and confidence intervals for linear contrasts ``L @ beta``.
-
-        Parameters
-        ----------
-        L : array-like, pandas.Series or pandas.DataFrame
-            One contrast (length ``p``) or ``k x p`` weights; a Series/DataFrame is matched to
-            the coefficients by name (missing names weigh 0, the index names the rows).
-        names : sequence of str, optional
-            Row labels (``term`` column).
-        alternative : {"two-sided", "greater", "less"}
-            Direction of the test on the log scale (H1: contrast > 0 for ``"greater"``).
-        alpha : float
-            1 - confidence level; one-sided alternatives give one-sided intervals.
-        exponentiate : bool
-            Report ``exp(estimate)`` (a rate ratio) and its interval; ``std_error`` becomes the
-            delta-method SE ``exp(estimate) * se`` (as emmeans' ``type = "response"``). The
-            statistic and p-value stay those of the log-scale test.
-
-        Returns
-        -------
-        pandas.DataFrame
-            Columns ``term, estimate, std_error, statistic, df, p_value, conf_low, conf_high,
-            df_method, alternative`` (``df`` is ``inf``, ``df_method`` is ``"z"``).
-        """
-        return wald_z_table(
-            self.beta,
-            self.vcov,
-            L,
-            columns=self.columns,
-            names=names,
-            alternative=alternative,
-            alpha=alpha,
-            exponentiate=exponentiate,
-        )
-
-    def coef_table(
-        self,
-        alpha: float = 0.05,
-        alternative: str = "two-sided",
-        exponentiate: bool = False,
-    ) -> pd.DataFrame:
-        """Fixed effects with Wald z tests (as ``summary(glmer_fit)``) and Wald CIs.
-
-        ``exponentiate=True`` gives rate ratios (see :meth:`contrast`).
-        """
-        return self.contrast(
-            np.eye(len(self.columns)),
-            names=self.columns,
-            alternative=alternative,
-            alpha=alpha,
-            exponentiate=exponentiate,
-        )
 
     def fit_stats(self) -> pd.DataFrame:
         """One-row table: family, method, nobs, ngroups, logLik, AIC, BIC, SD, theta, flags."""
