@@ -83,23 +83,28 @@ class RIFit:
         return np.where(denom > 0, df, np.inf)
 
 
+def _group_sums(
+    y: np.ndarray, X: np.ndarray, codes: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per-group row counts, column sums of X, sums of y and outer products of the X sums
+    (flattened p x p per group), for 0-based group codes."""
+    m = int(codes.max()) + 1
+    Z = np.zeros((len(codes), m))
+    Z[np.arange(len(codes)), codes] = 1.0
+    SX = Z.T @ X
+    outer = np.einsum("ip,iq->ipq", SX, SX).reshape(m, -1)
+    return np.bincount(codes, minlength=m).astype(float), SX, Z.T @ y, outer
+
+
 class _Sums:
     """Sufficient statistics of one data set, grouped (numpy only: small matrices)."""
 
     def __init__(self, y: np.ndarray, X: np.ndarray, groups: np.ndarray) -> None:
         _, codes = np.unique(groups, return_inverse=True)
-        m = int(codes.max()) + 1
         self.N, self.p = X.shape
-        self.ni = np.bincount(codes, minlength=m).astype(float)
-        Z = np.zeros((self.N, m))
-        Z[np.arange(self.N), codes] = 1.0
-        self.SX = Z.T @ X
-        self.sy = Z.T @ y
+        self.ni, self.SX, self.sy, self.O = _group_sums(y, X, codes)
         self.sy2 = self.sy**2
-        self.O = np.einsum("ip,iq->ipq", self.SX, self.SX).reshape(m, -1)
-        self.XtX = X.T @ X
-        self.Xty = X.T @ y
-        self.yty = float(y @ y)
+        self.XtX, self.Xty, self.yty = X.T @ X, X.T @ y, float(y @ y)
 
     def parts(self, gamma: float) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
         """beta, r, A^-1 and c'(gamma) = 1 / (1 + n_i gamma)^2 at gamma."""
@@ -364,11 +369,7 @@ class _NestedSums:
         _, cell = np.unique(cells, return_inverse=True)
         k = int(cell.max()) + 1
         self.N, self.p = X.shape
-        self.nc = np.bincount(cell, minlength=k).astype(float)
-        Zc = np.zeros((self.N, k))
-        Zc[np.arange(self.N), cell] = 1.0
-        self.SXc = Zc.T @ X
-        self.syc = Zc.T @ y
+        self.nc, self.SXc, self.syc, self.Oc = _group_sums(y, X, cell)
         # participant of each cell
         first = np.zeros(k, dtype=np.intp)
         first[cell] = np.arange(self.N)
@@ -376,10 +377,7 @@ class _NestedSums:
         self.m = int(pid.max()) + 1
         self.P = np.zeros((self.m, k))
         self.P[pid, np.arange(k)] = 1.0
-        self.Oc = np.einsum("ip,iq->ipq", self.SXc, self.SXc).reshape(k, -1)
-        self.XtX = X.T @ X
-        self.Xty = X.T @ y
-        self.yty = float(y @ y)
+        self.XtX, self.Xty, self.yty = X.T @ X, X.T @ y, float(y @ y)
 
     def parts(self, th: np.ndarray) -> tuple[np.ndarray, float, float, np.ndarray]:
         """beta, r, log det(V / sigma^2), A^-1 at theta = (theta_id, theta_idperiod)."""
