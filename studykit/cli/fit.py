@@ -146,7 +146,8 @@ def format_results(results: Any) -> str:
     lines = []
     if results.simulated:
         lines.append("*** SIMULATED DATA: these results describe simulated participants. ***")
-    lines.append(f"protocol {proto.id} v{proto.version} (sha256 {str(proto.sha256)[:16]}...)")
+    lines.append(f"protocol {proto.id} v{proto.version}")
+    lines.append(f"sha256 {proto.sha256}")
     families = list(dict.fromkeys(t["multiplicity_family"].astype(str)))
     for fam in families:
         sub = t[t["multiplicity_family"].astype(str) == fam]
@@ -168,7 +169,8 @@ def format_results(results: Any) -> str:
                     r["verdict"],
                 ]
             )
-        lines.append("")
+        if fam != families[0]:
+            lines.append("")
         lines.append(f"{fam} (p adjustment: {methods})")
         lines.append(
             tabulate(
