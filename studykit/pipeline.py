@@ -33,6 +33,7 @@ import pandas as pd
 
 from studykit.errors import InputError, StudykitError
 from studykit.models.multiplicity import adjusted_intervals
+from studykit.report import consort_tables, draw_report_figures
 from studykit.validate import readme_says_simulated
 
 __all__ = ["STAGES", "DEFAULT_SEED", "RunResult", "run"]
@@ -375,7 +376,7 @@ def run(
     # simulated data are always labelled: generated here, or a directory whose README says so
     simulated = simulate or readme_says_simulated(data_dir)
     result = RunResult(out=out, simulated=simulated)
-    state: dict[str, object] = {}
+    state: dict[str, object] = {"simulated": simulated}
     meta = _Meta()
 
     def do(stage: str, where: str, fn: Callable[[], str | None]) -> None:
@@ -686,6 +687,11 @@ def _build_tables(state: Mapping[str, object], meta: _Meta):
             notes="Randomized, completed and withdrawn per sequence; analysed and excluded per "
             "hypothesis (first contrast).",
         )
+    if roster is not None and "sequence" in roster.columns:
+        for name, (title, data, notes) in consort_tables(
+            study, state["analysis_obj"], sequence_order=meta.levels("roster", "sequence")
+        ).items():
+            specs[name] = _TableSpec(data, title, notes=notes)
     nights = _frame(study, "nights")
     if nights is not None and {"treatment", "night"} <= set(nights.columns):
         proto_outcomes = [o for o in dict.fromkeys(h["outcome"].dropna()) if o in nights.columns]
@@ -796,7 +802,7 @@ def _build_figures(state: Mapping[str, object], meta: _Meta, fdir: Path) -> dict
     captions: dict[str, tuple[str, str]] = {}
 
     def keep(name: str, fig, title: str, caption: str) -> None:
-        figs[name] = P.save_figure(fig, fdir, name)
+        figs[name] = P.save_figure(fig, fdir, name, simulated=bool(state["simulated"]))
         captions[name] = (title, caption)
 
     nights = _frame(study, "nights")
@@ -859,7 +865,13 @@ def _build_figures(state: Mapping[str, object], meta: _Meta, fdir: Path) -> dict
                 time=time_col,
                 arm_order=arm_order,
                 time_order=[str(t) for t in t_order] if time_col == "time" else t_order,
-                label=(meta.axis_label(table, o) if o else "mean") + (" (rate)" if rate else ""),
+                label=(
+                    f"{meta.label(table, o)} (rate per {tv})"
+                    if rate and o
+                    else meta.axis_label(table, o)
+                    if o
+                    else "mean"
+                ),
                 title=f"{hid}: {meta.label(table, o) if o else ''}",
                 ax=ax,
             )
@@ -874,17 +886,23 @@ def _build_figures(state: Mapping[str, object], meta: _Meta, fdir: Path) -> dict
             "Model-based means (rates for count outcomes) with confidence intervals by night or "
             "day and arm, one panel per hypothesis with a model.",
         )
-    keep(
-        "forest",
-        P.plot_forest(
-            h,
-            adjusted=adjusted_intervals(h),
-            units={o: meta.unit("nights", o) or meta.unit("diary", o) for o in h["outcome"]},
-        ),
-        "Hypothesis effects",
-        "Estimates with unadjusted (thin) and multiplicity-adjusted (thick) confidence "
-        "intervals; dashed line: no effect. Ratios on a log axis.",
-    )
+    outcomes_all = [str(o) for o in dict.fromkeys(h["outcome"].dropna())]
+    table_of = {
+        o: next((t for t in ("nights", "diary", "periods") if o in meta.names(t)), "nights")
+        for o in outcomes_all
+    }
+    for name, rf in draw_report_figures(
+        state["analysis_obj"],
+        study,
+        fdir,
+        simulated=bool(state["simulated"]),
+        labels={o: meta.label(table_of[o], o) for o in outcomes_all},
+        units={o: meta.unit(table_of[o], o) for o in outcomes_all},
+        sequence_labels=meta.code_labels("roster", "sequence"),
+        sequence_order=meta.levels("roster", "sequence"),
+    ).items():
+        figs[name] = {"svg": rf.path, "png": rf.path.with_suffix(".png")}
+        captions[name] = (rf.title, rf.caption)
     epochs = _frame(study, "epochs")
     tp = _treatment_of_period(study)
     if epochs is not None and not epochs.empty and tp is not None:
@@ -940,44 +958,43 @@ def _write_report(
     simulated: bool,
     manifest_summary: Mapping[str, object],
 ) -> Path:
-    from studykit.report import ReportFigure, ReportTable, write_report
+    from studykit.report import ReportFigure, ReportTable, results_sections, write_report
     from studykit.tables import format_display
 
     h = state["hypotheses"]
     proto = state["protocol"]
     displays: Mapping[str, _TableSpec] = state["displays"]
-    tables = [
-        ReportTable(
+    tables = {
+        name: ReportTable(
             name,
             spec.title,
             spec.display if spec.display is not None else format_display(spec.data),
             spec.notes,
         )
         for name, spec in displays.items()
-    ]
-    figures = [
-        ReportFigure(name, v["_title"], v["svg"], v["_caption"])
+    }
+    figures = {
+        name: ReportFigure(name, v["_title"], v["svg"], v["_caption"])
         for name, v in state["figures"].items()
-    ]
-    first = h.drop_duplicates("hypothesis_id")
-    short = [
-        c
-        for c in ("hypothesis_id", "claim", "evidence", "outcome", "role", "multiplicity_family")
-        if c in h.columns
-    ]
-    protocol_table = format_display(first[short])
-    full = [
-        c
-        for c in ("hypothesis_id", "source", "estimand", "effect_size_definition", "verdict_rule")
-        if c in h.columns
-    ]
-    definitions = format_display(first[full])
-    diag_cols = [
-        c
-        for c in ("hypothesis_id", "contrast", "model", "converged", "singular", "warnings")
-        if c in h.columns
-    ]
-    diagnostics = format_display(h[diag_cols])
+    }
+    outcomes = [str(o) for o in dict.fromkeys(h["outcome"].dropna())]
+    sections = results_sections(
+        analysis=state["analysis_obj"],
+        tables=tables,
+        figures=figures,
+        protocol=proto,
+        manifest=manifest_summary,
+        labels={
+            o: next(
+                (meta.label(t, o) for t in ("nights", "diary", "periods") if o in meta.names(t)),
+                o,
+            )
+            for o in outcomes
+        },
+        flows=(
+            {"consort_flow": displays["consort_flow"].data} if "consort_flow" in displays else None
+        ),
+    )
     pid = getattr(proto, "id", None) or (h["protocol_id"].iloc[0] if len(h) else "")
     sha = getattr(proto, "sha256", None) or (h["protocol_sha256"].iloc[0] if len(h) else "")
     protocol_summary = {
@@ -995,11 +1012,6 @@ def _write_report(
         out / "report.html",
         title=f"studykit results: {pid}",
         protocol=protocol_summary,
-        protocol_table=protocol_table,
-        tables=tables,
-        figures=figures,
-        diagnostics=diagnostics,
-        definitions=definitions,
-        manifest=manifest_summary,
+        sections=sections,
         simulated=simulated,
     )

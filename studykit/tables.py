@@ -39,6 +39,8 @@ __all__ = [
     "write_table",
     "to_csv_text",
     "format_display",
+    "format_number",
+    "format_p",
     "hypothesis_table",
     "format_hypothesis_table",
     "baseline_characteristics",
@@ -210,16 +212,34 @@ def to_csv_text(data: pd.DataFrame) -> str:
     )
 
 
-def _fmt_float(v: float, digits: int) -> str:
+def format_number(v: float, digits: int = 2) -> str:
+    """THE number format of every table and figure: fixed decimals, infinity as the sign.
+
+    Examples
+    --------
+    >>> format_number(8.3507), format_number(float("inf")), format_number(1.5, 1)
+    ('8.35', '∞', '1.5')
+    """
     if math.isinf(v):
         return "∞" if v > 0 else "-∞"
     return f"{v:.{digits}f}"
 
 
-def _fmt_p(v: float) -> str:
+def format_p(v: float) -> str:
+    """THE p-value format of every table and figure: three decimals, ``<0.001`` below.
+
+    Examples
+    --------
+    >>> format_p(0.04567), format_p(0.0002)
+    ('0.046', '<0.001')
+    """
     if v < 0.001:
         return "<0.001"
     return f"{v:.3f}"
+
+
+_fmt_float = format_number
+_fmt_p = format_p
 
 
 def format_display(
