@@ -1,452 +1,35 @@
-"""Result tables: tidy numbers in, CSV / Markdown / HTML / LaTeX out.
+"""Computing tables: tidy, numeric result tables in a fixed, meaningful row order.
 
-Numbers are computed by the analysis (or by the small summaries below) and stay numbers in
-the machine-readable CSV; they become strings only in the display versions (Markdown, HTML,
-LaTeX), following tableone's split between statistics and formatting and marginaleffects'
-habit of stable machine column names with display labels only when printing.
-
-Every export goes through :func:`write_table`, the single place that
-
-* drops identifier (PHI) columns flagged in the data dictionary (column ``identifier`` of
-  ``data_dictionary.csv``, :meth:`DataDictionary.identifier_columns`), and refuses summary
-  tables whose ``variable`` column names one of them (their levels are the PHI values);
-* writes floats with a fixed format (``%.10g``, empty cell for missing) and ``\\n`` line
-  ends, so two runs on the same data give byte-identical CSV files.
-
-The table builders return rows in a fixed, meaningful order (reference levels first,
-nights in protocol order), never in the order rows happened to arrive.
+Rows come in a fixed order (reference levels first, nights in protocol order), never in the
+order rows happened to arrive. Numbers stay numbers; :mod:`studykit.tables.format` makes
+display strings and :mod:`studykit.tables.write` writes the files.
 """
 
 from __future__ import annotations
 
-import logging
 import math
-import re
-from collections.abc import Collection, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from studykit.analysis import HYPOTHESIS_COLUMNS as _ANALYSIS_COLUMNS
 from studykit.errors import InputError
+from studykit.tables.format import _is_ratio
 
 __all__ = [
     "HYPOTHESIS_COLUMNS",
-    "FLOAT_FORMAT",
-    "TABLE_FORMATS",
-    "identifier_columns",
-    "write_table",
-    "to_csv_text",
-    "format_display",
     "hypothesis_table",
-    "format_hypothesis_table",
     "adjusted_confidence_intervals",
     "baseline_characteristics",
-    "format_baseline_table",
     "descriptive_outcomes",
-    "format_descriptive_table",
     "validation_summary",
-    "redact_identifier_values",
     "participant_flow",
 ]
 
-logger = logging.getLogger(__name__)
-
 #: Columns of ``hypotheses.csv``, in order: defined once, by the analysis that fills them.
 HYPOTHESIS_COLUMNS: tuple[str, ...] = tuple(_ANALYSIS_COLUMNS)
-
-#: printf-style format of floats in CSV exports: 10 significant digits, stable across runs.
-FLOAT_FORMAT = "%.10g"
-
-#: File formats :func:`write_table` can write, with their suffixes.
-TABLE_FORMATS: dict[str, str] = {"csv": ".csv", "md": ".md", "html": ".html", "tex": ".tex"}
-
-#: Display labels of common machine column names (used in Markdown / HTML / LaTeX only).
-DEFAULT_LABELS: dict[str, str] = {
-    "hypothesis_id": "Hypothesis",
-    "outcome": "Outcome",
-    "contrast": "Contrast",
-    "role": "Role",
-    "estimate": "Estimate",
-    "std_error": "SE",
-    "df": "df",
-    "statistic": "Statistic",
-    "p_value": "p",
-    "p_adjusted": "Adjusted p",
-    "conf_low": "CI low",
-    "conf_high": "CI high",
-    "n": "n",
-    "n_missing": "Missing",
-    "mean": "Mean",
-    "sd": "SD",
-    "median": "Median",
-    "q1": "Q1",
-    "q3": "Q3",
-    "min": "Min",
-    "max": "Max",
-    "n_issues": "Issues",
-    "n_participants": "Participants",
-    "severity": "Severity",
-    "rule": "Rule",
-    "column": "Column",
-    "file": "File",
-    "stage": "Stage",
-    "group": "Group",
-    "reason": "Reason",
-}
-
-_P_COLUMNS = frozenset({"p_value", "p_adjusted"})
-_RATIO_WORDS = ("ratio",)
-
-
-# --------------------------------------------------------------------------------------
-# identifier columns and the one writer
-# --------------------------------------------------------------------------------------
-
-
-def identifier_columns(dictionary: object | None = None) -> frozenset[str]:
-    """Names of the identifier (PHI) fields that must never be exported.
-
-    Parameters
-    ----------
-    dictionary : DataDictionary, optional
-        A loaded data dictionary; default the packaged one
-        (``studykit.dictionary.load_dictionary()``).
-
-    Returns
-    -------
-    frozenset of str
-        The names flagged ``identifier = yes`` in the dictionary. The pseudonymous key
-        ``participant_id`` is not PHI and is not among them.
-
-    Examples
-    --------
-    >>> ids = identifier_columns()
-    >>> "initials" in ids, "participant_id" in ids
-    (True, False)
-    """
-    if dictionary is None:
-        try:
-            from studykit.dictionary import load_dictionary
-        except ModuleNotFoundError:  # pragma: no cover - dictionary module not merged yet
-            return _identifier_columns_from_packaged_csv()
-        dictionary = load_dictionary()
-    return frozenset(dictionary.identifier_columns())
-
-
-def _identifier_columns_from_packaged_csv() -> frozenset[str]:
-    """Read the PHI flags straight from the packaged ``data_dictionary.csv``."""
-    from importlib.resources import files
-
-    path = files("studykit") / "data" / "data_dictionary.csv"
-    with path.open("r", encoding="utf-8") as fh:
-        dd = pd.read_csv(fh, dtype=str, keep_default_na=False)
-    flagged = dd["identifier"].str.strip().str.lower().isin({"yes", "true", "1", "y"})
-    return frozenset(dd.loc[flagged, "name"].str.strip())
-
-
-def _strip_identifiers(data: pd.DataFrame, ids: Collection[str], name: str) -> pd.DataFrame:
-    ids = set(ids)
-    drop = [c for c in data.columns if str(c) in ids]
-    if drop:
-        logger.info("table %s: identifier columns not exported: %s", name, ", ".join(drop))
-        data = data.drop(columns=drop)
-    if "variable" in data.columns:
-        named = sorted(set(data["variable"].dropna().astype(str)) & ids)
-        if named:
-            raise InputError(
-                f"Table {name!r} summarizes identifier field(s) {named}: their values (or "
-                "levels) would be exported. Identifier fields (identifier = yes in the data "
-                "dictionary) are never exported; remove them from the table's variables."
-            )
-    return data
-
-
-def _natural_key(series: pd.Series) -> pd.Series:
-    """Sort key that orders ``H2`` before ``H10`` and numbers numerically."""
-    if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
-        return series
-
-    def key(v: object) -> tuple:
-        if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA:
-            return ((2, ""),)
-        parts = re.split(r"(\d+)", str(v))
-        return tuple((0, int(p)) if p.isdigit() else (1, p) for p in parts if p != "")
-
-    return series.map(key)
-
-
-def _clean_cells(data: pd.DataFrame) -> pd.DataFrame:
-    """Lists/tuples -> '; '-joined text; -0.0 -> 0.0 (so '-0' never appears)."""
-    out = data.copy()
-    for col in out.columns:
-        s = out[col]
-        if s.dtype == object:
-            if s.map(lambda v: isinstance(v, list | tuple | set)).any():
-                out[col] = s.map(
-                    lambda v: (
-                        "; ".join(map(str, sorted(v) if isinstance(v, set) else v))
-                        if isinstance(v, list | tuple | set)
-                        else v
-                    )
-                )
-        elif pd.api.types.is_float_dtype(s):
-            out[col] = s + 0.0  # turns -0.0 into 0.0, keeps NaN
-    return out
-
-
-def to_csv_text(data: pd.DataFrame) -> str:
-    """The CSV text :func:`write_table` writes (fixed float format, ``\\n`` line ends).
-
-    Examples
-    --------
-    >>> print(to_csv_text(pd.DataFrame({"x": ["a", "b"], "y": [1 / 3, float("nan")]})), end="")
-    x,y
-    a,0.3333333333
-    b,
-    """
-    return _clean_cells(data).to_csv(
-        index=False, float_format=FLOAT_FORMAT, na_rep="", lineterminator="\n"
-    )
-
-
-def _fmt_float(v: float, digits: int) -> str:
-    if math.isinf(v):
-        return "∞" if v > 0 else "-∞"
-    return f"{v:.{digits}f}"
-
-
-def _fmt_p(v: float) -> str:
-    if v < 0.001:
-        return "<0.001"
-    return f"{v:.3f}"
-
-
-def format_display(
-    data: pd.DataFrame,
-    *,
-    digits: int = 2,
-    labels: Mapping[str, str] | None = None,
-) -> pd.DataFrame:
-    """Turn a tidy numeric table into strings for reading (Markdown, HTML, LaTeX).
-
-    Parameters
-    ----------
-    data : pandas.DataFrame
-        Tidy table with machine column names.
-    digits : int, default 2
-        Decimals of floats. Columns ``p_value`` and ``p_adjusted`` get three decimals and
-        ``<0.001`` below that.
-    labels : mapping, optional
-        Display label per column; defaults to :data:`DEFAULT_LABELS` for known names and
-        the machine name otherwise.
-
-    Returns
-    -------
-    pandas.DataFrame
-        Same rows, every cell a string, missing values as empty strings.
-
-    Examples
-    --------
-    >>> d = pd.DataFrame({"estimate": [1.23456], "p_value": [0.00002], "n": [12]})
-    >>> format_display(d).to_dict("records")
-    [{'Estimate': '1.23', 'p': '<0.001', 'n': '12'}]
-    """
-    names = {**DEFAULT_LABELS, **(labels or {})}
-    out = {}
-    for col in data.columns:
-        s = data[col]
-        is_p = col in _P_COLUMNS
-        if pd.api.types.is_bool_dtype(s):
-            vals = s.map(lambda v: "yes" if v else "no")
-        elif pd.api.types.is_integer_dtype(s):
-            vals = s.map(lambda v: "" if pd.isna(v) else str(int(v)))
-        elif pd.api.types.is_float_dtype(s):
-            vals = s.map(
-                lambda v, is_p=is_p: (
-                    "" if pd.isna(v) else (_fmt_p(v) if is_p else _fmt_float(float(v), digits))
-                )
-            )
-        else:
-            vals = s.map(
-                lambda v: (
-                    ""
-                    if (v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)))
-                    else (
-                        "yes"
-                        if v is True
-                        else "no"
-                        if v is False
-                        else "; ".join(map(str, v))
-                        if isinstance(v, list | tuple)
-                        else str(v)
-                    )
-                )
-            )
-        out[names.get(str(col), str(col))] = vals.astype(object).to_numpy()
-    return pd.DataFrame(out, index=range(len(data)))
-
-
-def _latex(display: pd.DataFrame, title: str | None, notes: str | None) -> str:
-    styler = display.style.hide(axis="index")
-    styler = styler.format(escape="latex").format_index(escape="latex", axis=1)
-    body = styler.to_latex(
-        hrules=True,
-        caption=_latex_escape(title) if title else None,
-        position_float="centering" if title else None,
-        column_format="l" * display.shape[1],
-    )
-    if notes:
-        body += "% " + notes.replace("\n", "\n% ") + "\n"
-    return body
-
-
-def _latex_escape(text: str) -> str:
-    repl = {
-        "\\": r"\textbackslash{}",
-        "&": r"\&",
-        "%": r"\%",
-        "$": r"\$",
-        "#": r"\#",
-        "_": r"\_",
-        "{": r"\{",
-        "}": r"\}",
-        "~": r"\textasciitilde{}",
-        "^": r"\textasciicircum{}",
-    }
-    return "".join(repl.get(c, c) for c in text)
-
-
-def _html(display: pd.DataFrame, name: str, title: str | None, notes: str | None) -> str:
-    import html
-
-    table = display.to_html(
-        index=False, escape=True, border=0, classes="studykit-table", table_id=f"table-{name}"
-    )
-    parts = []
-    if title:
-        parts.append(f"<p class='table-title'><strong>{html.escape(title)}</strong></p>")
-    parts.append(table)
-    if notes:
-        parts.append(f"<p class='table-notes'>{html.escape(notes)}</p>")
-    return "\n".join(parts) + "\n"
-
-
-def _markdown(display: pd.DataFrame, title: str | None, notes: str | None) -> str:
-    parts = []
-    if title:
-        parts.append(f"**{title}**\n")
-    if len(display):
-        parts.append(display.to_markdown(index=False))
-    else:
-        parts.append("(no rows)")
-    if notes:
-        parts.append("\n" + notes)
-    return "\n".join(parts) + "\n"
-
-
-def write_table(
-    data: pd.DataFrame,
-    directory: str | Path,
-    name: str,
-    *,
-    formats: Sequence[str] = ("csv", "md", "html", "tex"),
-    display: pd.DataFrame | None = None,
-    title: str | None = None,
-    notes: str | None = None,
-    sort_by: Sequence[str] | None = None,
-    identifiers: Collection[str] | None = None,
-    digits: int = 2,
-) -> dict[str, Path]:
-    """Write one table as CSV, Markdown, HTML and LaTeX; never export identifier fields.
-
-    Parameters
-    ----------
-    data : pandas.DataFrame
-        The tidy, numeric table. Its CSV is the machine-readable export.
-    directory : str or Path
-        Output directory (created if needed).
-    name : str
-        File stem, e.g. ``"hypotheses"`` -> ``hypotheses.csv``, ``hypotheses.md`` ...
-    formats : sequence of str, default all four
-        Any of ``"csv"``, ``"md"``, ``"html"``, ``"tex"``.
-    display : pandas.DataFrame, optional
-        A formatted version for the human-readable formats (e.g. from
-        :func:`format_baseline_table`); default ``format_display(data)``.
-    title, notes : str, optional
-        Caption and footnote of the human-readable versions (the CSV has neither).
-    sort_by : sequence of str, optional
-        Columns to sort ``data`` by (stable, natural order: ``H2`` before ``H10``). Default:
-        keep the order of ``data``, which the builders of this module fix.
-    identifiers : collection of str, optional
-        Identifier (PHI) field names to drop; default :func:`identifier_columns` of the
-        packaged dictionary. Columns with these names are dropped from every format (also
-        from ``display``); a table whose ``variable`` column names one of them (a summary of
-        an identifier's values) is refused with :class:`~studykit.errors.InputError`.
-    digits : int, default 2
-        Decimals of the default display version.
-
-    Returns
-    -------
-    dict
-        Format -> written path.
-
-    Notes
-    -----
-    The CSV writes floats as ``%.10g`` (10 significant digits), missing values as empty
-    cells and ``\\n`` line ends, so identical results give identical bytes.
-
-    Examples
-    --------
-    >>> import tempfile
-    >>> d = pd.DataFrame({"participant_id": ["P01"], "initials": ["AB"], "tst_min": [401.5]})
-    >>> with tempfile.TemporaryDirectory() as tmp:
-    ...     paths = write_table(d, tmp, "demo")
-    ...     print(paths["csv"].read_text(), end="")
-    participant_id,tst_min
-    P01,401.5
-    """
-    if not isinstance(data, pd.DataFrame):
-        raise InputError(f"write_table expects a pandas DataFrame, got {type(data).__name__}.")
-    unknown = [f for f in formats if f not in TABLE_FORMATS]
-    if unknown:
-        raise InputError(
-            f"Invalid table format(s) {unknown!r} for table {name!r}. "
-            f"Expected any of {sorted(TABLE_FORMATS)}."
-        )
-    ids = identifier_columns() if identifiers is None else frozenset(identifiers)
-    data = _strip_identifiers(data, ids, name)
-    if sort_by:
-        missing = [c for c in sort_by if c not in data.columns]
-        if missing:
-            raise InputError(
-                f"Cannot sort table {name!r} by {missing}: no such column. "
-                f"Columns are {list(data.columns)}."
-            )
-        data = data.sort_values(list(sort_by), key=_natural_key, kind="mergesort")
-    data = data.reset_index(drop=True)
-    if display is None:
-        display = format_display(data, digits=digits)
-    else:
-        display = _strip_identifiers(display, ids, name).reset_index(drop=True)
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    written: dict[str, Path] = {}
-    for fmt in formats:
-        path = directory / f"{name}{TABLE_FORMATS[fmt]}"
-        if fmt == "csv":
-            text = to_csv_text(data)
-        elif fmt == "md":
-            text = _markdown(display, title, notes)
-        elif fmt == "html":
-            text = _html(display, name, title, notes)
-        else:
-            text = _latex(display, title, notes)
-        with open(path, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-        written[fmt] = path
-    return written
 
 
 # --------------------------------------------------------------------------------------
@@ -487,10 +70,6 @@ def hypothesis_table(hypotheses: pd.DataFrame) -> pd.DataFrame:
         )
     extras = [c for c in hypotheses.columns if c not in HYPOTHESIS_COLUMNS]
     return hypotheses.loc[:, [*HYPOTHESIS_COLUMNS, *extras]].reset_index(drop=True)
-
-
-def _is_ratio(scale: object) -> bool:
-    return isinstance(scale, str) and any(w in scale.lower() for w in _RATIO_WORDS)
 
 
 def adjusted_confidence_intervals(hypotheses: pd.DataFrame) -> pd.DataFrame:
@@ -536,8 +115,6 @@ def adjusted_confidence_intervals(hypotheses: pd.DataFrame) -> pd.DataFrame:
     >>> round(float(a.loc[0, "conf_low_adjusted"]), 4), float(a.loc[0, "conf_level_adjusted"])
     (5.7586, 0.975)
     """
-    from scipy import stats
-
     if {"conf_low_adjusted", "conf_high_adjusted"} <= set(hypotheses.columns):
         out = hypotheses.loc[
             :, ["hypothesis_id", "contrast", "conf_low_adjusted", "conf_high_adjusted"]
@@ -629,81 +206,6 @@ def adjusted_confidence_intervals(hypotheses: pd.DataFrame) -> pd.DataFrame:
             "ci_adjustment",
         ],
     )
-
-
-def format_hypothesis_table(hypotheses: pd.DataFrame, *, digits: int = 2) -> pd.DataFrame:
-    """A compact, readable version of the hypothesis results (for the report and papers).
-
-    Parameters
-    ----------
-    hypotheses : pandas.DataFrame
-        Output of :func:`hypothesis_table`.
-    digits : int, default 2
-        Decimals of estimates, intervals and effect sizes.
-
-    Returns
-    -------
-    pandas.DataFrame
-        String columns ``Hypothesis, Outcome, Contrast, Role, n (K/P), Excluded,
-        Estimate [CI], CI level, df, p, Adjusted p, Effect size, Verdict``. The model,
-        its warnings and the effect-size definition stay in the CSV (and the report's
-        diagnostics and definitions); they are too long for a readable table.
-
-    Examples
-    --------
-    >>> h = pd.DataFrame({c: [None] for c in HYPOTHESIS_COLUMNS})
-    >>> h.loc[0, ["hypothesis_id", "estimate", "conf_low", "conf_high", "p_value"]] = [
-    ...     "H1", 8.0, 2.5, 13.5, 0.004]
-    >>> format_hypothesis_table(h).loc[0, "Estimate [CI]"]
-    '8.00 [2.50, 13.50]'
-    """
-
-    def num(v: object, d: int = digits) -> str:
-        if v is None or pd.isna(v):
-            return ""
-        return _fmt_float(float(v), d)
-
-    def p(v: object) -> str:
-        return "" if v is None or pd.isna(v) else _fmt_p(float(v))
-
-    def txt(v: object) -> str:
-        if v is None or (not isinstance(v, list | tuple) and pd.isna(v)):
-            return ""
-        return "; ".join(map(str, v)) if isinstance(v, list | tuple) else str(v)
-
-    def intn(v: object) -> str:
-        return "" if v is None or pd.isna(v) else str(int(v))
-
-    rows = []
-    for _, r in hypotheses.iterrows():
-        level = r["conf_level"]
-        ci = f"{num(r['conf_low'])}, {num(r['conf_high'])}"
-        est = num(r["estimate"])
-        if _is_ratio(r["scale"]):
-            est += " (ratio)"
-        adj = p(r["p_adjusted"])
-        if adj and txt(r["adjust_method"]):
-            adj += f" ({txt(r['adjust_method'])})"
-        es = num(r["effect_size"])
-        rows.append(
-            {
-                "Hypothesis": txt(r["hypothesis_id"]),
-                "Outcome": txt(r["outcome"]),
-                "Contrast": txt(r["contrast"]),
-                "Role": txt(r["role"]),
-                "n (K/P)": f"{intn(r['n_ketamine'])}/{intn(r['n_placebo'])}",
-                "Excluded": intn(r["n_excluded"]),
-                "Estimate [CI]": f"{est} [{ci}]",
-                "CI level": "" if level is None or pd.isna(level) else f"{float(level):.0%}",
-                "df": num(r["df"], 1)
-                + (f" ({txt(r['df_method'])})" if txt(r["df_method"]) else ""),
-                "p": p(r["p_value"]),
-                "Adjusted p": adj,
-                "Effect size": es,
-                "Verdict": txt(r["verdict"]),
-            }
-        )
-    return pd.DataFrame(rows, columns=list(rows[0]) if rows else None)
 
 
 # --------------------------------------------------------------------------------------
@@ -888,85 +390,6 @@ def baseline_characteristics(
     return out.reset_index(drop=True)
 
 
-def format_baseline_table(
-    characteristics: pd.DataFrame,
-    *,
-    group_labels: Mapping[str, str] | None = None,
-    digits: int = 1,
-) -> pd.DataFrame:
-    """Table 1 for reading: one column per group, ``mean (SD)``, ``median [Q1, Q3]``, ``n (%)``.
-
-    Parameters
-    ----------
-    characteristics : pandas.DataFrame
-        Output of :func:`baseline_characteristics`.
-    group_labels : mapping, optional
-        Display label per group code (e.g. ``{"KP": "Ketamine then placebo"}``).
-    digits : int, default 1
-        Decimals of means, SDs, quartiles and percentages.
-
-    Returns
-    -------
-    pandas.DataFrame
-        String columns ``Characteristic`` and one per group (``"label (n = N)"``).
-
-    Examples
-    --------
-    >>> r = pd.DataFrame({"sequence": ["KP", "KP", "PK"], "age": [30, 40, 50]})
-    >>> t = format_baseline_table(baseline_characteristics(r, variables=["age"]))
-    >>> t.iloc[0].tolist()
-    ['age, mean (SD)', '35.0 (7.1)', '50.0', '40.0 (10.0)']
-    """
-    group_labels = dict(group_labels or {})
-    group_labels.setdefault("overall", "Overall")
-    c = characteristics
-    groups = list(dict.fromkeys(c["group"]))
-    sizes = c[c["variable"] == "participants"].set_index("group")["n"]
-    header = {g: f"{group_labels.get(g, g)} (n = {int(sizes.get(g, 0))})" for g in groups}
-
-    def f(v: float) -> str:
-        return "" if pd.isna(v) else f"{v:.{digits}f}"
-
-    rows: list[dict] = []
-    for var in dict.fromkeys(c["variable"]):
-        if var == "participants":
-            continue
-        block = c[c["variable"] == var]
-        label = block["label"].iloc[0] or var
-        unit = block["unit"].iloc[0]
-        name = f"{label} ({unit})" if unit else label
-        kind = block["type"].iloc[0]
-        if kind == "continuous":
-            by = block.set_index("group")
-            r1 = {"Characteristic": f"{name}, mean (SD)"}
-            r2 = {"Characteristic": "    median [Q1, Q3]"}
-            for g in groups:
-                s = by.loc[g]
-                r1[header[g]] = (
-                    f"{f(s['mean'])} ({f(s['sd'])})" if pd.notna(s["sd"]) else f(s["mean"])
-                )
-                r2[header[g]] = f"{f(s['median'])} [{f(s['q1'])}, {f(s['q3'])}]" if s["n"] else ""
-            rows += [r1, r2]
-        else:
-            rows.append({"Characteristic": f"{name}, n (%)", **{header[g]: "" for g in groups}})
-            for level in dict.fromkeys(block["level"]):
-                lv = block[block["level"] == level].set_index("group")
-                r = {"Characteristic": f"    {level}"}
-                for g in groups:
-                    s = lv.loc[g]
-                    r[header[g]] = f"{int(s['count'])} ({f(s['percent'])})" if s["n"] else "0"
-                rows.append(r)
-        miss = block.drop_duplicates("group").set_index("group")["n_missing"]
-        if (miss > 0).any():
-            rows.append(
-                {
-                    "Characteristic": "    missing, n",
-                    **{header[g]: str(int(miss.get(g, 0))) for g in groups},
-                }
-            )
-    return pd.DataFrame(rows, columns=["Characteristic", *header.values()]).fillna("")
-
-
 # --------------------------------------------------------------------------------------
 # descriptive outcomes per arm and night (or day)
 # --------------------------------------------------------------------------------------
@@ -1075,53 +498,6 @@ def descriptive_outcomes(
     return pd.DataFrame(rows, columns=cols)
 
 
-def format_descriptive_table(summary: pd.DataFrame, *, digits: int = 1) -> pd.DataFrame:
-    """Descriptive outcomes for reading: ``mean (SD)`` and ``median [Q1, Q3]``.
-
-    Parameters
-    ----------
-    summary : pandas.DataFrame
-        Output of :func:`descriptive_outcomes`.
-    digits : int, default 1
-        Decimals.
-
-    Returns
-    -------
-    pandas.DataFrame
-        String columns ``Outcome``, the arm and time columns, ``n``, ``Mean (SD)``,
-        ``Median [Q1, Q3]``.
-
-    Examples
-    --------
-    >>> d = pd.DataFrame({"treatment": ["placebo"] * 2, "night": ["post1"] * 2,
-    ...                   "tst_min": [400.0, 410.0]})
-    >>> format_descriptive_table(descriptive_outcomes(d, outcomes=["tst_min"])).iloc[0].tolist()
-    ['tst_min', 'placebo', 'post1', '2', '405.0 (7.1)', '405.0 [402.5, 407.5]']
-    """
-    arm, time = summary.columns[2], summary.columns[3]
-
-    def f(v: float) -> str:
-        return "" if pd.isna(v) else f"{v:.{digits}f}"
-
-    out = pd.DataFrame(
-        {
-            "Outcome": summary["label"].astype(str).to_numpy(),
-            arm.capitalize(): summary[arm].astype(str).to_numpy(),
-            time.capitalize(): summary[time].astype(str).to_numpy(),
-            "n": summary["n"].astype(int).astype(str).to_numpy(),
-            "Mean (SD)": [
-                f"{f(m)} ({f(s)})" if pd.notna(s) else f(m)
-                for m, s in zip(summary["mean"], summary["sd"], strict=True)
-            ],
-            "Median [Q1, Q3]": [
-                f"{f(m)} [{f(a)}, {f(b)}]" if pd.notna(m) else ""
-                for m, a, b in zip(summary["median"], summary["q1"], summary["q3"], strict=True)
-            ],
-        }
-    )
-    return out
-
-
 # --------------------------------------------------------------------------------------
 # validation summary and participant flow
 # --------------------------------------------------------------------------------------
@@ -1193,43 +569,6 @@ def validation_summary(issues: pd.DataFrame | None) -> pd.DataFrame:
     out["_s"] = out["severity"].str.lower().map(_SEVERITY_ORDER).fillna(9)
     out = out.sort_values(["_s", "file", "column", "rule"], kind="mergesort").drop(columns="_s")
     return out.reset_index(drop=True)
-
-
-def redact_identifier_values(
-    issues: pd.DataFrame, *, identifiers: Collection[str] | None = None
-) -> pd.DataFrame:
-    """Blank the value and message of issues about identifier (PHI) fields.
-
-    Parameters
-    ----------
-    issues : pandas.DataFrame
-        Issue table (columns ``column``, ``value``, ``message`` ...).
-    identifiers : collection of str, optional
-        Identifier field names; default :func:`identifier_columns`.
-
-    Returns
-    -------
-    pandas.DataFrame
-        A copy where rows whose ``column`` is an identifier field have ``value`` and
-        ``message`` replaced by ``"[redacted: identifier field]"``.
-
-    Examples
-    --------
-    >>> iss = pd.DataFrame({"column": ["initials", "age"], "value": ["A.B.", "abc"],
-    ...                     "message": ["too long: 'A.B.'", "not an integer"]})
-    >>> redact_identifier_values(iss)["value"].tolist()
-    ['[redacted: identifier field]', 'abc']
-    """
-    ids = identifier_columns() if identifiers is None else frozenset(identifiers)
-    out = issues.copy()
-    if "column" not in out.columns:
-        return out
-    mask = out["column"].astype("string").isin(ids).fillna(False).to_numpy(bool)
-    for c in ("value", "message"):
-        if c in out.columns and mask.any():
-            out[c] = out[c].astype(object)
-            out.loc[mask, c] = "[redacted: identifier field]"
-    return out
 
 
 def participant_flow(
