@@ -39,6 +39,7 @@ from studykit.dictionary import load_dictionary
 from studykit.errors import InputError, StudykitError, ValidationError
 from studykit.hypnogram import sleep_statistics
 from studykit.manifest import build_manifest, environment, git_commit, write_manifest
+from studykit.models.multiplicity import adjusted_intervals
 from studykit.privacy import identifier_columns, redact_identifier_values
 from studykit.protocol import Protocol, load_protocol
 from studykit.report import ReportFigure, ReportTable, write_report
@@ -555,28 +556,6 @@ def _diary_with_treatment(study: Study) -> pd.DataFrame | None:
     return diary.merge(tp, on=["participant_id", "period"], how="left")
 
 
-def _adjusted_intervals(analysis: AnalysisResults, h: pd.DataFrame) -> pd.DataFrame:
-    """The analysis' multiplicity-adjusted intervals (``AnalysisResults.adjusted_intervals``)
-    in the row order of ``h``, with the column names of ``hypotheses_adjusted_ci``."""
-    t = (
-        analysis.adjusted_intervals()
-        .rename(
-            columns={
-                "conf_level": "conf_level_adjusted",
-                "conf_low": "conf_low_adjusted",
-                "conf_high": "conf_high_adjusted",
-                "interval_method": "ci_adjustment",
-            }
-        )
-        .drop_duplicates(["hypothesis_id", "contrast"])
-    )
-    cols = ["conf_level_adjusted", "conf_low_adjusted", "conf_high_adjusted", "ci_adjustment"]
-    merged = h[["hypothesis_id", "contrast"]].merge(
-        t, on=["hypothesis_id", "contrast"], how="left", validate="many_to_one"
-    )
-    return merged[["hypothesis_id", "contrast", *cols]]
-
-
 def _build_tables(
     state: Mapping[str, Any], meta: _Meta
 ) -> tuple[dict[str, _TableSpec], dict[str, _TableSpec]]:
@@ -597,7 +576,7 @@ def _build_tables(
             "estimates and CIs are rate ratios, tested on the log scale."
         ),
     )
-    adj = _adjusted_intervals(analysis, h)
+    adj = adjusted_intervals(h)
     specs["hypotheses_adjusted_ci"] = _TableSpec(
         adj,
         "Multiplicity-adjusted confidence intervals (forest plot)",
@@ -822,7 +801,7 @@ def _build_figures(state: Mapping[str, Any], meta: _Meta, fdir: Path) -> dict[st
         "forest",
         P.plot_forest(
             h,
-            adjusted=_adjusted_intervals(analysis, h),
+            adjusted=adjusted_intervals(h),
             units={o: meta.unit("nights", o) or meta.unit("diary", o) for o in h["outcome"]},
         ),
         "Hypothesis effects",

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from studykit.tables.compute import (
     HYPOTHESIS_COLUMNS,
-    adjusted_confidence_intervals,
     baseline_characteristics,
     descriptive_outcomes,
     hypothesis_table,
@@ -40,7 +39,6 @@ __all__ = [
     "format_display",
     "hypothesis_table",
     "format_hypothesis_table",
-    "adjusted_confidence_intervals",
     "baseline_characteristics",
     "format_baseline_table",
     "descriptive_outcomes",

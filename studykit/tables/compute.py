@@ -12,16 +12,13 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from studykit.analysis import HYPOTHESIS_COLUMNS as _ANALYSIS_COLUMNS
 from studykit.errors import InputError
-from studykit.tables.format import _is_ratio
 
 __all__ = [
     "HYPOTHESIS_COLUMNS",
     "hypothesis_table",
-    "adjusted_confidence_intervals",
     "baseline_characteristics",
     "descriptive_outcomes",
     "validation_summary",
@@ -70,142 +67,6 @@ def hypothesis_table(hypotheses: pd.DataFrame) -> pd.DataFrame:
         )
     extras = [c for c in hypotheses.columns if c not in HYPOTHESIS_COLUMNS]
     return hypotheses.loc[:, [*HYPOTHESIS_COLUMNS, *extras]].reset_index(drop=True)
-
-
-def adjusted_confidence_intervals(hypotheses: pd.DataFrame) -> pd.DataFrame:
-    """Multiplicity-adjusted (simultaneous) confidence intervals for the forest plot.
-
-    Parameters
-    ----------
-    hypotheses : pandas.DataFrame
-        Hypothesis results with columns ``hypothesis_id, contrast, multiplicity_family,
-        adjust_method, scale, estimate, conf_low, conf_high, conf_level, df, alternative``.
-
-    Returns
-    -------
-    pandas.DataFrame
-        Columns ``hypothesis_id, contrast, conf_level_adjusted, conf_low_adjusted,
-        conf_high_adjusted, ci_adjustment`` in the input's row order. When the input already
-        carries ``conf_low_adjusted`` / ``conf_high_adjusted`` these are returned as given.
-
-    Notes
-    -----
-    Holm and Hochberg adjust p-values step-wise and have no unique compatible interval; the
-    usual companion is the Bonferroni (simultaneous) interval, computed here at level
-    ``1 - alpha / m`` where ``m`` is the number of rows in the same
-    ``multiplicity_family`` with a p-value adjustment (``bonferroni``, ``holm``,
-    ``hochberg``, ``hommel``). Rows with ``adjust_method`` ``none`` or ``fixed-sequence``
-    (each test at full alpha) keep their unadjusted interval.
-
-    The interval is widened on the scale of the test: the log scale for ratios (``scale``
-    containing "ratio"), the estimate's scale otherwise, by the quantile ratio
-    ``q(1 - alpha/(2m)) / q(1 - alpha/2)`` of Student's t with the row's ``df`` (normal
-    when ``df`` is infinite or missing). One-sided intervals keep their infinite bound.
-
-    Examples
-    --------
-    >>> h = pd.DataFrame({
-    ...     "hypothesis_id": ["H1", "H2"], "contrast": ["k-p", "k-p"],
-    ...     "multiplicity_family": ["primary", "primary"], "adjust_method": ["holm", "holm"],
-    ...     "scale": ["difference", "difference"], "estimate": [8.0, 2.0],
-    ...     "conf_low": [8.0 - 1.959964, 0.0], "conf_high": [8.0 + 1.959964, 4.0],
-    ...     "conf_level": [0.95, 0.95], "df": [float("inf")] * 2,
-    ...     "alternative": ["two-sided"] * 2})
-    >>> a = adjusted_confidence_intervals(h)
-    >>> round(float(a.loc[0, "conf_low_adjusted"]), 4), float(a.loc[0, "conf_level_adjusted"])
-    (5.7586, 0.975)
-    """
-    if {"conf_low_adjusted", "conf_high_adjusted"} <= set(hypotheses.columns):
-        out = hypotheses.loc[
-            :, ["hypothesis_id", "contrast", "conf_low_adjusted", "conf_high_adjusted"]
-        ].copy()
-        out.insert(2, "conf_level_adjusted", np.nan)
-        out["ci_adjustment"] = "as reported by the analysis"
-        return out.reset_index(drop=True)
-    needed = [
-        "hypothesis_id",
-        "contrast",
-        "multiplicity_family",
-        "adjust_method",
-        "scale",
-        "estimate",
-        "conf_low",
-        "conf_high",
-        "conf_level",
-        "df",
-        "alternative",
-    ]
-    missing = [c for c in needed if c not in hypotheses.columns]
-    if missing:
-        raise InputError(
-            f"Cannot compute adjusted confidence intervals: column(s) {missing} missing. "
-            "Pass the hypothesis results table of the analysis."
-        )
-    h = hypotheses.reset_index(drop=True)
-    adjusting = (
-        h["adjust_method"]
-        .astype("string")
-        .str.lower()
-        .isin(["bonferroni", "holm", "hochberg", "hommel"])
-    )
-    fam = h["multiplicity_family"].astype("string").fillna("")
-    m = pd.Series(1, index=h.index)
-    for key, idx in h[adjusting].groupby(fam[adjusting]).groups.items():
-        if key != "":
-            m.loc[idx] = len(idx)
-    rows = []
-    for i, r in h.iterrows():
-        level = float(r["conf_level"]) if pd.notna(r["conf_level"]) else 0.95
-        alpha = 1.0 - level
-        mi = int(m[i]) if adjusting[i] else 1
-        df = float(r["df"]) if pd.notna(r["df"]) else math.inf
-        two_sided = str(r["alternative"]).lower() in ("two-sided", "two_sided", "two.sided", "nan")
-        tail = 2.0 if two_sided else 1.0
-
-        def q(a: float, df: float = df, tail: float = tail) -> float:
-            p = 1.0 - a / tail
-            return float(stats.norm.ppf(p) if math.isinf(df) else stats.t.ppf(p, df))
-
-        factor = q(alpha / mi) / q(alpha)
-        ratio = _is_ratio(r["scale"])
-        fwd = np.log if ratio else (lambda x: x)
-        back = np.exp if ratio else (lambda x: x)
-        est, lo, hi = (
-            float(r[c]) if pd.notna(r[c]) else math.nan
-            for c in ("estimate", "conf_low", "conf_high")
-        )
-        with np.errstate(divide="ignore", invalid="ignore"):
-            c = fwd(est)
-            new_lo = back(c - (c - fwd(lo)) * factor) if math.isfinite(fwd(lo)) else lo
-            new_hi = back(c + (fwd(hi) - c) * factor) if math.isfinite(fwd(hi)) else hi
-        if mi > 1:
-            how = (
-                f"Bonferroni-type simultaneous {1 - alpha / mi:.4g} interval within family "
-                f"'{fam[i]}' (m = {mi})"
-            )
-        else:
-            how = "unadjusted (no p-value adjustment for this row)"
-        rows.append(
-            {
-                "hypothesis_id": r["hypothesis_id"],
-                "contrast": r["contrast"],
-                "conf_level_adjusted": 1.0 - alpha / mi,
-                "conf_low_adjusted": float(new_lo),
-                "conf_high_adjusted": float(new_hi),
-                "ci_adjustment": how,
-            }
-        )
-    return pd.DataFrame(
-        rows,
-        columns=[
-            "hypothesis_id",
-            "contrast",
-            "conf_level_adjusted",
-            "conf_low_adjusted",
-            "conf_high_adjusted",
-            "ci_adjustment",
-        ],
-    )
 
 
 # --------------------------------------------------------------------------------------
