@@ -58,8 +58,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: rcParams fixed while saving, for byte-identical SVG output.
-_SAVE_RC = {"svg.hashsalt": "studykit", "svg.fonttype": "path", "path.simplify": True}
 
 #: seaborn's "colorblind" palette (10 colours), as hex.
 COLORBLIND: tuple[str, ...] = tuple(c.upper() for c in sns.color_palette("colorblind").as_hex())
@@ -218,7 +216,10 @@ def save_figure(
     if simulated:
         mark_simulated(fig)
     out: dict[str, Path] = {}
-    with mpl.rc_context(_SAVE_RC):
+    # fixed rcParams while saving, for byte-identical SVG output
+    with mpl.rc_context(
+        {"svg.hashsalt": "studykit", "svg.fonttype": "path", "path.simplify": True}
+    ):
         for fmt in formats:
             if fmt not in meta:
                 raise InputError(f"Invalid figure format {fmt!r}. Expected one of {sorted(meta)}.")
@@ -307,7 +308,7 @@ def plot_trajectories(
         ax.plot(xs, ys, color=color, linewidth=2.5, marker="o", label=f"{a} mean")
         ax.set_title(str(a))
         ax.set_xticks(range(len(times)), [str(t) for t in times])
-        ax.set_xlabel(time)
+        ax.set_xlabel(str(time))
         ax.grid(axis="y", alpha=0.3)
     axes[0].set_ylabel(label or outcome)
     fig.suptitle(f"{label or outcome}: individual trajectories and arm means")
@@ -375,7 +376,10 @@ def plot_emmeans(
         fig = Figure(figsize=(max(4.0, 1.3 * len(times) + 2), 3.6), layout="constrained")
         ax = fig.subplots()
     else:
-        fig = ax.get_figure()
+        root = ax.get_figure(root=True)
+        if root is None:
+            raise InputError("Cannot draw marginal means into an axes without a figure.")
+        fig = root
     for a, color, off in zip(arms, colors, offsets, strict=False):
         sub = emmeans[emmeans[arm] == a]
         xs, ys, lo, hi = [], [], [], []
@@ -395,7 +399,7 @@ def plot_emmeans(
         )
     ax.set_xticks(range(len(times)), ["" if t is None else str(t) for t in times])
     if use_time:
-        ax.set_xlabel(time)
+        ax.set_xlabel(str(time))
     ax.set_ylabel(label or "estimated marginal mean")
     ax.legend(title=arm, frameon=False, fontsize=7, title_fontsize=7)
     ax.grid(axis="y", alpha=0.3)

@@ -632,7 +632,7 @@ def draw_report_figures(
             exclusions=analysis.exclusions(),
             sequence_order=sequence_order,
         )
-        if first in analysis.fits
+        if first is not None and first in analysis.fits
         else None
     )
     keep(
