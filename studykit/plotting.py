@@ -7,9 +7,11 @@ state and no GUI backend is touched); :func:`save_figure` writes it as PNG and S
 metadata (``svg.hashsalt``, no date), so re-running gives byte-identical files, and labels
 every figure of simulated data (a watermark on the figure, and the file's metadata).
 
-seaborn draws the distribution figures (within-participant differences, residual
-diagnostics); figures whose intervals come from a model (marginal means, forest plots) are
-drawn with matplotlib from those intervals, so they show exactly what the tables report.
+seaborn gives the palette and draws the residual scatter of the diagnostics; figures whose
+intervals come from a model (marginal means, forest plots) are drawn with matplotlib from
+those intervals, so they show exactly what the tables report; the box plot and the jittered
+points are matplotlib's too (seaborn 0.13's box plot uses an argument matplotlib 3.11
+deprecates, its jitter draws from numpy's global random state: files would differ per run).
 Colours: seaborn's colour-blind palette (:data:`COLORBLIND`), the reference arm first.
 Numbers printed on figures use the tables' formatter (``studykit.tables.format_number`` /
 ``format_p``), so a figure and a table never print the same number differently.
@@ -855,7 +857,7 @@ def plot_within_differences(
     sequence_order: Sequence[str] | None = None,
     title: str | None = None,
 ) -> Figure:
-    """Within-participant treatment differences by sequence (box plot and points, seaborn).
+    """Within-participant treatment differences by sequence (box plot and points).
 
     Parameters
     ----------
@@ -893,17 +895,13 @@ def plot_within_differences(
         boxprops={"facecolor": "#dde6f0", "linewidth": 0.8},
         medianprops={"color": "#333333"},
     )
-    sns.stripplot(
-        data=d,
-        x="difference",
-        y="sequence",
-        order=order,
-        ax=ax,
-        color=COLORBLIND[0],
-        size=4,
-        jitter=0.15,
-        alpha=0.8,
-    )
+    # points with a fixed (seeded) vertical jitter: the same data give the same file
+    rng = np.random.default_rng(0)
+    for k, s_ in enumerate(order):
+        x = d.loc[d["sequence"] == s_, "difference"].to_numpy(dtype=float)
+        ax.scatter(
+            x, k + rng.uniform(-0.15, 0.15, len(x)), s=16, color=COLORBLIND[0], alpha=0.8, zorder=3
+        )
     ax.axvline(0, color="grey", linestyle="--", linewidth=0.8)
     ax.set_yticks(range(len(order)), order)
     ax.set_xlabel(label)

@@ -353,3 +353,34 @@ def test_demo_report_prints_to_a4_pdf(demo, tmp_path):
     boxes = re.findall(rb"/MediaBox \[0 0 ([0-9.]+) ([0-9.]+)\]", data)
     assert boxes
     assert all(abs(float(w) - 595.3) < 1 and abs(float(h) - 841.9) < 1 for w, h in boxes)
+
+
+def _checklist():
+    """Rows of the reviewer's checklist table in docs/outputs.md."""
+    text = (ROOT / "docs" / "outputs.md").read_text()
+    block = text.split("## Reviewer's checklist", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in block.splitlines() if line.startswith("| ") and "---" not in line]
+    return [[c.strip() for c in r.strip("|").split("|")] for r in rows[1:]]
+
+
+def test_checklist_items_are_in_the_report(demo):
+    """Every element the docs' CONSORT crossover checklist points to is in the demo report,
+    and every test it names exists."""
+    page = demo.report.read_text()
+    rows = _checklist()
+    assert len(rows) >= 10
+    for item, _what, _where, ids, tests in rows:
+        for element in re.findall(r"`([^`]+)`", ids):
+            assert f'id="{element}"' in page, (item, element)
+        current = None
+        for ref in re.findall(r"`([^`]+)`", tests):
+            path, _, name = ref.rpartition("::")
+            if not path and name.endswith(".py"):  # a module named alone
+                path, name = name, ""
+            if path:
+                folder = "tests" if path.startswith("test_") else "studykit"
+                current = ROOT / folder / path
+                assert current.is_file(), (item, ref)
+            if name:
+                assert current is not None, (item, ref)
+                assert f"def {name}(" in current.read_text(), (item, ref)
