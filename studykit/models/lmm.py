@@ -35,6 +35,7 @@ from scipy.sparse import csgraph
 
 from studykit.errors import ModelError
 from studykit.models.design import Design, build_design, parse_term
+from studykit.models.summary import ResultDisplay
 
 __all__ = ["RandomEffect", "LMMResult", "fit_lmm", "parse_random"]
 
@@ -438,8 +439,8 @@ def _vp_hessian(ev: dict[str, Any], sigma: float) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, eq=False)
-class LMMResult:
+@dataclass(frozen=True, eq=False, repr=False)
+class LMMResult(ResultDisplay):
     """A fitted linear mixed model.
 
     Attributes
@@ -468,6 +469,8 @@ class LMMResult:
     warnings : list of str
     family, link : str
         ``"gaussian"`` and ``"identity"``.
+    formula : str or None
+        The lme4 formula when fitted by :func:`studykit.lmer`.
     """
 
     columns: list[str]
@@ -493,6 +496,7 @@ class LMMResult:
     optimizer: dict[str, Any] = field(default_factory=dict)
     family: str = "gaussian"
     link: str = "identity"
+    formula: str | None = None
     _struct: Any = field(default=None, repr=False)
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -527,8 +531,8 @@ class LMMResult:
         rows.append(("Residual", None, None, s2, self.sigma))
         return pd.DataFrame(rows, columns=["group", "var1", "var2", "vcov", "sdcor"])
 
-    def ranef(self) -> pd.DataFrame:
-        """Conditional modes of the random effects (lme4's ``ranef``), one row per level."""
+    def _block_modes(self) -> np.ndarray:
+        """Conditional modes of the random effects per block, ``(blocks, m)``."""
         st = self._struct
         ev = st.evaluate(self.theta, self.reml, level=1)
         Lam = ev["Lam"]
@@ -539,7 +543,22 @@ class LMMResult:
             sol = st.rhs / B[:, None, None]
         W = sol[:, :, st.m : st.m + st.p]
         h = sol[:, :, st.m + st.p]
-        b = (h - np.einsum("gip,p->gi", W, self.beta)) @ Gm.T
+        return (h - np.einsum("gip,p->gi", W, self.beta)) @ Gm.T
+
+    def residuals(self, *, scaled: bool = False) -> np.ndarray:
+        """Conditional residuals ``y - X beta - Z b`` (lme4's ``residuals(fit)``), in row order.
+
+        ``scaled=True`` divides by sigma (the "Scaled residuals" of ``summary``).
+        """
+        st = self._struct
+        b = self._block_modes()
+        r = st.y - st.X @ self.beta - np.einsum("nm,nm->n", st.Zb, b[st.obs_block])
+        return r / self.sigma if scaled else r
+
+    def ranef(self) -> pd.DataFrame:
+        """Conditional modes of the random effects (lme4's ``ranef``), one row per level."""
+        st = self._struct
+        b = self._block_modes()
         frames = []
         for t, off, bs in zip(st.terms, st.term_offsets, st.level_block_slot, strict=True):
             cols = off + bs[:, 1:2] * t.q + np.arange(t.q)[None, :]
@@ -726,29 +745,6 @@ class LMMResult:
         return contrast_table(
             self, L, names=names, df_method=df_method, alpha=alpha, alternative=alternative
         )
-
-    def anova(self, *, type: int = 3, df_method: str = "satterthwaite") -> pd.DataFrame:
-        """Type III F tests of every fixed term (lmerTest's ``anova``)."""
-        from studykit.models.inference import anova_table
-
-        return anova_table(self, type=type, df_method=df_method)
-
-    def summary(self) -> str:
-        """A short text summary (model, fit statistics, variance components, fixed effects)."""
-        lines = [
-            f"Linear mixed model fit by {'REML' if self.reml else 'maximum likelihood'}",
-            f"  {self.outcome} ~ {' + '.join(self.design.columns[1:]) or '1'} + "
-            + " + ".join(r.label for r in self.random),
-            f"  nobs = {self.nobs}, groups: "
-            + ", ".join(f"{k} {v}" for k, v in self.ngroups.items()),
-            f"  logLik = {self.loglik:.4f}, AIC = {self.aic:.2f}, BIC = {self.bic:.2f}",
-            f"  converged = {self.converged}, singular = {self.singular}",
-        ]
-        for w in self.warnings:
-            lines.append(f"  warning: {w}")
-        lines.append(self.varcorr().to_string(index=False))
-        lines.append(self.coef_table().to_string(index=False))
-        return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------------------------
