@@ -158,8 +158,8 @@ def random_effects_table(varcorr: pd.DataFrame) -> pd.DataFrame:
     ...                    "var1": ["(Intercept)", "day", "(Intercept)", None],
     ...                    "var2": [None, None, "day", None],
     ...                    "vcov": [4.0, 1.0, 0.4, 2.0], "sdcor": [2.0, 1.0, 0.2, 1.4142]})
-    >>> random_effects_table(vc)[["group", "name", "corr_1"]].fillna("").values.tolist()
-    [['id', '(Intercept)', ''], ['', 'day', 0.2], ['Residual', '', '']]
+    >>> random_effects_table(vc)[["group", "name", "corr_1"]].values.tolist()
+    [['id', '(Intercept)', nan], ['', 'day', 0.2], ['Residual', '', nan]]
     """
     blocks: list[dict[str, Any]] = []
     for row in varcorr.itertuples(index=False):
