@@ -46,8 +46,10 @@ _LAZY = {
     # models
     "lmer": "studykit.models.api",
     "glmer": "studykit.models.api",
+    "clmm": "studykit.models.api",
     "fit_lmm": "studykit.models.lmm",
     "fit_glmm": "studykit.models.glmm",
+    "fit_clmm": "studykit.models.clmm",
     "parse_formula": "studykit.models.formula",
     "emmeans": "studykit.models.emmeans",
     # errors
@@ -68,8 +70,10 @@ __all__ = [
     "run_analysis",
     "lmer",
     "glmer",
+    "clmm",
     "fit_lmm",
     "fit_glmm",
+    "fit_clmm",
     "parse_formula",
     "emmeans",
     "StudykitError",
@@ -80,7 +84,8 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from studykit.dictionary import load_dictionary
     from studykit.errors import StudykitError
     from studykit.hypnogram import plot_hypnogram, read_hypnogram, sleep_statistics
-    from studykit.models.api import glmer, lmer
+    from studykit.models.api import clmm, glmer, lmer
+    from studykit.models.clmm import fit_clmm
     from studykit.models.emmeans import emmeans
     from studykit.models.formula import parse_formula
     from studykit.models.glmm import fit_glmm

@@ -1,8 +1,9 @@
-"""Front doors for lme4 users: ``lmer`` and ``glmer`` fit a model from a formula.
+"""Front doors for lme4 users: ``lmer``, ``glmer`` and ``clmm`` fit a model from a formula.
 
 Each parses the formula with :mod:`studykit.models.formula` (never evaluated), binds it to the
 data (factors and levels as R makes them, complete rows) and calls the engine:
-:func:`~studykit.models.lmm.fit_lmm` or :func:`~studykit.models.glmm.fit_glmm`. Where the engine cannot fit a formula, the error names
+:func:`~studykit.models.lmm.fit_lmm`, :func:`~studykit.models.glmm.fit_glmm` or
+:func:`~studykit.models.clmm.fit_clmm`. Where the engine cannot fit a formula, the error names
 what is not supported.
 """
 
@@ -17,7 +18,7 @@ import pandas as pd
 from studykit.errors import FormulaError
 from studykit.models.formula import ModelFrame, model_frame
 
-__all__ = ["lmer", "glmer"]
+__all__ = ["lmer", "glmer", "clmm"]
 
 Levels = Mapping[str, Sequence[object]] | None
 
@@ -175,5 +176,81 @@ def glmer(
         levels=mf.levels,
         nagq=nagq,
         offset=mf.offset,
+    )
+    return _finish(fit, mf)
+
+
+def clmm(
+    formula: str,
+    data: pd.DataFrame,
+    *,
+    link: str = "logit",
+    nagq: int = 1,
+    levels: Levels = None,
+    response_levels: Sequence[object] | None = None,
+) -> Any:
+    """Fit a cumulative link mixed model from a formula (R: ``ordinal::clmm``).
+
+    Parameters
+    ----------
+    formula : str
+        E.g. ``"kss ~ treatment * day + (1 | participant_id)"``: an ordinal response and one
+        random intercept (the thresholds replace the intercept).
+    data : pandas.DataFrame
+    link : {"logit", "probit"}
+    nagq : int, default 1
+        1 = Laplace; more = adaptive Gauss-Hermite nodes (``clmm(..., nAGQ = nagq)``).
+    levels : mapping, optional
+        Factor -> levels for the predictors, reference first.
+    response_levels : sequence, optional
+        Ordered categories of the response, lowest first (default: a ``Categorical``'s order,
+        else the sorted distinct values).
+
+    Returns
+    -------
+    CLMMResult
+
+    Examples
+    --------
+    Simulated ratings (not a real study):
+
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(3)
+    >>> df = pd.DataFrame({"id": np.repeat(np.arange(40), 4), "x": np.tile([0.0, 1, 2, 3], 40)})
+    >>> latent = 0.8 * df["x"] + rng.normal(0, 1, 40)[df["id"]] + rng.logistic(size=160)
+    >>> df["score"] = np.digitize(latent, [0.0, 1.5, 3.0]) + 1
+    >>> fit = clmm("score ~ x + (1 | id)", df)
+    >>> fit.thresholds.index.tolist(), fit.columns
+    (['1|2', '2|3', '3|4'], ['x'])
+    """
+    from studykit.models.clmm import fit_clmm
+
+    mf = model_frame(formula, data, levels=levels)
+    _need_bars(mf, "clmm")
+    text = mf.formula.text
+    if mf.trials is not None or mf.offset is not None:
+        raise FormulaError(f"{text!r}: clmm() takes neither cbind() nor offset().")
+    if mf.formula.response.value.function is not None:
+        raise FormulaError(f"{text!r}: an ordinal response cannot be transformed.")
+    bars = mf.formula.bars
+    if len(bars) != 1 or bars[0].terms or not bars[0].intercept:
+        raise FormulaError(
+            f"{text!r}: clmm() fits one random intercept (1 | group); several random-effects "
+            "terms and random slopes are not supported."
+        )
+    frame = mf.data
+    group = bars[0].group
+    if ":" in group:
+        frame = frame.copy()
+        frame[group] = frame[group.split(":")].astype(str).agg(":".join, axis=1)
+    fit = fit_clmm(
+        frame,
+        mf.outcome,
+        mf.fixed,
+        group=group,
+        link=link,
+        nagq=nagq,
+        levels=mf.levels,
+        response_levels=response_levels,
     )
     return _finish(fit, mf)
