@@ -42,7 +42,9 @@ def test_fixed_terms_follow_r(text, fixed, intercept):
 def test_random_terms_follow_lme4():
     # lme4::findbars / expandDoubleVerts: (x || g) -> (1 | g) + (0 + x | g); a/b -> a, b:a
     assert labels("y ~ x + (x | g)") == ["(1 + x | g)"]
-    assert labels("y ~ x + (x || g)") == ["(1 | g)", "(0 + x | g)"]
+    assert labels("y ~ x + (x || g)") == ["(1 + x || g)"]
+    (bar,) = parse_formula("y ~ x + (x || g)").random
+    assert [r.label for r in bar.expand()] == ["(1 | g)", "(0 + x | g)"]
     assert labels("y ~ (0 + x | g)") == ["(0 + x | g)"]
     assert labels("y ~ (1 | a/b)") == ["(1 | a)", "(1 | b:a)"]
     assert labels("y ~ (1 | a/b/c)") == ["(1 | a)", "(1 | b:a)", "(1 | c:b:a)"]

@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from studykit.errors import FormulaError
-from studykit.models.lmm import RandomEffect
+from studykit.models.random_effects import RandomEffect
 
 __all__ = [
     "Transform",
@@ -360,12 +360,10 @@ class Bar:
         parts = (["1"] if self.intercept else ["0"]) + list(self.terms)
         return f"({' + '.join(parts)} {'|' if self.correlated else '||'} {self.group})"
 
-    def random_effects(self) -> list[RandomEffect]:
-        """The engine's terms: one correlated term, or one per effect for ``||``."""
-        effects = (["1"] if self.intercept else []) + list(self.terms)
-        if self.correlated:
-            return [RandomEffect(self.group, tuple(effects if self.intercept else ["0", *effects]))]
-        return [RandomEffect(self.group, (e,) if e == "1" else ("0", e)) for e in effects]
+    def random_effect(self) -> RandomEffect:
+        """The engine's term (``correlated=False`` for ``||``; the engine splits it)."""
+        effects = ("1",) if self.intercept else ("0",)
+        return RandomEffect(self.group, effects + self.terms, correlated=self.correlated)
 
 
 @dataclass(frozen=True)
@@ -402,7 +400,7 @@ class ParsedFormula:
     @property
     def random(self) -> list[RandomEffect]:
         """The random effects as the engine's :class:`~studykit.models.lmm.RandomEffect` list."""
-        return [r for bar in self.bars for r in bar.random_effects()]
+        return [bar.random_effect() for bar in self.bars]
 
     @property
     def groups(self) -> tuple[str, ...]:
@@ -616,7 +614,7 @@ def parse_formula(text: str) -> ParsedFormula:
     >>> parse_formula("y ~ a*b - 1").fixed, parse_formula("y ~ a*b - 1").intercept
     (('a', 'b', 'a:b'), False)
     >>> [r.label for r in parse_formula("y ~ x + (x || g) + (1 | site/id)").random]
-    ['(1 | g)', '(0 + x | g)', '(1 | site)', '(1 | id:site)']
+    ['(1 + x || g)', '(1 | site)', '(1 | id:site)']
     >>> parse_formula("y ~ __import__('os')")
     Traceback (most recent call last):
     ...
