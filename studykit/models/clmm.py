@@ -223,6 +223,18 @@ def _fd_hessian(prob: _Problem, par: np.ndarray) -> np.ndarray:
 # ------------------------------------------------------------------------------------------
 # result
 # ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _LatentParameters:
+    """Thresholds and coefficients together, for contrasts that involve both."""
+
+    beta: np.ndarray
+    vcov: np.ndarray
+    columns: list[str]
+
+    def contrast_df(self, L: object) -> float:
+        return math.inf
+
+
 @dataclass(frozen=True, eq=False, repr=False)
 class CLMMResult(ResultDisplay):
     """A fitted cumulative link mixed model.
@@ -326,6 +338,47 @@ class CLMMResult(ResultDisplay):
             {"term": list(self.thresholds.index), "estimate": est, "std_error": se,
              "statistic": est / se}
         )  # fmt: skip
+
+    def emmeans(
+        self,
+        specs: str | Sequence[str],
+        *,
+        at: Mapping[str, Any] | None = None,
+        alpha: float = 0.05,
+    ) -> pd.DataFrame:
+        """Estimated marginal means on the latent scale (R: ``emmeans(clmm_fit, ~ specs)``).
+
+        As emmeans' default ``mode = "latent"`` for ordinal models: a cell's mean is
+        ``x' beta - mean(thresholds)``, averaged over the other factors with equal weights, with
+        Wald z intervals (``df = inf``). Differences between cells are differences of
+        ``x' beta``.
+
+        Returns
+        -------
+        pandas.DataFrame
+            The spec columns, then ``term, estimate, std_error, statistic, df, p_value,
+            conf_low, conf_high, df_method, alternative, scale`` (``scale`` = ``"latent"``).
+        """
+        from studykit.models.emmeans import emmeans_matrix
+        from studykit.models.inference import contrast_table
+
+        specs_l = [specs] if isinstance(specs, str) else list(specs)
+        cells, L = emmeans_matrix(self, specs_l, at=at)
+        k = len(self.thresholds)
+        L_all = np.hstack([np.full((L.shape[0], k), -1.0 / k), L])
+        latent = _LatentParameters(
+            beta=np.r_[self.thresholds.to_numpy(float), self.beta],
+            vcov=self.vcov_all.to_numpy()[:-1, :-1],
+            columns=list(self.thresholds.index) + list(self.columns),
+        )
+        names = [
+            ", ".join(f"{s}={v}" for s, v in zip(specs_l, cell, strict=True))
+            for cell in cells.itertuples(index=False)
+        ]
+        tab = contrast_table(latent, L_all, names=names, df_method="z", alpha=alpha)
+        out = pd.concat([cells.reset_index(drop=True), tab], axis=1)
+        out["scale"] = "latent"
+        return out
 
     def varcorr(self) -> pd.DataFrame:
         """The random-intercept variance as ``as.data.frame(VarCorr(fit))``."""

@@ -3,6 +3,7 @@
 suppressPackageStartupMessages({
   library(ordinal)
   library(jsonlite)
+  library(emmeans)
 })
 
 # ---- data 1: ordinal's wine data (Randall 1989): rating 1-5, 9 judges x 8 samples
@@ -45,21 +46,24 @@ tight <- clmm.control(gradTol = 1e-6, rel.tol = 1e-12, eval.max = 1e4, iter.max 
 fits <- list(
   wine_logit_laplace = list(
     formula = "rating ~ temp + contact + (1 | judge)", data = "wine.csv", link = "logit", nagq = 1,
+    specs = "temp * contact", main = "temp",
     fit = clmm(rating ~ temp + contact + (1 | judge), data = wine, link = "logit", control = tight)),
   wine_probit_laplace = list(
     formula = "rating ~ temp + contact + (1 | judge)", data = "wine.csv", link = "probit", nagq = 1,
+    specs = "temp * contact", main = "contact",
     fit = clmm(rating ~ temp + contact + (1 | judge), data = wine, link = "probit", control = tight)),
   wine_logit_agq10 = list(
     formula = "rating ~ temp * contact + (1 | judge)", data = "wine.csv", link = "logit", nagq = 10,
+    specs = "temp * contact", main = "temp",
     fit = clmm(rating ~ temp * contact + (1 | judge), data = wine, link = "logit", nAGQ = 10, control = tight)),
   kss_logit_laplace = list(
     formula = "kss ~ treatment * day + period + (1 | participant_id)", data = "kss_sim.csv",
-    link = "logit", nagq = 1,
+    link = "logit", nagq = 1, specs = "treatment * day", main = "treatment",
     fit = clmm(kss_f ~ treatment * day + period + (1 | participant_id), data = kss,
                control = tight)),
   kss_probit_agq7 = list(
     formula = "kss ~ treatment * day + period + (1 | participant_id)", data = "kss_sim.csv",
-    link = "probit", nagq = 7,
+    link = "probit", nagq = 7, specs = "treatment * day", main = "day",
     fit = clmm(kss_f ~ treatment * day + period + (1 | participant_id), data = kss,
                link = "probit", nAGQ = 7, control = tight))
 )
@@ -80,7 +84,10 @@ for (name in names(fits)) {
     vcov = unname(vcov(m)), vcov_names = rownames(vcov(m)),
     ranef = unname(ranef(m)[[1]][, 1]), ranef_levels = rownames(ranef(m)[[1]]),
     max_grad = max(abs(m$gradient)),
-    thresholds = names(m$alpha)
+    thresholds = names(m$alpha),
+    # emmeans' default mode for ordinal models: "latent" (x'beta - mean(thresholds))
+    emmeans_cells = as.data.frame(emmeans(m, as.formula(paste("~", f$specs)))),
+    emmeans_main = as.data.frame(emmeans(m, as.formula(paste("~", f$main))))
   )
   writeLines(toJSON(out, digits = NA, auto_unbox = TRUE, pretty = TRUE, na = "null"),
              paste0(name, ".json"))
