@@ -344,7 +344,9 @@ class CLMMResult(ResultDisplay):
         specs: str | Sequence[str],
         *,
         at: Mapping[str, Any] | None = None,
+        df_method: str | None = None,
         alpha: float = 0.05,
+        type: str = "link",
     ) -> pd.DataFrame:
         """Estimated marginal means on the latent scale (R: ``emmeans(clmm_fit, ~ specs)``).
 
@@ -352,6 +354,18 @@ class CLMMResult(ResultDisplay):
         ``x' beta - mean(thresholds)``, averaged over the other factors with equal weights, with
         Wald z intervals (``df = inf``). Differences between cells are differences of
         ``x' beta``.
+
+        Parameters
+        ----------
+        specs : str or sequence of str
+            Factor(s) whose cells get a marginal mean.
+        at : mapping, optional
+            Values to hold variables at (see :func:`studykit.models.emmeans.reference_grid`).
+        df_method : {None, "z"}
+        alpha : float
+            1 - confidence level.
+        type : {"link", "latent"}
+            Both mean the latent scale (probabilities of each category are not offered).
 
         Returns
         -------
@@ -362,6 +376,11 @@ class CLMMResult(ResultDisplay):
         from studykit.models.emmeans import emmeans_matrix
         from studykit.models.inference import contrast_table
 
+        if df_method not in (None, "z") or type not in ("link", "latent"):
+            raise ModelError(
+                "Marginal means of an ordinal model are on the latent scale with z tests "
+                f"(df_method='z', type='latent'); got df_method={df_method!r}, type={type!r}."
+            )
         specs_l = [specs] if isinstance(specs, str) else list(specs)
         cells, L = emmeans_matrix(self, specs_l, at=at)
         k = len(self.thresholds)

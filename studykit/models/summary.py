@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import html
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -584,16 +584,30 @@ class ResultDisplay:
 
         return anova_table(self, type=type, df_method=_ddf(ddf, self._default_ddf()))
 
-    def emmeans(self, specs: str | Sequence[str], **kwargs: Any) -> pd.DataFrame:
+    def emmeans(
+        self,
+        specs: str | Sequence[str],
+        *,
+        at: Mapping[str, Any] | None = None,
+        df_method: str | None = None,
+        alpha: float = 0.05,
+        type: str = "link",
+    ) -> pd.DataFrame:
         """Estimated marginal means of ``specs`` (R: ``emmeans(fit, ~ specs)``).
 
-        Keyword arguments go to :func:`studykit.models.emmeans.emmeans` (``at``, ``df_method``,
-        ``alpha``, ``type``).
+        See :func:`studykit.models.emmeans.emmeans` for the parameters; ``df_method`` defaults
+        to Satterthwaite for linear mixed models and ``"z"`` otherwise.
         """
         from studykit.models.emmeans import emmeans
 
-        kwargs.setdefault("df_method", self._default_ddf())
-        return emmeans(self, specs, **kwargs)
+        return emmeans(
+            self,
+            specs,
+            at=at,
+            df_method=df_method or self._default_ddf(),
+            alpha=alpha,
+            type=type,
+        )
 
     def _repr_line(self) -> str:
         kind = type(self).__name__
