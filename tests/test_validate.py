@@ -687,8 +687,8 @@ def test_cli_validate_hypnogram_file_by_name(tmp_path, capsys):
     assert "epochs" in capsys.readouterr().out
     edf = tmp_path / "P01_p1_post1.edf"
     edf.write_bytes(b"0       ")  # 8 bytes: not an EDF header
-    assert main(["validate", str(edf)]) == 2
-    assert "cannot read the hypnogram" in capsys.readouterr().out
+    assert main(["validate", str(edf), "--report", str(report)]) == 2
+    assert pd.read_csv(report)["message"].str.contains("cannot read the hypnogram").all()
 
 
 def test_code_that_looks_like_a_missing_token_is_a_code():
