@@ -168,7 +168,14 @@ def test_checkboxes_labels_and_lab_dictionary(records, dd, tmp_path):
     )
     rec["sex"] = rec["sex"].map({"F": "Female", "M": "Male", "": ""})
     rec["periods_complete"] = rec["periods_complete"].map({"2": "Complete", "": ""})
-    res = import_records(rec, design_events(dd).event_map, dd, redcap_dictionary=rc)
+    # label exports name events by label and arm; this event map has no event_label column
+    labels = dict(zip(design_events(dd).events["unique_event_name"],
+                      design_events(dd).events["event_name"], strict=True))  # fmt: skip
+    rec["redcap_event_name"] = rec["redcap_event_name"].map(lambda e: f"{labels[e]} (Arm 1: Arm 1)")
+    rec["redcap_repeat_instrument"] = rec["redcap_repeat_instrument"].str.title()
+    emap = design_events(dd).event_map.drop(columns="event_label")
+    res = import_records(rec, emap, dd, redcap_dictionary=rc)
+    assert (res.report["action"] == "imported").sum() == len(records)
     periods = res.tables["periods"]
     orig = _sorted(read_table_frame(records, "period_", "sedative_use"), dd, "periods")
     got = _sorted(periods, dd, "periods")

@@ -39,6 +39,7 @@ from studykit.redcap.design import (
     design_events,
     instance_key,
     read_event_map,
+    unique_event_name,
 )
 
 __all__ = ["REPORT_COLUMNS", "ImportResult", "import_records", "export_records", "field_map"]
@@ -412,7 +413,7 @@ def import_records(
         )
     lookup = _event_lookup(emap)
     events = frame["redcap_event_name"].astype(str).str.strip()
-    resolved = events.map(lambda e: lookup.get(e, lookup.get(_strip_arm(e).lower())))
+    resolved = events.map(lambda e: _resolve_event(e, lookup))
     bad = sorted(set(events[resolved.isna()]))
     if bad:
         raise InputError(
@@ -550,9 +551,18 @@ def import_records(
     return result
 
 
-def _strip_arm(event: str) -> str:
-    """``'Period 1 (Arm 1: Arm 1)'`` -> ``'Period 1'`` (REDCap's event label in label exports)."""
-    return re.sub(r"\s*\(Arm \d+:[^)]*\)\s*$", "", event)
+def _resolve_event(event: str, lookup: dict[str, str]) -> str | None:
+    """The event map's unique event name for an export's event cell, or None.
+
+    A raw export has the unique name (``period_1_arm_1``); a label export has the label with
+    its arm (``Period 1 (Arm 1: Arm 1)``), matched by the event map's ``event_label`` or by
+    the unique name REDCap derives from the label.
+    """
+    if event in lookup or event.lower() in lookup:
+        return lookup.get(event, lookup.get(event.lower()))
+    m = re.match(r"^(.*?)\s*\(Arm (\d+)(?::[^)]*)?\)\s*$", event)
+    label, arm = (m.group(1), int(m.group(2))) if m else (event, 1)
+    return lookup.get(label.lower(), lookup.get(unique_event_name(label, arm)))
 
 
 def _checked(rec: pd.Series, options: list[tuple[str, str]], f: _Field) -> str:
