@@ -22,6 +22,7 @@ from studykit.errors import InputError
 from studykit.io import read_table
 from studykit.protocol import load_protocol
 from studykit.redcap.design import design_events, read_event_map, unique_event_name
+from studykit.redcap.dictionary import to_redcap
 from studykit.redcap.records import export_records, import_records
 from studykit.simulate import simulate_study, write_study
 from studykit.validate import load_study
@@ -155,7 +156,7 @@ def test_messy_import_validates_and_analyses(records, dd, tmp_path):
 def test_checkboxes_labels_and_lab_dictionary(records, dd, tmp_path):
     """A lab's REDCap dictionary: sedative_use as a one-choice checkbox, sex as radio with
     its own labels; the export in label form (choice labels, Checked/Unchecked)."""
-    rc = dd.to_redcap(tables=list(TABLES))
+    rc = to_redcap(dd, tables=list(TABLES))
     rc = rc.assign(**{"Field Annotation": ""})  # a lab's own dictionary has no studykit tags
     sed = rc["Variable / Field Name"] == "sedative_use"
     rc.loc[sed, "Field Type"] = "checkbox"

@@ -11,8 +11,11 @@ import json
 import sys
 from pathlib import Path
 
+from studykit.dictionary import load_dictionary
 from studykit.errors import InputError
 from studykit.redcap.design import EVENT_TABLES, design_events
+from studykit.redcap.dictionary import export_redcap, import_redcap, to_redcap
+from studykit.schema import table_schema
 
 __all__ = ["register", "handle"]
 
@@ -72,8 +75,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     """Run ``studykit dictionary ACTION``; return the exit code."""
-    from studykit.dictionary import export_redcap, import_redcap, load_dictionary
-
     action = args.dict_command
     if action is None:
         print(
@@ -98,7 +99,7 @@ def handle(args: argparse.Namespace) -> int:
         dd = load_dictionary(args.dictionary)
         tables = args.tables or [t for t in EVENT_TABLES if t in dd.tables]
         path = export_redcap(dd, args.out, tables=tables)
-        print(f"wrote REDCap data dictionary {path} ({len(dd.to_redcap(tables=tables))} fields)")
+        print(f"wrote REDCap data dictionary {path} ({len(to_redcap(dd, tables=tables))} fields)")
         if not args.no_events and set(tables) <= set(EVENT_TABLES):
             written = design_events(dd).write(path.with_suffix(""))
             print("wrote the study's REDCap layout: " + ", ".join(str(p) for p in written.values()))
@@ -113,7 +114,7 @@ def handle(args: argparse.Namespace) -> int:
         return 0
     if action == "schema":
         dd = load_dictionary(args.dictionary)
-        text = json.dumps(dd.table_schema(args.table), indent=2, ensure_ascii=False)
+        text = json.dumps(table_schema(dd, args.table), indent=2, ensure_ascii=False)
         if args.output:
             Path(args.output).write_text(text + "\n", encoding="utf-8")
             print(f"wrote {args.output}")

@@ -9,11 +9,22 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 from pathlib import Path
 
 import pandas as pd
 
+from studykit.dictionary import load_dictionary
 from studykit.errors import InputError
+from studykit.validate import (
+    ISSUE_COLUMNS,
+    empty_issues,
+    hypnogram_keys,
+    infer_table,
+    load_study,
+    read_hypnogram_file,
+    validate_table,
+)
 
 __all__ = ["register", "handle"]
 
@@ -54,16 +65,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     """Run ``studykit validate``; return the exit code."""
-    from studykit.dictionary import load_dictionary
-    from studykit.validate import (
-        empty_issues,
-        hypnogram_keys,
-        infer_table,
-        load_study,
-        read_hypnogram_file,
-        validate_table,
-    )
-
     dd = load_dictionary(args.dictionary)
     if args.table is not None and args.table not in dd.tables:
         raise InputError(
@@ -81,18 +82,19 @@ def handle(args: argparse.Namespace) -> int:
                 summaries.append(_failed(str(path), "study", exc))
                 issues.append(_file_issue(str(path), exc))
                 continue
-            summaries.extend(study.summary.to_dict("records"))
+            if study.summary is not None:
+                summaries.extend(study.summary.to_dict("records"))
             issues.append(study.issues)
             continue
         keys = hypnogram_keys(path) if args.table in (None, "epochs") else None
         table = args.table or infer_table(path, dd.tables) or ("epochs" if keys else None)
         if table is None:
-            exc = InputError(
+            unknown = InputError(
                 f"cannot tell which table {path.name} holds: name the file after its table "
                 f"({', '.join(dd.tables)}, e.g. nights.csv) or pass --table."
             )
-            summaries.append(_failed(str(path), "?", exc))
-            issues.append(_file_issue(str(path), exc))
+            summaries.append(_failed(str(path), "?", unknown))
+            issues.append(_file_issue(str(path), unknown))
             continue
         try:
             if table == "epochs" and keys is not None:
@@ -128,13 +130,44 @@ def _failed(file: str, table: str, exc: Exception) -> dict:
 
 
 def _file_issue(file: str, exc: Exception) -> pd.DataFrame:
-    from studykit.validate import ISSUE_COLUMNS
-
     row = dict.fromkeys(ISSUE_COLUMNS, "")
     row.update(file=file, row=pd.NA, rule="file", severity="error", message=str(exc))
     frame = pd.DataFrame([row])
     frame["row"] = frame["row"].astype("Int64")
     return frame
+
+
+#: Console width the issue listing is wrapped to (messages are wrapped, never cut).
+_WIDTH = 100
+
+
+def _cell(value: object) -> str:
+    return "" if value is None or value is pd.NA or pd.isna(value) else str(value)
+
+
+def _issue_text(issue: pd.Series) -> str:
+    """One issue as wrapped lines: where (file, row, participant, night, column, value),
+    then severity, rule and the whole message, indented."""
+    where = [Path(_cell(issue["file"])).name or "?"]
+    for key, label in (("row", "row"), ("participant_id", "participant"), ("night", "night")):
+        if _cell(issue.get(key)):
+            where.append(f"{label} {_cell(issue[key])}")
+    if _cell(issue.get("column")):
+        col = f"column {_cell(issue['column'])}"
+        if _cell(issue.get("value")):
+            col += f" = {_cell(issue['value'])!r}"
+        where.append(col)
+    head = f"{', '.join(where)}: {_cell(issue['severity'])} ({_cell(issue['rule'])})"
+    lines = textwrap.wrap(head, width=_WIDTH, subsequent_indent="    ", break_long_words=False)
+    lines += textwrap.wrap(
+        _cell(issue["message"]),
+        width=_WIDTH,
+        initial_indent="    ",
+        subsequent_indent="    ",
+        break_long_words=False,
+        break_on_hyphens=False,
+    )
+    return "\n".join(lines)
 
 
 def _print_report(summary: pd.DataFrame, issues: pd.DataFrame, *, report: str | None) -> None:
@@ -165,15 +198,23 @@ def _print_report(summary: pd.DataFrame, issues: pd.DataFrame, *, report: str | 
         )
         print("\nissues by rule:", file=out)
         print(counts.to_string(index=False), file=out)
-        first = issues.head(_SHOW_ISSUES).copy()
-        first["file"] = first["file"].map(lambda f: Path(str(f)).name)
-        first["message"] = first["message"].astype(str).str.slice(0, 90)
-        for c in ("participant_id", "night"):
-            first[c] = first[c].astype(object).where(first[c].notna(), "")
+        first = issues.head(_SHOW_ISSUES)
         print(f"\nfirst {len(first)} of {len(issues)} issue(s):", file=out)
-        print(first.to_string(index=False), file=out)
+        for _, r in first.iterrows():
+            print(_issue_text(r), file=out)
         for msg in issues.loc[issues["rule"] == "file", "message"]:
-            print(f"\nfile error: {msg}", file=out)
+            print("", file=out)
+            print(
+                "\n".join(
+                    textwrap.wrap(
+                        f"file error: {msg}",
+                        width=_WIDTH,
+                        subsequent_indent="    ",
+                        break_long_words=False,
+                    )
+                ),
+                file=out,
+            )
     if report:
         print(f"\nfull issue table: {report}", file=out)
     elif len(issues) > _SHOW_ISSUES:

@@ -23,14 +23,13 @@ What is read
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-from studykit.dictionary import _ANNOTATION_TAG, DataDictionary, Variable, parse_codes
+from studykit.dictionary import DataDictionary, Variable, parse_codes
 from studykit.errors import InputError
 from studykit.io import read_table
 from studykit.redcap.design import (
@@ -41,6 +40,7 @@ from studykit.redcap.design import (
     read_event_map,
     unique_event_name,
 )
+from studykit.redcap.dictionary import _parse_annotation, to_redcap
 
 __all__ = ["REPORT_COLUMNS", "ImportResult", "import_records", "export_records", "field_map"]
 
@@ -154,7 +154,7 @@ def field_map(
     """
     tables = [t for t in EVENT_TABLES if t in dictionary.tables]
     if redcap_dictionary is None:
-        redcap_dictionary = dictionary.to_redcap(tables=tables)
+        redcap_dictionary = to_redcap(dictionary, tables=tables)
     rc = redcap_dictionary.fillna("").astype(str).rename(columns=lambda c: str(c).strip())
     rc = rc.rename(
         columns={
@@ -185,14 +185,9 @@ def field_map(
         if ftype in ("descriptive", "file", "sql") or not name:
             continue
         annotation = rec.get("Field Annotation", "")
-        table = var = None
-        pos = annotation.find(_ANNOTATION_TAG)
-        if pos >= 0:
-            try:
-                extra = json.loads(annotation[pos + len(_ANNOTATION_TAG) :])
-                table, var = str(extra.get("table", "")), str(extra.get("name", ""))
-            except (json.JSONDecodeError, AttributeError):
-                table = var = None
+        extra = _parse_annotation(annotation, [], 0)
+        table = str(extra.get("table", "")) if extra else None
+        var = str(extra.get("name", "")) if extra else None
         if not (table and (table, var) in dictionary):
             table = var = None
             if form in tables:
