@@ -237,3 +237,10 @@ def test_cli_round_trip(study_dir, tmp_path, capsys):
     again = ["redcap", "import", str(records), "--events", str(emap), "--out", str(out)]
     assert main(again) == 2
     assert "--force" in capsys.readouterr().err
+
+
+def test_import_report_is_not_taken_for_a_table(records, dd, tmp_path):
+    out = tmp_path / "study"
+    import_records(records, design_events(dd).event_map, dd, out=out)
+    study = load_study(out)
+    assert not (study.issues["rule"] == "file").any(), study.issues.to_string()
