@@ -1064,7 +1064,7 @@ def plot_hypnograms(
     ...     "night": ["baseline"] * 4 + ["post1"] * 6, "epoch": [0, 1, 2, 3, 0, 1, 2, 3, 4, 5],
     ...     "stage": ["W", "N1", "N2", "N3", "W", "N2", "N3", "R", "R", "W"]})
     >>> fig = plot_hypnograms(e, participant_id="P1")
-    >>> len(fig.axes), fig.axes[0].get_xlim()[1] == 6 * 30 / 3600
+    >>> len(fig.axes), bool(fig.axes[0].get_xlim()[1] == 6 * 30 / 3600)
     (2, True)
     """
     _require(epochs, ["participant_id", "night", "stage"], "hypnograms")

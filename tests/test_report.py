@@ -384,3 +384,37 @@ def test_checklist_items_are_in_the_report(demo):
             if name:
                 assert current is not None, (item, ref)
                 assert f"def {name}(" in current.read_text(), (item, ref)
+
+
+def test_sensitivity_rows_and_amendment_log_get_their_sections(demo):
+    """Rows whose `analysis` column names a sensitivity analysis, and a protocol amendment
+    log, each get a section (shown only when present)."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    from studykit.report import results_sections
+
+    a = demo.analysis
+    h = a.hypotheses
+    assert "sensitivity" not in [s.id for s in results_sections(analysis=a, tables={}, figures={})]
+    primary = h.assign(analysis="primary")
+    sens = h.head(2).assign(
+        analysis="per_protocol (sensitivity)", estimate=h["estimate"].head(2) + 1
+    )
+    with_sens = dataclasses.replace(a, hypotheses=pd.concat([primary, sens], ignore_index=True))
+    log = [{"version": "1.1", "date": "2026-02-01", "change": "day7 night dropped"}]
+    sections = results_sections(
+        analysis=with_sens, tables={}, figures={}, protocol=SimpleNamespace(amendments=log)
+    )
+    by_id = {s.id: s for s in sections}
+    shown = by_id["sensitivity"].tables[0].display
+    assert len(shown) == 2 and set(shown["analysis"]) == {"per_protocol (sensitivity)"}
+    # the primary results tables keep only the primary rows
+    n_conf = int((h["multiplicity_family"] == "confirmatory").sum())
+    assert len(by_id["confirmatory"].tables[0].display) == n_conf
+    amend = by_id["amendments"].tables[0].display
+    assert amend.to_dict("records") == [
+        {"version": "1.1", "date": "2026-02-01", "change": "day7 night dropped"}
+    ]
+    page = render_report(title="t", sections=sections, simulated=True)
+    assert '<section id="sensitivity">' in page and '<section id="amendments">' in page
