@@ -222,6 +222,24 @@ def parse_random(random: Any) -> list[RandomEffect]:
     return out
 
 
+def check_columns(data: pd.DataFrame, specs: Sequence[RandomEffect]) -> None:
+    """Every grouping and slope column of the random effects must be in the data."""
+    for r in specs:
+        for c in r.groups:
+            if c not in data.columns:
+                raise ModelError(
+                    f"Grouping column {c!r} of the random effect {r.label} is not in the data. "
+                    f"Columns: {', '.join(map(str, data.columns[:30]))}."
+                )
+        for t in r.slopes:
+            for v in parse_term(t):
+                if v not in data.columns:
+                    raise ModelError(
+                        f"Random-slope variable {v!r} of {r.label} is not in the data. "
+                        f"Columns: {', '.join(map(str, data.columns[:30]))}."
+                    )
+
+
 def random_columns(specs: Sequence[RandomEffect]) -> list[str]:
     """Every data column the random-effects terms use (slope variables, grouping columns)."""
     used: list[str] = []
