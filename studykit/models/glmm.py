@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import optimize, special
+from scipy import linalg, optimize, special
 
 from studykit.errors import ModelError
 from studykit.models import fitwarn
@@ -366,7 +366,10 @@ class _Laplace:
     (Newton steps with the block-eliminated factor of ``H = Lambda' Z' W Z Lambda + I``, step
     halving); the log-likelihood is ``g(u_hat) - log|H| / 2`` plus the constant terms. Its
     gradient and Hessian in ``phi`` are central finite differences of that value, each
-    evaluation warm-started from the modes at ``phi``.
+    evaluation warm-started from the modes at ``phi``, except the gradient in ``beta``, which
+    is exact: ``X' d1 - (X' v - X' W Z Lambda H^-1 Lambda' Z' v) / 2`` with ``v_i = W'_i h_i``
+    and ``h_i`` the diagonal of ``Z Lambda H^-1 Lambda' Z'`` (the implicit dependence of the modes
+    on ``beta`` included), from one extra solve with the same factor.
     """
 
     def __init__(
@@ -387,6 +390,9 @@ class _Laplace:
         self.n_eval = 0
         self.mode_cap_hit = False
         self.nodes = np.zeros(1)
+        # the eta-free part of the log-likelihood (fixed unless the NB2 size changes)
+        self._const = None if negbin else float(np.sum(_loglik_const(y, None, trials)))
+        self._last: tuple[np.ndarray, Factor, np.ndarray, float | None] | None = None
 
     def unpack(self, phi: np.ndarray) -> tuple[np.ndarray, np.ndarray, float | None]:
         p, K = self.p, self.K
@@ -443,8 +449,53 @@ class _Laplace:
         beta, theta, nbt = self.unpack(phi)
         u, eta, F = self.modes(beta, theta, nbt)
         self.u = u
-        const = _loglik_const(self.y, nbt, self.trials)
-        return float(np.sum(const)) + self._g(eta, u, nbt) - 0.5 * (F.logdet_A() + F.logdet_S())
+        self._last = (eta, F, theta, nbt)
+        if self._const is None:
+            const = float(np.sum(_loglik_const(self.y, nbt, self.trials)))
+        else:
+            const = self._const
+        return const + self._g(eta, u, nbt) - 0.5 * (F.logdet_A() + F.logdet_S())
+
+    def _leverages(self, F: Factor, theta: np.ndarray) -> np.ndarray:
+        """``h_i = z_i Lambda H^-1 Lambda' z_i'`` for every observation (selected inversion)."""
+        re = self.re
+        a = re.zA @ re.lam_A(theta)  # rows: (Lambda_A' zA_i)'
+        m = re.m
+        LAi = F.LA[re.block]  # (n, m, m)
+        xA = a / LAi[:, :, 0] if m == 1 else np.linalg.solve(LAi, a[:, :, None])[:, :, 0]
+        h = np.sum(xA * xA, axis=1)
+        if re.qB:
+            b = np.zeros((self.y.size, re.qB))
+            rows = np.arange(self.y.size)[:, None]
+            vals = re.bvals * theta[re.b_theta_index[re.bcols]] if re.b_scalar else None
+            if vals is None:  # (Lambda_B' z)_i: per term, the level's q values times T
+                vals = np.empty_like(re.bvals)
+                col = 0
+                for k in re.b_terms:
+                    t = re.terms[k]
+                    T = re.term_factor(t, theta)
+                    vals[:, col : col + t.q] = re.bvals[:, col : col + t.q] @ T
+                    col += t.q
+            np.add.at(b, (np.broadcast_to(rows, re.bcols.shape), re.bcols), vals)
+            r = b - np.einsum("nmd,nm->nd", F.CL[re.block], xA)
+            xB = linalg.solve_triangular(F.LS, r.T, lower=True, check_finite=False)
+            h = h + np.sum(xB * xB, axis=0)
+        return h
+
+    def _beta_gradient(self) -> np.ndarray:
+        """Exact gradient of the Laplace log-likelihood in beta (implicit modes included)."""
+        assert self._last is not None
+        eta, F, theta, nbt = self._last
+        re = self.re
+        d1, w, dw = _derivs(self.y, eta, nbt, self.trials)
+        v = dw * self._leverages(F, theta)
+        tA, tB = re.zt_times(v)
+        rA = tA @ re.lam_A(theta)
+        rB = re.lam_B_left_t(tB, theta) if re.qB else tB
+        sA, sB = F.solve(rA, rB)
+        bA, bB = re.lam_times(sA, sB, theta)
+        zls = re.z_times(bA, bB)
+        return self.X.T @ d1 - 0.5 * (self.X.T @ v - self.X.T @ (w * zls))
 
     def _steps(self, phi: np.ndarray, rel: float) -> np.ndarray:
         return rel * np.maximum(np.abs(phi), 1.0)
@@ -455,7 +506,8 @@ class _Laplace:
         u0 = self.u
         h = self._steps(phi, LAPLACE_GRAD_STEP)
         g = np.empty(len(phi))
-        for j in range(len(phi)):
+        g[: self.p] = self._beta_gradient()
+        for j in range(self.p, len(phi)):
             e = np.zeros(len(phi))
             e[j] = h[j]
             self.u = u0
@@ -467,35 +519,42 @@ class _Laplace:
         return value, g
 
     def hessian(self, phi: np.ndarray) -> np.ndarray:
-        """Second central differences of the Laplace log-likelihood."""
+        """Hessian: central differences of the exact beta-gradient (rows of beta) and second
+        central differences of the log-likelihood (the other parameters)."""
         u0 = self.u
-        P = len(phi)
+        P, p = len(phi), self.p
         h = self._steps(phi, LAPLACE_HESS_STEP)
 
-        def v(e: np.ndarray) -> float:
+        def at(e: np.ndarray) -> tuple[float, np.ndarray]:
             self.u = u0
-            return self.value(phi + e)
+            val = self.value(phi + e)
+            return val, self._beta_gradient()
 
-        f0 = v(np.zeros(P))
+        f0, _ = at(np.zeros(P))
         H = np.empty((P, P))
         fp, fm = np.empty(P), np.empty(P)
         for k in range(P):
             e = np.zeros(P)
             e[k] = h[k]
-            fp[k], fm[k] = v(e), v(-e)
-            H[k, k] = (fp[k] - 2.0 * f0 + fm[k]) / h[k] ** 2
-        for k in range(P):
-            for j in range(k):
+            fp[k], gp = at(e)
+            fm[k], gm = at(-e)
+            H[:p, k] = (gp - gm) / (2.0 * h[k])
+            if k >= p:
+                H[k, k] = (fp[k] - 2.0 * f0 + fm[k]) / h[k] ** 2
+        H[p:, :p] = H[:p, p:].T
+        for k in range(p, P):
+            for j in range(p, k):
                 vals = []
                 for sk, sj in ((1, 1), (1, -1), (-1, 1), (-1, -1)):
                     e = np.zeros(P)
                     e[k] = sk * h[k]
                     e[j] = sj * h[j]
-                    vals.append(v(e))
+                    self.u = u0
+                    vals.append(self.value(phi + e))
                 H[k, j] = H[j, k] = (vals[0] - vals[1] - vals[2] + vals[3]) / (4.0 * h[k] * h[j])
         self.u = u0
         self.value(phi)  # restore the modes at phi
-        return H
+        return 0.5 * (H + H.T)
 
 
 def _glm_start(

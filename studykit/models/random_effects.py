@@ -574,6 +574,11 @@ class ReStructure:
                 vals.append(t.Z[:, j])
             qB += t.q * t.nlev
         self.qB = qB
+        self.b_scalar = all(terms[k].q == 1 for k in self.b_terms)
+        self.b_theta_index = np.concatenate(
+            [np.full(terms[k].nlev, terms[k].theta_start) for k in self.b_terms]
+            or [np.zeros(0, dtype=np.int64)]
+        ).astype(np.int64)
         self.bcols = np.column_stack(cols) if cols else np.zeros((n, 0), dtype=np.int64)
         self.bvals = np.column_stack(vals) if vals else np.zeros((n, 0))
 
@@ -593,6 +598,8 @@ class ReStructure:
 
     def lam_B_right(self, M: np.ndarray, theta: np.ndarray) -> np.ndarray:
         """``M @ Lambda_B`` for ``M`` with ``q_B`` columns (last axis)."""
+        if self.b_scalar:  # every dense term is scalar: Lambda_B is diagonal
+            return M * theta[self.b_theta_index]
         out = np.empty_like(M)
         for k, off in zip(self.b_terms, self.b_offsets, strict=True):
             t = self.terms[k]
@@ -740,6 +747,8 @@ class ReStructure:
         return uA @ self.lam_A(theta).T, self._lam_B_times(uB, theta)
 
     def _lam_B_times(self, uB: np.ndarray, theta: np.ndarray) -> np.ndarray:
+        if self.b_scalar:
+            return uB * theta[self.b_theta_index]
         out = np.empty_like(uB)
         for k, off in zip(self.b_terms, self.b_offsets, strict=True):
             t = self.terms[k]
