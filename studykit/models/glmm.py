@@ -44,6 +44,7 @@ from studykit.models.random_effects import (
     random_columns,
     single_threaded_blas,
 )
+from studykit.models.summary import ResultDisplay
 
 __all__ = ["GLMMResult", "WaldZTests", "fit_glmm", "wald_z_table", "FAMILIES"]
 
@@ -68,6 +69,9 @@ SEPARATION_TOL = 1e-7  # linear-program directions smaller than this do not coun
 HESS_GRAD_STEP = 1e-5  # central differences of the exact gradient (scalar engine)
 LAPLACE_GRAD_STEP = 1e-6
 LAPLACE_HESS_STEP = 1e-4
+# beta rows of the Hessian: differences of the exact gradient, steps this x the GLM SE of beta
+# (a covariate such as height in cm has a tiny coefficient: relative steps would be too big)
+LAPLACE_BETA_HESS_STEP = 1e-3
 # starting values and scaling of the outer optimisation
 BINOMIAL_SD_START = 0.5  # random-effect SD (logit scale) to start from
 SD_START = 0.5  # diagonal theta (SD on the link scale) to start the general engine from
@@ -393,6 +397,7 @@ class _Laplace:
         # the eta-free part of the log-likelihood (fixed unless the NB2 size changes)
         self._const = None if negbin else float(np.sum(_loglik_const(y, None, trials)))
         self._last: tuple[np.ndarray, Factor, np.ndarray, float | None] | None = None
+        self.beta_scale: np.ndarray | None = None  # GLM standard errors of beta
 
     def unpack(self, phi: np.ndarray) -> tuple[np.ndarray, np.ndarray, float | None]:
         p, K = self.p, self.K
@@ -498,7 +503,10 @@ class _Laplace:
         return self.X.T @ d1 - 0.5 * (self.X.T @ v - self.X.T @ (w * zls))
 
     def _steps(self, phi: np.ndarray, rel: float) -> np.ndarray:
-        return rel * np.maximum(np.abs(phi), 1.0)
+        h = rel * np.maximum(np.abs(phi), 1.0)
+        if self.beta_scale is not None:  # beta: steps on the scale of its standard errors
+            h[: self.p] = LAPLACE_BETA_HESS_STEP * self.beta_scale
+        return h
 
     def evaluate(self, phi: np.ndarray) -> tuple[float, np.ndarray]:
         """Laplace log-likelihood and its central-difference gradient."""
@@ -851,8 +859,8 @@ class WaldZTests:
         )
 
 
-@dataclass(frozen=True, eq=False)
-class GLMMResult(WaldZTests):
+@dataclass(frozen=True, eq=False, repr=False)
+class GLMMResult(WaldZTests, ResultDisplay):
     """A fitted Poisson / negative-binomial mixed model with a random intercept.
 
     Attributes
@@ -903,6 +911,8 @@ class GLMMResult(WaldZTests):
         ``log_theta`` (inverse negative Hessian).
     covariate_means : dict
         Numeric covariate -> its mean over the model rows (emmeans' reference grid).
+    formula : str or None
+        The lme4 formula when fitted by :func:`studykit.glmer`.
     """
 
     columns: list[str]
@@ -931,6 +941,7 @@ class GLMMResult(WaldZTests):
     covariate_means: dict[str, float] = field(default_factory=dict)
     n_iter: int = 0
     n_eval: int = 0
+    formula: str | None = None
     random: list[RandomEffect] = field(default_factory=list)
     varcorr_table: pd.DataFrame | None = None
     re_theta: np.ndarray | None = None
@@ -978,14 +989,6 @@ class GLMMResult(WaldZTests):
                     "warnings": "; ".join(self.warnings),
                 }
             ]
-        )
-
-    def __repr__(self) -> str:
-        fam = self.family + (f"(theta={self.theta:.4g})" if self.theta is not None else "")
-        return (
-            f"GLMMResult({self.outcome} ~ {' + '.join(self.columns[1:] or ['1'])} + (1|{self.group}), "
-            f"{fam}, {self.method}, nobs={self.nobs}, ngroups={self.ngroups}, "
-            f"loglik={self.loglik:.4f}, sd_group={self.sd_group:.4g}, converged={self.converged})"
         )
 
 
@@ -1527,6 +1530,7 @@ def _fit_sparse(
     prob = _Laplace(y, X, off, n_trials, negbin, re)
     K = re.ntheta
     beta0, info = _glm_start(y, X, off, n_trials)
+    prob.beta_scale = 1.0 / np.sqrt(np.maximum(np.diag(info), INFO_FLOOR))
     theta0 = np.where(np.isfinite(re.lower), SD_START, 0.0)
     nphi = p + K + int(negbin)
     precond = np.eye(nphi)
