@@ -13,7 +13,6 @@ Reference numbers (copied here, tests never read shared/):
 from __future__ import annotations
 
 import copy
-import importlib.util
 import math
 from pathlib import Path
 
@@ -54,9 +53,6 @@ R_LOGLIK_REML = -484.254129130933  # trial_fit_stats.csv
 R_SIGMA = 11.9299029957301  # trial_fit_stats.csv
 R_SD_ID = 13.91962389438  # trial_varcorr.csv
 R_POWER, R_POWER_MCSE, R_POWER_REPS = 0.45, 0.035, 200  # issue #8, lmerTest simulation
-
-HAS_LMM = importlib.util.find_spec("studykit.models.lmm") is not None
-HAS_GLMM = importlib.util.find_spec("studykit.models.glmm") is not None
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +108,6 @@ def test_fast_reml_unbalanced_is_a_proper_optimum(trial):
     assert crit(fit.theta * 0.999) > fit.reml_criterion
 
 
-@pytest.mark.skipif(not HAS_LMM, reason="studykit.models.lmm not merged yet")
 def test_fast_path_equals_studykit_engine_on_unbalanced_replicates():
     spec = copy.deepcopy(TRIAL_SIM_EXAMPLE)
     spec["layout"]["missing"] = {"post1": 0.15, "post2": 0.25}
@@ -313,7 +308,6 @@ def test_count_simulation_has_the_assumed_rates():
     assert (df["awakenings"] == df["awakenings"].round()).all()
 
 
-@pytest.mark.skipif(not HAS_GLMM, reason="studykit.models.glmm not merged yet")
 def test_count_power_uses_the_glmm_engine():
     spec = copy.deepcopy(TRIAL_SIM_EXAMPLE)
     spec["outcomes"] = {
@@ -458,13 +452,9 @@ def test_cli_missing_file_exit_2(tmp_path, capsys):
 
 
 # --------------------------------------------------------------------------- protocol input
-HAS_PROTOCOL = importlib.util.find_spec("studykit.protocol") is not None
 PROTOCOL = Path(__file__).parents[1] / "protocols" / "ketamine_sleep.yaml"
 
 
-@pytest.mark.skipif(
-    not (HAS_PROTOCOL and PROTOCOL.exists()), reason="studykit.protocol not merged yet"
-)
 def test_protocol_plus_effects_becomes_a_power_design(caplog):
     from studykit.protocol import load_protocol
 
@@ -538,7 +528,6 @@ def test_cli_selects_hypotheses(tmp_path):
     assert main([*argv[:-3], "--hypotheses", "H9", "--out", str(out), "--no-progress"]) == 2
 
 
-@pytest.mark.skipif(not HAS_LMM, reason="studykit.models.lmm not merged yet")
 def test_fast_nested_path_equals_studykit_engine_on_crossover_replicates():
     """(1 | participant_id) + (1 | participant_id:period), unbalanced: same numbers as fit_lmm."""
     spec = copy.deepcopy(TRIAL_SIM_EXAMPLE)

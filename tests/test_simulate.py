@@ -482,18 +482,9 @@ def test_night_to_night_correlation(mc):
         assert abs(r - target) < 0.2, (name, r)
 
 
-# --- derived outcomes (needs studykit.hypnogram, merged separately) ----------------------
+# --- derived outcomes (studykit.hypnogram) -----------------------------------------------
 
 
-def _hypnogram_available() -> bool:
-    try:
-        from studykit.hypnogram import sleep_statistics  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _hypnogram_available(), reason="studykit.hypnogram not merged yet")
 def test_nights_csv_has_derived_outcomes_matching_an_independent_count(study, written):
     nights = pd.read_csv(written / "nights.csv")
     assert not nights.duplicated(KEYS).any()
@@ -512,17 +503,6 @@ def test_nights_csv_has_derived_outcomes_matching_an_independent_count(study, wr
     assert flagged.loc[tuple(study.mess["unscored_night"])] == 1
 
 
-def _importable(module: str, name: str) -> bool:
-    try:
-        getattr(__import__(module, fromlist=[name]), name)
-    except (ImportError, AttributeError):
-        return False
-    return True
-
-
-@pytest.mark.skipif(
-    not _importable("studykit.hypnogram", "read_hypnogram"), reason="hypnogram readers not merged"
-)
 def test_project_readers_read_every_format_back(study, written):
     from studykit.hypnogram import read_hypnogram
 
@@ -533,7 +513,6 @@ def test_project_readers_read_every_format_back(study, written):
         assert back["stage"].astype(str).tolist() == expected, key
 
 
-@pytest.mark.skipif(not _importable("studykit.validate", "load_study"), reason="not merged")
 def test_load_study_accepts_the_demo(study, written):
     from studykit.validate import load_study
 

@@ -321,13 +321,8 @@ def _as_design(obj: Any, effects: Any, hypotheses: Sequence[str] | None) -> Powe
         if isinstance(doc, Mapping) and "outcomes" in doc and "hypotheses" in doc:
             design = load_design(path)
         else:
-            try:
-                from studykit.protocol import load_protocol
-            except ImportError as exc:
-                raise ProtocolError(
-                    f"{path!r} is not a power design (no outcomes/hypotheses keys) and "
-                    "studykit.protocol is not available to read it as a protocol."
-                ) from exc
+            from studykit.protocol import load_protocol
+
             if effects is None:
                 raise ProtocolError(
                     f"Protocol {path!r} states the analyses but not the effects to simulate: "

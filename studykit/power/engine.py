@@ -33,6 +33,8 @@ import pandas as pd
 
 from studykit.errors import ModelError, StudykitError
 from studykit.models.design import build_design
+from studykit.models.glmm import fit_glmm
+from studykit.models.lmm import fit_lmm
 from studykit.power.reml import fit_nested_intercepts, fit_random_intercept, t_test
 from studykit.power.spec import PowerHypothesis
 
@@ -171,29 +173,15 @@ class EngineAnalyser(Analyser):
 
 
 def _engine_fit(hyp: PowerHypothesis) -> Callable[[pd.DataFrame], object]:
-    """The studykit engine call for this hypothesis (imported where it is used)."""
+    """The studykit engine call for this hypothesis (``fit_lmm`` or ``fit_glmm``)."""
     levels = {k: list(v) for k, v in hyp.levels.items()}
     if hyp.family == "gaussian":
-        try:
-            from studykit.models.lmm import fit_lmm
-        except ImportError as exc:  # the engine lands in another branch
-            raise ModelError(
-                "studykit.models.lmm is not available in this installation; use engine='fast' "
-                "(random-intercept Gaussian models only)."
-            ) from exc
         random = [(g, list(terms)) for g, terms in hyp.random]
 
         def fit(data: pd.DataFrame) -> object:
             return fit_lmm(data, hyp.outcome, list(hyp.fixed), random=random, levels=levels)
 
         return fit
-    try:
-        from studykit.models.glmm import fit_glmm
-    except ImportError as exc:
-        raise ModelError(
-            f"Hypothesis {hyp.id} is a {hyp.family} count model: it needs "
-            "studykit.models.glmm, which is not available in this installation."
-        ) from exc
     if len(hyp.random) != 1 or tuple(hyp.random[0][1]) != ("1",):
         raise ModelError(
             f"Hypothesis {hyp.id}: count models support one random intercept; got {hyp.random}."
