@@ -521,3 +521,74 @@ def test_load_study_accepts_the_demo(study, written):
     assert errors.empty, errors.head().to_string()
     assert len(loaded.nights) == len(study.nights)
     assert len(loaded.roster) == len(study.roster)
+
+
+# --- design nuisances (participant x period variation, carryover, first-night effect) -----
+
+
+def test_nuisances_off_by_default_leave_the_study_unchanged():
+    # v1 = no nuisance: the same epochs as without the argument (the digest test above pins
+    # the default files themselves)
+    a = simulate_study(seed=4, n_participants=8, mess=False)
+    b = simulate_study(seed=4, n_participants=8, mess=False, nuisance="v1")
+    assert a.epochs.equals(b.epochs)
+    assert "nuisance" not in a.assumptions
+
+
+def _means(study):
+    out = _night_outcomes(study).merge(
+        study.nights[["participant_id", "period", "night", "treatment"]], on=KEYS
+    )
+    return out
+
+
+def test_first_night_effect_appears_on_baseline_nights_only():
+    kw = {"seed": 8, "n_participants": 120, "mess": False}
+    base = _means(simulate_study(**kw))
+    fne = _means(simulate_study(**kw, nuisance={"first_night_sol_min": 15.0}))
+    diff = (fne.set_index(KEYS)["sol_min"] - base.set_index(KEYS)["sol_min"]).groupby("night")
+    # SOL is drawn as a parameter, so the shift is exact up to the epoch grid (0.5 min)
+    assert diff.mean()["baseline"] == pytest.approx(15.0, abs=0.5)
+    assert diff.mean()["post1"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_carryover_adds_n3_in_period_2_after_ketamine_first():
+    kw = {"seed": 9, "n_participants": 120, "mess": False}
+    base = simulate_study(**kw).night_parameters.set_index(KEYS)
+    carry = simulate_study(**kw, nuisance={"carryover_n3_min": 6.0})
+    seq = carry.roster.set_index("participant_id")["sequence"]
+    d = carry.night_parameters.set_index(KEYS)["n3_extra_min"] - base["n3_extra_min"]
+    d = d.reset_index()
+    d["sequence"] = d["participant_id"].map(seq)
+    kp2 = d[(d.sequence == "KP") & (d.period == 2)]["n3_extra_min"]
+    others = d[~((d.sequence == "KP") & (d.period == 2))]["n3_extra_min"]
+    assert np.allclose(kp2, 6.0)  # every night of period 2 after ketamine (ASSUMPTION: no decay)
+    assert np.allclose(others, 0.0)
+
+
+def test_period_share_lowers_the_between_period_correlation():
+    # N3 budget is a night parameter: its correlation between the two periods' baseline
+    # nights falls from about 0.75 when participants sleep alike in both periods
+    kw = {"seed": 10, "n_participants": 400, "mess": False}
+
+    def r(study):
+        p = study.night_parameters
+        w = p[p.night == "baseline"].pivot(
+            index="participant_id", columns="period", values="n3_budget_min"
+        )
+        return np.corrcoef(np.log(w[1]), np.log(w[2]))[0, 1]
+
+    r0 = r(simulate_study(**kw))
+    r1 = r(simulate_study(**kw, nuisance={"period_share": 0.5}))
+    # log N3 budget (simulate/__init__.py): participant SD 0.75, age term 0.25 x SD 1.2 = 0.3,
+    # night SD 0.40 -> r = (0.5625 + 0.09) / (0.5625 + 0.09 + 0.16) = 0.80; with half the
+    # participant variance period-specific -> (0.28 + 0.09) / 0.81 = 0.46 (hand count)
+    assert r0 == pytest.approx(0.80, abs=0.06)
+    assert r1 == pytest.approx(0.46, abs=0.08)
+
+
+def test_unknown_nuisance_is_a_clear_error():
+    with pytest.raises(InputError, match="Unknown nuisance"):
+        simulate_study(seed=1, n_participants=8, nuisance={"carry": 1})
+    with pytest.raises(InputError, match="period_share"):
+        simulate_study(seed=1, n_participants=8, nuisance={"period_share": 1.5})

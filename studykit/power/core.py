@@ -17,7 +17,7 @@ import pandas as pd
 from studykit.errors import InputError, ProtocolError
 from studykit.models.multiplicity import adjust_pvalues
 from studykit.power.engine import ENGINES, make_analyser
-from studykit.power.simulate import OutcomePlan, replicate_rng
+from studykit.power.simulate import OutcomePlan
 from studykit.power.spec import (
     PowerDesign,
     design_from_dict,
@@ -78,8 +78,9 @@ def _run_chunk(
     """Simulate and analyse replicates ``start .. stop - 1`` at sample size ``n``.
 
     Module-level (picklable) so that joblib and Dask workers can run it. Each replicate draws
-    from its own stream (:func:`~studykit.power.simulate.replicate_rng`), outcomes in the
-    design's order, so results do not depend on how replicates are split into chunks.
+    from its own streams (:func:`~studykit.power.simulate.replicate_rng`; common random
+    numbers across sample sizes and analyses), so results do not depend on how replicates
+    are split into chunks.
     """
     plans = {}
     for name, truth in design.outcomes.items():
@@ -91,9 +92,9 @@ def _run_chunk(
     est, se, df, p = (np.full((r, K), np.nan) for _ in range(4))
     failed = np.zeros((r, K), bool)
     singular = np.zeros((r, K), bool)
+    index = {name: j for j, name in enumerate(design.outcomes)}
     for i, rep in enumerate(range(start, stop)):
-        rng = replicate_rng(seed, n, rep)
-        draws = {name: plan.draw(rng) for name, plan in plans.items()}
+        draws = {name: plan.draw(seed, rep, index[name]) for name, plan in plans.items()}
         j = 0
         for h, a in zip(design.hypotheses, analysers, strict=True):
             res = a(*draws[h.outcome])

@@ -94,15 +94,32 @@ class Layout:
     time_index: str | None = "night_index"
     missing: dict[str, float] = field(default_factory=dict)
 
+    def group_of(self, n: int) -> np.ndarray:
+        """Arm (parallel) or sequence (crossover) of participants ``0 .. n-1``.
+
+        Interleaved: participant ``i`` joins the group furthest below its share of ``i + 1``
+        participants (earlier groups first on ties), so the first ``n`` participants are
+        allocated alike whatever the total (common random numbers across sample sizes).
+
+        Examples
+        --------
+        >>> Layout().group_of(5).tolist()
+        [0, 1, 0, 1, 0]
+        >>> Layout(allocation=(1.0, 2.0)).group_of(6).tolist()
+        [1, 0, 1, 1, 0, 1]
+        """
+        w = np.asarray(self.allocation, float) / float(np.sum(self.allocation))
+        counts = np.zeros(len(w))
+        out = np.empty(n, dtype=np.intp)
+        for i in range(n):
+            g = int(np.argmax(w * (i + 1) - counts - 1e-12 * np.arange(len(w))))
+            out[i] = g
+            counts[g] += 1
+        return out
+
     def group_sizes(self, n: int) -> list[int]:
         """Participants per treatment arm (parallel) or per sequence (crossover)."""
-        w = np.asarray(self.allocation, float) / float(np.sum(self.allocation))
-        sizes = np.floor(w * n + 1e-9).astype(int)
-        # largest remainders get the leftover participants, earlier groups first on ties
-        rest = n - int(sizes.sum())
-        order = np.argsort(-(w * n - sizes), kind="stable")
-        sizes[order[:rest]] += 1
-        return sizes.tolist()
+        return np.bincount(self.group_of(n), minlength=len(self.allocation)).tolist()
 
     def template(self, n: int) -> pd.DataFrame:
         """The complete schedule for ``n`` participants: one row per planned observation.
@@ -114,11 +131,14 @@ class Layout:
         {'placebo': 6, 'ketamine': 6}
         >>> Layout(design="crossover").template(2)[["participant_id", "period", "treatment"]].drop_duplicates().values.tolist()
         [['S001', 1, 'placebo'], ['S001', 2, 'ketamine'], ['S002', 1, 'ketamine'], ['S002', 2, 'placebo']]
+
+        A crossover template also has the numeric columns ``carryover`` (1 in period 2 after
+        the active treatment in period 1) and ``first_night`` (1 on the first time level of
+        each period), for true models with carryover or a first-night effect.
         """
-        sizes = self.group_sizes(n)
         width = max(3, len(str(n)))
         ids = [f"S{i + 1:0{width}d}" for i in range(n)]
-        group = np.repeat(np.arange(len(sizes)), sizes)
+        group = self.group_of(n)
         T = len(self.time_levels)
         rows: dict[str, Any] = {}
         if self.design == "parallel":
@@ -138,6 +158,11 @@ class Layout:
             rows[self.treatment] = np.asarray(trt, dtype=object)
             rows[self.time] = np.tile(self.time_levels, 2 * n)
             pos = np.tile(np.arange(T), 2 * n)
+            # nuisance indicators a true model may use (fixed: [..., carryover, first_night]):
+            # period 2 after the active treatment in period 1; the first night of each period
+            first_active = np.repeat(group == 1, 2 * T)
+            rows["carryover"] = ((rows["period"] == 2) & first_active).astype(float)
+            rows["first_night"] = (pos == 0).astype(float)
         out = pd.DataFrame(rows)
         if self.time_index:
             out[self.time_index] = pos
@@ -224,6 +249,14 @@ class PowerHypothesis:
         ``"satterthwaite"`` (LMM) ; count models are z tests.
     family_order : tuple of str
         Testing order of the family's hypotheses (fixed-sequence); default the design order.
+    estimator : str
+        The analysis (:data:`studykit.estimators.ESTIMATORS`): ``"did"`` fits ``fixed`` /
+        ``random`` and tests ``contrasts``; the others prepare the replicate's data and model
+        through :mod:`studykit.estimators` (needs ``estimand``).
+    estimand : studykit.estimators.CrossoverSpec or None
+        Outcome, treatment and time axis of a crossover comparison (one contrast per level).
+    effect_of_interest : float or None
+        The protocol's smallest effect of interest (for the verdict probabilities).
     """
 
     id: str
@@ -239,6 +272,9 @@ class PowerHypothesis:
     adjust_method: str = "holm"
     df_method: str = "satterthwaite"
     family_order: tuple[str, ...] = ()
+    estimator: str = "did"
+    estimand: Any = None
+    effect_of_interest: float | None = None
 
     @property
     def single_intercept(self) -> bool:
@@ -598,6 +634,25 @@ def load_design(path: str | os.PathLike[str]) -> PowerDesign:
     return design_from_dict(_read_yaml(path), source=os.fspath(path))
 
 
+def _estimand(h: Any, layout: Layout, levels: Mapping[str, Sequence[str]]) -> Any:
+    """The :class:`~studykit.estimators.CrossoverSpec` of a protocol DiD hypothesis."""
+    from studykit.estimators import CrossoverSpec
+
+    c = h.contrast
+    return CrossoverSpec(
+        outcome=h.outcome,
+        family=h.family,
+        treatment=c.treatment_variable,
+        treatment_levels=(str(c.treatment_reference), str(c.treatment_level)),
+        time=c.time_variable,
+        baseline=str(c.time_reference),
+        window=tuple(str(x) for x in c.window),
+        levels=tuple(str(x) for x in c.time_levels),
+        period="period" if layout.design == "crossover" else None,
+        period_levels=tuple(levels.get("period", ("1", "2"))),
+    )
+
+
 def design_from_protocol(
     protocol: Any,
     effects: Mapping[str, Any] | str | os.PathLike[str],
@@ -705,6 +760,8 @@ def design_from_protocol(
                 family_order=tuple(
                     getattr(protocol.families.get(h.multiplicity_family), "order", ()) or ()
                 ),
+                estimand=_estimand(h, layout, levels),
+                effect_of_interest=h.effect_of_interest,
             )
         )
     if skipped:
