@@ -453,15 +453,16 @@ def test_cli_missing_file_exit_2(tmp_path, capsys):
 
 # --------------------------------------------------------------------------- protocol input
 PROTOCOL = Path(__file__).parents[1] / "protocols" / "ketamine_sleep.yaml"
+EFFECTS = Path(__file__).parents[1] / "protocols" / "ketamine_effects.yaml"
 
 
 def test_protocol_plus_effects_becomes_a_power_design(caplog):
     from studykit.protocol import load_protocol
 
     proto = load_protocol(PROTOCOL)
-    design = design_from_protocol(proto, DATA / "ketamine_effects.yaml")
+    design = design_from_protocol(proto, EFFECTS)
     byid = {h.id: h for h in design.hypotheses}
-    assert set(byid) == {"H1", "H2", "H3"}  # the outcomes the effects file gives a truth for
+    assert set(byid) == {"H1", "H2", "H3", "E1"}  # outcomes the effects file gives a truth for
     assert "left out" in caplog.text  # the others are named, not silently dropped
     h1 = byid["H1"]
     src = proto.get("H1")

@@ -166,12 +166,20 @@ class EngineAnalyser(Analyser):
             return self._failed()
         if self.L is None:
             self.L = self._L(list(res.columns))
-        L = self.L
-        est = L @ np.asarray(res.beta)
-        se = np.sqrt(np.einsum("ij,jk,ik->i", L, np.asarray(res.vcov), L))
-        df = np.array([float(res.contrast_df(row)) for row in L])
-        p = t_test(est, se, df, self.hyp.alternative)
-        return ContrastResults(est, se, df, p, singular=bool(getattr(res, "singular", False)))
+        return _tested(res, self.L, self.hyp)
+
+
+def _tested(fit: Any, L: np.ndarray, hyp: PowerHypothesis) -> ContrastResults:
+    """The contrasts' tests by the analysis' inference (``models.inference.contrast_table``)."""
+    method = hyp.df_method if hyp.family == "gaussian" else "z"
+    tab = contrast_table(fit, L, df_method=method, alternative=hyp.alternative)
+    return ContrastResults(
+        tab["estimate"].to_numpy(float),
+        tab["std_error"].to_numpy(float),
+        tab["df"].to_numpy(float),
+        tab["p_value"].to_numpy(float),
+        singular=bool(getattr(fit, "singular", False)),
+    )
 
 
 def _engine_fit(hyp: PowerHypothesis) -> Callable[[pd.DataFrame], object]:

@@ -134,7 +134,8 @@ class Layout:
 
         A crossover template also has the numeric columns ``carryover`` (1 in period 2 after
         the active treatment in period 1) and ``first_night`` (1 on the first time level of
-        each period), for true models with carryover or a first-night effect.
+        period 1, the first night in the laboratory), for true models with carryover or a
+        first-night effect.
         """
         width = max(3, len(str(n)))
         ids = [f"S{i + 1:0{width}d}" for i in range(n)]
@@ -159,10 +160,11 @@ class Layout:
             rows[self.time] = np.tile(self.time_levels, 2 * n)
             pos = np.tile(np.arange(T), 2 * n)
             # nuisance indicators a true model may use (fixed: [..., carryover, first_night]):
-            # period 2 after the active treatment in period 1; the first night of each period
+            # period 2 after the active treatment in period 1; the first night in the
+            # laboratory (first time level of period 1)
             first_active = np.repeat(group == 1, 2 * T)
             rows["carryover"] = ((rows["period"] == 2) & first_active).astype(float)
-            rows["first_night"] = (pos == 0).astype(float)
+            rows["first_night"] = ((rows["period"] == 1) & (pos == 0)).astype(float)
         out = pd.DataFrame(rows)
         if self.time_index:
             out[self.time_index] = pos

@@ -107,9 +107,9 @@ NUISANCE_DEFAULTS: dict[str, float] = {
     "period_share": 0.0,
     # N3 minutes added to every night of period 2 after ketamine in period 1 (carryover)
     "carryover_n3_min": 0.0,
-    # first-night effect on the first recorded night of each period (the baseline night,
-    # the first night back in the sleep laboratory): minutes of sleep onset latency added,
-    # awakening-rate multiplier, N3 minutes added (negative = fewer), REM latency added
+    # first-night effect on the first night in the sleep laboratory (the baseline night of
+    # period 1): minutes of sleep onset latency added, awakening-rate multiplier, N3 minutes
+    # added (negative = fewer), REM latency added
     "first_night_sol_min": 0.0,
     "first_night_wake_ratio": 1.0,
     "first_night_n3_min": 0.0,
@@ -423,8 +423,8 @@ def simulate_study(
     nuisance : mapping or {"v1", "v2"}, optional
         Design nuisances to switch on (:data:`NUISANCE_DEFAULTS`, all off by default):
         participant x period variation (``period_share``), carryover of ketamine into period
-        2 (``carryover_n3_min``) and a first-night effect on each period's first recorded
-        night (``first_night_*``). ``"v2"`` is :data:`DEMO_V2_NUISANCE`. Values and sources:
+        2 (``carryover_n3_min``) and a first-night effect on the first night in the
+        laboratory, period 1's first recorded night (``first_night_*``). ``"v2"`` is :data:`DEMO_V2_NUISANCE`. Values and sources:
         docs/simulate.md.
 
     Returns
@@ -560,7 +560,7 @@ def simulate_study(
                     sedative=(pid, period) in sedative,
                     period_effects=v,
                     nuisance=nz,
-                    first_night=night == nights[0],
+                    first_night=period == 1 and night == nights[0],
                     carryover=carry,
                 )
                 stages, lo, lon = simulate_night(nrng, p)
