@@ -26,7 +26,14 @@ import pandas as pd
 from studykit.errors import InputError
 from studykit.estimators import ESTIMATOR_LABELS, ESTIMATORS
 from studykit.models.design import build_design
-from studykit.power.core import CONF_METHOD, PowerResult, _as_design, power_analysis
+from studykit.power.core import (
+    CONF_METHOD,
+    PowerResult,
+    _as_design,
+    power_analysis,
+    replicate_intervals,
+    true_contrasts,
+)
 from studykit.power.simulate import resolve_coefficients
 from studykit.power.spec import OutcomeTruth, PowerDesign, PowerHypothesis
 
@@ -111,24 +118,6 @@ class EstimatorComparison:
         with open(paths["table_md"], "w", encoding="utf-8") as fh:
             fh.write(self.to_markdown())
         return paths
-
-
-def _true_contrasts(design: PowerDesign, h: PowerHypothesis, n: int) -> np.ndarray:
-    """The assumed value of each of ``h``'s contrasts (its weights on the true coefficients)."""
-    truth = design.outcomes[h.outcome]
-    template = design.layout.template(n)
-    d = build_design(template, list(truth.fixed), levels=dict(h.levels))
-    beta = resolve_coefficients(d, truth.coefficients, f"outcomes.{truth.name}")
-    out = []
-    for label, weights in h.contrasts:
-        missing = [c for c in weights if c not in d.columns]
-        if missing:
-            raise InputError(
-                f"Hypothesis {h.id}, contrast {label!r}: the true model of {h.outcome} lacks "
-                f"column(s) {missing}; give it the analysis' terms."
-            )
-        out.append(sum(w * beta[d.columns.index(c)] for c, w in weights.items()))
-    return np.asarray(out, float)
 
 
 def _null_truth(design: PowerDesign, h: PowerHypothesis) -> OutcomeTruth:
@@ -230,7 +219,7 @@ def compare_estimators_by_simulation(
         reps_df = res.replicates
         did_var: dict[tuple[str, str], float] = {}
         for h in design.hypotheses:
-            truths = _true_contrasts(design, h, n)
+            truths = true_contrasts(design, h, n)
             for (label, _), truth in zip(h.contrasts, truths, strict=True):
                 r = reps_df[
                     (reps_df.hypothesis_id == h.id)
@@ -242,7 +231,7 @@ def compare_estimators_by_simulation(
                 var = float(np.var(est, ddof=1)) if len(est) > 1 else math.nan
                 if h.estimator == "did":
                     did_var[(h.id, label)] = var
-                lo, hi = _two_sided_95(est, se, df)
+                lo, hi = replicate_intervals(est, se, df, 0.95)
                 rate = float(r["rejected"].mean())
                 rows.append(
                     {
@@ -288,27 +277,3 @@ def compare_estimators_by_simulation(
         "simulated": True,
     }
     return EstimatorComparison(table=table, runs=runs, settings=settings)
-
-
-def _two_sided_95(est: np.ndarray, se: np.ndarray, df: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Two-sided 95% intervals (t with the replicate's df; normal where df is infinite)."""
-    from studykit.models.inference import contrast_table
-
-    class _Fixed:
-        """A minimal result whose contrasts are the replicate estimates (diagonal L)."""
-
-        def __init__(self, e: float, s: float, d: float) -> None:
-            self.beta = np.array([e])
-            self.vcov = np.array([[s * s]])
-            self.columns = ["c"]
-            self._df = d
-
-        def contrast_df(self, L: Any) -> float:
-            return self._df
-
-    lo = np.empty(len(est))
-    hi = np.empty(len(est))
-    for i, (e, s, d) in enumerate(zip(est, se, df, strict=True)):
-        t = contrast_table(_Fixed(e, s, d), np.eye(1), df_method="satterthwaite")
-        lo[i], hi[i] = t["conf_low"].iloc[0], t["conf_high"].iloc[0]
-    return lo, hi

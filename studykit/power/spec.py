@@ -207,6 +207,12 @@ class OutcomeTruth:
         Negative-binomial size ``theta`` (NB2).
     round_to : float or None
         Round simulated Gaussian values to this resolution (e.g. 0.5 min = one epoch).
+    origin : str
+        Where the numbers come from: ``"assumed"`` (an effects file) or a sentence saying they
+        were estimated from pilot data.
+    pilot_ci : dict
+        Column -> 95% confidence interval of a coefficient estimated from pilot data (its
+        uncertainty, shown beside the power).
     """
 
     name: str
@@ -219,6 +225,30 @@ class OutcomeTruth:
     sd_residual: float | None = None
     dispersion: float | None = None
     round_to: float | None = None
+    origin: str = "assumed"
+    pilot_ci: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        """The truth in one line (for tables and captions).
+
+        Examples
+        --------
+        >>> OutcomeTruth("y", coefficients={"(Intercept)": 35.0}, sd={"participant_id": 20.0},
+        ...              sd_residual=18.6).describe()
+        'gaussian; coefficients (Intercept)=35; SD participant_id=20, residual=18.6'
+        """
+        coefs = ", ".join(f"{k}={v:.4g}" for k, v in self.coefficients.items())
+        sds = [f"{g}={v:.4g}" for g, v in self.sd.items()]
+        for g, sl in self.slopes.items():
+            sds += [f"{g} slope {c}={v:.4g}" for c, v in sl.items()]
+        if self.sd_residual is not None:
+            sds.append(f"residual={self.sd_residual:.4g}")
+        text = f"{self.family}; coefficients {coefs}; SD {', '.join(sds)}"
+        if self.corr:
+            text += "; corr " + ", ".join(f"{g}={v:.3g}" for g, v in self.corr.items())
+        if self.dispersion is not None:
+            text += f"; NB dispersion {self.dispersion:.4g}"
+        return text
 
 
 @dataclass(frozen=True)
@@ -259,6 +289,8 @@ class PowerHypothesis:
         Outcome, treatment and time axis of a crossover comparison (one contrast per level).
     effect_of_interest : float or None
         The protocol's smallest effect of interest (for the verdict probabilities).
+    conf_level : float
+        Level of the two-sided interval the analysis reports (the verdict's interval).
     """
 
     id: str
@@ -277,6 +309,7 @@ class PowerHypothesis:
     estimator: str = "did"
     estimand: Any = None
     effect_of_interest: float | None = None
+    conf_level: float = 0.95
 
     @property
     def single_intercept(self) -> bool:
@@ -764,6 +797,7 @@ def design_from_protocol(
                 ),
                 estimand=_estimand(h, layout, levels),
                 effect_of_interest=h.effect_of_interest,
+                conf_level=float(h.conf_level),
             )
         )
     if skipped:
