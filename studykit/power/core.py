@@ -140,7 +140,8 @@ def replicate_verdicts(
     out = []
     for p, a, b in zip(p_adjusted, lo, hi, strict=True):
         if eoi is None:
-            out.append("supported" if p < h.alpha else "not tested for ruling out")
+            # no smallest effect of interest: nothing can be ruled out
+            out.append("supported" if p < h.alpha else "inconclusive")
             continue
         out.append(
             verdict(

@@ -625,6 +625,11 @@ def design_from_dict(spec: Mapping[str, Any], *, source: str = "design") -> Powe
                 multiplicity_family=fam_name,
                 adjust_method=method,
                 family_order=_strs(fam.get("order", []), f"multiplicity.{fam_name}.order"),
+                effect_of_interest=(
+                    _num(h["effect_of_interest"], f"{where}.effect_of_interest", positive=True)
+                    if "effect_of_interest" in h
+                    else None
+                ),
             )
         )
     ids = [h.id for h in hyps]
