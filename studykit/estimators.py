@@ -469,7 +469,7 @@ def contrast_matrix(fit: Any, prep: PreparedModel, spec: CrossoverSpec) -> np.nd
     (averaged over period and, where present, at the covariates' means: no interaction, so
     their values do not matter). ``coefficients``: the named coefficients with their weights.
     """
-    from studykit.models.emmeans import emmeans_matrix
+    from studykit.models.emmeans import did_matrix, emmeans_matrix
 
     cols = list(fit.columns)
     kind = prep.contrast["type"]
@@ -482,14 +482,16 @@ def contrast_matrix(fit: Any, prep: PreparedModel, spec: CrossoverSpec) -> np.nd
             L[cols.index(name)] = w
         return L[None, :]
     if kind == "emmeans_did":
-        cells, Lc = emmeans_matrix(fit, [spec.treatment, spec.time])
-        idx = {(a, b): i for i, (a, b) in enumerate(cells.astype(str).itertuples(index=False))}
-        b = str(spec.baseline)
-        rows = [
-            Lc[idx[(act, str(t))]] - Lc[idx[(act, b)]] - Lc[idx[(ref, str(t))]] + Lc[idx[(ref, b)]]
-            for t in spec.levels
-        ]
-        return np.mean(rows, axis=0)[None, :]
+        _, Ld, _ = did_matrix(
+            fit,
+            treatment=spec.treatment,
+            time=spec.time,
+            treated=act,
+            control=ref,
+            baseline=str(spec.baseline),
+            at_times=[str(t) for t in spec.levels],
+        )
+        return Ld.mean(axis=0)[None, :]
     # emmeans_difference
     if spec.time in prep.levels:
         cells, Lc = emmeans_matrix(fit, [spec.treatment, spec.time])

@@ -212,7 +212,7 @@ def compare_estimators_by_simulation(
         ),
     }
     runs: dict[str, PowerResult] = {}
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name, design in scenarios.items():
         res = power_analysis(design, n=[n], reps=reps, seed=seed, n_jobs=n_jobs, progress=progress)
         runs[name] = res
@@ -263,8 +263,9 @@ def compare_estimators_by_simulation(
                 )
         for row in rows:
             if row["scenario"] == name:
-                ref = did_var.get((row["hypothesis_id"], row["contrast"]), math.nan)
-                row["relative_variance"] = row.pop("_var") / ref if ref > 0 else math.nan
+                ref = did_var.get((str(row["hypothesis_id"]), str(row["contrast"])), math.nan)
+                var = float(row.pop("_var"))
+                row["relative_variance"] = var / ref if ref > 0 else math.nan
     table = pd.DataFrame(rows)[COMPARISON_COLUMNS]
     settings = {
         "n": n,

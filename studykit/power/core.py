@@ -79,25 +79,11 @@ def adjust_pvalues_matrix(p: np.ndarray, method: str) -> np.ndarray:
     return np.vstack([adjust_pvalues(row, method) for row in p]) if p.size else p.copy()
 
 
-class _Estimates:
-    """Replicate estimates as a "fit" whose coefficients are the estimates themselves, so that
-    their intervals come from the analysis' inference (``models.inference.contrast_table``)."""
-
-    def __init__(self, est: np.ndarray, se: np.ndarray, df: np.ndarray) -> None:
-        self.beta = est
-        self.vcov = np.diag(se**2)
-        self.columns = [f"r{i}" for i in range(len(est))]
-        self._df = df
-
-    def contrast_df(self, L: Any) -> float:
-        return float(self._df[int(np.argmax(np.abs(np.asarray(L))))])
-
-
 def replicate_intervals(
     est: np.ndarray, se: np.ndarray, df: np.ndarray, level: float = 0.95
 ) -> tuple[np.ndarray, np.ndarray]:
     """Two-sided ``level`` intervals of replicate estimates (t with each replicate's df, normal
-    where df is infinite), by :func:`studykit.models.inference.contrast_table`.
+    where df is infinite), by :func:`studykit.models.inference.confidence_interval`.
 
     Examples
     --------
@@ -105,21 +91,9 @@ def replicate_intervals(
     >>> np.round(lo, 3).tolist(), np.round(hi, 3).tolist()
     ([0.02, 1.02], [1.98, 2.98])
     """
-    from studykit.models.inference import contrast_table
+    from studykit.models.inference import confidence_interval
 
-    est, se, df = (np.asarray(x, float) for x in (est, se, df))
-    lo, hi = np.full(est.shape, np.nan), np.full(est.shape, np.nan)
-    ok = np.flatnonzero(np.isfinite(est) & np.isfinite(se) & (se > 0))
-    for start in range(0, len(ok), 64):
-        idx = ok[start : start + 64]
-        tab = contrast_table(
-            _Estimates(est[idx], se[idx], df[idx]),
-            np.eye(len(idx)),
-            df_method="satterthwaite",
-            alpha=1.0 - level,
-        )
-        lo[idx], hi[idx] = tab["conf_low"].to_numpy(), tab["conf_high"].to_numpy()
-    return lo, hi
+    return confidence_interval(est, se, df, level)
 
 
 def replicate_verdicts(

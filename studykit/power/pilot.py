@@ -182,7 +182,7 @@ def design_from_pilot(
 
         placeholder = {"sd_residual": 1.0, "dispersion": 1.0}
         eff = dict(effects)
-        outs = {k: dict(v) for k, v in dict(eff.get("outcomes", {})).items()}
+        raw_outs = {k: dict(v) for k, v in dict(eff.get("outcomes", {})).items()}
         protocol_like = hasattr(design_like, "hypotheses") and hasattr(design_like, "sha256")
         if isinstance(design_like, (str, os.PathLike)):
             with open(os.fspath(design_like), encoding="utf-8") as fh:
@@ -199,7 +199,7 @@ def design_from_pilot(
             eff["outcomes"] = {
                 n: {
                     **placeholder,
-                    **{k: v for k, v in outs.get(n, {}).items() if k != "coefficients"},
+                    **{k: v for k, v in raw_outs.get(n, {}).items() if k != "coefficients"},
                 }
                 for n in names
             }
@@ -211,7 +211,7 @@ def design_from_pilot(
                 n: {**placeholder, **dict(doc.get("outcomes", {}).get(n, {}))} for n in names
             }
             design = _as_design(doc, None, hypotheses)
-    outs = {}
+    outs: dict[str, OutcomeTruth] = {}
     for name in design.outcomes:
         hyp = next(h for h in design.hypotheses if h.outcome == name)
         try:

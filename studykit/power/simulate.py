@@ -62,13 +62,13 @@ def resolve_coefficients(
         alias[":".join(parts)] = col
     beta = np.zeros(len(design.columns))
     for key, value in coefficients.items():
-        col = key if key in design.columns else alias.get(key)
-        if col is None:
+        found: str | None = key if key in design.columns else alias.get(key)
+        if found is None:
             raise ProtocolError(
                 f"Power design, {where}: coefficient {key!r} is not a column of the true model. "
                 f"Columns: {', '.join(design.columns)}."
             )
-        beta[design.columns.index(col)] = float(value)
+        beta[design.columns.index(found)] = float(value)
     return beta
 
 
@@ -137,14 +137,15 @@ class OutcomePlan:
         N = eta.shape[0]
         rng = replicate_rng(seed, rep, index, 100)
         if t.family == "gaussian":
-            y = eta + t.sd_residual * rng.standard_normal(N)
+            y = eta + float(t.sd_residual or 0.0) * rng.standard_normal(N)
             if t.round_to:
                 y = np.round(y / t.round_to) * t.round_to
         elif t.family == "poisson":
             y = _poisson_by_row(rng, np.exp(eta)).astype(float)
         else:
             mu = np.exp(eta)
-            lam = rng.gamma(t.dispersion, mu / t.dispersion)
+            theta = float(t.dispersion or 1.0)
+            lam = np.asarray(rng.gamma(theta, mu / theta), float)
             y = _poisson_by_row(replicate_rng(seed, rep, index, 102), lam).astype(float)
         if self.p_missing is None:
             keep = np.ones(N, bool)

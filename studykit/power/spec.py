@@ -444,7 +444,7 @@ def _layout(raw: Any) -> Layout:
 def _random(raw: Any, where: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
     if raw is None:
         return ((PARTICIPANT, ("1",)),)
-    out = []
+    out: list[tuple[str, tuple[str, ...]]] = []
     for i, r in enumerate(raw if isinstance(raw, list) else [raw]):
         if isinstance(r, str):
             out.append((r, ("1",)))
@@ -562,7 +562,11 @@ def design_from_dict(spec: Mapping[str, Any], *, source: str = "design") -> Powe
     raw_h = spec.get("hypotheses")
     if not isinstance(raw_h, list) or not raw_h:
         raise _fail("hypotheses", "give a non-empty list of hypotheses.")
-    default_fixed = (layout.treatment, layout.time, f"{layout.treatment}:{layout.time}")
+    default_fixed: tuple[str, ...] = (
+        layout.treatment,
+        layout.time,
+        f"{layout.treatment}:{layout.time}",
+    )
     if layout.design == "crossover":
         default_fixed = (*default_fixed, "period")
     hyps = []

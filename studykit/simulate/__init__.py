@@ -176,7 +176,9 @@ def _rng(seed: int, *key: int) -> np.random.Generator:
 
 
 def _merge_effects(effects: Mapping[str, Any] | None) -> dict[str, Any]:
-    merged = {k: (dict(v) if isinstance(v, dict) else v) for k, v in DEFAULT_EFFECTS.items()}
+    merged: dict[str, Any] = {
+        k: (dict(v) if isinstance(v, dict) else v) for k, v in DEFAULT_EFFECTS.items()
+    }
     if effects is None:
         return merged
     unknown = sorted(set(effects) - set(DEFAULT_EFFECTS))
@@ -197,9 +199,9 @@ def _merge_effects(effects: Mapping[str, Any] | None) -> dict[str, Any]:
                 merged[key] = float(value)
             except (TypeError, ValueError):
                 raise InputError(f"Effect {key!r} must be a number, got {value!r}.") from None
-    if merged["awakenings_rate_ratio"] <= 0 or merged["waso_ratio"] <= 0:
+    if float(merged["awakenings_rate_ratio"]) <= 0 or float(merged["waso_ratio"]) <= 0:
         raise InputError("Effects 'awakenings_rate_ratio' and 'waso_ratio' must be > 0.")
-    if not -1.0 <= merged["n3_madrs_correlation"] <= 1.0:
+    if not -1.0 <= float(merged["n3_madrs_correlation"]) <= 1.0:
         raise InputError("Effect 'n3_madrs_correlation' must lie in [-1, 1].")
     return merged
 
