@@ -593,3 +593,11 @@ def test_unknown_nuisance_is_a_clear_error():
         simulate_study(seed=1, n_participants=8, nuisance={"carry": 1})
     with pytest.raises(InputError, match="period_share"):
         simulate_study(seed=1, n_participants=8, nuisance={"period_share": 1.5})
+
+
+def test_cli_nuisance_v2_is_recorded_in_the_readme(tmp_path):
+    out = tmp_path / "v2"
+    argv = ["simulate", "--nuisance", "v2", "--clean", "--n", "8", "--seed", "3", "--out", str(out)]
+    assert main(argv) == 0
+    readme = (out / "README.md").read_text()
+    assert "Design nuisances switched on" in readme and '"period_share": 0.3' in readme
