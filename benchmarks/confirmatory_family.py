@@ -9,16 +9,21 @@ H1 -> H2 -> H3 (ordered by the strength of the primary research). Prints the pro
 each hypothesis is supported and the family's joint outcomes.
 
     python benchmarks/confirmatory_family.py [--n 36] [--reps 500] [--seed 20261125] [--jobs 1]
+        [--gaussian-estimator clda]   # did: protocol 1.0's analysis
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from studykit.models.multiplicity import adjust_pvalues
 from studykit.power import power_analysis
@@ -34,10 +39,11 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=1)
     ap.add_argument("--protocol", default="protocols/ketamine_sleep.yaml")
     ap.add_argument("--effects", default="protocols/ketamine_effects.yaml")
+    ap.add_argument("--gaussian-estimator", default="clda", help="estimator of H1 and H3")
     a = ap.parse_args()
     proto = load_protocol(a.protocol)
     design = design_from_protocol(proto, a.effects, hypotheses=["H1", "H2", "H3"])
-    est = {"H1": "clda", "H2": "did", "H3": "clda"}
+    est = {"H1": a.gaussian_estimator, "H2": "did", "H3": a.gaussian_estimator}
     design = replace(
         design, hypotheses=tuple(replace(h, estimator=est[h.id]) for h in design.hypotheses)
     )
