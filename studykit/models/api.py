@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from studykit.errors import FormulaError
-from studykit.models.formula import ModelFrame, model_frame
+from studykit.models.formula import ModelFrame, factor_levels, model_frame
 
 __all__ = ["lmer", "glmer", "clmm"]
 
@@ -117,10 +117,13 @@ def glmer(
     Parameters
     ----------
     formula : str
-        lme4 formula; counts may have ``offset(log(exposure))``.
+        lme4 formula; counts may have ``offset(log(exposure))``; binomial responses are
+        ``cbind(successes, failures)`` (or ``cbind(s, n - s)``), 0/1 numbers, booleans or a
+        two-level factor (its first level is the failure, as R).
     data : pandas.DataFrame
-    family : {"poisson", "negbin"}
-        ``"negbin"`` is NB2 (``glmer.nb`` / ``glmmTMB(family = nbinom2)``).
+    family : {"poisson", "negbin", "binomial"}
+        ``"negbin"`` is NB2 (``glmer.nb`` / ``glmmTMB(family = nbinom2)``); ``"binomial"``
+        (logit) takes 0/1 responses or ``cbind(successes, failures)``.
     nagq : int, default 1
         1 = Laplace; more = adaptive Gauss-Hermite nodes (one scalar random effect only).
     levels : mapping, optional
@@ -147,37 +150,50 @@ def glmer(
     mf = model_frame(formula, data, levels=levels)
     _need_bars(mf, "glmer")
     text = mf.formula.text
-    if mf.trials is not None or family == "binomial":
-        raise FormulaError(
-            f"{text!r}: binomial GLMMs (cbind(successes, failures), 0/1 outcomes) are not "
-            "supported by the GLMM engine yet; families available: poisson, negbin."
-        )
     if not mf.formula.intercept:
         raise FormulaError(f"{text!r} removes the intercept: the GLMM engine needs one.")
-    bars = mf.formula.bars
-    if len(bars) != 1 or bars[0].terms or not bars[0].intercept:
-        raise FormulaError(
-            f"{text!r}: the GLMM engine fits one random intercept (1 | group) only; "
-            "several random-effects terms, nested or crossed, and random slopes are not "
-            "supported yet."
-        )
     frame = mf.data
-    group = bars[0].group
-    if ":" in group:
-        frame = frame.copy()
-        parts = group.split(":")
-        frame[group] = frame[parts].astype(str).agg(":".join, axis=1)
+    outcome = mf.outcome
+    trials = None
+    if mf.trials is not None:
+        if family != "binomial":
+            raise FormulaError(f"{text!r}: cbind() responses need family='binomial'.")
+        frame = frame.assign(_trials=mf.trials)
+        trials = "_trials"
+    elif family == "binomial":
+        frame, outcome = _binary_response(frame, outcome, text)
     fit = fit_glmm(
         frame,
-        mf.outcome,
+        outcome,
         mf.fixed,
-        group=group,
+        random=mf.random,
         family=family,
         levels=mf.levels,
         nagq=nagq,
         offset=mf.offset,
+        trials=trials,
     )
     return _finish(fit, mf)
+
+
+def _binary_response(frame: pd.DataFrame, outcome: str, text: str) -> tuple[pd.DataFrame, str]:
+    """A Bernoulli response as 0/1: numbers as given; booleans and two-level factors as R's
+    glmer (the first level is the failure)."""
+    col = frame[outcome]
+    if pd.api.types.is_bool_dtype(col):
+        values = col.astype(float)
+    elif pd.api.types.is_numeric_dtype(col):
+        return frame, outcome
+    else:
+        lv = factor_levels(col)
+        if len(lv) != 2:
+            raise FormulaError(
+                f"{text!r}: a binomial response that is a factor needs exactly two levels "
+                f"(the first is the failure, as R); {outcome!r} has {lv[:10]}."
+            )
+        values = (col.astype(str) == lv[1]).astype(float)
+    name = f"({outcome})"
+    return frame.assign(**{name: values.to_numpy()}), name
 
 
 def clmm(
