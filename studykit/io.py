@@ -23,10 +23,11 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import re
 import unicodedata
+from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from studykit.errors import InputError
@@ -230,82 +231,98 @@ def _read_text(p: Path) -> pd.DataFrame:
             raise InputError(f"{p} has only a 'sep=' line and no table.")
     else:
         delimiter = _sniff_delimiter(text)
-    try:
-        cells = pd.read_csv(
-            io.StringIO(text),
-            sep=delimiter,
-            header=None,
-            dtype=str,
-            keep_default_na=False,
-            na_filter=False,
-            skip_blank_lines=False,
-            engine="c",
-        )
-    except pd.errors.ParserError as exc:
-        if "EOF inside string" in str(exc):
-            m = re.search(r"starting at row (\d+)", str(exc))
-            where = f" (the quote opens on line {int(m[1]) + 1 + skipped})" if m else ""
-            raise InputError(
-                f'{p} has a quote character (") that is never closed{where}. Close the quote '
-                "or remove it."
-            ) from None
-        raise InputError(
-            f"{p} cannot be split into cells with the {_DELIMITER_NAMES[delimiter]} delimiter: "
-            f"{_parser_detail(str(exc))}. A row has more cells than the header: often unquoted "
-            "delimiters inside values, e.g. decimal commas ('7,5') in a comma-separated file. "
-            "Quote such values, or use ';' as the delimiter, or '.' as the decimal separator."
-        ) from None
-    except (pd.errors.EmptyDataError, UnicodeError) as exc:
-        raise InputError(f"{p} cannot be read as a table: {exc}.") from None
-    cells = cells.fillna("")
+    cells = _split_cells(p, text, delimiter, skipped=skipped)
     frame = _split_header(p, cells, first_row=1 + skipped)
     frame.attrs.update(format="csv", encoding=encoding, delimiter=delimiter)
     return frame
 
 
-def _parser_detail(msg: str) -> str:
-    # pandas: "Error tokenizing data. C error: Expected 6 fields in line 4, saw 7"
-    return msg.split("C error: ")[-1].strip().rstrip(".").rstrip()
+def _split_cells(p: Path, text: str, delimiter: str, *, skipped: int) -> np.ndarray:
+    """Text -> 2-D array of cell strings (rows as records; short rows padded with "").
+
+    The first record fixes the number of cells: a later record with more cells is an error
+    (often unquoted delimiters in values), as is a quote that is never closed. Python's C
+    ``csv`` reader is used and the cells go into one array, so the time grows linearly with
+    the number of cells whatever the file's shape.
+    """
+    reader = csv.reader(io.StringIO(text, newline=None), delimiter=delimiter, strict=True)
+    records: list[list[str]] = []
+    start_line = 1
+    try:
+        for record in reader:
+            if records and len(record) > len(records[0]):
+                raise InputError(
+                    f"{p} cannot be split into cells with the {_DELIMITER_NAMES[delimiter]} "
+                    f"delimiter: Expected {len(records[0])} fields in line "
+                    f"{reader.line_num + skipped}, saw {len(record)}. A row has more cells "
+                    "than the header: often unquoted delimiters inside values, e.g. decimal "
+                    "commas ('7,5') in a comma-separated file. Quote such values, or use ';' "
+                    "as the delimiter, or '.' as the decimal separator."
+                )
+            records.append(record)
+            start_line = reader.line_num + 1
+    except csv.Error as exc:
+        if "unexpected end of data" in str(exc):
+            raise InputError(
+                f'{p} has a quote character (") that is never closed (the quote opens on line '
+                f"{start_line + skipped}). Close the quote or remove it."
+            ) from exc
+        raise InputError(
+            f"{p} cannot be split into cells (line {reader.line_num + skipped}: {exc}). Check "
+            "the quotes on that line; save the file again as CSV UTF-8."
+        ) from exc
+    width = len(records[0]) if records else 0
+    grid = np.full((len(records), width), "", dtype=object)
+    for i, record in enumerate(records):
+        grid[i, : len(record)] = record
+    return grid
 
 
-def _split_header(p: Path, cells: pd.DataFrame, *, first_row: int) -> pd.DataFrame:
-    """Take row 0 as the header; index the rest by their row number in the file."""
-    rows = pd.RangeIndex(first_row, first_row + len(cells))
-    blank = (cells == "").all(axis=1).to_numpy()
+def _split_header(p: Path, cells: np.ndarray, *, first_row: int) -> pd.DataFrame:
+    """Take row 0 as the header; index the rest by their row number in the file.
+
+    Works on one 2-D object array, so that the cost grows linearly with the number of cells
+    whatever the shape (a frame with one block per column made wide files slow).
+    """
+    grid = cells
+    rows = np.arange(first_row, first_row + grid.shape[0])
+    empty = grid == ""
+    blank = empty.all(axis=1)
     if blank.all():
         raise InputError(f"{p} is empty (only blank lines).")
     start = int(blank.argmin())  # skip leading blank lines
-    header = [str(h).strip() for h in cells.iloc[start]]
-    body = cells.iloc[start + 1 :]
-    body_rows = rows[start + 1 :]
+    header = [str(h).strip() for h in grid[start]]
     keep = ~blank[start + 1 :]
-    body = body.loc[keep]
-    body.index = pd.Index(body_rows[keep], name="row")
+    body_rows = rows[start + 1 :]
+    body = grid[start + 1 :][keep]
     # drop unnamed columns that hold nothing (a trailing delimiter on every line)
-    named = [bool(h) or bool((body.iloc[:, j] != "").any()) for j, h in enumerate(header)]
-    if not all(named):
-        body = body.loc[:, named]
+    named = np.array([bool(h) for h in header], dtype=bool) | (~empty[start + 1 :][keep]).any(
+        axis=0
+    )
+    if not named.all():
+        body = body[:, named]
         header = [h for h, k in zip(header, named, strict=True) if k]
     header = [h if h else f"unnamed_{j + 1}" for j, h in enumerate(header)]
-    dupes = sorted({h for h in header if header.count(h) > 1})
+    dupes = sorted(h for h, k in Counter(header).items() if k > 1)
     if dupes:
-        where = "; ".join(
-            f"{d!r} in columns {', '.join(str(j + 1) for j, h in enumerate(header) if h == d)}"
-            for d in dupes[:10]
-        )
+        places: dict[str, list[str]] = {}
+        for j, h in enumerate(header):
+            places.setdefault(h, []).append(str(j + 1))
+        where = "; ".join(f"{d!r} in columns {', '.join(places[d])}" for d in dupes[:10])
         raise InputError(
             f"{p} has duplicate column names: {where}. Each column needs its own name; rename "
             "or delete the repeated column(s)."
         )
-    if body.empty:
+    if body.shape[0] == 0:
         raise InputError(
             f"{p} has a header ({', '.join(header[:8])}{', ...' if len(header) > 8 else ''}) but "
             "no data rows. Add the data, or leave the file out."
         )
-    body = body.copy()
-    body.columns = header
-    body.attrs["empty_rows"] = [int(r) for r in body_rows[~keep]]
-    return body
+    frame = pd.DataFrame(
+        body, columns=header, index=pd.Index(body_rows[keep], name="row"), dtype=object
+    )
+    frame.attrs["empty_rows"] = [int(r) for r in body_rows[~keep]]
+    return frame
 
 
 # ---------------------------------------------------------------------------------------
@@ -334,8 +351,7 @@ def _read_excel(p: Path, *, sheet: str | int | None) -> pd.DataFrame:
         raise InputError(
             f"{p}: the worksheet is empty. Put the header in row 1 and the data below."
         )
-    cells = cells.fillna("").astype(str)
-    frame = _split_header(p, cells, first_row=1)
+    frame = _split_header(p, cells.fillna("").astype(str).to_numpy(dtype=object), first_row=1)
     frame.attrs.update(format="excel", encoding="", delimiter="")
     return frame
 

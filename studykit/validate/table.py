@@ -15,6 +15,7 @@ accepted + rows rejected, always.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -185,7 +186,7 @@ def validate_table(
 
     # -- columns ------------------------------------------------------------------------
     colnames = [str(c).strip() for c in raw.columns]
-    dupes = sorted({c for c in colnames if colnames.count(c) > 1})
+    dupes = sorted(c for c, k in Counter(colnames).items() if k > 1)
     if dupes:
         raise InputError(
             f"{src} has duplicate column names: {', '.join(dupes)}. Each column needs its own "
