@@ -23,6 +23,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import stat
 import unicodedata
 from collections import Counter
 from pathlib import Path
@@ -32,7 +33,13 @@ import pandas as pd
 
 from studykit.errors import InputError
 
-__all__ = ["read_table", "TEXT_SUFFIXES", "EXCEL_SUFFIXES", "PARQUET_SUFFIXES"]
+__all__ = [
+    "read_table",
+    "refuse_special_file",
+    "TEXT_SUFFIXES",
+    "EXCEL_SUFFIXES",
+    "PARQUET_SUFFIXES",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +109,9 @@ def read_table(path: str | Path, *, sheet: str | int | None = None) -> pd.DataFr
             f"{p} is a directory, not a file. Pass a file inside it (e.g. {p / 'nights.csv'}); "
             "to read a whole study directory use load_study() or 'studykit validate DIR'."
         )
+    refused = refuse_special_file(p)
+    if refused:
+        raise InputError(f"{p}: {refused}")
     try:
         with p.open("rb") as f:
             head = f.read(8)
@@ -135,6 +145,54 @@ def read_table(path: str | Path, *, sheet: str | int | None = None) -> pd.DataFr
     return frame
 
 
+def refuse_special_file(path: str | Path, root: str | Path | None = None) -> str | None:
+    """Why ``path`` must not be read (a message), or None for a regular file.
+
+    Refused: a FIFO (named pipe: reading it would wait forever), a device, a socket, and,
+    when ``root`` is given, a symbolic link whose target lies outside ``root`` (a study
+    folder must not pull in files from elsewhere). Nothing is opened.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> d = Path(tempfile.mkdtemp())
+    >>> os.mkfifo(d / "diary.csv")
+    >>> refuse_special_file(d / "diary.csv")[:40]
+    'diary.csv is a FIFO (named pipe), not a '
+    >>> _ = (d / "roster.csv").write_text("participant_id\\nP01\\n")
+    >>> refuse_special_file(d / "roster.csv") is None
+    True
+    """
+    p = Path(path)
+    try:
+        mode = p.stat().st_mode
+    except OSError:
+        return None  # missing or dangling: the reader says so
+    kind = (
+        "a FIFO (named pipe)"
+        if stat.S_ISFIFO(mode)
+        else "a device"
+        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+        else "a socket"
+        if stat.S_ISSOCK(mode)
+        else None
+    )
+    if kind is not None:
+        return (
+            f"{p.name} is {kind}, not a regular file: refused (reading it could block or never "
+            "end). Save the table as an ordinary file."
+        )
+    if root is not None and p.is_symlink():
+        target = p.resolve()
+        base = Path(root).resolve()
+        if not target.is_relative_to(base):
+            return (
+                f"{p.name} is a symbolic link to {target}, outside the study folder {base}: "
+                "refused. Copy the file into the study folder."
+            )
+    return None
+
+
 # ---------------------------------------------------------------------------------------
 # text
 # ---------------------------------------------------------------------------------------
@@ -156,10 +214,15 @@ def _decode(p: Path, raw: bytes) -> tuple[str, str]:
         text = raw.decode(encoding)
     except UnicodeDecodeError as exc:
         if encoding != "utf-8":
+            how = (
+                f"starts with a {encoding} byte-order mark"
+                if raw.startswith((b"\xff\xfe", b"\xfe\xff"))
+                else f"looks like {encoding} text (every second byte is 0)"
+            )
             raise InputError(
-                f"{p} starts with a {encoding} byte-order mark but is not valid {encoding} "
-                f"({exc.reason} at byte {exc.start}). Save it again as CSV UTF-8."
-            ) from None
+                f"{p} {how} but is not valid {encoding} ({exc.reason} at byte {exc.start}). "
+                "Save it again as CSV UTF-8."
+            ) from exc
         try:
             text, encoding = raw.decode("cp1252"), "cp1252"
         except UnicodeDecodeError:

@@ -26,11 +26,12 @@ import pandas as pd
 from studykit.dictionary import DataDictionary, load_dictionary
 from studykit.errors import InputError, ValidationError
 from studykit.io import read_table
+from studykit.validate.identify import normalize_name
 from studykit.validate.issues import IssueCollector, as_text, describe_issue, empty_issues
 from studykit.validate.parse import codes_message, parse_column
 from studykit.validate.rules import ROW_RULES, check_keys, check_range
 
-__all__ = ["ValidationResult", "validate_table", "infer_table"]
+__all__ = ["ValidationResult", "validate_table"]
 
 
 @dataclass
@@ -193,14 +194,14 @@ def validate_table(
             "name; rename or delete the repeated column(s)."
         )
     mapping: dict[str, str] = {}  # raw column -> variable
-    norm = {_normalize_name(k): k for k in variables}
+    norm = {normalize_name(k): k for k in variables}
     for raw_col, name in zip(raw.columns, colnames, strict=True):
         if name in variables:
             mapping[raw_col] = name
     for raw_col, name in zip(raw.columns, colnames, strict=True):
         if raw_col in mapping:
             continue
-        target = norm.get(_normalize_name(name))
+        target = norm.get(normalize_name(name))
         if target is not None and target not in mapping.values():
             mapping[raw_col] = target
             issues.add(
@@ -333,10 +334,6 @@ def validate_table(
     )
 
 
-def _normalize_name(name: str) -> str:
-    return re.sub(r"[\s\-.]+", "_", name.strip().lower())
-
-
 def _no_columns_message(src: str, table: str, colnames: list[str], expected: list[str]) -> str:
     shown = ", ".join(repr(c) for c in colnames[:8]) + (" ..." if len(colnames) > 8 else "")
     hint = ""
@@ -464,22 +461,3 @@ def _finish(
         raw=raw,
         raw_rows=rows,
     )
-
-
-def infer_table(path: str | Path, tables: tuple[str, ...] | list[str]) -> str | None:
-    """Guess the table of a file from its name (``nights.csv`` -> ``nights``).
-
-    The stem equal to a table name wins; else a table name contained in the stem (only one).
-
-    Examples
-    --------
-    >>> infer_table("data/site2_nights.csv", ["roster", "nights"])
-    'nights'
-    >>> infer_table("data/export.csv", ["roster", "nights"]) is None
-    True
-    """
-    stem = Path(path).stem.lower()
-    if stem in tables:
-        return stem
-    hits = [t for t in tables if re.search(rf"(?:^|[^a-z]){re.escape(t)}(?:$|[^a-z])", stem)]
-    return hits[0] if len(hits) == 1 else None
