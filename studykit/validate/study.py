@@ -100,8 +100,10 @@ class Study:
 STUDY_TABLES: tuple[str, ...] = ("roster", "periods", "nights", "diary")
 #: Sources of the analysed per-night outcomes; the first is the default.
 OUTCOME_SOURCES: tuple[str, ...] = ("hypnograms", "typed")
-#: Name of the hypnogram recordings table, read by the hypnogram scanner, not as a table.
-RECORDINGS_FILE = "recordings.csv"
+#: Files studykit itself writes into a study folder, which are not study tables:
+#: ``import_report.csv`` (``studykit redcap import``) and ``recordings.csv`` (which file is
+#: which night: read with the hypnograms).
+AUXILIARY_FILES = ("import_report", "recordings")
 _READABLE = (".csv", ".tsv", ".txt", *EXCEL_SUFFIXES, *PARQUET_SUFFIXES)
 _HYPNOGRAM_NAME = re.compile(r"^(?P<pid>.+)_p(?P<period>\d+)_(?P<night>[A-Za-z0-9]+)$")
 
@@ -225,7 +227,7 @@ def load_study(
             files[table] = found[0]
     named = set(files.values())
     for p in candidates:
-        if p in named or p.name.lower() == RECORDINGS_FILE:
+        if p in named or p.stem.lower() in AUXILIARY_FILES:
             continue
         try:
             table = table_by_columns(
