@@ -25,10 +25,12 @@ import io
 import logging
 import stat
 import unicodedata
+import zipfile
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import openpyxl
 import pandas as pd
 
 from studykit.errors import InputError
@@ -308,6 +310,8 @@ def _split_cells(p: Path, text: str, delimiter: str, *, skipped: int) -> np.ndar
     ``csv`` reader is used and the cells go into one array, so the time grows linearly with
     the number of cells whatever the file's shape.
     """
+    # a cell may be as long as the file (the csv module's default cap is 128 kB)
+    csv.field_size_limit(max(csv.field_size_limit(), len(text) + 1))
     reader = csv.reader(io.StringIO(text, newline=None), delimiter=delimiter, strict=True)
     records: list[list[str]] = []
     start_line = 1
@@ -385,37 +389,125 @@ def _split_header(p: Path, cells: np.ndarray, *, first_row: int) -> pd.DataFrame
         body, columns=header, index=pd.Index(body_rows[keep], name="row"), dtype=object
     )
     frame.attrs["empty_rows"] = [int(r) for r in body_rows[~keep]]
+    frame.attrs["header_row"] = int(rows[start])
     return frame
 
 
 # ---------------------------------------------------------------------------------------
 # Excel and Parquet
 # ---------------------------------------------------------------------------------------
-def _read_excel(p: Path, *, sheet: str | int | None) -> pd.DataFrame:
-    import zipfile
+#: Largest total uncompressed size of an .xlsx workbook read (bytes): a zip bomb of a few kB
+#: can expand to gigabytes, so sizes are checked before anything is loaded.
+XLSX_MAX_UNCOMPRESSED = 256 * 2**20
+#: Largest compression ratio of any member of an .xlsx workbook (real workbooks: below ~20).
+XLSX_MAX_RATIO = 200
+#: Largest number of cells of the worksheet read (from the sheet's declared dimension).
+XLSX_MAX_CELLS = 5_000_000
 
+
+def _check_workbook(p: Path) -> None:
+    """Refuse a workbook whose members expand beyond the limits (zip bomb), before loading."""
     try:
+        with zipfile.ZipFile(p) as z:
+            members = z.infolist()
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise InputError(
+            f"{p} cannot be read as an Excel .xlsx workbook ({type(exc).__name__}: {exc}). Open "
+            "it in Excel and save it again, or export the sheet as CSV UTF-8."
+        ) from exc
+    total = sum(m.file_size for m in members)
+    if total > XLSX_MAX_UNCOMPRESSED:
+        raise InputError(
+            f"{p}: the workbook's parts add up to {total:,} bytes uncompressed, above the "
+            f"limit of {XLSX_MAX_UNCOMPRESSED:,} (a damaged file or a zip bomb). Export the "
+            "sheet as CSV UTF-8."
+        )
+    for m in members:
+        if m.file_size > 2**20 and m.file_size > XLSX_MAX_RATIO * max(m.compress_size, 1):
+            raise InputError(
+                f"{p}: part {m.filename} expands {m.file_size // max(m.compress_size, 1):,}-fold "
+                f"when uncompressed (limit {XLSX_MAX_RATIO}; a zip bomb?). Export the sheet "
+                "as CSV UTF-8."
+            )
+
+
+def _formula_cells(p: Path, sheet: str | int | None) -> list[tuple[int, int, str]]:
+    """``(row, column, formula)`` (1-based) of every formula cell of the sheet."""
+    wb = openpyxl.load_workbook(p, read_only=True, data_only=False)
+    try:
+        ws = (
+            wb.worksheets[sheet]
+            if isinstance(sheet, int)
+            else wb[sheet]
+            if sheet
+            else wb.worksheets[0]
+        )
+        try:
+            dims = ws.calculate_dimension()
+        except ValueError:  # an "unsized" sheet declares no dimension: counted while read
+            dims = ""
+        if ":" in dims:
+            min_col, min_row, max_col, max_row = openpyxl.utils.cell.range_boundaries(dims)
+            cells = (max_row - min_row + 1) * (max_col - min_col + 1)
+            if cells > XLSX_MAX_CELLS:
+                raise InputError(
+                    f"{p}: the worksheet spans {dims} ({cells:,} cells), above the limit of "
+                    f"{XLSX_MAX_CELLS:,}. Delete the unused rows and columns, or export the "
+                    "sheet as CSV UTF-8."
+                )
+        found = []
+        seen = 0
+        for row in ws.iter_rows(min_row=1, min_col=1):
+            seen += len(row)
+            if seen > XLSX_MAX_CELLS:
+                raise InputError(
+                    f"{p}: the worksheet has more than {XLSX_MAX_CELLS:,} cells. Delete the "
+                    "unused rows and columns, or export the sheet as CSV UTF-8."
+                )
+            for cell in row:
+                if getattr(cell, "data_type", None) == "f":
+                    found.append((int(cell.row), int(cell.column), str(cell.value)))
+        return found
+    finally:
+        wb.close()
+
+
+def _read_excel(p: Path, *, sheet: str | int | None) -> pd.DataFrame:
+    _check_workbook(p)
+    try:
+        formulas = _formula_cells(p, sheet)
         cells = pd.read_excel(
             p, sheet_name=0 if sheet is None else sheet, header=None, dtype=str, engine="openpyxl"
         )
+    except InputError:
+        raise
     except (zipfile.BadZipFile, OSError, KeyError) as exc:
         raise InputError(
             f"{p} cannot be read as an Excel .xlsx workbook ({type(exc).__name__}: {exc}). Open "
             "it in Excel and save it again, or export the sheet as CSV UTF-8."
-        ) from None
+        ) from exc
     except ValueError as exc:  # unknown sheet name, or not an xlsx at all
-        raise InputError(f"{p}: {exc}. Pass an existing sheet, or export it as CSV.") from None
+        raise InputError(f"{p}: {exc}. Pass an existing sheet, or export it as CSV.") from exc
     except Exception as exc:  # openpyxl raises its own types for corrupt workbooks
         raise InputError(
             f"{p} cannot be read as an Excel .xlsx workbook ({type(exc).__name__}: {exc}). Save "
             "it again from Excel, or export the sheet as CSV UTF-8."
-        ) from None
+        ) from exc
     if cells.empty:
         raise InputError(
             f"{p}: the worksheet is empty. Put the header in row 1 and the data below."
         )
-    frame = _split_header(p, cells.fillna("").astype(str).to_numpy(dtype=object), first_row=1)
-    frame.attrs.update(format="excel", encoding="", delimiter="")
+    grid = cells.fillna("").astype(str).to_numpy(dtype=object)
+    frame = _split_header(p, grid, first_row=1)
+    # a formula whose result was never saved (a workbook written by a script, or saved
+    # without recalculation) reads as an empty cell: say so instead of reading it as missing
+    uncached = []
+    header = grid[frame.attrs["header_row"] - 1]
+    names = {j + 1: str(h).strip() for j, h in enumerate(header)}
+    for r, c, formula in formulas:
+        if r - 1 < grid.shape[0] and c - 1 < grid.shape[1] and grid[r - 1, c - 1] == "":
+            uncached.append((r, names.get(c, ""), formula))
+    frame.attrs.update(format="excel", encoding="", delimiter="", formula_cells=uncached)
     return frame
 
 

@@ -125,7 +125,8 @@ def table_by_columns(
         )
     fits.sort(reverse=True)
     if len(fits) > 1 and fits[0][:2] == fits[1][:2]:
-        tied = [t for o, k, t in fits if (o, k) == fits[0][:2]]
+        top = {t for o, k, t in fits if (o, k) == fits[0][:2]}
+        tied = [t for t in considered if t in top]
         raise InputError(
             f"{source} could hold any of the tables {', '.join(tied)}: it has the key and "
             f"required columns of each ({shown_cols}). Considered: {'; '.join(reasons)}. {hint}"

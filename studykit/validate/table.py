@@ -27,7 +27,13 @@ from studykit.dictionary import DataDictionary, load_dictionary
 from studykit.errors import InputError, ValidationError
 from studykit.io import read_table
 from studykit.validate.identify import normalize_name
-from studykit.validate.issues import IssueCollector, as_text, describe_issue, empty_issues
+from studykit.validate.issues import (
+    IssueCollector,
+    as_text,
+    describe_issue,
+    empty_issues,
+    shorten,
+)
 from studykit.validate.parse import codes_message, parse_column
 from studykit.validate.rules import ROW_RULES, check_keys, check_range
 
@@ -222,6 +228,7 @@ def validate_table(
                 "ignored. Rename it to a dictionary name, or add it to data_dictionary.csv",
                 values="",
             )
+    mapping_by_name = {str(k).strip(): v for k, v in mapping.items()}
     if not mapping:
         raise InputError(_no_columns_message(src, table, colnames, list(variables)))
     if encoding := raw.attrs.get("encoding"):
@@ -233,6 +240,24 @@ def validate_table(
                 "warning",
                 f"the file is not UTF-8; it was read as {encoding} (Western European). Check "
                 "accented characters and save the file as 'CSV UTF-8'",
+            )
+
+    formula_cells = raw.attrs.get("formula_cells") or []
+    if formula_cells:
+        where = {int(r): i for i, r in enumerate(rows)}
+        for r, name, formula in formula_cells:
+            target = mapping_by_name.get(name)
+            if target is None or r not in where:
+                continue
+            issues.add(
+                np.array([where[r]]),
+                target,
+                "formula",
+                "error",
+                f"the cell holds a formula ({shorten(formula, 60)}) whose result was never saved, "
+                "so its value is unknown: open the workbook in Excel or LibreOffice, let it "
+                "recalculate and save it (or paste the values)",
+                values=shorten(formula, 60),
             )
 
     empty_rows = raw.attrs.get("empty_rows") or []
