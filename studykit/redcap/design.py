@@ -31,7 +31,7 @@ import pandas as pd
 
 from studykit.dictionary import DataDictionary
 from studykit.errors import InputError
-from studykit.io import read_table
+from studykit.io import read_table_or_frame
 
 __all__ = [
     "EVENT_TABLES",
@@ -255,12 +255,7 @@ def read_event_map(
     >>> m.loc[0, ["table", "period", "night"]].tolist()
     ['periods', '1', '']
     """
-    if isinstance(path_or_frame, pd.DataFrame):
-        frame = path_or_frame.fillna("").astype(str)
-        source = "<event map>"
-    else:
-        frame = read_table(path_or_frame)
-        source = str(path_or_frame)
+    frame, source = read_table_or_frame(path_or_frame, name="<event map>")
     frame = frame.rename(columns=lambda c: str(c).strip().lower())
     missing = [c for c in ("redcap_event_name", "table") if c not in frame.columns]
     if missing:

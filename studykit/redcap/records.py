@@ -31,7 +31,7 @@ import pandas as pd
 
 from studykit.dictionary import DataDictionary, Variable, parse_codes
 from studykit.errors import InputError
-from studykit.io import read_table
+from studykit.io import read_table_or_frame
 from studykit.redcap.design import (
     EVENT_TABLES,
     RedcapDesign,
@@ -263,14 +263,6 @@ def _status(raw: str) -> str | None:
     return _STATUS.get(text)
 
 
-def _read_export(path_or_frame: str | Path | pd.DataFrame) -> tuple[pd.DataFrame, str]:
-    if isinstance(path_or_frame, pd.DataFrame):
-        frame = path_or_frame.fillna("").astype(str)
-        frame.index = pd.RangeIndex(2, len(frame) + 2, name="row")
-        return frame, "<REDCap export>"
-    return read_table(path_or_frame), str(path_or_frame)
-
-
 def _event_lookup(event_map: pd.DataFrame) -> dict[str, str]:
     """Accepted spellings of each event (unique name, label, label with the arm) -> name."""
     lookup: dict[str, str] = {}
@@ -362,10 +354,10 @@ def import_records(
     >>> res.report["action"].tolist()
     ['imported', 'imported']
     """
-    frame, source = _read_export(export)
+    frame, source = read_table_or_frame(export, name="<REDCap export>")
     emap = read_event_map(event_map, dictionary)
-    if redcap_dictionary is not None and not isinstance(redcap_dictionary, pd.DataFrame):
-        redcap_dictionary = read_table(redcap_dictionary)
+    if redcap_dictionary is not None:
+        redcap_dictionary, _ = read_table_or_frame(redcap_dictionary, name="<REDCap dictionary>")
     fields = field_map(dictionary, redcap_dictionary)
     frame = frame.rename(columns=lambda c: str(c).strip())
     columns = list(frame.columns)
