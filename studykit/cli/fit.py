@@ -68,9 +68,17 @@ def _outcome_source(study: Any) -> str:
         if study.outcomes == "hypnograms"
         else "as typed in nights.csv"
     )
-    lines = [f"outcomes analysed: {source}; {len(diffs)} typed value(s) differ beyond tolerance"]
+    lines = textwrap.wrap(
+        f"outcomes analysed: {source}; {len(diffs)} typed value(s) differ beyond tolerance",
+        width=100,
+    )
     for _, d in diffs.iterrows():
-        lines.append(f"  {d['participant_id']} {d['night']} {d['column']}: {d['message']}")
+        lines += textwrap.wrap(
+            f"{d['participant_id']} {d['night']} {d['column']}: {d['message']}",
+            width=100,
+            initial_indent="  ",
+            subsequent_indent="      ",
+        )
     return "\n".join(lines)
 
 
@@ -236,11 +244,11 @@ def handle(args: argparse.Namespace) -> int:
         )
     protocol = _load_protocol(args.protocol)
     study = _load_study(str(data), args.outcomes)
-    print(_outcome_source(study))
     results = run_analysis(
         protocol, study, hypotheses=args.hypothesis, analysis_set=args.analysis_set
     )
     print(format_results(results))
+    print(_outcome_source(study))
     if args.csv:
         results.hypotheses.to_csv(args.csv, index=False)
         print(f"\nwrote {args.csv}")
