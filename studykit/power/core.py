@@ -33,6 +33,7 @@ __all__ = [
     "replicate_intervals",
     "replicate_verdicts",
     "true_contrasts",
+    "with_estimators",
 ]
 
 logger = logging.getLogger(__name__)
@@ -368,9 +369,13 @@ class PowerResult:
         """A paragraph for a grant's statistical section: what was simulated, how analysed."""
         s = self.settings
         a = self.assumptions()
+        from studykit.estimators import ESTIMATOR_LABELS
+
         hyps = "; ".join(
             f"{r.hypothesis_id} ({r.outcome}, {r.contrast}: assumed effect {r.assumed_effect:.3g}"
             f"{' on the log scale' if self.design.outcomes[r.outcome].family != 'gaussian' else ''}"
+            f"; true model {r.true_model}; analysed by "
+            f"{ESTIMATOR_LABELS.get(str(r.estimator), str(r.estimator))}"
             f", {r.alternative} test at alpha {r.alpha:g}, {r.adjust_method} within the "
             f"{r.multiplicity_family} family)"
             for r in a.itertuples()
@@ -385,9 +390,9 @@ class PowerResult:
             f"(or dispersion) were {' / '.join(origin)} (table of assumptions). Each of "
             f"{s.get('reps')} replicates per sample size (n = "
             f"{', '.join(map(str, s.get('n', [])))}; seed {s.get('seed')}; common random "
-            "numbers across sample sizes) was analysed exactly as pre-registered: the "
-            "protocol's mixed model was refitted (REML; Satterthwaite degrees of freedom for "
-            "linear models, Wald z tests for counts), its contrast tested in the stated "
+            "numbers across sample sizes) was analysed as pre-registered: each hypothesis' mixed "
+            "model was refitted (REML; Satterthwaite degrees of freedom for linear models, "
+            "Wald z tests for counts), its contrast tested in the stated "
             f"direction and the p-values adjusted within each multiplicity family. Hypotheses: "
             f"{hyps}. Power is the share of replicates with a 'supported' verdict (adjusted "
             "p-value below alpha); its Monte Carlo standard error is sqrt(p(1-p)/replicates) "
@@ -477,6 +482,48 @@ class PowerResult:
         )
         plt.close(fig)
         return paths
+
+
+def with_estimators(design: PowerDesign, estimators: Mapping[str, str]) -> PowerDesign:
+    """``design`` with some hypotheses analysed by another estimator (``{"H1": "clda"}``).
+
+    The power of a pre-specified sensitivity analysis, or of an analysis a protocol amendment
+    considers. Hypotheses need a crossover estimand (from a protocol DiD hypothesis).
+
+    Examples
+    --------
+    >>> from studykit.power.spec import TRIAL_SIM_EXAMPLE
+    >>> with_estimators(design_from_dict(TRIAL_SIM_EXAMPLE), {"H9": "clda"})
+    Traceback (most recent call last):
+    ...
+    studykit.errors.InputError: --estimator: unknown hypothesis id(s) ['H9']; simulated: ['H1'].
+    """
+    from studykit.estimators import ESTIMATORS
+
+    known = {h.id for h in design.hypotheses}
+    unknown = sorted(set(estimators) - known)
+    if unknown:
+        raise InputError(
+            f"--estimator: unknown hypothesis id(s) {unknown}; simulated: {sorted(known)}."
+        )
+    bad = sorted({e for e in estimators.values() if e not in ESTIMATORS})
+    if bad:
+        raise InputError(f"--estimator: unknown estimator(s) {bad}; expected {list(ESTIMATORS)}.")
+    out = []
+    for h in design.hypotheses:
+        e = estimators.get(h.id)
+        if e is None or e == h.estimator:
+            out.append(h)
+            continue
+        if h.estimand is None:
+            raise InputError(
+                f"--estimator: hypothesis {h.id} has no crossover estimand (treatment, time axis, "
+                "baseline); estimators other than 'did' need a protocol DiD hypothesis."
+            )
+        if e == "ancova" and h.family != "gaussian":
+            raise InputError(f"--estimator: the ANCOVA is for Gaussian outcomes, not {h.id}.")
+        out.append(replace(h, estimator=e))
+    return replace(design, hypotheses=tuple(out))
 
 
 def _version() -> str:
@@ -616,6 +663,7 @@ def power_analysis(
     engine: str = "studykit",
     hypotheses: Sequence[str] | None = None,
     chunk_size: int | None = None,
+    estimators: Mapping[str, str] | None = None,
 ) -> PowerResult:
     """Power of each pre-specified test at each sample size, by simulation and refitting.
 
@@ -701,6 +749,8 @@ def power_analysis(
         )
     else:
         design = _as_design(protocol_or_design, effects, hypotheses)
+    if estimators:
+        design = with_estimators(design, estimators)
     workers = (os.cpu_count() or 1) if n_jobs == -1 else int(n_jobs)
     if workers < 1:
         raise InputError(f"n_jobs must be >= 1 or -1 (all cores); got {n_jobs}.")
