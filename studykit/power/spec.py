@@ -685,7 +685,7 @@ def design_from_protocol(
                 outcome=h.outcome,
                 family=h.family,
                 fixed=tuple(h.fixed),
-                random=tuple((r.group_name, ("1", *r.slopes)) for r in h.random),
+                random=tuple((r.group, r.terms) for r in h.random),
                 levels=levels,
                 contrasts=tuple(
                     (lab, w)
