@@ -17,7 +17,7 @@ from studykit.errors import ProtocolError
 from studykit.models.glmm import FAMILIES as COUNT_FAMILIES
 from studykit.models.inference import ALTERNATIVES
 from studykit.models.inference import DF_METHODS as _ENGINE_DF_METHODS
-from studykit.models.lmm import RandomEffect
+from studykit.models.random_effects import RandomEffect
 
 if TYPE_CHECKING:
     from studykit.protocol.plan import HypothesisPlan
@@ -32,7 +32,6 @@ __all__ = [
     "NotTested",
     "Protocol",
     "Source",
-    "lme4_text",
     "verdict_rule_text",
 ]
 
@@ -276,7 +275,7 @@ class Hypothesis:
                 f"Pearson correlation of change in {self.contrast.predictor} and change in "
                 f"{self.outcome} (t test with n - 2 df, Fisher z interval)"
             )
-        rand = " + ".join(lme4_text(r) for r in self.random)
+        rand = " + ".join(r.label for r in self.random)
         fam = {
             "gaussian": "linear mixed model, REML",
             "poisson": "Poisson GLMM, log link, Laplace",
@@ -369,20 +368,6 @@ class Protocol:
             for h in self.hypotheses
         ]
         return pd.DataFrame(rows)
-
-
-def lme4_text(r: RandomEffect) -> str:
-    """A random-effects term as lme4 writes it: ``(1 | g)``, ``(1 + x | g)``, ``(0 + x | g)``.
-
-    Examples
-    --------
-    >>> lme4_text(RandomEffect("participant_id:period"))
-    '(1 | participant_id:period)'
-    >>> lme4_text(RandomEffect("participant_id", ("night_index",)))
-    '(0 + night_index | participant_id)'
-    """
-    terms = list(r.terms) if "1" in r.terms else ["0", *[t for t in r.terms if t != "0"]]
-    return f"({' + '.join(terms)} | {r.group})"
 
 
 # --------------------------------------------------------------------------- verdict text

@@ -27,8 +27,8 @@ import yaml
 from studykit.dictionary import DataDictionary, Variable, load_dictionary
 from studykit.errors import ModelError, ProtocolError
 from studykit.models.design import parse_term
-from studykit.models.lmm import RandomEffect
 from studykit.models.multiplicity import METHODS
+from studykit.models.random_effects import RandomEffect
 from studykit.protocol.model import (
     CONTRAST_TYPES,
     DF_METHODS,
@@ -996,12 +996,7 @@ class _Builder:
                     raise self.fail(f"{rw}.slopes[{k}]", f"random slope {sl[0]!r} must be numeric.")
                 slopes.append(sl[0])
             correlated = self.boolean(rs.get("correlated"), f"{rw}.correlated", True)
-            name = ":".join(group)
-            if correlated or not slopes:
-                random.append(RandomEffect(name, ("1", *slopes)))
-            else:  # (1 + x || g) = (1 | g) + (0 + x | g)
-                random.append(RandomEffect(name))
-                random.extend(RandomEffect(name, (sl,)) for sl in slopes)
+            random.append(RandomEffect(group, ("1", *slopes), correlated=correlated))
             groups.append(group)
         if not random:
             raise self.fail(

@@ -14,7 +14,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
-from studykit.models.lmm import RandomEffect
+from studykit.models.random_effects import RandomEffect
 from studykit.protocol.model import (
     AnalysisSet,
     Contrast,
