@@ -13,7 +13,6 @@ Reference numbers (copied here, tests never read shared/):
 from __future__ import annotations
 
 import copy
-import importlib.util
 import math
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import yaml
 from studykit.cli import main
 from studykit.errors import InputError, ProtocolError
 from studykit.models.design import build_design
+from studykit.models.inference import wald_test
 from studykit.power import (
     TRIAL_SIM_EXAMPLE,
     design_from_dict,
@@ -34,9 +34,10 @@ from studykit.power import (
     simulate_replicate,
 )
 from studykit.power.core import adjust_pvalues_matrix, binomial_ci
-from studykit.power.reml import fit_random_intercept, t_test
 from studykit.power.simulate import replicate_rng
 from studykit.power.spec import Layout
+from studykit.protocol import load_protocol
+from tests.reml_oracle import fit_nested_intercepts, fit_random_intercept
 
 DATA = Path(__file__).parent / "data" / "power"
 LEVELS = {"arm": ["placebo", "ketamine"], "night": ["baseline", "post1", "post2"]}
@@ -54,9 +55,6 @@ R_LOGLIK_REML = -484.254129130933  # trial_fit_stats.csv
 R_SIGMA = 11.9299029957301  # trial_fit_stats.csv
 R_SD_ID = 13.91962389438  # trial_varcorr.csv
 R_POWER, R_POWER_MCSE, R_POWER_REPS = 0.45, 0.035, 200  # issue #8, lmerTest simulation
-
-HAS_LMM = importlib.util.find_spec("studykit.models.lmm") is not None
-HAS_GLMM = importlib.util.find_spec("studykit.models.glmm") is not None
 
 
 @pytest.fixture(scope="module")
@@ -81,8 +79,8 @@ def test_fast_reml_reproduces_lmertest_on_trial_sim(trial):
     assert fit.sigma * fit.theta == pytest.approx(R_SD_ID, rel=1e-6)
     # one-sided p of the night-1 DiD, trial_hypotheses.csv: p_one_sided 0.014172271575671
     L = np.eye(6)[4]
-    p = t_test(L @ fit.beta, math.sqrt(L @ fit.vcov @ L), fit.contrast_df(L), "greater")
-    assert float(p[0]) == pytest.approx(0.014172271575671, rel=1e-5)
+    _, p = wald_test(L @ fit.beta, math.sqrt(L @ fit.vcov @ L), fit.contrast_df(L), "greater")
+    assert float(p) == pytest.approx(0.014172271575671, rel=1e-5)
 
 
 def test_fast_reml_unbalanced_is_a_proper_optimum(trial):
@@ -112,15 +110,38 @@ def test_fast_reml_unbalanced_is_a_proper_optimum(trial):
     assert crit(fit.theta * 0.999) > fit.reml_criterion
 
 
-@pytest.mark.skipif(not HAS_LMM, reason="studykit.models.lmm not merged yet")
-def test_fast_path_equals_studykit_engine_on_unbalanced_replicates():
+def _oracle_replicates(spec, n, reps, seed):
+    """The closed-form REML oracle (tests/reml_oracle.py) on the power simulation's own
+    replicate data sets (simulate_replicate is exactly what replicate ``rep`` analyses)."""
+    design = design_from_dict(spec)
+    hyp = design.hypotheses[0]
+    rows = []
+    for rep in range(reps):
+        df = simulate_replicate(design, n, seed=seed, rep=rep).dropna(subset=[hyp.outcome])
+        d = build_design(df, list(hyp.fixed), levels={k: list(v) for k, v in hyp.levels.items()})
+        groups = [pd.factorize(df[g.split(":")].astype(str).agg(":".join, axis=1))[0]
+                  for g, _ in hyp.random]  # fmt: skip
+        y = df[hyp.outcome].to_numpy(float)
+        if len(groups) == 1:
+            fit = fit_random_intercept(y, d.X, groups[0])
+        else:
+            fit = fit_nested_intercepts(y, d.X, groups[0], groups[1])
+        for _label, weights in hyp.contrasts:
+            L = np.array([weights.get(c, 0.0) for c in d.columns])
+            est, se = L @ fit.beta, math.sqrt(L @ fit.vcov @ L)
+            df_ = float(np.atleast_1d(fit.contrast_df(L[None, :]))[0])
+            _, p = wald_test(est, se, df_, hyp.alternative)
+            rows.append((rep, est, se, df_, float(p), fit.singular))
+    return pd.DataFrame(rows, columns=["rep", "estimate", "std_error", "df", "p_value", "singular"])
+
+
+def test_power_engine_equals_reml_oracle_on_unbalanced_replicates():
     spec = copy.deepcopy(TRIAL_SIM_EXAMPLE)
     spec["layout"]["missing"] = {"post1": 0.15, "post2": 0.25}
-    kw = dict(n=[30], reps=6, seed=5, progress=False)
-    fast = power_analysis(spec, engine="fast", **kw).replicates
-    ref = power_analysis(spec, engine="studykit", **kw).replicates
+    ref = power_analysis(spec, n=[30], reps=6, seed=5, progress=False).replicates
+    oracle = _oracle_replicates(spec, 30, 6, 5)
     for col in ("estimate", "std_error", "df", "p_value"):
-        np.testing.assert_allclose(fast[col], ref[col], rtol=1e-5, err_msg=col)
+        np.testing.assert_allclose(oracle[col], ref[col], rtol=1e-5, err_msg=col)
 
 
 # --------------------------------------------------------------------------- analytic power
@@ -313,7 +334,6 @@ def test_count_simulation_has_the_assumed_rates():
     assert (df["awakenings"] == df["awakenings"].round()).all()
 
 
-@pytest.mark.skipif(not HAS_GLMM, reason="studykit.models.glmm not merged yet")
 def test_count_power_uses_the_glmm_engine():
     spec = copy.deepcopy(TRIAL_SIM_EXAMPLE)
     spec["outcomes"] = {
@@ -458,16 +478,10 @@ def test_cli_missing_file_exit_2(tmp_path, capsys):
 
 
 # --------------------------------------------------------------------------- protocol input
-HAS_PROTOCOL = importlib.util.find_spec("studykit.protocol") is not None
 PROTOCOL = Path(__file__).parents[1] / "protocols" / "ketamine_sleep.yaml"
 
 
-@pytest.mark.skipif(
-    not (HAS_PROTOCOL and PROTOCOL.exists()), reason="studykit.protocol not merged yet"
-)
 def test_protocol_plus_effects_becomes_a_power_design(caplog):
-    from studykit.protocol import load_protocol
-
     proto = load_protocol(PROTOCOL)
     design = design_from_protocol(proto, DATA / "ketamine_effects.yaml")
     byid = {h.id: h for h in design.hypotheses}
@@ -538,9 +552,8 @@ def test_cli_selects_hypotheses(tmp_path):
     assert main([*argv[:-3], "--hypotheses", "H9", "--out", str(out), "--no-progress"]) == 2
 
 
-@pytest.mark.skipif(not HAS_LMM, reason="studykit.models.lmm not merged yet")
-def test_fast_nested_path_equals_studykit_engine_on_crossover_replicates():
-    """(1 | participant_id) + (1 | participant_id:period), unbalanced: same numbers as fit_lmm."""
+def test_power_engine_equals_reml_oracle_on_crossover_replicates():
+    """(1 | participant_id) + (1 | participant_id:period), unbalanced: fit_lmm = the oracle."""
     spec = copy.deepcopy(TRIAL_SIM_EXAMPLE)
     spec["layout"]["design"] = "crossover"
     spec["layout"]["missing"] = {"post1": 0.1, "post2": 0.2}
@@ -549,11 +562,9 @@ def test_fast_nested_path_equals_studykit_engine_on_crossover_replicates():
         {"group": "participant_id"},
         {"group": "participant_id:period"},
     ]
-    kw = dict(n=[16], reps=8, seed=4, progress=False)
-    fast = power_analysis(spec, engine="auto", **kw)
-    ref = power_analysis(spec, engine="studykit", **kw)
-    assert fast.table.loc[0, "engine"] == "fast" and ref.table.loc[0, "engine"] == "studykit"
-    a, b = fast.replicates, ref.replicates
+    res = power_analysis(spec, n=[16], reps=8, seed=4, progress=False)
+    assert res.table.loc[0, "engine"] == "studykit"
+    a, b = _oracle_replicates(spec, 16, 8, 4), res.replicates
     assert a["singular"].tolist() == b["singular"].tolist()
     np.testing.assert_allclose(a["estimate"], b["estimate"], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(a["std_error"], b["std_error"], rtol=1e-5)

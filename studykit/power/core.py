@@ -442,7 +442,7 @@ def power_analysis(
         that cluster instead of locally.
     progress : bool, default True
         Progress bar on stderr.
-    engine : {"studykit", "auto", "fast"}, default "studykit"
+    engine : {"studykit"}, default "studykit"
         Per-replicate analysis (see :mod:`studykit.power.engine`).
     hypotheses : sequence of str, optional
         Only these hypothesis ids.

@@ -18,8 +18,6 @@ from typing import Any
 import pandas as pd
 
 from studykit.errors import InputError, ModelError
-from studykit.models.design import build_design
-from studykit.power.reml import fit_random_intercept
 from studykit.power.spec import OutcomeTruth, PowerDesign, PowerHypothesis
 
 __all__ = ["read_pilot", "design_from_pilot", "truth_from_fit"]
@@ -76,19 +74,6 @@ def truth_from_fit(
         )
     data = data.dropna(subset=list(dict.fromkeys(cols)))
     hyp = _observed_levels(hyp, data)
-    if hyp.family == "gaussian" and hyp.single_intercept and engine != "studykit":  # exact, fast
-        design = build_design(data, list(hyp.fixed), levels=dict(hyp.levels))
-        fit = fit_random_intercept(
-            data[hyp.outcome].to_numpy(float), design.X, data[hyp.random[0][0]].to_numpy()
-        )
-        return OutcomeTruth(
-            name=hyp.outcome,
-            family="gaussian",
-            fixed=hyp.fixed,
-            coefficients=dict(zip(design.columns, map(float, fit.beta), strict=True)),
-            sd={hyp.random[0][0]: fit.sigma * fit.theta},
-            sd_residual=fit.sigma,
-        )
     from studykit.power.engine import _engine_fit
 
     res: Any = _engine_fit(hyp)(data)
