@@ -80,7 +80,7 @@ def test_fast_reml_reproduces_lmertest_on_trial_sim(trial):
     # one-sided p of the night-1 DiD, trial_hypotheses.csv: p_one_sided 0.014172271575671
     L = np.eye(6)[4]
     _, p = wald_test(L @ fit.beta, math.sqrt(L @ fit.vcov @ L), fit.contrast_df(L), "greater")
-    assert float(p) == pytest.approx(0.014172271575671, rel=1e-5)
+    assert float(p[0]) == pytest.approx(0.014172271575671, rel=1e-5)
 
 
 def test_fast_reml_unbalanced_is_a_proper_optimum(trial):
