@@ -27,6 +27,7 @@ from studykit.models.inference import contrast_table, correlation_test
 from studykit.models.lmm import LMMResult, fit_lmm
 from studykit.models.multiplicity import adjust_pvalues, adjusted_intervals
 from studykit.protocol import Hypothesis, HypothesisPlan, Protocol
+from studykit.protocol.plan import claim_verdict
 
 __all__ = [
     "HYPOTHESIS_COLUMNS",
@@ -42,6 +43,8 @@ HYPOTHESIS_COLUMNS = [
     "protocol_id",
     "protocol_sha256",
     "hypothesis_id",
+    "analysis",
+    "claim_id",
     "claim",
     "source",
     "evidence",
@@ -73,6 +76,7 @@ HYPOTHESIS_COLUMNS = [
     "effect_size",
     "effect_size_definition",
     "verdict",
+    "claim_verdict",
     "verdict_rule",
     "model",
     "converged",
@@ -95,6 +99,8 @@ _CONTRAST_COLUMNS = [
     "conf_level",
     "scale",
 ]
+#: Column carrying the number of treatments a participant's periods cover (correlations).
+_N_TREATMENTS = "_n_treatments"
 _EXCLUSION_COLUMNS = ["hypothesis_id", "participant_id", "period", "n_observations", "reason"]
 _KEYS = {
     "nights": ["participant_id", "period", "night"],
@@ -459,7 +465,10 @@ def _apply_exclusions(
         df = df[~drop]
     if aset.require_both_treatments:
         tv = plan.contrast.treatment_variable
-        n_arms = df.groupby("participant_id")[tv].transform("nunique")
+        if _N_TREATMENTS in df.columns:  # counted before the rows were restricted to one arm
+            n_arms = df[_N_TREATMENTS]
+        else:
+            n_arms = df.groupby("participant_id")[tv].transform("nunique")
         drop = (n_arms < 2).to_numpy(dtype=bool)
         ex.add(df[drop], f"not observed under both treatments (analysis set {aset.name})")
         df = df[~drop]
@@ -571,26 +580,50 @@ def _emmeans(model: Any, plan: HypothesisPlan) -> pd.DataFrame:
 
 def _effect_size(
     plan: HypothesisPlan, data: pd.DataFrame, contrasts: pd.DataFrame
-) -> tuple[list[float], str]:
+) -> tuple[list[float], list[str]]:
+    """Standardized effect size of each contrast row, and its definition.
+
+    Differences: Cohen's d_z for within-participant comparisons (Lakens 2013, Front Psychol
+    4:863): the model's estimate over the SD of the participants' own differences-in-
+    differences, from participants observed in all four cells. Rate ratios and correlations
+    are already effect sizes on their own scale: none is added.
+    """
+    n_rows = len(contrasts)
     if plan.test.scale == "rate ratio":
-        return list(contrasts["estimate"]), (
-            "rate ratio (ratio of the post/reference rate ratios, ketamine vs placebo); counts "
-            "are not standardized"
-        )
+        return [math.nan] * n_rows, [
+            "none: for counts the rate ratio is the effect size (not standardized)"
+        ] * n_rows
+    if plan.test.scale == "correlation":
+        return [math.nan] * n_rows, ["none: the correlation is itself the effect size"] * n_rows
     c = plan.contrast
-    ref = data[data[c.time_variable] == c.time_reference]
-    y = pd.to_numeric(ref[plan.selection.outcome])
-    groups = [g.to_numpy(dtype=float) for _, g in y.groupby(ref[c.treatment_variable])]
-    dof = sum(len(g) - 1 for g in groups)
-    ss = sum(((g - g.mean()) ** 2).sum() for g in groups)
-    sd = math.sqrt(ss / dof) if dof > 0 else math.nan
-    values = [
-        e / sd if sd and not math.isnan(sd) and sd > 0 else math.nan for e in contrasts["estimate"]
-    ]
-    return values, (
-        f"difference-in-differences / pooled within-arm SD of {plan.selection.outcome} at {c.time_variable} "
-        f"{c.time_reference} in the analysis data (SD = {sd:.4g}); Cohen's d scale"
-    )
+    y = pd.to_numeric(data[plan.selection.outcome])
+    cells = y.groupby(
+        [data["participant_id"], data[c.treatment_variable], data[c.time_variable]]
+    ).mean()
+    wide = cells.unstack([1, 2])
+    values, definitions = [], []
+    for level, est in zip(c.time_levels, contrasts["estimate"], strict=True):
+        need = [
+            (c.treatment_level, level),
+            (c.treatment_level, c.time_reference),
+            (c.treatment_reference, level),
+            (c.treatment_reference, c.time_reference),
+        ]
+        if any(k not in wide.columns for k in need):
+            values.append(math.nan)
+            definitions.append("none: no participant observed in all four treatment x time cells")
+            continue
+        d = (wide[need[0]] - wide[need[1]] - wide[need[2]] + wide[need[3]]).dropna()
+        sd = float(d.std(ddof=1)) if len(d) > 1 else math.nan
+        ok = math.isfinite(sd) and sd > 0
+        values.append(float(est) / sd if ok else math.nan)
+        definitions.append(
+            f"d_z: estimate / SD of the participants' own difference-in-differences "
+            f"({c.treatment_level} - {c.treatment_reference}, {c.time_variable} "
+            f"{c.time_reference} -> {level}; n = {len(d)} participants with all four cells, "
+            f"SD = {sd:.4g}); within-participant standardized difference (Lakens 2013)"
+        )
+    return values, definitions
 
 
 # --------------------------------------------------------------------------- per hypothesis
@@ -721,6 +754,9 @@ def _fit_correlation(plan: HypothesisPlan, study: Any) -> HypothesisFit:
         raise ProtocolError(f"Hypothesis {plan.id!r}: a change correlation without its variables.")
     per = _join(study, plan)
     per["_period"] = _as_level(per["period"])
+    # the per-protocol requirement "observed under both treatments" is about the participant's
+    # periods, so it is counted before the analysis keeps the treatment_level periods only
+    per[_N_TREATMENTS] = per.groupby("participant_id")[c.treatment_variable].transform("nunique")
     per = per[_as_level(per[c.treatment_variable]) == c.treatment_level].copy()
     nights = _table(study, predictor_table)
     for col in (c.predictor, c.time_variable):
@@ -865,7 +901,7 @@ def run_analysis(
                  df_method adjust_method
     0        satterthwaite          holm
     1  z (asymptotic Wald)          holm
-    >>> set(t["verdict"]) <= {"supported", "not supported", "inconclusive"}
+    >>> set(t["verdict"]) <= {"supported", "effect ruled out", "inconclusive"}
     True
     >>> h1 = res.fit("H1")
     >>> type(h1.model).__name__, h1.emmeans.columns[:3].tolist()
@@ -938,17 +974,14 @@ def run_analysis(
         usable = f.error is None and converged
         n_excluded, reasons = _Exclusions(plan.id, f.exclusions.to_dict("records")).summary()
         if f.error is None:
-            es, es_def = (
-                (list(f.contrasts["estimate"]), "Pearson correlation")
-                if plan.test.scale == "correlation"
-                else _effect_size(plan, f.data, f.contrasts)
-            )
+            es, es_def = _effect_size(plan, f.data, f.contrasts)
         else:
-            es, es_def = [math.nan] * len(f.contrasts), ""
+            es, es_def = [math.nan] * len(f.contrasts), [""] * len(f.contrasts)
         for i, c in f.contrasts.reset_index(drop=True).iterrows():
             rows.append(
                 {
                     **plan.row,
+                    "analysis": "primary" if analysis_set is None else analysis_set,
                     "contrast": c["term"],
                     **f.counts,
                     "n_excluded": n_excluded,
@@ -965,8 +998,9 @@ def run_analysis(
                     "p_value": c["p_value"],
                     "p_adjusted": math.nan,
                     "effect_size": es[i],
-                    "effect_size_definition": es_def,
+                    "effect_size_definition": es_def[i],
                     "verdict": "",
+                    "claim_verdict": "",
                     "converged": bool(converged),
                     "singular": bool(f.model.singular) if f.model is not None else False,
                     "warnings": "; ".join(f.warnings),
@@ -976,12 +1010,23 @@ def run_analysis(
             )
     table = pd.DataFrame(rows)
     table = _adjust(table, protocol)
+    # effects are ruled out with the family's simultaneous interval (same error rate as support)
+    adj = adjusted_intervals(table)
     table["verdict"] = [
         plans[r.hypothesis_id].verdict.apply(
-            p_adjusted=r.p_adjusted, conf_low=r.conf_low, conf_high=r.conf_high, usable=bool(u)
+            p_adjusted=r.p_adjusted, conf_low=lo, conf_high=hi, usable=bool(u)
         )
-        for r, u in zip(table.itertuples(), table["_usable"], strict=True)
+        for r, lo, hi, u in zip(
+            table.itertuples(),
+            adj["conf_low_adjusted"],
+            adj["conf_high_adjusted"],
+            table["_usable"],
+            strict=True,
+        )
     ]
+    table["claim_verdict"] = table.groupby("claim_id", sort=False)["verdict"].transform(
+        lambda v: claim_verdict(list(v), list(table.loc[v.index, "role"]))
+    )
     table = table[table["hypothesis_id"].isin(wanted)].reset_index(drop=True)
     table = table[HYPOTHESIS_COLUMNS]
     return AnalysisResults(

@@ -26,7 +26,7 @@ from studykit.errors import ProtocolError, ValidationError
 from studykit.models.emmeans import did_contrast, emmeans
 from studykit.models.multiplicity import adjust_pvalues
 from studykit.protocol import load_protocol
-from studykit.protocol.plan import verdict
+from studykit.protocol.plan import claim_verdict, verdict
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data" / "protocols"
@@ -151,7 +151,7 @@ def ref_quantile(df, level=0.95):
 # ------------------------------------------------------------------ table shape
 def test_columns_exactly_as_architecture(results):
     assert list(results.hypotheses.columns) == A.HYPOTHESIS_COLUMNS
-    assert len(A.HYPOTHESIS_COLUMNS) == 40
+    assert len(A.HYPOTHESIS_COLUMNS) == 43
 
 
 def test_one_row_per_hypothesis_and_contrast(results):
@@ -304,13 +304,79 @@ def test_long_emmeans_table(results):
     assert em.loc[em["hypothesis_id"] == "E3", "time"].tolist()[:5] == ["0", "1", "2", "3", "4"]
 
 
-def test_effect_size_definition(results, study):
+def test_effect_size_is_d_z_of_within_participant_differences(results, study):
+    # d_z (Lakens 2013): the estimate over the SD of each participant's own
+    # difference-in-differences, computed here from the nights table by hand
     r = results.hypotheses.set_index("hypothesis_id").loc["H1"]
-    base = study.nights[study.nights["night"] == "baseline"]
-    g = [x["n3_min"].to_numpy() for _, x in base.groupby("treatment")]
-    sd = math.sqrt(sum(((x - x.mean()) ** 2).sum() for x in g) / sum(len(x) - 1 for x in g))
-    assert r["effect_size"] == pytest.approx(r["estimate"] / sd)
-    assert "pooled within-arm SD" in r["effect_size_definition"]
+    n = study.nights.assign(n3=pd.to_numeric(study.nights["n3_min"]))
+    cell = n.pivot_table(index="participant_id", columns=["treatment", "night"], values="n3")
+    did = (
+        cell[("ketamine", "post1")]
+        - cell[("ketamine", "baseline")]
+        - cell[("placebo", "post1")]
+        + cell[("placebo", "baseline")]
+    ).dropna()
+    assert r["effect_size"] == pytest.approx(r["estimate"] / did.std(ddof=1))
+    assert r["effect_size_definition"].startswith("d_z: estimate / SD of the participants' own")
+    assert f"n = {len(did)} participants" in r["effect_size_definition"]
+
+
+def test_no_effect_size_for_counts_and_correlations(results):
+    t = results.hypotheses.set_index("hypothesis_id")
+    for hid in ("H2", "E5", "E7"):
+        assert math.isnan(t.loc[hid, "effect_size"])
+        assert t.loc[hid, "effect_size_definition"].startswith("none:")
+
+
+def test_claim_verdict_combines_a_claims_rows(results):
+    t = results.hypotheses
+    for _claim, g in t.groupby("claim_id"):
+        assert g["claim_verdict"].nunique() == 1
+        roles = g["role"].tolist()
+        assert g["claim_verdict"].iloc[0] == claim_verdict(g["verdict"].tolist(), roles)
+    assert set(t["analysis"]) == {"primary"}
+
+
+@pytest.mark.parametrize(
+    ("verdicts", "roles", "expected"),
+    [
+        (["supported", "effect ruled out"], ["exploratory"] * 2, "supported (exploratory)"),
+        (["effect ruled out"] * 3, ["exploratory"] * 3, "effect ruled out (exploratory)"),
+        (["inconclusive", "effect ruled out"], ["exploratory"] * 2, "inconclusive (exploratory)"),
+        # a confirmatory row decides; the exploratory one does not count
+        (["inconclusive", "supported"], ["confirmatory", "exploratory"], "inconclusive"),
+        (["supported", "effect ruled out"], ["confirmatory", "exploratory"], "supported"),
+    ],
+)
+def test_claim_verdict_rule(verdicts, roles, expected):
+    assert claim_verdict(verdicts, roles) == expected
+
+
+def test_ruling_out_uses_the_simultaneous_interval():
+    # H1-H3 are a Holm family of 3: an effect is ruled out only when the Bonferroni
+    # simultaneous interval excludes it. Check every confirmatory 'effect ruled out' /
+    # 'inconclusive' row against the adjusted interval of models.multiplicity.
+    s = make_crossover()
+    res = A.run_analysis(PROTO, s, hypotheses=["H1", "H2", "H3"])
+    adj = res.adjusted_intervals().set_index("hypothesis_id")
+    t = res.hypotheses.set_index("hypothesis_id")
+    for hid in ("H1", "H3"):
+        d = PROTO.get(hid).effect_of_interest
+        ruled_out = adj.loc[hid, "conf_high_adjusted"] < d
+        if t.loc[hid, "verdict"] != "supported":
+            assert (t.loc[hid, "verdict"] == "effect ruled out") == ruled_out
+    assert "multiplicity-adjusted (simultaneous Bonferroni) interval" in t.loc["H1", "verdict_rule"]
+
+
+def test_per_protocol_correlation_keeps_participants_with_both_treatments(demo_dir):
+    # issue #14: E7 uses ketamine periods only; the per-protocol 'observed under both
+    # treatments' must look at the participant's periods, not at the ketamine rows
+    from studykit.validate import load_study
+
+    pp = A.run_analysis(PROTO, load_study(demo_dir), hypotheses=["E7"], analysis_set="per_protocol")
+    r = pp.hypotheses.iloc[0]
+    assert r["n_participants"] > 20 and not math.isnan(r["estimate"])
+    assert r["analysis"] == "per_protocol"
 
 
 # ------------------------------------------------------------------ multiplicity
@@ -487,12 +553,15 @@ def test_arm_without_data_is_inconclusive():
     [
         (dict(p_adjusted=0.01, conf_low=1, conf_high=20, direction="greater"), "supported"),
         (dict(p_adjusted=0.03, conf_low=-1, conf_high=20, direction="greater"), "inconclusive"),
-        (dict(p_adjusted=0.5, conf_low=-9, conf_high=4.9, direction="greater"), "not supported"),
-        # significant in the opposite direction and excluding +5: not supported
-        (dict(p_adjusted=0.999, conf_low=-20, conf_high=-3, direction="greater"), "not supported"),
-        (dict(p_adjusted=0.5, conf_low=-4.9, conf_high=9, direction="less"), "not supported"),
+        (dict(p_adjusted=0.5, conf_low=-9, conf_high=4.9, direction="greater"), "effect ruled out"),
+        # significant in the opposite direction and excluding +5: effect ruled out
+        (
+            dict(p_adjusted=0.999, conf_low=-20, conf_high=-3, direction="greater"),
+            "effect ruled out",
+        ),
+        (dict(p_adjusted=0.5, conf_low=-4.9, conf_high=9, direction="less"), "effect ruled out"),
         (dict(p_adjusted=0.5, conf_low=-5.1, conf_high=9, direction="less"), "inconclusive"),
-        (dict(p_adjusted=0.2, conf_low=-4, conf_high=4, direction="two-sided"), "not supported"),
+        (dict(p_adjusted=0.2, conf_low=-4, conf_high=4, direction="two-sided"), "effect ruled out"),
         (dict(p_adjusted=0.2, conf_low=-6, conf_high=4, direction="two-sided"), "inconclusive"),
         (dict(p_adjusted=0.01, conf_low=-20, conf_high=-6, direction="two-sided"), "supported"),
         (
@@ -509,11 +578,11 @@ def test_verdict_difference(kw, expected):
     ("kw", "expected"),
     [
         (dict(p_adjusted=0.01, conf_low=0.6, conf_high=0.95, direction="less"), "supported"),
-        (dict(p_adjusted=0.3, conf_low=0.91, conf_high=1.2, direction="less"), "not supported"),
+        (dict(p_adjusted=0.3, conf_low=0.91, conf_high=1.2, direction="less"), "effect ruled out"),
         (dict(p_adjusted=0.3, conf_low=0.85, conf_high=1.2, direction="less"), "inconclusive"),
         (
             dict(p_adjusted=0.3, conf_low=0.92, conf_high=1.05, direction="two-sided"),
-            "not supported",
+            "effect ruled out",
         ),
         (dict(p_adjusted=0.3, conf_low=0.92, conf_high=1.2, direction="two-sided"), "inconclusive"),
     ],
@@ -533,7 +602,7 @@ def test_unconverged_is_inconclusive():
 def test_verdicts_follow_rule_in_table(results):
     for _, r in results.hypotheses.iterrows():
         h = PROTO.get(r["hypothesis_id"])
-        assert r["verdict"] in ("supported", "not supported", "inconclusive")
+        assert r["verdict"] in ("supported", "effect ruled out", "inconclusive")
         if r["verdict"] == "supported":
             assert r["p_adjusted"] < h.alpha
         assert r["verdict_rule"] == h.verdict_rule
@@ -771,7 +840,7 @@ def test_demo_verdicts_plausible_under_the_simulation(demo):
     # N3 up, awakenings down: estimates in the simulated direction
     assert by.loc["H1", "estimate"] > 0 and by.loc["H2", "estimate"] < 1
     # TST is not increased in the simulation: H3 must not come out supported
-    assert by.loc["H3", "verdict"] in ("not supported", "inconclusive")
+    assert by.loc["H3", "verdict"] in ("effect ruled out", "inconclusive")
     assert by.loc["H3", "conf_low"] < 0 < by.loc["H3", "conf_high"]
     # sleepiness up on day 1 (simulated +1.5): supported; fades by day 3
     kss = t[t["hypothesis_id"] == "E3"]

@@ -402,6 +402,9 @@ def verdict_rule_text(h: Hypothesis) -> str:
     test = "one-sided" if h.direction != "two-sided" else "two-sided"
     return (
         f"supported if the {adj} of the {test} test of {unit} {side} is < {h.alpha:g}; "
-        f"not supported if not supported and {excl}; inconclusive otherwise, and whenever the "
-        "model did not converge or could not be fitted. Each contrast row gets its own verdict."
+        f"effect ruled out if not supported and {excl}, where the CI is the family's "
+        "multiplicity-adjusted (simultaneous Bonferroni) interval when the family adjusts "
+        "p-values; inconclusive otherwise, and whenever the model did not converge or could "
+        "not be fitted. Each contrast row gets its own verdict; the claim's verdict combines "
+        "its rows."
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from studykit.models.random_effects import RandomEffect
@@ -27,17 +27,27 @@ __all__ = [
     "DataSelection",
     "HypothesisPlan",
     "ModelSpec",
-    "TestSpec",
+    "InferenceSpec",
     "VerdictRule",
     "compile_plan",
     "compile_plans",
+    "VERDICTS",
+    "CLAIM_VERDICT_RULE",
+    "claim_verdict",
     "verdict",
 ]
 
 logger = logging.getLogger(__name__)
 
 #: Verdicts a rule can give.
-VERDICTS = ("supported", "not supported", "inconclusive")
+VERDICTS = ("supported", "effect ruled out", "inconclusive")
+#: How a claim's verdict combines the verdicts of its result rows (see :func:`claim_verdict`).
+CLAIM_VERDICT_RULE = (
+    "claim verdict: from the claim's confirmatory rows when it has any (exploratory rows "
+    "then do not count), else from its exploratory rows (marked 'exploratory'): supported if "
+    "at least one row is supported (each row's test already controls the family's error "
+    "rate); effect ruled out if every row rules the effect out; inconclusive otherwise"
+)
 
 
 @dataclass(frozen=True)
@@ -95,7 +105,7 @@ class ModelSpec:
 
 
 @dataclass(frozen=True)
-class TestSpec:
+class InferenceSpec:
     """The test and the reported interval."""
 
     alternative: str
@@ -146,7 +156,7 @@ class HypothesisPlan:
     selection : DataSelection
     model : ModelSpec
     contrast : Contrast
-    test : TestSpec
+    test : InferenceSpec
     verdict : VerdictRule
     multiplicity_family, adjust_method : str
     row : mapping
@@ -158,7 +168,7 @@ class HypothesisPlan:
     selection: DataSelection
     model: ModelSpec
     contrast: Contrast
-    test: TestSpec
+    test: InferenceSpec
     verdict: VerdictRule
     multiplicity_family: str
     adjust_method: str
@@ -251,6 +261,7 @@ def compile_plan(protocol: Protocol, h: Hypothesis) -> HypothesisPlan:
         "protocol_id": protocol.id,
         "protocol_sha256": protocol.sha256,
         "hypothesis_id": h.id,
+        "claim_id": h.claim_id,
         "claim": h.claim,
         "source": h.source.text(protocol.articles),
         "evidence": h.source.evidence_text,
@@ -270,7 +281,7 @@ def compile_plan(protocol: Protocol, h: Hypothesis) -> HypothesisPlan:
         selection=selection,
         model=model,
         contrast=c,
-        test=TestSpec(
+        test=InferenceSpec(
             alternative=h.direction,
             alpha=h.alpha,
             conf_level=h.conf_level,
@@ -309,7 +320,9 @@ def verdict(
     alpha : float
         The family's alpha.
     conf_low, conf_high : float
-        The reported interval (on the scale of ``scale``).
+        The interval that rules effects out (on the scale of ``scale``): the
+        multiplicity-adjusted (simultaneous) interval when the family adjusts p-values
+        (:func:`studykit.models.multiplicity.adjusted_intervals`), else the reported one.
     direction : {"greater", "less", "two-sided"}
     effect_of_interest : float
         Smallest effect of interest: a positive magnitude (difference, correlation) or a
@@ -322,7 +335,7 @@ def verdict(
     Returns
     -------
     str
-        ``"supported"``, ``"not supported"`` or ``"inconclusive"``.
+        ``"supported"``, ``"effect ruled out"`` or ``"inconclusive"``.
 
     Examples
     --------
@@ -331,7 +344,7 @@ def verdict(
     'supported'
     >>> verdict(p_adjusted=0.4, alpha=0.025, conf_low=-6.0, conf_high=4.0,
     ...         direction="greater", effect_of_interest=5, scale="difference")
-    'not supported'
+    'effect ruled out'
     >>> verdict(p_adjusted=0.1, alpha=0.025, conf_low=-3.0, conf_high=12.0,
     ...         direction="greater", effect_of_interest=5, scale="difference")
     'inconclusive'
@@ -339,12 +352,14 @@ def verdict(
     Notes
     -----
     *Supported*: the adjusted p-value of the test in the claimed direction is below alpha
-    (for a two-sided claim, either direction). *Not supported*: not supported, and the
+    (for a two-sided claim, either direction). *Effect ruled out*: not supported, and the
     interval rules out the smallest effect of interest in the claimed direction (greater:
     ``conf_high < d``; less: ``conf_low > -d``, or ``conf_low > d`` for a rate ratio ``d < 1``;
     two-sided: the whole interval inside ``(-d, d)``, or ``(min(d, 1/d), max(d, 1/d))`` for a
-    rate ratio). An effect significantly in the opposite direction is therefore "not
-    supported" when its interval also excludes ``d``. *Inconclusive*: everything else: the
+    rate ratio). An effect significantly in the opposite direction is therefore "effect
+    ruled out" when its interval also excludes ``d``. Under multiplicity the interval is the
+    family's simultaneous one, so ruling effects out is held to the same family-wise error
+    rate as supporting them. *Inconclusive*: everything else: the
     data neither confirm the claim nor rule out an effect that would matter; also whenever
     the model failed or did not converge.
     """
@@ -366,4 +381,52 @@ def verdict(
             "less": conf_low > -d,
             "two-sided": conf_low > -d and conf_high < d,
         }[direction]
-    return "not supported" if excluded else "inconclusive"
+    return "effect ruled out" if excluded else "inconclusive"
+
+
+def claim_verdict(verdicts: Sequence[str], roles: Sequence[str]) -> str:
+    """Combine the verdicts of one claim's result rows (hypotheses x contrasts).
+
+    Parameters
+    ----------
+    verdicts : sequence of str
+        Row verdicts (:data:`VERDICTS`).
+    roles : sequence of str
+        The role (``confirmatory`` / ``exploratory``) of each row's hypothesis.
+
+    Returns
+    -------
+    str
+        ``supported``, ``effect ruled out`` or ``inconclusive``, followed by
+        `` (exploratory)`` when only exploratory rows decide.
+
+    Examples
+    --------
+    >>> claim_verdict(["supported", "inconclusive"], ["confirmatory", "exploratory"])
+    'supported'
+    >>> claim_verdict(["inconclusive", "effect ruled out"], ["confirmatory", "exploratory"])
+    'inconclusive'
+    >>> claim_verdict(["supported", "supported", "effect ruled out"], ["exploratory"] * 3)
+    'supported (exploratory)'
+
+    Notes
+    -----
+    See :data:`CLAIM_VERDICT_RULE`. A claim tested by several contrasts (C1: sleepiness on
+    days 1, 2 and 3, "within 24-72 h, resolving within days") or several hypotheses (C4:
+    awakenings H2 and WASO E6) is supported when at least one deciding row supports it
+    (union-intersection: the claim is that the effect exists somewhere among its contrasts)
+    and ruled out only when every deciding row rules the effect out (intersection-union).
+    A day 3 that rules the effect out therefore does not count against C1.
+    """
+    confirm = [v for v, r in zip(verdicts, roles, strict=True) if r == "confirmatory"]
+    deciding = confirm or list(verdicts)
+    suffix = "" if confirm else " (exploratory)"
+    if not deciding:
+        return ""
+    if "supported" in deciding:
+        out = "supported"
+    elif all(v == "effect ruled out" for v in deciding):
+        out = "effect ruled out"
+    else:
+        out = "inconclusive"
+    return out + suffix
