@@ -27,6 +27,7 @@ from studykit.models.inference import contrast_table, correlation_test
 from studykit.models.lmm import LMMResult, fit_lmm
 from studykit.models.multiplicity import adjust_pvalues, adjusted_intervals
 from studykit.protocol import Hypothesis, HypothesisPlan, Protocol
+from studykit.protocol.model import SensitivityAnalysis
 from studykit.protocol.plan import claim_verdict
 
 __all__ = [
@@ -173,12 +174,15 @@ class AnalysisResults:
         Hypothesis id -> :class:`HypothesisFit` (models, emmeans, coefficients, data).
     simulated : bool
         Whether the data are simulated (then every row says so).
+    sensitivity_fits : dict
+        Sensitivity analysis name -> hypothesis id -> :class:`HypothesisFit`.
     """
 
     protocol: Protocol
     hypotheses: pd.DataFrame
     fits: dict[str, HypothesisFit]
     simulated: bool
+    sensitivity_fits: dict[str, dict[str, HypothesisFit]] = field(default_factory=dict)
 
     def fit(self, hypothesis_id: str) -> HypothesisFit:
         """The :class:`HypothesisFit` of one hypothesis."""
@@ -840,6 +844,7 @@ def run_analysis(
     simulated: bool | None = None,
     hypotheses: Sequence[str] | None = None,
     analysis_set: str | None = None,
+    sensitivity: bool = True,
 ) -> AnalysisResults:
     """Fit every hypothesis of a protocol to a study and apply its verdict rule.
 
@@ -865,6 +870,11 @@ def run_analysis(
         (e.g. ``"per_protocol"``) instead of the set each hypothesis names. Every row then
         says so in ``warnings``; the protocol hash is unchanged (the set is part of the
         locked protocol).
+    sensitivity : bool, default True
+        Also run the protocol's pre-specified sensitivity analyses (section ``sensitivity``):
+        their rows follow the primary rows in ``.hypotheses`` with ``analysis`` = their name,
+        each adjusted for multiplicity within its own analysis; their fits are in
+        ``.sensitivity_fits``. Ignored with ``analysis_set``.
 
     Returns
     -------
@@ -938,6 +948,7 @@ def run_analysis(
     if simulated is None:
         simulated = _is_simulated(study)
     plans = {p.id: p for p in protocol.plans}
+    note = None
     if analysis_set is not None:
         if analysis_set not in protocol.analysis_sets:
             raise ProtocolError(
@@ -946,9 +957,55 @@ def run_analysis(
             )
         aset = protocol.analysis_sets[analysis_set]
         plans = {hid: p.with_analysis_set(aset) for hid, p in plans.items()}
+        note = f"sensitivity analysis: analysis set {analysis_set!r} for every hypothesis"
     wanted = list(hypotheses) if hypotheses is not None else list(plans)
     for hid in wanted:
         protocol.plan(hid)  # raises for unknown ids
+    name = "primary" if analysis_set is None else analysis_set
+    table, fits = _execute(plans, wanted, study, name, note, bool(simulated))
+    tables = [table]
+    sensitivity_fits: dict[str, dict[str, HypothesisFit]] = {}
+    if analysis_set is None and sensitivity:
+        for sa in protocol.sensitivity:
+            targets = [h for h in wanted if not sa.hypotheses or h in sa.hypotheses]
+            if not targets:
+                continue
+            sp = {hid: _sensitivity_plan(p, sa, protocol) for hid, p in plans.items()}
+            t, f = _execute(sp, targets, study, sa.name, f"sensitivity analysis {sa.name!r}: "
+                            f"{sa.description}", bool(simulated))  # fmt: skip
+            tables.append(t)
+            sensitivity_fits[sa.name] = f
+    return AnalysisResults(
+        protocol=protocol,
+        hypotheses=pd.concat(tables, ignore_index=True) if len(tables) > 1 else table,
+        fits=fits,
+        simulated=bool(simulated),
+        sensitivity_fits=sensitivity_fits,
+    )
+
+
+def _sensitivity_plan(
+    plan: HypothesisPlan, sa: SensitivityAnalysis, protocol: Protocol
+) -> HypothesisPlan:
+    """The plan of one hypothesis under a pre-specified sensitivity analysis."""
+    if sa.hypotheses and plan.id not in sa.hypotheses:
+        return plan
+    if sa.analysis_set is not None:
+        plan = plan.with_analysis_set(protocol.analysis_sets[sa.analysis_set])
+    if sa.intercurrent_events == "treatment_policy":
+        plan = plan.with_treatment_policy()
+    return plan
+
+
+def _execute(
+    plans: dict[str, HypothesisPlan],
+    wanted: Sequence[str],
+    study: Any,
+    analysis: str,
+    note: str | None,
+    simulated: bool,
+) -> tuple[pd.DataFrame, dict[str, HypothesisFit]]:
+    """Fit the wanted plans (and their adjusted families' members), one results table."""
     fams = {plans[hid].multiplicity_family for hid in wanted}
     to_fit = [
         p
@@ -962,10 +1019,8 @@ def run_analysis(
             fits[plan.id] = _fit_correlation(plan, study)
         else:
             fits[plan.id] = _fit_did(plan, study)
-        if analysis_set is not None:
-            fits[plan.id].warnings.insert(
-                0, f"sensitivity analysis: analysis set {analysis_set!r} for every hypothesis"
-            )
+        if note is not None:
+            fits[plan.id].warnings.insert(0, note)
 
     rows = []
     for plan in to_fit:
@@ -981,7 +1036,7 @@ def run_analysis(
             rows.append(
                 {
                     **plan.row,
-                    "analysis": "primary" if analysis_set is None else analysis_set,
+                    "analysis": analysis,
                     "contrast": c["term"],
                     **f.counts,
                     "n_excluded": n_excluded,
@@ -1004,12 +1059,11 @@ def run_analysis(
                     "converged": bool(converged),
                     "singular": bool(f.model.singular) if f.model is not None else False,
                     "warnings": "; ".join(f.warnings),
-                    "simulated": bool(simulated),
+                    "simulated": simulated,
                     "_usable": usable,
                 }
             )
-    table = pd.DataFrame(rows)
-    table = _adjust(table, protocol)
+    table = _adjust(pd.DataFrame(rows), plans)
     # effects are ruled out with the family's simultaneous interval (same error rate as support)
     adj = adjusted_intervals(table)
     table["verdict"] = [
@@ -1028,13 +1082,7 @@ def run_analysis(
         lambda v: claim_verdict(list(v), list(table.loc[v.index, "role"]))
     )
     table = table[table["hypothesis_id"].isin(wanted)].reset_index(drop=True)
-    table = table[HYPOTHESIS_COLUMNS]
-    return AnalysisResults(
-        protocol=protocol,
-        hypotheses=table,
-        fits={hid: fits[hid] for hid in wanted},
-        simulated=bool(simulated),
-    )
+    return table[HYPOTHESIS_COLUMNS], {hid: fits[hid] for hid in wanted}
 
 
 def _is_simulated(study: Any) -> bool:
@@ -1046,25 +1094,28 @@ def _is_simulated(study: Any) -> bool:
     return type(study).__name__ == "SimulatedStudy"
 
 
-def _adjust(table: pd.DataFrame, protocol: Protocol) -> pd.DataFrame:
+def _adjust(table: pd.DataFrame, plans: dict[str, HypothesisPlan]) -> pd.DataFrame:
+    """Adjusted p-values within each multiplicity family (its method; fixed-sequence order)."""
     table = table.copy()
-    for name, fam in protocol.families.items():
+    first = {p.multiplicity_family: p for p in plans.values()}
+    for name, plan in first.items():
         idx = table.index[table["multiplicity_family"] == name]
         if not len(idx):
             continue
         sub = table.loc[idx]
-        if fam.method == "fixed-sequence":
-            rank = {hid: i for i, hid in enumerate(fam.order)}
+        method = plan.adjust_method
+        if method == "fixed-sequence":
+            rank = {hid: i for i, hid in enumerate(plan.family_order)}
             order = sorted(idx, key=lambda j: (rank[table.at[j, "hypothesis_id"]], j))
         else:
             order = list(idx)
         p = sub.loc[order, "p_value"].to_numpy(dtype=float)
         usable = sub.loc[order, "_usable"].to_numpy(dtype=bool)
         p_for_adjust = np.where(np.isnan(p) | ~usable, 1.0, p)
-        if fam.method == "none":
+        if method == "none":
             adj = p
         else:
-            adj = adjust_pvalues(p_for_adjust, method=fam.method)
+            adj = adjust_pvalues(p_for_adjust, method=method)
             adj = np.where(np.isnan(p), np.nan, adj)
         table.loc[order, "p_adjusted"] = adj
     return table

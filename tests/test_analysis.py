@@ -25,7 +25,7 @@ from studykit.dictionary import load_dictionary
 from studykit.errors import ProtocolError, ValidationError
 from studykit.models.emmeans import did_contrast, emmeans
 from studykit.models.multiplicity import adjust_pvalues
-from studykit.protocol import load_protocol
+from studykit.protocol import load_protocol, parse_protocol
 from studykit.protocol.plan import claim_verdict, verdict
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -922,3 +922,55 @@ def test_cli_fit_malformed_protocol(demo_dir, tmp_path, capsys):
     typo.write_text(SHIPPED.read_text(encoding="utf-8") + "\nmultiplicty: {}\n", encoding="utf-8")
     assert main(["fit", str(typo), "--data", str(demo_dir)]) == 2
     assert "multiplicty" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ pre-specified sensitivity
+SENSITIVITY = """
+sensitivity:
+  - name: per_protocol
+    description: the per-protocol set for every hypothesis
+    analysis_set: per_protocol
+    hypotheses: [H1, E7]
+  - name: treatment_policy
+    description: periods with sedative or alcohol use analysed as observed
+    intercurrent_events: treatment_policy
+    hypotheses: [H1]
+"""
+
+
+def test_prespecified_sensitivity_rows_beside_primary():
+    s = make_crossover()
+    s.periods.loc[0, "sedative_use"] = True  # one period with an intercurrent event
+    text = (ROOT / "protocols" / "ketamine_sleep.yaml").read_text(encoding="utf-8")
+    proto = parse_protocol(text + SENSITIVITY)
+    assert [a.name for a in proto.sensitivity] == ["per_protocol", "treatment_policy"]
+    res = A.run_analysis(proto, s, hypotheses=["H1", "E7"])
+    t = res.hypotheses
+    assert t["analysis"].tolist() == ["primary"] * 2 + ["per_protocol"] * 2 + ["treatment_policy"]
+    prim = t[t["analysis"] == "primary"].set_index("hypothesis_id")
+    tp = t[t["analysis"] == "treatment_policy"].set_index("hypothesis_id")
+    # the hypothetical strategy excludes the period; treatment policy keeps it as observed
+    assert "hypothetical strategy" in prim.loc["H1", "excluded_reasons"]
+    assert tp.loc["H1", "n_observations"] > prim.loc["H1", "n_observations"]
+    assert "hypothetical strategy" not in tp.loc["H1", "excluded_reasons"]
+    assert tp.loc["H1", "warnings"].startswith("sensitivity analysis 'treatment_policy'")
+    # each analysis adjusts within its own families: the treatment-policy H1 is Holm-adjusted
+    # over that analysis' H1-H3 (fitted for the adjustment though only H1 is reported)
+    assert tp.loc["H1", "p_adjusted"] > tp.loc["H1", "p_value"] or tp.loc["H1", "p_adjusted"] == 1
+    assert set(res.sensitivity_fits) == {"per_protocol", "treatment_policy"}
+    # run_analysis(..., sensitivity=False) gives the primary rows only
+    only = A.run_analysis(proto, s, hypotheses=["H1"], sensitivity=False).hypotheses
+    assert only["analysis"].tolist() == ["primary"]
+
+
+def test_sensitivity_section_is_checked():
+    text = (ROOT / "protocols" / "ketamine_sleep.yaml").read_text(encoding="utf-8")
+    bad = SENSITIVITY.replace("analysis_set: per_protocol", "analysis_set: pp")
+    with pytest.raises(ProtocolError, match="'pp' is not defined in analysis_sets"):
+        parse_protocol(text + bad)
+    bad = SENSITIVITY.replace("hypotheses: [H1]", "hypotheses: [H9]")
+    with pytest.raises(ProtocolError, match="H9 are not hypotheses"):
+        parse_protocol(text + bad)
+    bad = SENSITIVITY.replace("intercurrent_events: treatment_policy", "intercurrent_events: x")
+    with pytest.raises(ProtocolError, match="invalid value 'x'"):
+        parse_protocol(text + bad)

@@ -31,6 +31,7 @@ __all__ = [
     "MultiplicityFamily",
     "NotTested",
     "Protocol",
+    "SensitivityAnalysis",
     "Source",
     "verdict_rule_text",
 ]
@@ -204,6 +205,27 @@ class MultiplicityFamily:
     description: str = ""
 
 
+#: ICH E9(R1) strategies a sensitivity analysis may apply to every intercurrent event.
+SENSITIVITY_STRATEGIES = ("treatment_policy",)
+
+
+@dataclass(frozen=True)
+class SensitivityAnalysis:
+    """A pre-specified sensitivity analysis, reported beside the primary result.
+
+    ``analysis_set`` replaces every listed hypothesis' analysis set (e.g. the per-protocol
+    set); ``intercurrent_events`` = ``"treatment_policy"`` uses the data of periods with an
+    intercurrent event as observed instead of the estimand's handling. ``hypotheses`` lists
+    the hypotheses it applies to (all when empty).
+    """
+
+    name: str
+    description: str
+    analysis_set: str | None = None
+    intercurrent_events: str | None = None
+    hypotheses: tuple[str, ...] = ()
+
+
 @dataclass(frozen=True)
 class NotTested:
     """A claim the protocol states but does not test, with the reason."""
@@ -322,6 +344,8 @@ class Protocol:
     description: str = ""
     #: Each hypothesis compiled once into an executable plan (:mod:`studykit.protocol.plan`).
     plans: tuple[HypothesisPlan, ...] = ()
+    #: Pre-specified sensitivity analyses (protocol section ``sensitivity``).
+    sensitivity: tuple[SensitivityAnalysis, ...] = ()
 
     def plan(self, hypothesis_id: str) -> HypothesisPlan:
         """The compiled plan of one hypothesis (:class:`ProtocolError` if there is none)."""

@@ -39,6 +39,7 @@ from studykit.protocol.model import (
     PARTICIPANT,
     ROLES,
     SCHEMA_VERSION,
+    SENSITIVITY_STRATEGIES,
     STRATEGIES,
     AnalysisSet,
     Contrast,
@@ -48,6 +49,7 @@ from studykit.protocol.model import (
     MultiplicityFamily,
     NotTested,
     Protocol,
+    SensitivityAnalysis,
     Source,
 )
 from studykit.protocol.plan import compile_plans
@@ -291,6 +293,7 @@ _TOP_KEYS = {
     "multiplicity": True,
     "hypotheses": True,
     "not_tested": False,
+    "sensitivity": False,
     "_shared": False,  # free-form block holding YAML anchors; not read
 }
 _PROTOCOL_KEYS = {
@@ -359,6 +362,13 @@ _ICE_KEYS = {
     "strategy": True,
     "handling": True,
     "rationale": False,
+}
+_SENSITIVITY_KEYS = {
+    "name": True,
+    "description": True,
+    "analysis_set": False,
+    "intercurrent_events": False,
+    "hypotheses": False,
 }
 _NOT_TESTED_KEYS = {"claim_id": True, "claim": True, "source": True, "reason": True}
 
@@ -510,6 +520,7 @@ class _Builder:
             hyps.append(hyp)
         self.check_families(families, hyps)
         not_tested = [self.not_tested(x, i) for i, x in enumerate(doc.get("not_tested") or [])]
+        sensitivity = self.sensitivity(doc.get("sensitivity"), sets, hyps)
         return Protocol(
             id=pid,
             version=self.text(meta["version"], "protocol.version"),
@@ -519,6 +530,7 @@ class _Builder:
             families=families,
             analysis_sets=sets,
             not_tested=not_tested,
+            sensitivity=sensitivity,
             articles=articles,
             path=self.source,
             description=str(meta.get("description") or "").strip(),
@@ -604,6 +616,55 @@ class _Builder:
                     f"({_cap([h.id for h in confirm])}) and more than one test, so it needs a "
                     "multiplicity method (holm, bonferroni, hochberg or fixed-sequence), not 'none'.",
                 )
+
+    def sensitivity(
+        self, raw: Any, sets: dict[str, AnalysisSet], hyps: list[Hypothesis]
+    ) -> tuple[SensitivityAnalysis, ...]:
+        if raw is None:
+            return ()
+        if not isinstance(raw, list):
+            raise self.fail("sensitivity", "expected a list of sensitivity analyses.")
+        ids = [h.id for h in hyps]
+        out: list[SensitivityAnalysis] = []
+        for i, x in enumerate(raw):
+            where = f"sensitivity[{i}]"
+            s = self.mapping(x, where, _SENSITIVITY_KEYS)
+            name = self.name(s["name"], f"{where}.name")
+            if name == "primary" or name in {a.name for a in out}:
+                raise self.fail(f"{where}.name", f"{name!r} is reserved or used twice.")
+            aset = None
+            if s.get("analysis_set") is not None:
+                aset = self.text(s["analysis_set"], f"{where}.analysis_set")
+                if aset not in sets:
+                    raise self.fail(
+                        f"{where}.analysis_set",
+                        f"{aset!r} is not defined in analysis_sets ({_cap(sets)}).",
+                    )
+            ice = None
+            if s.get("intercurrent_events") is not None:
+                ice = self.choice(
+                    s["intercurrent_events"],
+                    f"{where}.intercurrent_events",
+                    SENSITIVITY_STRATEGIES,
+                )
+            if aset is None and ice is None:
+                raise self.fail(
+                    where, "a sensitivity analysis changes analysis_set or intercurrent_events."
+                )
+            targets = self.str_list(s.get("hypotheses"), f"{where}.hypotheses")
+            bad = [t for t in targets if t not in ids]
+            if bad:
+                raise self.fail(f"{where}.hypotheses", f"{_cap(bad)} are not hypotheses.")
+            out.append(
+                SensitivityAnalysis(
+                    name=name,
+                    description=self.text(s["description"], f"{where}.description"),
+                    analysis_set=aset,
+                    intercurrent_events=ice,
+                    hypotheses=tuple(targets),
+                )
+            )
+        return tuple(out)
 
     def not_tested(self, raw: Any, i: int) -> NotTested:
         where = f"not_tested[{i}]"

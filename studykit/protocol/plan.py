@@ -172,11 +172,21 @@ class HypothesisPlan:
     verdict: VerdictRule
     multiplicity_family: str
     adjust_method: str
+    #: Testing order of a fixed-sequence family (empty otherwise).
+    family_order: tuple[str, ...] = ()
     row: Mapping[str, str] = field(default_factory=dict)
 
     def with_analysis_set(self, analysis_set: AnalysisSet) -> HypothesisPlan:
         """The same plan on another analysis set (a sensitivity analysis)."""
         return replace(self, selection=replace(self.selection, analysis_set=analysis_set))
+
+    def with_treatment_policy(self) -> HypothesisPlan:
+        """The same plan using the data of every intercurrent event as observed."""
+        events = tuple(
+            replace(e, strategy="treatment_policy", handling="include")
+            for e in self.selection.intercurrent_events
+        )
+        return replace(self, selection=replace(self.selection, intercurrent_events=events))
 
     def with_window(self, window: tuple[str, ...]) -> HypothesisPlan:
         """The same plan modelling only these time levels (levels without data dropped)."""
@@ -291,6 +301,7 @@ def compile_plan(protocol: Protocol, h: Hypothesis) -> HypothesisPlan:
         verdict=rule,
         multiplicity_family=h.multiplicity_family,
         adjust_method=h.adjust_method,
+        family_order=protocol.families[h.multiplicity_family].order,
         row=row,
     )
 
