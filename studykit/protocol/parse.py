@@ -1057,7 +1057,7 @@ class _Builder:
                     raise self.fail(f"{rw}.slopes[{k}]", f"random slope {sl[0]!r} must be numeric.")
                 slopes.append(sl[0])
             correlated = self.boolean(rs.get("correlated"), f"{rw}.correlated", True)
-            random.append(RandomEffect(group, ("1", *slopes), correlated=correlated))
+            random.append(RandomEffect(":".join(group), ("1", *slopes), correlated=correlated))
             groups.append(group)
         if not random:
             raise self.fail(
