@@ -237,7 +237,8 @@ def adjusted_intervals(hypotheses: pd.DataFrame) -> pd.DataFrame:
     method = h["adjust_method"].astype(str).str.lower()
     family = h["multiplicity_family"].astype(str)
     # rows of different analyses (primary, sensitivity analyses) are separate families
-    key = family if "analysis" not in h.columns else h["analysis"].astype(str) + "\x1f" + family
+    analyses = h["analysis"] if "analysis" in h.columns else pd.Series("", index=h.index)
+    key = pd.Series([f"{a}\x1f{f}" for a, f in zip(analyses, family, strict=True)], index=h.index)
     adjusting = method.isin(P_ADJUSTING).to_numpy()
     m = key.map(key[adjusting].value_counts()).fillna(1).astype(int).to_numpy()
     rows = []
