@@ -13,16 +13,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from studykit import estimators
 from studykit.errors import ModelError, StudykitError
+from studykit.models.design import build_design
 from studykit.models.glmm import fit_glmm
-from studykit.models.inference import wald_test
+from studykit.models.inference import contrast_table, wald_test
 from studykit.models.lmm import fit_lmm
+from studykit.power.reml import fit_nested_intercepts, fit_random_intercept
 from studykit.power.spec import PowerHypothesis
 
 __all__ = ["ENGINES", "Analyser", "make_analyser"]
@@ -80,6 +83,49 @@ class Analyser:
         raise NotImplementedError
 
 
+class FastAnalyser(Analyser):
+    """Closed-form REML + Satterthwaite for Gaussian random-intercept models."""
+
+    engine = "fast"
+
+    def __init__(self, hyp: PowerHypothesis, template: pd.DataFrame) -> None:
+        super().__init__(hyp, template)
+        if not hyp.fast_path:
+            raise ModelError(
+                f"Hypothesis {hyp.id}: the fast engine handles Gaussian models with one random "
+                "intercept or two nested ones only (this one: family "
+                f"{hyp.family}, random {hyp.random}); use engine='studykit' or 'auto'."
+            )
+        design = build_design(template, list(hyp.fixed), levels=dict(hyp.levels))
+        self.X = design.X
+        self.L = self._L(design.columns)
+        self.groups = [_codes(template, g) for g, _ in hyp.random]
+
+    def __call__(self, y: np.ndarray, keep: np.ndarray) -> ContrastResults:
+        full = keep.all()
+        X, yy = (self.X, y) if full else (self.X[keep], y[keep])
+        gs = self.groups if full else [g[keep] for g in self.groups]
+        try:
+            if len(gs) == 1:
+                fit = fit_random_intercept(yy, X, gs[0])
+            else:
+                fit = fit_nested_intercepts(yy, X, gs[0], gs[1])
+        except ModelError:
+            return self._failed()
+        est = self.L @ fit.beta
+        se = np.sqrt(np.einsum("ij,jk,ik->i", self.L, fit.vcov, self.L))
+        df = fit.contrast_df(self.L)
+        _, p = wald_test(est, se, df, self.hyp.alternative)
+        return ContrastResults(est, se, df, p, singular=fit.singular)
+
+
+def _codes(frame: pd.DataFrame, group: str) -> np.ndarray:
+    cols = group.split(":")
+    if len(cols) == 1:
+        return pd.factorize(frame[cols[0]])[0]
+    return pd.factorize(frame[cols].astype(str).agg("\x1f".join, axis=1))[0]
+
+
 class EngineAnalyser(Analyser):
     """studykit's own model engine (``fit_lmm`` / ``fit_glmm``)."""
 
@@ -108,16 +154,24 @@ class EngineAnalyser(Analyser):
             return self._failed()
         if self.L is None:
             self.L = self._L(list(res.columns))
-        L = self.L
-        est = L @ np.asarray(res.beta)
-        se = np.sqrt(np.einsum("ij,jk,ik->i", L, np.asarray(res.vcov), L))
-        df = np.array([float(res.contrast_df(row)) for row in L])
-        _, p = wald_test(est, se, df, self.hyp.alternative)
-        return ContrastResults(est, se, df, p, singular=bool(getattr(res, "singular", False)))
+        return _tested(res, self.L, self.hyp)
+
+
+def _tested(fit: Any, L: np.ndarray, hyp: PowerHypothesis) -> ContrastResults:
+    """The contrasts' tests by the analysis' inference (``models.inference.contrast_table``)."""
+    method = hyp.df_method if hyp.family == "gaussian" else "z"
+    tab = contrast_table(fit, L, df_method=method, alternative=hyp.alternative)
+    return ContrastResults(
+        tab["estimate"].to_numpy(float),
+        tab["std_error"].to_numpy(float),
+        tab["df"].to_numpy(float),
+        tab["p_value"].to_numpy(float),
+        singular=bool(getattr(fit, "singular", False)),
+    )
 
 
 def _engine_fit(hyp: PowerHypothesis) -> Callable[[pd.DataFrame], object]:
-    """The studykit engine call for this hypothesis."""
+    """The studykit engine call for this hypothesis (``fit_lmm`` or ``fit_glmm``)."""
     levels = {k: list(v) for k, v in hyp.levels.items()}
     if hyp.family == "gaussian":
         random = [(g, list(terms)) for g, terms in hyp.random]
@@ -140,10 +194,65 @@ def _engine_fit(hyp: PowerHypothesis) -> Callable[[pd.DataFrame], object]:
     return fit_counts
 
 
+class EstimatorAnalyser(Analyser):
+    """A candidate analysis of :mod:`studykit.estimators` (cLDA, ANCOVA, post-only, DiD).
+
+    Each replicate's data go through the estimator's own preparation (the ANCOVA's baseline
+    covariates depend on the outcome), model and contrast; one contrast per level of the
+    hypothesis' estimand; tests by :func:`studykit.models.inference.contrast_table`.
+    """
+
+    engine = "studykit"
+
+    def __init__(self, hyp: PowerHypothesis, template: pd.DataFrame) -> None:
+        super().__init__(hyp, template)
+        if hyp.estimand is None:
+            raise ModelError(
+                f"Hypothesis {hyp.id}: estimator {hyp.estimator!r} needs the comparison's "
+                "estimand (treatment, time axis, baseline); it comes from a protocol "
+                "difference-in-differences hypothesis."
+            )
+        self.spec = hyp.estimand
+        self.k = len(self.spec.levels)
+        self.L: np.ndarray | None = None
+
+    def __call__(self, y: np.ndarray, keep: np.ndarray) -> ContrastResults:
+        spec = self.spec
+        data = self.template.loc[keep].copy()
+        data[spec.outcome] = y[keep]
+        try:
+            prep = estimators.prepare(data, self.hyp.estimator, spec)
+            fit = estimators.fit_prepared(prep)
+        except StudykitError:
+            return self._failed()
+        if not getattr(fit, "converged", True):
+            return self._failed()
+        if self.L is None or self.L.shape[1] != len(fit.columns):
+            self.L = np.vstack(
+                [
+                    estimators.contrast_matrix(fit, prep, replace(spec, levels=(lv,)))
+                    for lv in spec.levels
+                ]
+            )
+        method = self.hyp.df_method if spec.family == "gaussian" else "z"
+        tab = contrast_table(fit, self.L, df_method=method, alternative=self.hyp.alternative)
+        return ContrastResults(
+            tab["estimate"].to_numpy(float),
+            tab["std_error"].to_numpy(float),
+            tab["df"].to_numpy(float),
+            tab["p_value"].to_numpy(float),
+            singular=bool(getattr(fit, "singular", False)),
+        )
+
+
 def make_analyser(
     hyp: PowerHypothesis, template: pd.DataFrame, engine: str = "studykit"
 ) -> Analyser:
     """The analyser of ``hyp`` (the engine is always studykit's own, ``"studykit"``)."""
     if engine not in ENGINES:
         raise ModelError(f"Invalid engine {engine!r}. Expected one of: {', '.join(ENGINES)}.")
+    if hyp.estimator != "did":
+        return EstimatorAnalyser(hyp, template)
+    if engine == "fast" or (engine == "auto" and hyp.fast_path):
+        return FastAnalyser(hyp, template)
     return EngineAnalyser(hyp, template)
