@@ -110,7 +110,32 @@ def test_fast_reml_unbalanced_is_a_proper_optimum(trial):
     assert crit(fit.theta * 0.999) > fit.reml_criterion
 
 
-def test_fast_path_equals_studykit_engine_on_unbalanced_replicates():
+def _oracle_replicates(spec, n, reps, seed):
+    """The closed-form REML oracle (tests/reml_oracle.py) on the power simulation's own
+    replicate data sets (simulate_replicate is exactly what replicate ``rep`` analyses)."""
+    design = design_from_dict(spec)
+    hyp = design.hypotheses[0]
+    rows = []
+    for rep in range(reps):
+        df = simulate_replicate(design, n, seed=seed, rep=rep).dropna(subset=[hyp.outcome])
+        d = build_design(df, list(hyp.fixed), levels={k: list(v) for k, v in hyp.levels.items()})
+        groups = [pd.factorize(df[g.split(":")].astype(str).agg(":".join, axis=1))[0]
+                  for g, _ in hyp.random]  # fmt: skip
+        y = df[hyp.outcome].to_numpy(float)
+        if len(groups) == 1:
+            fit = fit_random_intercept(y, d.X, groups[0])
+        else:
+            fit = fit_nested_intercepts(y, d.X, groups[0], groups[1])
+        for _label, weights in hyp.contrasts:
+            L = np.array([weights.get(c, 0.0) for c in d.columns])
+            est, se = L @ fit.beta, math.sqrt(L @ fit.vcov @ L)
+            df_ = float(np.atleast_1d(fit.contrast_df(L[None, :]))[0])
+            _, p = wald_test(est, se, df_, hyp.alternative)
+            rows.append((rep, est, se, df_, float(p), fit.singular))
+    return pd.DataFrame(rows, columns=["rep", "estimate", "std_error", "df", "p_value", "singular"])
+
+
+def test_power_engine_equals_reml_oracle_on_unbalanced_replicates():
     spec = copy.deepcopy(TRIAL_SIM_EXAMPLE)
     spec["layout"]["missing"] = {"post1": 0.15, "post2": 0.25}
     ref = power_analysis(spec, n=[30], reps=6, seed=5, progress=False).replicates
@@ -528,8 +553,8 @@ def test_cli_selects_hypotheses(tmp_path):
     assert main([*argv[:-3], "--hypotheses", "H9", "--out", str(out), "--no-progress"]) == 2
 
 
-def test_fast_nested_path_equals_studykit_engine_on_crossover_replicates():
-    """(1 | participant_id) + (1 | participant_id:period), unbalanced: same numbers as fit_lmm."""
+def test_power_engine_equals_reml_oracle_on_crossover_replicates():
+    """(1 | participant_id) + (1 | participant_id:period), unbalanced: fit_lmm = the oracle."""
     spec = copy.deepcopy(TRIAL_SIM_EXAMPLE)
     spec["layout"]["design"] = "crossover"
     spec["layout"]["missing"] = {"post1": 0.1, "post2": 0.2}

@@ -21,11 +21,9 @@ import pandas as pd
 
 from studykit import estimators
 from studykit.errors import ModelError, StudykitError
-from studykit.models.design import build_design
 from studykit.models.glmm import fit_glmm
-from studykit.models.inference import contrast_table, wald_test
+from studykit.models.inference import contrast_table
 from studykit.models.lmm import fit_lmm
-from studykit.power.reml import fit_nested_intercepts, fit_random_intercept
 from studykit.power.spec import PowerHypothesis
 
 __all__ = ["ENGINES", "Analyser", "make_analyser"]
@@ -81,49 +79,6 @@ class Analyser:
 
     def __call__(self, y: np.ndarray, keep: np.ndarray) -> ContrastResults:  # pragma: no cover
         raise NotImplementedError
-
-
-class FastAnalyser(Analyser):
-    """Closed-form REML + Satterthwaite for Gaussian random-intercept models."""
-
-    engine = "fast"
-
-    def __init__(self, hyp: PowerHypothesis, template: pd.DataFrame) -> None:
-        super().__init__(hyp, template)
-        if not hyp.fast_path:
-            raise ModelError(
-                f"Hypothesis {hyp.id}: the fast engine handles Gaussian models with one random "
-                "intercept or two nested ones only (this one: family "
-                f"{hyp.family}, random {hyp.random}); use engine='studykit' or 'auto'."
-            )
-        design = build_design(template, list(hyp.fixed), levels=dict(hyp.levels))
-        self.X = design.X
-        self.L = self._L(design.columns)
-        self.groups = [_codes(template, g) for g, _ in hyp.random]
-
-    def __call__(self, y: np.ndarray, keep: np.ndarray) -> ContrastResults:
-        full = keep.all()
-        X, yy = (self.X, y) if full else (self.X[keep], y[keep])
-        gs = self.groups if full else [g[keep] for g in self.groups]
-        try:
-            if len(gs) == 1:
-                fit = fit_random_intercept(yy, X, gs[0])
-            else:
-                fit = fit_nested_intercepts(yy, X, gs[0], gs[1])
-        except ModelError:
-            return self._failed()
-        est = self.L @ fit.beta
-        se = np.sqrt(np.einsum("ij,jk,ik->i", self.L, fit.vcov, self.L))
-        df = fit.contrast_df(self.L)
-        _, p = wald_test(est, se, df, self.hyp.alternative)
-        return ContrastResults(est, se, df, p, singular=fit.singular)
-
-
-def _codes(frame: pd.DataFrame, group: str) -> np.ndarray:
-    cols = group.split(":")
-    if len(cols) == 1:
-        return pd.factorize(frame[cols[0]])[0]
-    return pd.factorize(frame[cols].astype(str).agg("\x1f".join, axis=1))[0]
 
 
 class EngineAnalyser(Analyser):
@@ -253,6 +208,4 @@ def make_analyser(
         raise ModelError(f"Invalid engine {engine!r}. Expected one of: {', '.join(ENGINES)}.")
     if hyp.estimator != "did":
         return EstimatorAnalyser(hyp, template)
-    if engine == "fast" or (engine == "auto" and hyp.fast_path):
-        return FastAnalyser(hyp, template)
     return EngineAnalyser(hyp, template)
