@@ -86,10 +86,13 @@ def sleep_statistics(
         fastest as the categorical :func:`read_hypnogram` returns), optionally ``epoch``
         (consecutive integers within a night), ``onset_s`` and the night keys
         ``participant_id``, ``period``, ``night`` (whichever of them are present identify
-        the night). An array-like of stages is one night.
+        the night; with a ``recording_id`` column, it alone identifies the night and the
+        other keys, which may be empty, are carried to the result). An array-like of stages
+        is one night.
     nights : pandas.DataFrame, optional
-        Lights off / on per night, to crop each night to time in bed: the key columns present
-        in ``epochs`` plus either ``lights_off_s`` / ``lights_on_s`` (seconds from the start
+        Lights off / on per night, to crop each night to time in bed (e.g. the
+        ``recordings`` table of :func:`read_hypnograms`): the key columns present in
+        ``epochs`` (``recording_id``, else ``participant_id, period, night``) plus either ``lights_off_s`` / ``lights_on_s`` (seconds from the start
         of the recording, i.e. on the ``onset_s`` scale) or the datetimes ``lights_off`` /
         ``lights_on`` with ``recording_start`` (the clock time of ``onset_s = 0``). Missing
         values mean "no crop at that end". Nights absent from this table are not cropped.
@@ -198,14 +201,22 @@ def sleep_statistics(
     """
     _check_parameters(epoch_length, min_bout_epochs, persistent_sleep_min, max_bad_fraction)
     frame = _as_frame(epochs)
-    keys = [k for k in KEYS if k in frame.columns]
+    carry: list[str] = []
+    if "recording_id" in frame.columns:  # one recording = one night; design keys carried
+        keys = ["recording_id"]
+        carry = [k for k in KEYS if k in frame.columns]
+    else:
+        keys = [k for k in KEYS if k in frame.columns]
     codes = stage_codes(frame["stage"])
     order, starts, night_keys = _night_blocks(frame, keys)
     if order is not None:
         frame = frame.iloc[order]
         codes = codes[order]
+    for k in carry:
+        night_keys[k] = frame[k].iloc[starts[:-1]].reset_index(drop=True)
     if nights is not None:
-        codes, starts = _crop(frame, keys, codes, starts, nights, epoch_length)
+        match = keys if (not carry or "recording_id" in nights.columns) else carry
+        codes, starts = _crop(frame, match, codes, starts, nights, epoch_length)
     out = _compute(
         codes,
         starts,
@@ -215,8 +226,8 @@ def sleep_statistics(
         waso_until_lights_on=bool(waso_until_lights_on),
         max_bad_fraction=float(max_bad_fraction),
     )
-    columns = {k: night_keys[k] for k in keys}  # Series: keys keep their dtype
-    result = pd.DataFrame({**columns, **out}, columns=[*keys, *OUTCOMES])
+    columns = {k: night_keys[k] for k in (*keys, *carry)}  # Series: keys keep their dtype
+    result = pd.DataFrame({**columns, **out}, columns=[*keys, *carry, *OUTCOMES])
     result.attrs["parameters"] = {
         "epoch_length": float(epoch_length),
         "min_bout_epochs": int(min_bout_epochs),
