@@ -12,7 +12,6 @@ seeing the data: every choice comes from the protocol.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import logging
 import math
 from collections.abc import Sequence
@@ -23,7 +22,11 @@ import numpy as np
 import pandas as pd
 
 from studykit.errors import ModelError, ProtocolError, ValidationError
-from studykit.models.multiplicity import adjust_pvalues
+from studykit.models.emmeans import did_matrix, emmeans
+from studykit.models.glmm import fit_glmm
+from studykit.models.inference import contrast_table, correlation_test
+from studykit.models.lmm import fit_lmm
+from studykit.models.multiplicity import adjust_pvalues, adjusted_intervals
 from studykit.protocol import Hypothesis, Protocol
 
 __all__ = [
@@ -80,6 +83,20 @@ HYPOTHESIS_COLUMNS = [
     "simulated",
 ]
 
+_CONTRAST_COLUMNS = [
+    "term",
+    "estimate",
+    "std_error",
+    "statistic",
+    "df",
+    "p_value",
+    "conf_low",
+    "conf_high",
+    "df_method",
+    "alternative",
+    "conf_level",
+    "scale",
+]
 _EXCLUSION_COLUMNS = ["hypothesis_id", "participant_id", "period", "n_observations", "reason"]
 _KEYS = {
     "nights": ["participant_id", "period", "night"],
@@ -204,52 +221,17 @@ class AnalysisResults:
         return pd.concat(frames, ignore_index=True)
 
     def adjusted_intervals(self) -> pd.DataFrame:
-        """Multiplicity-adjusted (simultaneous) confidence intervals, for forest plots.
+        """Multiplicity-adjusted (simultaneous) confidence intervals of every result row.
 
-        Bonferroni intervals per family: each of the ``m`` rows of a family with an adjusting
-        method gets the two-sided interval at level ``1 - 2 alpha / m`` (one-sided tests) or
-        ``1 - alpha / m`` (two-sided); rows of an unadjusted family keep their interval. The
-        Bonferroni intervals are conservative for Holm and Hochberg (which have no simple
-        compatible intervals) and are labelled so in ``interval_method``.
+        See :func:`studykit.models.multiplicity.adjusted_intervals` (the one implementation).
 
         Returns
         -------
         pandas.DataFrame
-            ``hypothesis_id, contrast, estimate, conf_level, conf_low, conf_high,
-            interval_method``.
+            ``hypothesis_id, contrast, conf_level_adjusted, conf_low_adjusted,
+            conf_high_adjusted, ci_adjustment``.
         """
-        rows = []
-        for hid, fit in self.fits.items():
-            h = fit.hypothesis
-            fam = self.protocol.families[h.multiplicity_family]
-            m = int((self.hypotheses["multiplicity_family"] == fam.name).sum()) or 1
-            adjust = fam.method != "none" and m > 1
-            tail = (2 * h.alpha if h.direction != "two-sided" else h.alpha) / (m if adjust else 1)
-            level = 1 - tail
-            for _, c in fit.contrasts.iterrows():
-                lo, hi = _interval(c["_est_link"], c["_se_link"], c["df"], level)
-                if h.scale == "rate ratio":
-                    lo, hi = math.exp(lo), math.exp(hi)
-                elif h.scale == "correlation":
-                    lo, hi = c["conf_low"], c["conf_high"]
-                    if adjust:
-                        lo, hi = _fisher_interval(c["estimate"], int(c["df"]) + 2, level)
-                rows.append(
-                    {
-                        "hypothesis_id": hid,
-                        "contrast": c["term"],
-                        "estimate": c["estimate"],
-                        "conf_level": level,
-                        "conf_low": lo,
-                        "conf_high": hi,
-                        "interval_method": (
-                            f"Bonferroni-adjusted over {m} tests of family {fam.name!r}"
-                            if adjust
-                            else "unadjusted"
-                        ),
-                    }
-                )
-        return pd.DataFrame(rows)
+        return adjusted_intervals(self.hypotheses)
 
 
 # --------------------------------------------------------------------------- verdict
@@ -331,40 +313,6 @@ def verdict(
             "two-sided": conf_low > -d and conf_high < d,
         }[direction]
     return "not supported" if excluded else "inconclusive"
-
-
-# --------------------------------------------------------------------------- statistics
-def _p_value(stat: float, df: float, alternative: str) -> float:
-    from scipy import stats
-
-    dist = stats.norm if not np.isfinite(df) else stats.t(df)
-    if math.isnan(stat):
-        return math.nan
-    if alternative == "greater":
-        return float(dist.sf(stat))
-    if alternative == "less":
-        return float(dist.cdf(stat))
-    return float(min(1.0, 2 * dist.sf(abs(stat))))
-
-
-def _interval(est: float, se: float, df: float, level: float) -> tuple[float, float]:
-    from scipy import stats
-
-    if any(math.isnan(x) for x in (est, se)):
-        return math.nan, math.nan
-    q = stats.norm.ppf(0.5 + level / 2) if not np.isfinite(df) else stats.t.ppf(0.5 + level / 2, df)
-    return est - q * se, est + q * se
-
-
-def _fisher_interval(r: float, n: int, level: float) -> tuple[float, float]:
-    from scipy import stats
-
-    if n <= 3 or math.isnan(r):
-        return math.nan, math.nan
-    z = math.atanh(max(min(r, 1 - 1e-15), -1 + 1e-15))
-    q = stats.norm.ppf(0.5 + level / 2)
-    h = q / math.sqrt(n - 3)
-    return math.tanh(z - h), math.tanh(z + h)
 
 
 # --------------------------------------------------------------------------- data preparation
@@ -610,8 +558,6 @@ def _counts(h: Hypothesis, df: pd.DataFrame, n_excluded: int) -> dict[str, int]:
 # --------------------------------------------------------------------------- engines
 def _fit_lmm(data: pd.DataFrame, h: Hypothesis) -> Any:
     """Fit the hypothesis' linear mixed model (REML) with the project's LMM engine."""
-    from studykit.models.lmm import fit_lmm
-
     random = []
     for r in h.random:
         if r.correlated or not r.slopes:
@@ -624,8 +570,6 @@ def _fit_lmm(data: pd.DataFrame, h: Hypothesis) -> Any:
 
 def _fit_glmm(data: pd.DataFrame, h: Hypothesis) -> Any:
     """Fit the hypothesis' Poisson / negative-binomial mixed model (Laplace)."""
-    from studykit.models.glmm import fit_glmm
-
     return fit_glmm(
         data,
         h.outcome,
@@ -638,64 +582,51 @@ def _fit_glmm(data: pd.DataFrame, h: Hypothesis) -> Any:
 
 
 # --------------------------------------------------------------------------- contrasts
-def _grid_rows(
-    h: Hypothesis, data: pd.DataFrame, cells: Sequence[tuple[str, str]]
-) -> tuple[pd.DataFrame, int]:
-    """Reference-grid rows for each (treatment, time) cell; other factors crossed."""
-    tv, time_var = h.contrast.treatment_variable, h.contrast.time_variable
-    variables = {v for t in h.terms for v in t.split(":")}
-    others = sorted(v for v in variables if v in h.levels and v not in (tv, time_var))
-    numeric = sorted(v for v in variables if v not in h.levels)
-    combos = list(itertools.product(*[h.levels[v] for v in others])) or [()]
-    rows = []
-    for trt, tm in cells:
-        for combo in combos:
-            row = {tv: trt, time_var: tm, **dict(zip(others, combo, strict=True))}
-            for v in numeric:
-                row[v] = float(pd.to_numeric(data[v]).mean())
-            rows.append(row)
-    return pd.DataFrame(rows), len(combos)
-
-
-def _cell_matrix(
-    model: Any, h: Hypothesis, data: pd.DataFrame, cells: Sequence[tuple[str, str]]
-) -> np.ndarray:
-    """Rows of L giving the equally weighted mean linear predictor of each cell."""
-    grid, k = _grid_rows(h, data, cells)
-    X = np.asarray(model.design.matrix_for(grid), dtype=float)
-    return X.reshape(len(cells), k, X.shape[1]).mean(axis=1)
-
-
-def _did_matrix(model: Any, h: Hypothesis, data: pd.DataFrame) -> np.ndarray:
+def _contrast_rows(model: Any, h: Hypothesis) -> pd.DataFrame:
+    """The pre-specified contrasts: reference-grid weights (models.emmeans), the test in the
+    protocol's direction and the two-sided interval at ``conf_level`` (models.inference)."""
     c = h.contrast
-    out = []
-    for lev in c.time_levels:
-        cells = [
-            (c.treatment_level, lev),
-            (c.treatment_level, c.time_reference),
-            (c.treatment_reference, lev),
-            (c.treatment_reference, c.time_reference),
-        ]
-        M = _cell_matrix(model, h, data, cells)
-        out.append(M[0] - M[1] - M[2] + M[3])
-    return np.vstack(out)
+    _, L, _ = did_matrix(
+        model,
+        treatment=c.treatment_variable,
+        time=c.time_variable,
+        treated=c.treatment_level,
+        control=c.treatment_reference,
+        baseline=c.time_reference,
+        at_times=c.time_levels,
+    )
+    tab = contrast_table(
+        model,
+        L,
+        names=c.labels(),
+        df_method=_engine_df_method(h),
+        alpha=1 - h.conf_level,
+        alternative=h.direction,
+        interval="two-sided",
+    )
+    rr = h.scale == "rate ratio"
+    out = pd.DataFrame(
+        {
+            "term": tab["term"],
+            "estimate": np.exp(tab["estimate"]) if rr else tab["estimate"],
+            "std_error": tab["std_error"],
+            "statistic": tab["statistic"],
+            "df": tab["df"],
+            "p_value": tab["p_value"],
+            "conf_low": np.exp(tab["conf_low"]) if rr else tab["conf_low"],
+            "conf_high": np.exp(tab["conf_high"]) if rr else tab["conf_high"],
+            "df_method": [_df_method(h, d) for d in tab["df"]],
+            "alternative": h.direction,
+            "conf_level": h.conf_level,
+            "scale": h.scale,
+        }
+    )
+    return out
 
 
-def _linear(
-    model: Any, L: np.ndarray, df_method: str = "satterthwaite"
-) -> tuple[float, float, float]:
-    """Estimate, SE and df of ``L @ beta``: Satterthwaite df (``contrast_df``), or the
-    Kenward-Roger adjusted variance and df (pbkrtest's method) for a linear mixed model."""
-    beta = np.asarray(model.beta, dtype=float)
-    est = float(L @ beta)
-    if df_method == "kenward-roger" and hasattr(model, "kenward_roger"):
-        var_kr, df_kr = model.kenward_roger(L)
-        var, df = float(var_kr[0]), float(df_kr[0])
-    else:
-        var = float(L @ np.asarray(model.vcov, dtype=float) @ L)
-        df = float(model.contrast_df(L))
-    se = math.sqrt(var) if var > 0 else math.nan
-    return est, se, df
+def _engine_df_method(h: Hypothesis) -> str:
+    """The df method asked of models.inference: z for count models (Wald z tests)."""
+    return h.df_method if h.family == "gaussian" else "z"
 
 
 def _df_method(h: Hypothesis, df: float) -> str:
@@ -706,59 +637,31 @@ def _df_method(h: Hypothesis, df: float) -> str:
     return h.df_method
 
 
-def _contrast_rows(model: Any, h: Hypothesis, data: pd.DataFrame) -> pd.DataFrame:
-    L = _did_matrix(model, h, data)
-    rows = []
-    for label, Li in zip(h.contrast.labels(), L, strict=True):
-        est, se, df = _linear(model, Li, h.df_method)
-        stat = est / se if se and not math.isnan(se) else math.nan
-        p = _p_value(stat, df, h.direction)
-        lo, hi = _interval(est, se, df, h.conf_level)
-        rr = h.scale == "rate ratio"
-        rows.append(
-            {
-                "term": label,
-                "estimate": math.exp(est) if rr else est,
-                "std_error": se,
-                "statistic": stat,
-                "df": df,
-                "p_value": p,
-                "conf_low": math.exp(lo) if rr else lo,
-                "conf_high": math.exp(hi) if rr else hi,
-                "df_method": _df_method(h, df),
-                "alternative": h.direction,
-                "conf_level": h.conf_level,
-                "scale": h.scale,
-                "_est_link": est,
-                "_se_link": se,
-            }
-        )
-    return pd.DataFrame(rows)
-
-
-def _emmeans(model: Any, h: Hypothesis, data: pd.DataFrame) -> pd.DataFrame:
+def _emmeans(model: Any, h: Hypothesis) -> pd.DataFrame:
+    """Model-estimated cell means (models.emmeans), treatment outer, time inner."""
     c = h.contrast
-    cells = [(t, tm) for t in (c.treatment_reference, c.treatment_level) for tm in c.window]
-    M = _cell_matrix(model, h, data, cells)
-    rows = []
-    for (t, tm), Li in zip(cells, M, strict=True):
-        est, se, df = _linear(model, Li, h.df_method)
-        lo, hi = _interval(est, se, df, h.conf_level)
-        rr = h.family != "gaussian"
-        rows.append(
-            {
-                c.treatment_variable: t,
-                c.time_variable: tm,
-                "estimate": math.exp(est) if rr else est,
-                "std_error": math.exp(est) * se if rr else se,
-                "df": df,
-                "conf_low": math.exp(lo) if rr else lo,
-                "conf_high": math.exp(hi) if rr else hi,
-                "conf_level": h.conf_level,
-                "scale": "rate" if rr else "mean",
-            }
-        )
-    return pd.DataFrame(rows)
+    tv, time = c.treatment_variable, c.time_variable
+    rr = h.family != "gaussian"
+    em = emmeans(
+        model,
+        [time, tv],  # first spec fastest: time within treatment
+        df_method=_engine_df_method(h),
+        alpha=1 - h.conf_level,
+        type="response" if rr else "link",
+    )
+    return pd.DataFrame(
+        {
+            tv: em[tv].astype(str),
+            time: em[time].astype(str),
+            "estimate": em["estimate"],
+            "std_error": em["std_error"],
+            "df": em["df"],
+            "conf_low": em["conf_low"],
+            "conf_high": em["conf_high"],
+            "conf_level": h.conf_level,
+            "scale": "rate" if rr else "mean",
+        }
+    )
 
 
 def _effect_size(
@@ -803,8 +706,6 @@ def _empty_contrasts(h: Hypothesis) -> pd.DataFrame:
                 "alternative": h.direction,
                 "conf_level": h.conf_level,
                 "scale": h.scale,
-                "_est_link": math.nan,
-                "_se_link": math.nan,
             }
         )
     return pd.DataFrame(rows)
@@ -876,13 +777,13 @@ def _fit_did(h: Hypothesis, study: Any) -> HypothesisFit:
         model = _fit_lmm(df, h_fit) if h.family == "gaussian" else _fit_glmm(df, h_fit)
     except ModelError as exc:
         return _failed(h, df, ex, counts, notes, f"model could not be fitted: {exc}")
-    contrasts = _contrast_rows(model, h_fit, df)
+    contrasts = _contrast_rows(model, h_fit)
     try:
         coefs = model.coef_table()
     except ModelError as exc:  # pragma: no cover - engine specific
         coefs = None
         notes.append(f"coefficient table unavailable: {exc}")
-    emm = _emmeans(model, h_fit, df)
+    emm = _emmeans(model, h_fit)
     warnings = [str(w) for w in (getattr(model, "warnings", None) or [])]
     if getattr(model, "singular", False) and not any("singular" in w.lower() for w in warnings):
         warnings.append("singular fit: a random-effect variance is estimated at (or near) zero")
@@ -982,31 +883,19 @@ def _fit_correlation(h: Hypothesis, study: Any) -> HypothesisFit:
         msg = f"correlation not estimable from {n} periods (need at least 4 with varying changes)"
         return _failed(h, data, ex, counts, notes, msg)
     r = float(np.corrcoef(x, y)[0, 1])
-    df = n - 2
-    se = math.sqrt((1 - r * r) / df)
-    stat = r / se if se > 0 else math.copysign(math.inf, r)
-    p = _p_value(stat, df, h.direction)
-    lo, hi = _fisher_interval(r, n, h.conf_level)
+    test = correlation_test(r, n, alternative=h.direction, level=h.conf_level)
     contrasts = pd.DataFrame(
         [
             {
                 "term": h.contrast.labels(h.outcome)[0],
-                "estimate": r,
-                "std_error": se,
-                "statistic": stat,
-                "df": float(df),
-                "p_value": p,
-                "conf_low": lo,
-                "conf_high": hi,
+                **test,
                 "df_method": "t (n - 2)",
                 "alternative": h.direction,
                 "conf_level": h.conf_level,
                 "scale": "correlation",
-                "_est_link": r,
-                "_se_link": se,
             }
         ]
-    )
+    )[_CONTRAST_COLUMNS]
     return HypothesisFit(
         hypothesis=h,
         data=data,

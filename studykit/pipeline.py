@@ -32,6 +32,7 @@ from pathlib import Path
 import pandas as pd
 
 from studykit.errors import InputError, StudykitError
+from studykit.models.multiplicity import adjusted_intervals
 from studykit.validate import readme_says_simulated
 
 __all__ = ["STAGES", "DEFAULT_SEED", "RunResult", "run"]
@@ -627,39 +628,6 @@ def _diary_with_treatment(study: object) -> pd.DataFrame | None:
     return diary.merge(tp, on=["participant_id", "period"], how="left")
 
 
-def _adjusted_intervals(analysis: object, h: pd.DataFrame) -> pd.DataFrame:
-    """The analysis' adjusted intervals (``AnalysisResults.adjusted_intervals()``) in the
-    row order of ``h``; studykit.tables' computation where the analysis gives none."""
-    from studykit.tables import adjusted_confidence_intervals
-
-    own = adjusted_confidence_intervals(h)
-    fn = getattr(analysis, "adjusted_intervals", None)
-    theirs = fn() if callable(fn) else None
-    if not isinstance(theirs, pd.DataFrame) or not len(theirs):
-        return own
-    need = {"hypothesis_id", "contrast", "conf_level", "conf_low", "conf_high"}
-    if not need <= set(theirs.columns):
-        return own
-    t = theirs.rename(
-        columns={
-            "conf_level": "conf_level_adjusted",
-            "conf_low": "conf_low_adjusted",
-            "conf_high": "conf_high_adjusted",
-            "interval_method": "ci_adjustment",
-        }
-    ).drop_duplicates(["hypothesis_id", "contrast"])
-    merged = own[["hypothesis_id", "contrast"]].merge(
-        t, on=["hypothesis_id", "contrast"], how="left", validate="many_to_one"
-    )
-    missing = merged["conf_low_adjusted"].isna() & own["conf_low_adjusted"].notna()
-    cols = ["conf_level_adjusted", "conf_low_adjusted", "conf_high_adjusted", "ci_adjustment"]
-    for c in cols:
-        if c not in merged:
-            merged[c] = own[c]
-        merged.loc[missing, c] = own.loc[missing, c]
-    return merged[["hypothesis_id", "contrast", *cols]]
-
-
 def _build_tables(state: Mapping[str, object], meta: _Meta):
     from studykit import tables as T
 
@@ -679,7 +647,7 @@ def _build_tables(state: Mapping[str, object], meta: _Meta):
             "estimates and CIs are rate ratios, tested on the log scale."
         ),
     )
-    adj = _adjusted_intervals(state.get("analysis_obj"), h)
+    adj = adjusted_intervals(h)
     specs["hypotheses_adjusted_ci"] = _TableSpec(
         adj,
         "Multiplicity-adjusted confidence intervals (forest plot)",
@@ -910,7 +878,7 @@ def _build_figures(state: Mapping[str, object], meta: _Meta, fdir: Path) -> dict
         "forest",
         P.plot_forest(
             h,
-            adjusted=_adjusted_intervals(state.get("analysis_obj"), h),
+            adjusted=adjusted_intervals(h),
             units={o: meta.unit("nights", o) or meta.unit("diary", o) for o in h["outcome"]},
         ),
         "Hypothesis effects",

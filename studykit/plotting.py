@@ -23,6 +23,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from studykit.errors import InputError
+from studykit.models.multiplicity import adjusted_intervals
 
 __all__ = [
     "save_figure",
@@ -348,7 +349,7 @@ def plot_forest(
     adjusted : pandas.DataFrame, optional
         Adjusted intervals (columns ``conf_low_adjusted, conf_high_adjusted``) in the same
         row order, e.g. from ``AnalysisResults.adjusted_intervals()``; computed with
-        ``studykit.tables.adjusted_confidence_intervals`` when not given.
+        ``studykit.models.multiplicity.adjusted_intervals`` when not given.
     units : mapping, optional
         Unit per outcome (from the dictionary): differences in the same unit share a panel.
 
@@ -374,12 +375,10 @@ def plot_forest(
     """
     import textwrap
 
-    from studykit.tables import adjusted_confidence_intervals
-
     if len(hypotheses) == 0:
         raise InputError("Cannot draw a forest plot: the hypothesis results table is empty.")
     h = hypotheses.reset_index(drop=True)
-    adj = adjusted_confidence_intervals(h) if adjusted is None else adjusted.reset_index(drop=True)
+    adj = adjusted_intervals(h) if adjusted is None else adjusted.reset_index(drop=True)
     if len(adj) != len(h):
         raise InputError(
             f"Adjusted intervals have {len(adj)} rows for {len(h)} hypothesis rows; pass them "

@@ -339,9 +339,9 @@ def test_adjusted_intervals_bonferroni(results):
     r = results.hypotheses.set_index("hypothesis_id").loc["H1"]
     level = 1 - 2 * 0.025 / 3
     q = ref_quantile(r["df"], level)
-    assert ai.loc["H1", "conf_level"] == pytest.approx(level)
-    assert ai.loc["H1", "conf_low"] == pytest.approx(r["estimate"] - q * r["std_error"])
-    assert ai.loc["E1", "interval_method"] == "unadjusted"
+    assert ai.loc["H1", "conf_level_adjusted"] == pytest.approx(level)
+    assert ai.loc["H1", "conf_low_adjusted"] == pytest.approx(r["estimate"] - q * r["std_error"])
+    assert ai.loc["E1", "ci_adjustment"] == "unadjusted"
 
 
 def test_failed_fit_is_inconclusive_and_counts_in_family():

@@ -277,7 +277,7 @@ def test_contrast_input_forms(laplace):
         laplace.contrast([1, 0, 0])
     with pytest.raises(ModelError, match="not model coefficients"):
         laplace.contrast(pd.DataFrame({"armplacebo": [1.0]}))
-    with pytest.raises(ModelError, match="Invalid alternative"):
+    with pytest.raises(ModelError, match="Invalid 'alternative'"):
         laplace.contrast(L_DID, alternative="one-sided")
     with pytest.raises(ModelError, match="alpha"):
         laplace.contrast(L_DID, alpha=5)

@@ -5,11 +5,15 @@ Every expected vector below was worked out by hand from the definitions in
 the same numbers is written next to each one.
 """
 
+import math
+
 import numpy as np
+import pandas as pd
 import pytest
+from scipy import stats
 
 from studykit.errors import ModelError
-from studykit.models.multiplicity import adjust_pvalues
+from studykit.models.multiplicity import adjust_pvalues, adjusted_intervals
 
 P_EQUAL = [0.01, 0.02, 0.03, 0.04, 0.05]
 P_MIXED = [0.04, 0.001, 0.03, 0.2]
@@ -93,3 +97,81 @@ def test_input_not_modified():
 def test_errors(p, method, match):
     with pytest.raises(ModelError, match=match):
         adjust_pvalues(p, method=method)
+
+
+# --------------------------------------------------------------------------- adjusted intervals
+def _results(**cols):
+    base = {
+        "hypothesis_id": ["H1", "H2", "H3"],
+        "contrast": ["c"] * 3,
+        "multiplicity_family": ["confirmatory"] * 3,
+        "adjust_method": ["holm"] * 3,
+        "scale": ["difference"] * 3,
+        "estimate": [8.35, 1.0, 2.0],
+        "std_error": [5.36, 1.0, 1.0],
+        "df": [40.0, 40.0, 40.0],
+        "conf_level": [0.95] * 3,
+        "alternative": ["greater"] * 3,
+    }
+    base.update(cols)
+    h = pd.DataFrame(base)
+    q = stats.t.ppf(0.975, h["df"])
+    h["conf_low"] = h["estimate"] - q * h["std_error"]
+    h["conf_high"] = h["estimate"] + q * h["std_error"]
+    return h
+
+
+def test_one_sided_holm_interval_has_its_stated_level():
+    # issue #14: one-sided tests at alpha = 0.025 (reported with two-sided 95 % intervals),
+    # Holm over m = 3. The Bonferroni companion interval is the two-sided 1 - 2 * 0.025 / 3
+    # interval: estimate -/+ qt(1 - 0.025 / 3, df) * SE (R), labelled 0.98333.
+    h = _results()
+    a = adjusted_intervals(h)
+    q = stats.t.ppf(1 - 0.025 / 3, 40.0)
+    assert a.loc[0, "conf_level_adjusted"] == pytest.approx(1 - 0.05 / 3)
+    assert a.loc[0, "conf_low_adjusted"] == pytest.approx(8.35 - q * 5.36, rel=1e-12)
+    assert a.loc[0, "conf_high_adjusted"] == pytest.approx(8.35 + q * 5.36, rel=1e-12)
+    # the old tables.py computation labelled the interval 0.9833 but used the one-tailed
+    # quantile at 1 - 0.05 / 3 (a two-sided 0.9667 interval): it must not come back
+    wrong = stats.t.ppf(1 - 0.05 / 3, 40.0)
+    assert a.loc[0, "conf_high_adjusted"] != pytest.approx(8.35 + wrong * 5.36, rel=1e-6)
+    assert a.loc[0, "ci_adjustment"] == "Bonferroni-adjusted over 3 tests of family 'confirmatory'"
+
+
+def test_ratio_interval_widened_on_log_scale_and_unadjusted_rows_kept():
+    h = _results(scale=["rate ratio"] * 3, estimate=[0.8, 1.0, 1.2], df=[np.inf] * 3)
+    h["conf_low"] = np.exp(np.log(h["estimate"]) - 1.959964 * h["std_error"] / 10)
+    h["conf_high"] = np.exp(np.log(h["estimate"]) + 1.959964 * h["std_error"] / 10)
+    a = adjusted_intervals(h)
+    f = stats.norm.ppf(1 - 0.05 / 6) / stats.norm.ppf(0.975)  # hand: quantile ratio
+    lo = math.exp(math.log(0.8) - (math.log(0.8) - math.log(h.loc[0, "conf_low"])) * f)
+    assert a.loc[0, "conf_low_adjusted"] == pytest.approx(lo, rel=1e-12)
+    h["adjust_method"] = "none"
+    a = adjusted_intervals(h)
+    assert a["conf_low_adjusted"].tolist() == pytest.approx(h["conf_low"].tolist())
+    assert set(a["ci_adjustment"]) == {"unadjusted"}
+    assert a["conf_level_adjusted"].tolist() == [0.95] * 3
+
+
+def test_fixed_sequence_intervals_are_unadjusted():
+    h = _results(adjust_method=["fixed-sequence"] * 3)
+    a = adjusted_intervals(h)
+    assert a["conf_low_adjusted"].tolist() == pytest.approx(h["conf_low"].tolist())
+    assert a.loc[0, "ci_adjustment"].startswith("fixed sequence")
+
+
+def test_correlation_interval_adjusted_on_fisher_z():
+    # r = 0.5 from n = 20 pairs (df = 18): Fisher interval tanh(atanh(r) -/+ z / sqrt(17))
+    z = math.atanh(0.5)
+    h = _results(scale=["correlation"] * 3, estimate=[0.5, 0.1, 0.2], df=[18.0] * 3)
+    h.loc[0, "conf_low"] = math.tanh(z - stats.norm.ppf(0.975) / math.sqrt(17))
+    h.loc[0, "conf_high"] = math.tanh(z + stats.norm.ppf(0.975) / math.sqrt(17))
+    a = adjusted_intervals(h)
+    q = stats.norm.ppf(1 - 0.05 / 6)
+    assert a.loc[0, "conf_low_adjusted"] == pytest.approx(math.tanh(z - q / math.sqrt(17)))
+    assert a.loc[0, "conf_high_adjusted"] == pytest.approx(math.tanh(z + q / math.sqrt(17)))
+
+
+def test_adjusted_intervals_need_the_result_columns():
+    with pytest.raises(ModelError, match="column"):
+        adjusted_intervals(pd.DataFrame({"hypothesis_id": ["H1"]}))

@@ -15,6 +15,7 @@ import ast
 import importlib
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -174,6 +175,11 @@ def test_hypnograms_notebook_runs(monkeypatch):
         assert fmt in out
     if importlib.util.find_spec("yasa") is not None:
         assert "AASM REM latency (from sleep onset)" in out
+    # the shared x axis spans the longest night (it used to clip to the last night drawn)
+    m = re.search(r"x axis 0 to ([0-9.]+) h; night lengths \(h\): ([0-9., ]+)", out)
+    assert m, out[-2000:]
+    lengths = [float(v) for v in m.group(2).split(",")]
+    assert len(lengths) >= 2 and float(m.group(1)) == max(lengths)
 
 
 def test_power_notebook_runs(monkeypatch):

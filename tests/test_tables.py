@@ -13,7 +13,6 @@ import pytest
 from studykit.errors import InputError
 from studykit.tables import (
     HYPOTHESIS_COLUMNS,
-    adjusted_confidence_intervals,
     baseline_characteristics,
     descriptive_outcomes,
     format_baseline_table,
@@ -198,48 +197,6 @@ def test_format_hypothesis_table_shows_ratio_and_method():
     assert row["Estimate [CI]"] == "0.85 (ratio) [0.70, 1.03]"
     assert row["Adjusted p"] == "<0.001 (holm)"
     assert row["n (K/P)"] == "18/18"
-
-
-def test_adjusted_ci_bonferroni_within_family():
-    h = _hypotheses(2)
-    # two rows in family 'primary', Holm -> Bonferroni-type 97.5 % intervals.
-    # Hand computation: half-width 4 at t(0.975, 30.5); adjusted = 4 * t(0.9875)/t(0.975).
-    from scipy import stats
-
-    factor = stats.t.ppf(0.9875, 30.5) / stats.t.ppf(0.975, 30.5)
-    a = adjusted_confidence_intervals(h)
-    assert a["conf_level_adjusted"].tolist() == [0.975, 0.975]
-    assert a.loc[0, "conf_low_adjusted"] == pytest.approx(8.0 - 4.0 * factor, rel=1e-12)
-    assert a.loc[1, "conf_high_adjusted"] == pytest.approx(9.0 + (12.0 - 9.0) * factor)
-
-
-def test_adjusted_ci_ratio_on_log_scale_and_unadjusted_rows():
-    h = _hypotheses(2)
-    h.loc[0, ["scale", "estimate", "conf_low", "conf_high", "df"]] = [
-        "rate ratio",
-        0.8,
-        0.64,
-        1.0,
-        math.inf,
-    ]
-    h.loc[1, "adjust_method"] = "none"
-    a = adjusted_confidence_intervals(h)
-    # m = 1 once the second row does not adjust: interval unchanged.
-    assert a.loc[0, "conf_low_adjusted"] == pytest.approx(0.64)
-    assert a.loc[1, "conf_low_adjusted"] == pytest.approx(4.0)
-    h.loc[1, "adjust_method"] = "bonferroni"
-    a = adjusted_confidence_intervals(h)
-    from scipy import stats
-
-    f = stats.norm.ppf(0.9875) / stats.norm.ppf(0.975)
-    # lower bound: exp(log 0.8 - (log 0.8 - log 0.64) * f); symmetric in logs it stays >0
-    assert a.loc[0, "conf_low_adjusted"] == pytest.approx(
-        math.exp(math.log(0.8) - (math.log(0.8) - math.log(0.64)) * f)
-    )
-    assert a.loc[0, "conf_low_adjusted"] > 0
-
-
-# ---------------------------------------------------------------- Table 1
 
 
 def test_baseline_characteristics_numbers():

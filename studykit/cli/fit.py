@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 import math
+import textwrap
 from pathlib import Path
 from typing import Any
 
 from studykit.errors import InputError
 
-__all__ = ["register", "handle", "format_results"]
+__all__ = ["register", "handle", "format_results", "WIDTH"]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -53,27 +54,80 @@ def _load_study(directory: str) -> Any:
     return load_study(directory)
 
 
-def _num(x: Any, digits: int = 3) -> str:
+#: Width of the console output (columns); every line of ``fit`` fits in it.
+WIDTH = 100
+
+
+def _num(x: Any, digits: int = 2) -> str:
     try:
         f = float(x)
     except (TypeError, ValueError):
-        return str(x)
+        return "" if x is None else str(x)
     if math.isnan(f):
         return "NA"
     if math.isinf(f):
-        return "inf"
-    if f != 0 and abs(f) < 10 ** (-digits):
-        return f"{f:.1e}"
-    return f"{f:.{digits}g}" if abs(f) >= 1000 else f"{f:.{digits}f}"
+        return "inf" if f > 0 else "-inf"
+    return f"{f:.{digits}f}"
 
 
-def _short(contrast: str, width: int = 40) -> str:
-    text = contrast.split(", change from ")[-1]
-    return text if len(text) <= width else text[: width - 3] + "..."
+def _p(x: Any) -> str:
+    try:
+        f = float(x)
+    except (TypeError, ValueError):
+        return ""
+    if math.isnan(f):
+        return "NA"
+    return "<0.001" if f < 0.001 else f"{f:.3f}"
+
+
+def _short(contrast: str, width: int = 23) -> str:
+    text = str(contrast).split(", change from ")[-1]
+    return textwrap.shorten(text, width=width, placeholder="...")
+
+
+def _wrapped(prefix: str, text: str) -> list[str]:
+    """``prefix text`` wrapped at :data:`WIDTH` columns, continuation lines indented."""
+    return textwrap.wrap(
+        f"{prefix}{text}",
+        width=WIDTH,
+        subsequent_indent="    ",
+        break_long_words=False,
+        break_on_hyphens=False,
+    )
+
+
+def _ids(ids: list[str]) -> str:
+    return ", ".join(ids)
+
+
+def _messages(results: Any) -> list[str]:
+    """Warnings and exclusion reasons, each said once with the hypotheses it concerns."""
+    said: dict[tuple[str, str], list[str]] = {}
+    for hid, f in results.fits.items():
+        for w in f.warnings:
+            said.setdefault(("warning", str(w)), []).append(hid)
+        ex = f.exclusions
+        if ex is not None and len(ex):
+            for reason, g in ex.groupby("reason", sort=True):
+                n = len(g.drop_duplicates(["participant_id", "period"]))
+                text = f"{reason}: {n} participant-period{'s' if n != 1 else ''}"
+                said.setdefault(("excluded", text), []).append(hid)
+        if getattr(f, "error", None):
+            said.setdefault(("not fitted", str(f.error)), []).append(hid)
+    lines = []
+    for (kind, text), ids in said.items():
+        lines.extend(_wrapped(f"{kind} [{_ids(ids)}]: ", text))
+    return lines
 
 
 def format_results(results: Any) -> str:
-    """The results table as readable text (one line per hypothesis x contrast).
+    """A compact results summary that fits a 100-column terminal.
+
+    One block per multiplicity family (its adjustment method in the heading), one line per
+    hypothesis x contrast: id, outcome, contrast, estimate with its confidence interval,
+    p, adjusted p and verdict. Warnings and exclusions follow, each said once with the
+    hypotheses it concerns; long messages are wrapped, never cut. The full table (df,
+    model, estimand, verdict rule ...) is written with ``--csv FILE``.
 
     Parameters
     ----------
@@ -83,6 +137,7 @@ def format_results(results: Any) -> str:
     Returns
     -------
     str
+        Lines of at most :data:`WIDTH` characters.
     """
     from tabulate import tabulate
 
@@ -91,63 +146,59 @@ def format_results(results: Any) -> str:
     lines = []
     if results.simulated:
         lines.append("*** SIMULATED DATA: these results describe simulated participants. ***")
-    sens = [f.warnings[0] for f in results.fits.values() if f.warnings]
-    if sens and sens[0].startswith("sensitivity analysis:"):
-        lines.append(f"*** {sens[0]} ***")
-    lines.append(f"protocol {proto.id} v{proto.version}  sha256 {proto.sha256}")
-    rows = []
-    for _, r in t.iterrows():
-        ci = f"[{_num(r['conf_low'])}, {_num(r['conf_high'])}]"
-        rows.append(
-            [
-                r["hypothesis_id"],
-                r["role"],
-                r["outcome"],
-                _short(r["contrast"]),
-                r["scale"],
-                _num(r["estimate"]),
-                ci,
-                _num(r["df"], 1),
-                r["alternative"],
-                _num(r["p_value"], 4),
-                f"{_num(r['p_adjusted'], 4)} ({r['adjust_method']})",
-                f"{r['n_ketamine']}/{r['n_placebo']}",
-                r["n_excluded"],
-                r["verdict"],
-            ]
+    lines.append(f"protocol {proto.id} v{proto.version}")
+    lines.append(f"sha256 {proto.sha256}")
+    families = list(dict.fromkeys(t["multiplicity_family"].astype(str)))
+    for fam in families:
+        sub = t[t["multiplicity_family"].astype(str) == fam]
+        methods = ", ".join(dict.fromkeys(sub["adjust_method"].astype(str)))
+        levels = sorted({float(v) for v in sub["conf_level"].dropna()})
+        level = f"{levels[0]:.0%} CI" if len(levels) == 1 else "CI"
+        rows = []
+        for _, r in sub.iterrows():
+            est = _num(r["estimate"])
+            ratio = "ratio" in str(r["scale"]).lower()
+            rows.append(
+                [
+                    r["hypothesis_id"],
+                    textwrap.shorten(str(r["outcome"]), width=15, placeholder="..."),
+                    _short(r["contrast"]),
+                    f"{est}{'x' if ratio else ''} [{_num(r['conf_low'])}, {_num(r['conf_high'])}]",
+                    _p(r["p_value"]),
+                    _p(r["p_adjusted"]),
+                    r["verdict"],
+                ]
+            )
+        if fam != families[0]:
+            lines.append("")
+        lines.append(f"{fam} (p adjustment: {methods})")
+        lines.append(
+            tabulate(
+                rows,
+                headers=[
+                    "id",
+                    "outcome",
+                    "contrast",
+                    f"estimate [{level}]",
+                    "p",
+                    "p adj",
+                    "verdict",
+                ],
+                tablefmt="simple",
+                disable_numparse=True,
+            )
         )
-    headers = [
-        "id",
-        "role",
-        "outcome",
-        "contrast",
-        "scale",
-        "estimate",
-        "95% CI" if (t["conf_level"] == 0.95).all() else "CI",
-        "df",
-        "alternative",
-        "p",
-        "p adjusted",
-        "n ket/pla",
-        "excluded",
-        "verdict",
-    ]
-    lines.append(tabulate(rows, headers=headers, tablefmt="simple", disable_numparse=True))
-    notes = []
-    for _, r in t.drop_duplicates("hypothesis_id").iterrows():
-        if r["excluded_reasons"]:
-            notes.append(f"{r['hypothesis_id']} excluded: {r['excluded_reasons']}")
-        if r["warnings"]:
-            notes.append(f"{r['hypothesis_id']} warnings: {r['warnings']}")
-        if r["singular"]:
-            notes.append(f"{r['hypothesis_id']}: singular fit")
-    if notes:
+    messages = _messages(results)
+    if messages:
         lines.append("")
-        lines.extend(notes)
+        lines.extend(messages)
     lines.append("")
-    lines.append(
-        "Verdict rules, estimands and sources are in the CSV (--csv) and in the protocol file. "
-        "Exploratory results are hypothesis-generating."
+    lines.extend(
+        _wrapped(
+            "",
+            "Ratios (x) are rate ratios. Alternatives, df, models, estimands and verdict rules: "
+            "write the full table with --csv FILE. Exploratory results are hypothesis-generating.",
+        )
     )
     return "\n".join(lines)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import textwrap
 from pathlib import Path
 
 import pandas as pd
@@ -137,6 +138,39 @@ def _file_issue(file: str, exc: Exception) -> pd.DataFrame:
     return frame
 
 
+#: Console width the issue listing is wrapped to (messages are wrapped, never cut).
+_WIDTH = 100
+
+
+def _cell(value: object) -> str:
+    return "" if value is None or value is pd.NA or pd.isna(value) else str(value)
+
+
+def _issue_text(issue: pd.Series) -> str:
+    """One issue as wrapped lines: where (file, row, participant, night, column, value),
+    then severity, rule and the whole message, indented."""
+    where = [Path(_cell(issue["file"])).name or "?"]
+    for key, label in (("row", "row"), ("participant_id", "participant"), ("night", "night")):
+        if _cell(issue.get(key)):
+            where.append(f"{label} {_cell(issue[key])}")
+    if _cell(issue.get("column")):
+        col = f"column {_cell(issue['column'])}"
+        if _cell(issue.get("value")):
+            col += f" = {_cell(issue['value'])!r}"
+        where.append(col)
+    head = f"{', '.join(where)}: {_cell(issue['severity'])} ({_cell(issue['rule'])})"
+    lines = textwrap.wrap(head, width=_WIDTH, subsequent_indent="    ", break_long_words=False)
+    lines += textwrap.wrap(
+        _cell(issue["message"]),
+        width=_WIDTH,
+        initial_indent="    ",
+        subsequent_indent="    ",
+        break_long_words=False,
+        break_on_hyphens=False,
+    )
+    return "\n".join(lines)
+
+
 def _print_report(summary: pd.DataFrame, issues: pd.DataFrame, *, report: str | None) -> None:
     out = sys.stdout
     shown = summary.rename(
@@ -165,15 +199,23 @@ def _print_report(summary: pd.DataFrame, issues: pd.DataFrame, *, report: str | 
         )
         print("\nissues by rule:", file=out)
         print(counts.to_string(index=False), file=out)
-        first = issues.head(_SHOW_ISSUES).copy()
-        first["file"] = first["file"].map(lambda f: Path(str(f)).name)
-        first["message"] = first["message"].astype(str).str.slice(0, 90)
-        for c in ("participant_id", "night"):
-            first[c] = first[c].astype(object).where(first[c].notna(), "")
+        first = issues.head(_SHOW_ISSUES)
         print(f"\nfirst {len(first)} of {len(issues)} issue(s):", file=out)
-        print(first.to_string(index=False), file=out)
+        for _, r in first.iterrows():
+            print(_issue_text(r), file=out)
         for msg in issues.loc[issues["rule"] == "file", "message"]:
-            print(f"\nfile error: {msg}", file=out)
+            print("", file=out)
+            print(
+                "\n".join(
+                    textwrap.wrap(
+                        f"file error: {msg}",
+                        width=_WIDTH,
+                        subsequent_indent="    ",
+                        break_long_words=False,
+                    )
+                ),
+                file=out,
+            )
     if report:
         print(f"\nfull issue table: {report}", file=out)
     elif len(issues) > _SHOW_ISSUES:

@@ -23,7 +23,14 @@ import pandas as pd
 from studykit.errors import ModelError
 from studykit.models.inference import contrast_table
 
-__all__ = ["reference_grid", "emmeans_matrix", "emmeans", "emm_contrast", "did_contrast"]
+__all__ = [
+    "reference_grid",
+    "emmeans_matrix",
+    "emmeans",
+    "emm_contrast",
+    "did_matrix",
+    "did_contrast",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -302,6 +309,76 @@ def emm_contrast(
     return _finish(pd.concat([head, tab], axis=1), result, type)
 
 
+def did_matrix(
+    result: Any,
+    *,
+    treatment: str,
+    time: str,
+    treated: str | None = None,
+    control: str | None = None,
+    baseline: str | None = None,
+    at_times: Sequence[str] | None = None,
+) -> tuple[list[str], np.ndarray, list[str]]:
+    """Weights ``L`` of the difference-in-differences contrasts on the reference grid.
+
+    One row per time ``t``: ``(mu[treated, t] - mu[treated, baseline]) - (mu[control, t] -
+    mu[control, baseline])`` with each ``mu`` the equally weighted marginal mean (see
+    :func:`emmeans_matrix`). The parameters are those of :func:`did_contrast`.
+
+    Returns
+    -------
+    (list of str, numpy.ndarray, list of str)
+        Row labels, the ``k x p`` matrix, and the time levels of the rows.
+
+    Examples
+    --------
+    >>> from types import SimpleNamespace
+    >>> from studykit.models.design import build_design
+    >>> df = pd.DataFrame({"arm": ["p", "k"] * 2, "night": ["b", "b", "x", "x"]})
+    >>> d = build_design(df, ["arm", "night", "arm:night"],
+    ...                  levels={"arm": ["p", "k"], "night": ["b", "x"]})
+    >>> names, L, times = did_matrix(SimpleNamespace(design=d), treatment="arm", time="night")
+    >>> names, L.tolist()
+    (['k-p change from b at x'], [[0.0, 0.0, 0.0, 1.0]])
+    """
+    design = result.design
+    for var in (treatment, time):
+        if var not in design.levels:
+            raise ModelError(f"{var!r} is not a factor of the model ({list(design.levels)}).")
+    tl = design.levels[treatment]
+    control = tl[0] if control is None else str(control)
+    if treated is None:
+        others = [x for x in tl if x != control]
+        if len(others) != 1:
+            raise ModelError(
+                f"{treatment!r} has levels {tl}: say which is 'treated' and which 'control'."
+            )
+        treated = others[0]
+    for lv in (treated, control):
+        if lv not in tl:
+            raise ModelError(f"{lv!r} is not a level of {treatment!r} ({tl}).")
+    nl = design.levels[time]
+    baseline = nl[0] if baseline is None else str(baseline)
+    if baseline not in nl:
+        raise ModelError(f"Baseline {baseline!r} is not a level of {time!r} ({nl}).")
+    times = [x for x in nl if x != baseline] if at_times is None else [str(x) for x in at_times]
+    bad = [x for x in times if x not in nl or x == baseline]
+    if bad:
+        raise ModelError(f"at_times {bad} must be levels of {time!r} other than the baseline.")
+    cells, Lc = emmeans_matrix(result, [treatment, time])
+    idx = {(a, b): i for i, (a, b) in enumerate(cells.astype(str).itertuples(index=False))}
+    rows, names = [], []
+    for t in times:
+        rows.append(
+            Lc[idx[(treated, t)]]
+            - Lc[idx[(treated, baseline)]]
+            - Lc[idx[(control, t)]]
+            + Lc[idx[(control, baseline)]]
+        )
+        names.append(f"{treated}-{control} change from {baseline} at {t}")
+    return names, np.vstack(rows), times
+
+
 def did_contrast(
     result: Any,
     *,
@@ -343,44 +420,18 @@ def did_contrast(
         ``contrast, time`` then the tidy columns; ``term`` reads
         ``"ketamine-placebo change from baseline at post1"``.
     """
-    design = result.design
-    for var in (treatment, time):
-        if var not in design.levels:
-            raise ModelError(f"{var!r} is not a factor of the model ({list(design.levels)}).")
-    tl = design.levels[treatment]
-    control = tl[0] if control is None else str(control)
-    if treated is None:
-        others = [x for x in tl if x != control]
-        if len(others) != 1:
-            raise ModelError(
-                f"{treatment!r} has levels {tl}: say which is 'treated' and which 'control'."
-            )
-        treated = others[0]
-    for lv in (treated, control):
-        if lv not in tl:
-            raise ModelError(f"{lv!r} is not a level of {treatment!r} ({tl}).")
-    nl = design.levels[time]
-    baseline = nl[0] if baseline is None else str(baseline)
-    if baseline not in nl:
-        raise ModelError(f"Baseline {baseline!r} is not a level of {time!r} ({nl}).")
-    times = [x for x in nl if x != baseline] if at_times is None else [str(x) for x in at_times]
-    bad = [x for x in times if x not in nl or x == baseline]
-    if bad:
-        raise ModelError(f"at_times {bad} must be levels of {time!r} other than the baseline.")
-    cells, Lc = emmeans_matrix(result, [treatment, time])
-    idx = {(a, b): i for i, (a, b) in enumerate(cells.astype(str).itertuples(index=False))}
-    rows, names = [], []
-    for t in times:
-        rows.append(
-            Lc[idx[(treated, t)]]
-            - Lc[idx[(treated, baseline)]]
-            - Lc[idx[(control, t)]]
-            + Lc[idx[(control, baseline)]]
-        )
-        names.append(f"{treated}-{control} change from {baseline} at {t}")
+    names, L, times = did_matrix(
+        result,
+        treatment=treatment,
+        time=time,
+        treated=treated,
+        control=control,
+        baseline=baseline,
+        at_times=at_times,
+    )
     tab = contrast_table(
         result,
-        np.vstack(rows),
+        L,
         names=names,
         df_method=_df_method(result, df_method),
         alpha=alpha,

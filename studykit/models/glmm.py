@@ -26,17 +26,17 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from scipy import optimize, special, stats
+from scipy import optimize, special
 
 from studykit.errors import ModelError
 from studykit.models.design import Design, build_design
+from studykit.models.inference import confidence_interval, wald_test
 
 __all__ = ["GLMMResult", "WaldZTests", "fit_glmm", "wald_z_table", "FAMILIES"]
 
 logger = logging.getLogger(__name__)
 
 FAMILIES = ("poisson", "negbin")
-_ALTERNATIVES = ("two-sided", "greater", "less")
 _SINGULAR_TOL = 1e-4  # lme4's isSingular() default tolerance on theta (here the SD)
 _ETA_MAX = 700.0  # exp() overflows above ~709
 
@@ -465,29 +465,13 @@ def wald_z_table(
     >>> t[["term", "estimate", "statistic"]].round(4).to_dict("records")
     [{'term': 'rr', 'estimate': 0.8187, 'statistic': -2.0}]
     """
-    if alternative not in _ALTERNATIVES:
-        raise ModelError(
-            f"Invalid alternative {alternative!r}. Expected one of {list(_ALTERNATIVES)}."
-        )
     if not (0.0 < alpha < 1.0):
         raise ModelError(f"alpha must be between 0 and 1; got {alpha!r}.")
     mat, labels = _as_contrast_matrix(L, columns, names)
     est = mat @ beta
     se = np.sqrt(np.einsum("ij,jk,ik->i", mat, vcov, mat))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        z = est / se
-    if alternative == "two-sided":
-        p = 2.0 * stats.norm.sf(np.abs(z))
-        q = stats.norm.isf(alpha / 2.0)
-        lo, hi = est - q * se, est + q * se
-    elif alternative == "greater":
-        p = stats.norm.sf(z)
-        q = stats.norm.isf(alpha)
-        lo, hi = est - q * se, np.full_like(est, np.inf)
-    else:
-        p = stats.norm.cdf(z)
-        q = stats.norm.isf(alpha)
-        lo, hi = np.full_like(est, -np.inf), est + q * se
+    z, p = wald_test(est, se, np.inf, alternative)
+    lo, hi = confidence_interval(est, se, np.inf, 1.0 - alpha, alternative)
     if exponentiate:
         est_out = np.exp(est)
         se = est_out * se

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,6 +26,11 @@ from studykit.errors import ModelError
 __all__ = [
     "DF_METHODS",
     "ALTERNATIVES",
+    "wald_test",
+    "critical_value",
+    "confidence_interval",
+    "correlation_test",
+    "fisher_interval",
     "satterthwaite_df",
     "f_test_ddf",
     "contrast_table",
@@ -36,6 +42,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DF_METHODS = ("satterthwaite", "kenward-roger", "z")
+#: Clip of |r| below 1 before Fisher's z transform (atanh is infinite at +-1).
+_R_CLIP = 1e-15
 ALTERNATIVES = ("two-sided", "greater", "less")
 TABLE_COLUMNS = [
     "term",
@@ -120,32 +128,183 @@ def f_test_ddf(nu: np.ndarray, tol: float = 1e-8) -> float:
     return 2.0 * e / (e - nu.size)
 
 
-def _pvalue_ci(
-    est: np.ndarray, se: np.ndarray, df: np.ndarray, alpha: float, alternative: str
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    stat = est / se
-    df = np.asarray(df, float)
-    finite = np.isfinite(df)
-    dff = np.where(finite, df, 1.0)
-    # upper tail P(T > |t|): t distribution (Student) or normal when df is infinite
-    sf = np.where(finite, special.stdtr(dff, -np.abs(stat)), special.ndtr(-np.abs(stat)))
+def _as_float(x: Any) -> np.ndarray:
+    return np.asarray(x, dtype=float)
 
-    def quantile(prob: float) -> np.ndarray:
-        return np.where(finite, special.stdtrit(dff, prob), special.ndtri(prob))
+
+def wald_test(
+    estimate: Any, std_error: Any, df: Any, alternative: str = "two-sided"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Wald statistic ``estimate / std_error`` and its p-value (t with ``df``, or z).
+
+    THE p-value of studykit: every model (LMM, GLMM, GEE), the analysis, the correlation
+    hypothesis and the power simulation compute p-values here.
+
+    Parameters
+    ----------
+    estimate, std_error, df : array_like
+        Broadcast together. ``df = inf`` gives a z test (standard normal).
+    alternative : {"two-sided", "greater", "less"}
+        ``"greater"``: H1 is estimate > 0 (upper tail); ``"less"``: estimate < 0.
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray)
+        Statistic and p-value. A standard error that is zero, negative or missing gives a
+        missing (NaN) statistic and p-value.
+
+    Examples
+    --------
+    >>> t, p = wald_test(2.0, 1.0, np.inf)
+    >>> float(t), round(float(p), 4)
+    (2.0, 0.0455)
+    >>> round(float(wald_test(2.0, 1.0, 10.0, "greater")[1]), 5)  # R: pt(2, 10, lower=FALSE)
+    0.03669
+
+    Notes
+    -----
+    Two-sided ``p = 2 P(T > |t|)``; greater ``P(T > t)``; less ``P(T < t)``, with ``T`` Student's
+    t on ``df`` degrees of freedom (``scipy.special.stdtr``) or standard normal when ``df`` is
+    infinite (``scipy.special.ndtr``).
+    """
+    _check_choice("alternative", alternative, ALTERNATIVES)
+    est, se, dfa = np.broadcast_arrays(_as_float(estimate), _as_float(std_error), _as_float(df))
+    ok = np.isfinite(se) & (se > 0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        stat = np.where(ok, est / np.where(ok, se, 1.0), np.nan)
+    finite = np.isfinite(dfa)
+    dff = np.where(finite, dfa, 1.0)
+
+    def lower(x: np.ndarray) -> np.ndarray:  # P(T < x)
+        return np.where(finite, special.stdtr(dff, x), special.ndtr(x))
 
     if alternative == "two-sided":
-        p = 2.0 * sf
-        q = quantile(1 - alpha / 2)
-        lo, hi = est - q * se, est + q * se
+        p = np.minimum(1.0, 2.0 * lower(-np.abs(stat)))
     elif alternative == "greater":
-        p = np.where(stat >= 0, sf, 1 - sf)
-        q = quantile(1 - alpha)
-        lo, hi = est - q * se, np.full_like(est, np.inf)
+        p = lower(-stat)
     else:
-        p = np.where(stat <= 0, sf, 1 - sf)
-        q = quantile(1 - alpha)
-        lo, hi = np.full_like(est, -np.inf), est + q * se
-    return stat, np.minimum(p, 1.0), lo, hi
+        p = lower(stat)
+    return stat, p
+
+
+def critical_value(df: Any, prob: float) -> np.ndarray:
+    """The ``prob`` quantile of Student's t with ``df`` degrees of freedom (normal if infinite).
+
+    Examples
+    --------
+    >>> round(float(critical_value(np.inf, 0.975)), 4)
+    1.96
+    """
+    dfa = _as_float(df)
+    finite = np.isfinite(dfa)
+    return np.where(finite, special.stdtrit(np.where(finite, dfa, 1.0), prob), special.ndtri(prob))
+
+
+def confidence_interval(
+    estimate: Any, std_error: Any, df: Any, level: float, alternative: str = "two-sided"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Wald confidence interval ``estimate -/+ q * std_error`` (t with ``df``, or normal).
+
+    THE interval of studykit (unadjusted and multiplicity-adjusted ones alike).
+
+    Parameters
+    ----------
+    estimate, std_error, df : array_like
+        On the scale of the test (the log scale for rate ratios).
+    level : float
+        Confidence level, e.g. 0.95.
+    alternative : {"two-sided", "greater", "less"}
+        ``"two-sided"``: the two-sided interval at ``level``. ``"greater"``: the one-sided
+        interval ``[lower, inf)`` at ``level``; ``"less"``: ``(-inf, upper]``.
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray)
+        Lower and upper limits.
+
+    Examples
+    --------
+    >>> lo, hi = confidence_interval(10.0, 2.0, np.inf, 0.95)
+    >>> round(float(lo), 3), round(float(hi), 3)
+    (6.08, 13.92)
+    >>> confidence_interval(10.0, 2.0, np.inf, 0.95, "greater")[1]
+    array(inf)
+
+    Notes
+    -----
+    Two-sided: ``q`` is the ``(1 + level) / 2`` quantile; one-sided: the ``level`` quantile.
+    A two-sided interval at ``1 - 2 alpha`` excludes 0 on one side exactly when the one-sided
+    test at ``alpha`` rejects in that direction.
+    """
+    _check_choice("alternative", alternative, ALTERNATIVES)
+    if not 0 < level < 1:
+        raise ModelError(f"Confidence level must be between 0 and 1, got {level!r}.")
+    est, se, dfa = np.broadcast_arrays(_as_float(estimate), _as_float(std_error), _as_float(df))
+    if alternative == "two-sided":
+        q = critical_value(dfa, 0.5 + level / 2)
+        return est - q * se, est + q * se
+    q = critical_value(dfa, level)
+    if alternative == "greater":
+        return est - q * se, np.full(est.shape, np.inf)
+    return np.full(est.shape, -np.inf), est + q * se
+
+
+def correlation_test(
+    r: float, n: int, *, alternative: str = "two-sided", level: float = 0.95
+) -> dict[str, float]:
+    """Test and Fisher-z interval of a Pearson correlation from ``n`` pairs.
+
+    Returns
+    -------
+    dict
+        ``estimate, std_error, statistic, df, p_value, conf_low, conf_high`` (a two-sided
+        interval at ``level``).
+
+    Examples
+    --------
+    >>> out = correlation_test(0.5, 20)  # R: 2 * pt(-0.5 * sqrt(18 / 0.75), 18); tanh(atanh(.5) -/+ qnorm(.975) / sqrt(17))
+    >>> round(out["p_value"], 5), round(out["conf_low"], 4), round(out["conf_high"], 4)
+    (0.02477, 0.0738, 0.7718)
+
+    Notes
+    -----
+    ``t = r sqrt(n - 2) / sqrt(1 - r^2)`` on ``n - 2`` df (R's ``cor.test``); the interval is
+    ``tanh(atanh(r) -/+ z_{(1 + level)/2} / sqrt(n - 3))`` (Fisher 1921), as ``cor.test``.
+    """
+    df = n - 2
+    se = math.sqrt((1 - r * r) / df) if df > 0 else math.nan
+    if se == 0:  # |r| = 1: the test statistic is infinite
+        stat_v = math.copysign(math.inf, r)
+        agrees = {"two-sided": True, "greater": r > 0, "less": r < 0}[alternative]
+        p_v = 0.0 if agrees else 1.0
+    else:
+        stat, p = wald_test(r, se, df, alternative)
+        stat_v, p_v = float(stat), float(p)
+    lo, hi = fisher_interval(r, n, level)
+    return {
+        "estimate": r,
+        "std_error": se,
+        "statistic": stat_v,
+        "df": float(df),
+        "p_value": p_v,
+        "conf_low": lo,
+        "conf_high": hi,
+    }
+
+
+def fisher_interval(r: float, n: int, level: float) -> tuple[float, float]:
+    """Two-sided Fisher-z confidence interval of a correlation ``r`` from ``n`` pairs.
+
+    Examples
+    --------
+    >>> [round(x, 4) for x in fisher_interval(0.5, 20, 0.95)]
+    [0.0738, 0.7718]
+    """
+    if n <= 3 or math.isnan(r):
+        return math.nan, math.nan
+    z = math.atanh(max(min(r, 1 - _R_CLIP), -1 + _R_CLIP))
+    h = float(critical_value(np.inf, 0.5 + level / 2)) / math.sqrt(n - 3)
+    return math.tanh(z - h), math.tanh(z + h)
 
 
 def contrast_table(
@@ -156,6 +315,7 @@ def contrast_table(
     df_method: str = "satterthwaite",
     alpha: float = 0.05,
     alternative: str = "two-sided",
+    interval: str | None = None,
 ) -> pd.DataFrame:
     """t (or z) tests of linear contrasts ``L @ beta``, one row per contrast.
 
@@ -174,6 +334,9 @@ def contrast_table(
         1 - confidence level.
     alternative : {"two-sided", "greater", "less"}
         Alternative hypothesis relative to 0; one-sided tests get one-sided intervals.
+    interval : {"two-sided", "greater", "less"}, optional
+        Sidedness of the interval at level ``1 - alpha`` when it should differ from the test
+        (e.g. a one-sided test at alpha reported with its two-sided ``1 - 2 alpha`` interval).
 
     Returns
     -------
@@ -183,6 +346,9 @@ def contrast_table(
     """
     _check_choice("df_method", df_method, DF_METHODS)
     _check_choice("alternative", alternative, ALTERNATIVES)
+    interval = (
+        alternative if interval is None else _check_choice("interval", interval, ALTERNATIVES)
+    )
     if not 0 < alpha < 1:
         raise ModelError(f"alpha must be between 0 and 1, got {alpha!r}.")
     beta = np.asarray(result.beta, float)
@@ -207,7 +373,8 @@ def contrast_table(
             df = np.full(L.shape[0], np.inf)
         else:
             df = np.array([result.contrast_df(row) for row in L], float)
-    stat, p, lo, hi = _pvalue_ci(est, se, df, alpha, alternative)
+    stat, p = wald_test(est, se, df, alternative)
+    lo, hi = confidence_interval(est, se, df, 1 - alpha, interval)
     return pd.DataFrame(
         {
             "term": names,
