@@ -3,20 +3,30 @@
 The model is ``y = X beta + Z b + e`` with ``b ~ N(0, sigma^2 Lambda Lambda')`` and
 ``e ~ N(0, sigma^2 I)``; ``Lambda`` is the relative covariance factor parameterized by
 ``theta`` exactly as in lme4 (lower-triangular elements of each term's factor, column by
-column). The REML / ML deviance is profiled over ``beta`` and ``sigma`` and computed from
-per-block sufficient statistics: the random effects split into independent blocks (one per
-participant for a single grouping factor; one per participant for participant and
-participant x period, which are nested), every block's small ``m x m`` system is solved in one
-vectorized numpy call, and the optimizer gets the analytic gradient. The same per-block
-quantities give the analytic Hessian of the deviance and the derivatives of ``vcov(beta)``
-used by Satterthwaite's degrees of freedom (:mod:`studykit.models.inference`).
+column). The REML / ML deviance is profiled over ``beta`` and ``sigma``.
+
+Random effects are stored sparsely (:class:`~studykit.models.random_effects.ReStructure`):
+one *anchor* grouping factor and the terms nested in it form independent small blocks (one
+per participant, say), the remaining crossed terms (scorer, site, item) a dense part that is
+eliminated last. Two evaluators share that structure:
+
+* *nested designs* (everything in the blocks): the deviance comes from per-block sufficient
+  statistics, every block's small ``m x m`` system is solved in one vectorized numpy call, and
+  the analytic gradient and Hessian of the deviance and the derivatives of ``vcov(beta)``
+  (used by Satterthwaite's df) are computed from the same per-block quantities;
+* *crossed designs*: the Cholesky factor of ``[Lambda' Z' Z Lambda + I, Lambda' Z' X,
+  Lambda' Z' y; ...]`` is built by block elimination (lme4's eqs. 18-22 with the blocks
+  eliminated first), and derivatives are central finite differences of the deviance pieces
+  (as lmerTest's numerical Hessian and Jacobian).
 
 Random effects are structured specifications, never formula strings::
 
     fit_lmm(df, "sws_min", ["arm", "night", "arm:night"],
             random=[("participant_id", ["1"])], levels=LEVELS)
     random=[("participant_id", ["1", "night_index"])]          # correlated slope
+    random=[RandomEffect("participant_id", ("1", "night_index"), correlated=False)]  # ||
     random=[("participant_id", ["1"]), ("participant_id:period", ["1"])]   # nested
+    random=[("participant_id", ["1"]), ("scorer", ["1"])]      # crossed
 """
 
 from __future__ import annotations
@@ -30,112 +40,52 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import linalg, optimize, sparse
-from scipy.sparse import csgraph
+from scipy import linalg, optimize
 
 from studykit.errors import ModelError
 from studykit.models.design import Design, build_design, parse_term
+from studykit.models.random_effects import (
+    RandomEffect,
+    ReStructure,
+    build_terms,
+    parse_random,
+    random_columns,
+    single_threaded_blas,
+)
 
 __all__ = ["RandomEffect", "LMMResult", "fit_lmm", "parse_random"]
 
 logger = logging.getLogger(__name__)
 
 _LOG2PI = math.log(2.0 * math.pi)
-SINGULAR_TOL = 1e-4  # lme4::isSingular default
-KR_MAX_N = 3000  # Kenward-Roger uses dense n x n matrices
-
-
-@dataclass(frozen=True)
-class RandomEffect:
-    """One random-effects term, ``(terms | group)`` in lme4 notation.
-
-    Parameters
-    ----------
-    group : str
-        Grouping column, or columns joined by ``:`` for their interaction
-        (``"participant_id:period"``).
-    terms : tuple of str
-        ``"1"`` for a random intercept, plus variables with random slopes. Without ``"1"``
-        the term has no intercept (lme4's ``(0 + x | g)``). All effects in one term are
-        correlated (unstructured covariance).
-
-    Examples
-    --------
-    >>> RandomEffect("participant_id", ("1", "night_index")).label
-    '(1 + night_index | participant_id)'
-    """
-
-    group: str
-    terms: tuple[str, ...] = ("1",)
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.group, str) or not self.group:
-            raise ModelError(f"Random-effect group must be a column name; got {self.group!r}.")
-        for g in self.group.split(":"):
-            if not g.strip().isidentifier():
-                raise ModelError(
-                    f"Random-effect group {self.group!r}: {g!r} is not a column name "
-                    "(letters, digits and underscores; join columns with ':')."
-                )
-        terms = tuple(str(t).strip() for t in self.terms)
-        if not terms:
-            raise ModelError(f"Random effect for {self.group!r} has no terms; use ('1',).")
-        for t in terms:
-            if t not in ("1", "0"):
-                parse_term(t)
-        object.__setattr__(self, "terms", terms)
-
-    @property
-    def label(self) -> str:
-        """lme4-style label, e.g. ``(1 + night_index | participant_id)``."""
-        return f"({' + '.join(self.terms)} | {self.group})"
-
-
-def parse_random(random: Any) -> list[RandomEffect]:
-    """Normalize random-effect specifications to a list of :class:`RandomEffect`.
-
-    Accepts a :class:`RandomEffect`, a group name (random intercept), a ``(group, terms)``
-    pair, a mapping with keys ``group`` and ``terms``, or a list of those.
-
-    Examples
-    --------
-    >>> parse_random("id")
-    [RandomEffect(group='id', terms=('1',))]
-    >>> [r.label for r in parse_random([("id", ["1"]), ("id:period", ["1"])])]
-    ['(1 | id)', '(1 | id:period)']
-    """
-    if random is None:
-        raise ModelError("A mixed model needs at least one random effect, e.g. random='id'.")
-    if isinstance(random, RandomEffect | str | Mapping) or (
-        isinstance(random, tuple) and len(random) == 2 and isinstance(random[0], str)
-    ):
-        items = [random]
-    else:
-        items = list(random)
-    out: list[RandomEffect] = []
-    for item in items:
-        if isinstance(item, RandomEffect):
-            out.append(item)
-        elif isinstance(item, str):
-            out.append(RandomEffect(item))
-        elif isinstance(item, Mapping):
-            if "group" not in item:
-                raise ModelError(f"Random effect {dict(item)!r} needs a 'group' key.")
-            terms = item.get("terms", ("1",))
-            out.append(
-                RandomEffect(item["group"], (terms,) if isinstance(terms, str) else tuple(terms))
-            )
-        elif isinstance(item, Sequence) and len(item) == 2:
-            group, terms = item
-            out.append(RandomEffect(group, (terms,) if isinstance(terms, str) else tuple(terms)))
-        else:
-            raise ModelError(
-                f"Cannot read random effect {item!r}; give RandomEffect(group, terms), "
-                "a group name, or a (group, [terms]) pair."
-            )
-    if not out:
-        raise ModelError("A mixed model needs at least one random effect.")
-    return out
+SINGULAR_TOL = 1e-4  # lme4::isSingular default: a diagonal theta below this is on the boundary
+CONVERGENCE_TOL = 2e-3  # lme4's check.conv.grad: max |Hessian-scaled gradient|
+KR_MAX_Q = 4000  # Kenward-Roger works with dense q x q matrices (q random effects)
+RANK_RTOL = 1e-10  # eigenvalues of X'X below this x the largest count as zero (rank check)
+R2_FLOOR = 1e-300  # penalized RSS floor: keeps log(r2) finite for an exact fit
+# finite differences (crossed designs), steps relative to max(|theta_k|, FD_STEP_FLOOR):
+# central differences of the deviance pieces; truncation error ~ h^2, rounding ~ eps / h^2 for
+# second derivatives. 1e-3 balances the two for the Hessian and the Jacobian of vcov(beta)
+# (Satterthwaite df within 1e-5 of lmerTest); the gradient uses a smaller step (rounding ~eps/h).
+FD_STEP = 1e-3
+FD_GRAD_STEP = 1e-5
+FD_STEP_FLOOR = 0.05
+# Newton optimizer
+NEWTON_MAXIT = 100  # iteration cap (a warning names it when reached)
+NEWTON_GRAD_RTOL = 1e-10  # stop: max |gradient| below this x max(1, |deviance|)
+NEWTON_DECREMENT_RTOL = 1e-13  # stop: Newton decrement below this x max(1, |deviance|)
+NEWTON_LINESEARCH_OK_RTOL = 1e-7  # a failed line search counts as converged below this decrement
+EIG_RTOL = 1e-8  # Hessian eigenvalues below this x the largest are treated as non-positive
+ARMIJO_C = 1e-4  # sufficient-decrease constant of the backtracking line search
+LINESEARCH_HALVINGS = 40  # step halvings before the line search gives up
+LBFGSB_OPTIONS = {"ftol": 1e-14, "gtol": 1e-9, "maxiter": 500}  # fallback optimizer settings
+# boundary handling: a diagonal theta at or below this is "at zero" and the fit is re-run from
+# interior starts (values below); a restart must improve the deviance by RESTART_GAIN to count
+BOUNDARY_THETA = 1e-6
+RESTART_VALUES = (0.05, 0.2, 0.5, 1.0, 2.0, 5.0)
+RESTART_SCALES = (0.1, 0.3, 3.0)
+RESTART_GAIN = 1e-10
+MAX_RESTARTS = 4
 
 
 # --------------------------------------------------------------------------------------------
@@ -143,111 +93,36 @@ def parse_random(random: Any) -> list[RandomEffect]:
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass
-class _ReTerm:
-    spec: RandomEffect
-    names: list[str]  # columns of the term's Z (lme4 names)
-    q: int
-    nlev: int
-    level_names: list[str]
-    codes: np.ndarray  # level index per observation
-    theta_start: int  # index of the first theta of this term
-
-
 class _Structure:
-    """Everything that does not depend on theta: per-block cross-products."""
+    """Everything that does not depend on theta: cross-products of Z, X and y."""
 
-    def __init__(self, X: np.ndarray, y: np.ndarray, terms: list[_ReTerm], Zs: list[np.ndarray]):
+    def __init__(self, X: np.ndarray, y: np.ndarray, re: ReStructure):
         n, p = X.shape
         self.n, self.p = n, p
         self.X, self.y = X, y
-        self.terms = terms
-        # ---- blocks: connected components of the levels of all terms
-        if len(terms) == 1:
-            block = terms[0].codes
-            nblocks = terms[0].nlev
-            slots = [np.zeros(n, dtype=np.int64)]
-            nslots = [1]
-            self.level_block_slot = [
-                np.column_stack([np.arange(terms[0].nlev), np.zeros(terms[0].nlev, np.int64)])
-            ]
-        else:
-            offsets = np.cumsum([0] + [t.nlev for t in terms])
-            rows, cols = [], []
-            for k in range(1, len(terms)):
-                rows.append(terms[0].codes + offsets[0])
-                cols.append(terms[k].codes + offsets[k])
-            r = np.concatenate(rows)
-            c = np.concatenate(cols)
-            tot = int(offsets[-1])
-            graph = sparse.coo_matrix((np.ones(len(r)), (r, c)), shape=(tot, tot))
-            nblocks, comp = csgraph.connected_components(graph, directed=False)
-            block = comp[terms[0].codes]
-            ublocks = np.unique(block)
-            slots, nslots = [], []
-            self.level_block_slot = []
-            for k, t in enumerate(terms):
-                lev_comp = comp[offsets[k] : offsets[k + 1]]
-                # rank of each level within its component (levels in sorted order)
-                order = np.lexsort((np.arange(t.nlev), lev_comp))
-                rank = np.empty(t.nlev, dtype=np.int64)
-                sorted_comp = lev_comp[order]
-                starts = np.r_[0, np.flatnonzero(np.diff(sorted_comp)) + 1]
-                counts = np.diff(np.r_[starts, t.nlev])
-                rank[order] = np.arange(t.nlev) - np.repeat(starts, counts)
-                slots.append(rank[t.codes])
-                nslots.append(int(rank.max()) + 1)
-                self.level_block_slot.append(
-                    np.column_stack([np.searchsorted(ublocks, lev_comp), rank])
-                )
-        self.nblocks = int(nblocks)
-        # ---- layout of one block: for each term, nslots[k] slots of q_k effects
-        self.term_offsets: list[int] = []
-        m = 0
-        for t, ns in zip(terms, nslots, strict=True):
-            self.term_offsets.append(m)
-            m += t.q * ns
-        self.m = m
-        self.nslots = nslots
-        Zb = np.zeros((n, m))
-        for t, Z, sl, off in zip(terms, Zs, slots, self.term_offsets, strict=True):
-            base = off + sl * t.q
-            for j in range(t.q):
-                Zb[np.arange(n), base + j] = Z[:, j]
-        # ---- theta -> Lambda positions
-        rows_l, cols_l, tidx = [], [], []
-        nth = 0
-        self.lower: list[float] = []
-        self.col_offdiag: dict[int, list[int]] = {}
-        for t, ns, off in zip(terms, nslots, self.term_offsets, strict=True):
-            t.theta_start = nth
-            pairs = [(i, j) for j in range(t.q) for i in range(j, t.q)]  # column-major lower
-            for s in range(ns):
-                base = off + s * t.q
-                for kk, (i, j) in enumerate(pairs):
-                    rows_l.append(base + i)
-                    cols_l.append(base + j)
-                    tidx.append(nth + kk)
-            self.lower += [0.0 if i == j else -np.inf for i, j in pairs]
-            for kk, (i, j) in enumerate(pairs):
-                if i == j:
-                    self.col_offdiag[nth + kk] = [
-                        nth + k2 for k2, (i2, j2) in enumerate(pairs) if j2 == j and i2 > j
-                    ]
-            nth += len(pairs)
-        self.ntheta = nth
-        self.lam_rows = np.array(rows_l)
-        self.lam_cols = np.array(cols_l)
-        self.lam_tidx = np.array(tidx)
+        self.re = re
+        self.terms = re.terms
+        self.ntheta = re.ntheta
+        self.lower = re.lower
+        self.col_offdiag = re.col_offdiag
+        self.m = m = re.m
+        self.crossed = re.qB > 0
+        self.XtX = X.T @ X
+        self.Xty = X.T @ y
+        self.yty = float(y @ y)
+        if self.crossed:
+            self.cross = re.cross(None, np.column_stack([X, y]))
+            return
+        # ---- nested: theta -> Lambda positions within one block, and their derivatives
+        nth = self.ntheta
         E = np.zeros((nth, m, m))
-        E[self.lam_tidx, self.lam_rows, self.lam_cols] = 1.0
+        E[re.lamA_tidx, re.lamA_rows, re.lamA_cols] = 1.0
         self.E = E
         Dkl = np.einsum("kij,lmj->klim", E, E)
         self.Dkl = Dkl + Dkl.transpose(1, 0, 2, 3)  # d2(Lam Lam')/d theta_k d theta_l
         # ---- sufficient statistics per block
-        order = np.argsort(block, kind="stable")
-        bsorted = block[order]
-        starts = np.r_[0, np.flatnonzero(np.diff(bsorted)) + 1]
+        Zb = re.zA
+        order, starts = re.order, re.starts
         Zo, Xo, yo = Zb[order], X[order], y[order]
         feats = np.concatenate(
             [
@@ -261,39 +136,132 @@ class _Structure:
         G = len(starts)
         self.nblocks_eff = G
         self.Zb = Zb
-        self.obs_block = np.searchsorted(np.unique(block), block)
+        self.obs_block = re.block
         self.ZtZ = sums[:, : m * m].reshape(G, m, m)
         self.ZtX = sums[:, m * m : m * m + m * p].reshape(G, m, p)
         self.Zty = sums[:, m * m + m * p :].reshape(G, m)
         self.rhs = np.concatenate([self.ZtZ, self.ZtX, self.Zty[:, :, None]], axis=2)
-        self.XtX = X.T @ X
-        self.Xty = X.T @ y
-        self.yty = float(y @ y)
         self.ZtX_flat = self.ZtX.reshape(G * m, p)
         self.Zty_flat = self.Zty.reshape(G * m)
 
     def with_y(self, y: np.ndarray) -> _Structure:
         """The same design with a new response (only the y cross-products change)."""
         new = copy.copy(self)
-        G, m = self.nblocks_eff, self.m
         new.y = y
+        new.Xty = self.X.T @ y
+        new.yty = float(y @ y)
+        if self.crossed:
+            new.cross = self.re.cross(None, np.column_stack([self.X, y]))
+            return new
+        G, m = self.nblocks_eff, self.m
         Zty = np.empty((G, m))
         for j in range(m):
             Zty[:, j] = np.bincount(self.obs_block, weights=self.Zb[:, j] * y, minlength=G)
         new.Zty = Zty
         new.Zty_flat = Zty.reshape(G * m)
         new.rhs = np.concatenate([self.ZtZ, self.ZtX, Zty[:, :, None]], axis=2)
-        new.Xty = self.X.T @ y
-        new.yty = float(y @ y)
         return new
 
     def lam(self, theta: np.ndarray) -> np.ndarray:
-        L = np.zeros((self.m, self.m))
-        L[self.lam_rows, self.lam_cols] = theta[self.lam_tidx]
-        return L
+        return self.re.lam_A(theta)
 
     def evaluate(self, theta: np.ndarray, reml: bool, level: int = 0) -> dict[str, Any]:
         """Profiled deviance (level 0), + gradient (1), + Hessian pieces (2)."""
+        if self.crossed:
+            return self._evaluate_crossed(theta, reml, level)
+        return self._evaluate_nested(theta, reml, level)
+
+    # ------------------------------------------------------------------ crossed designs
+    def _pieces(self, theta: np.ndarray, reml: bool) -> dict[str, Any]:
+        """Deviance pieces from the block-eliminated Cholesky factor (lme4's eq. 34/41)."""
+        n, p, qB = self.n, self.p, self.re.qB
+        try:
+            F = self.re.factor(theta, self.cross)
+        except np.linalg.LinAlgError as exc:
+            raise ModelError(
+                "The fixed-effects design is rank deficient at these variance parameters."
+            ) from exc
+        LS = F.LS
+        RX = LS[qB : qB + p, qB : qB + p]
+        logdet_v = F.logdet_A() + F.logdet_S(qB)
+        logdet_m = 2.0 * float(np.sum(np.log(np.diag(RX))))
+        r2 = max(float(LS[-1, -1]) ** 2, R2_FLOOR)
+        c = LS[qB + p, qB : qB + p]
+        beta = linalg.solve_triangular(RX.T, c, lower=False, check_finite=False)
+        Minv = linalg.cho_solve((RX, True), np.eye(p), check_finite=False)
+        nprime = n - p if reml else n
+        ldet = logdet_v + (logdet_m if reml else 0.0)
+        dev = ldet + nprime * (1.0 + _LOG2PI + math.log(r2 / nprime))
+        return {
+            "theta": theta,
+            "dev": dev,
+            "beta": beta,
+            "r2": r2,
+            "logdet_v": logdet_v,
+            "logdet_m": logdet_m,
+            "ldet": ldet,
+            "nprime": nprime,
+            "Minv": Minv,
+            "factor": F,
+        }
+
+    def _evaluate_crossed(self, theta: np.ndarray, reml: bool, level: int) -> dict[str, Any]:
+        out = self._pieces(theta, reml)
+        if level == 0:
+            return out
+        K = self.ntheta
+        nprime = out["nprime"]
+
+        def f(th: np.ndarray) -> tuple[float, float, np.ndarray]:
+            pc = self._pieces(th, reml)
+            return pc["ldet"], pc["r2"], pc["Minv"]
+
+        def sides(h: np.ndarray) -> tuple[np.ndarray, ...]:
+            lp, ln_, rp, rn = np.empty(K), np.empty(K), np.empty(K), np.empty(K)
+            dMinv = np.empty((K, self.p, self.p))
+            for k in range(K):
+                e = np.zeros(K)
+                e[k] = h[k]
+                lp[k], rp[k], Mp = f(theta + e)
+                ln_[k], rn[k], Mn = f(theta - e)
+                dMinv[k] = (Mp - Mn) / (2.0 * h[k])
+            return lp, ln_, rp, rn, dMinv
+
+        scale = np.maximum(np.abs(theta), FD_STEP_FLOOR)
+        l0, r0 = out["ldet"], out["r2"]
+        hg = FD_GRAD_STEP * scale
+        lp, ln_, rp, rn, _ = sides(hg)
+        grad = (lp - ln_) / (2.0 * hg) + nprime * (rp - rn) / (2.0 * hg) / r0
+        out.update(grad=grad, Lam=self.lam(theta))
+        if level == 1:
+            return out
+        h = FD_STEP * scale
+        lp, ln_, rp, rn, dMinv = sides(h)
+        r2_k = (rp - rn) / (2.0 * h)
+        out["r2_k"] = r2_k
+        l_kl = np.empty((K, K))
+        r2_kl = np.empty((K, K))
+        for k in range(K):
+            l_kl[k, k] = (lp[k] - 2.0 * l0 + ln_[k]) / h[k] ** 2
+            r2_kl[k, k] = (rp[k] - 2.0 * r0 + rn[k]) / h[k] ** 2
+            for j in range(k):
+                vals = []
+                for sk, sj in ((1, 1), (1, -1), (-1, 1), (-1, -1)):
+                    e = np.zeros(K)
+                    e[k] = sk * h[k]
+                    e[j] = sj * h[j]
+                    vals.append(f(theta + e)[:2])
+                a = np.array(vals)
+                d = (a[0] - a[1] - a[2] + a[3]) / (4.0 * h[k] * h[j])
+                l_kl[k, j] = l_kl[j, k] = d[0]
+                r2_kl[k, j] = r2_kl[j, k] = d[1]
+        M = np.linalg.inv(out["Minv"])
+        U = M[None] @ dMinv @ M[None]  # X'V^-1 V_k V^-1 X = -dM/d theta_k
+        out.update(U=U, r2_kl=r2_kl, H_tt_nosigma=l_kl, K=K)
+        return out
+
+    # ------------------------------------------------------------------ nested designs
+    def _evaluate_nested(self, theta: np.ndarray, reml: bool, level: int) -> dict[str, Any]:
         m, p, n = self.m, self.p, self.n
         Lam = self.lam(theta)
         Gm = Lam @ Lam.T
@@ -346,7 +314,7 @@ class _Structure:
             ) from exc
         beta = linalg.cho_solve(cf, XtViy, check_finite=False)
         logdet_m = 2.0 * float(np.sum(np.log(np.diag(cf[0]))))
-        r2 = max(yViy - float(beta @ XtViy), 1e-300)
+        r2 = max(yViy - float(beta @ XtViy), R2_FLOOR)
         nprime = n - p if reml else n
         dev = logdet_v + nprime * (1.0 + _LOG2PI + math.log(r2 / nprime))
         if reml:
@@ -506,44 +474,26 @@ class LMMResult:
             Columns ``group, var1, var2, vcov, sdcor``: variances (``var2`` missing) with
             their SDs, then covariances with correlations, per term; last the residual.
         """
-        rows = []
         s2 = self.sigma**2
-        for t in self._struct.terms:
-            q = t.q
-            T = np.zeros((q, q))
-            k = t.theta_start
-            for j in range(q):
-                for i in range(j, q):
-                    T[i, j] = self.theta[k]
-                    k += 1
-            C = s2 * T @ T.T
-            sd = np.sqrt(np.diag(C))
-            for i in range(q):
-                rows.append((t.spec.group, t.names[i], None, C[i, i], sd[i]))
-            for j in range(q):
-                for i in range(j + 1, q):
-                    cor = C[i, j] / (sd[i] * sd[j]) if sd[i] > 0 and sd[j] > 0 else float("nan")
-                    rows.append((t.spec.group, t.names[j], t.names[i], C[i, j], cor))
+        rows = self._struct.re.varcorr_rows(self.theta, s2)
         rows.append(("Residual", None, None, s2, self.sigma))
         return pd.DataFrame(rows, columns=["group", "var1", "var2", "vcov", "sdcor"])
 
     def ranef(self) -> pd.DataFrame:
         """Conditional modes of the random effects (lme4's ``ranef``), one row per level."""
         st = self._struct
-        ev = st.evaluate(self.theta, self.reml, level=1)
-        Lam = ev["Lam"]
-        Gm = Lam @ Lam.T
-        sol = np.linalg.solve(np.eye(st.m) + st.ZtZ @ Gm, st.rhs) if st.m > 1 else None
-        if sol is None:
-            B = 1.0 + st.ZtZ[:, 0, 0] * Gm[0, 0]
-            sol = st.rhs / B[:, None, None]
-        W = sol[:, :, st.m : st.m + st.p]
-        h = sol[:, :, st.m + st.p]
-        b = (h - np.einsum("gip,p->gi", W, self.beta)) @ Gm.T
+        re = st.re
+        theta = self.theta
+        # spherical modes u solve (Lambda' Z' Z Lambda + I) u = Lambda' Z' (y - X beta)
+        F = re.factor(theta, re.cross(None))
+        r = st.y - st.X @ self.beta
+        tA, tB = re.zt_times(r)
+        rA = tA @ re.lam_A(theta)
+        rB = re.lam_B_left_t(tB, theta) if re.qB else tB
+        uA, uB = F.solve(rA, rB)
+        bA, bB = re.lam_times(uA, uB, theta)
         frames = []
-        for t, off, bs in zip(st.terms, st.term_offsets, st.level_block_slot, strict=True):
-            cols = off + bs[:, 1:2] * t.q + np.arange(t.q)[None, :]
-            vals = b[bs[:, 0:1], cols]
+        for t, vals in zip(re.terms, re.unsort_levels(bA, bB), strict=True):
             f = pd.DataFrame(vals, columns=t.names)
             f.insert(0, "level", t.level_names)
             f.insert(0, "group", t.spec.group)
@@ -566,14 +516,6 @@ class LMMResult:
                 avar = 2.0 * np.linalg.inv(H)
             except np.linalg.LinAlgError:
                 avar = 2.0 * np.linalg.pinv(H)
-            eig = np.linalg.eigvalsh(0.5 * (H + H.T))
-            if eig.min() <= 0:
-                msg = (
-                    "Hessian of the deviance in (theta, sigma) is not positive definite "
-                    "(boundary fit): Satterthwaite df are approximate."
-                )
-                if msg not in self.warnings:
-                    self.warnings.append(msg)
             self._cache["jac"] = jac
             self._cache["avar"] = avar
             self._cache["hessian"] = H
@@ -589,7 +531,8 @@ class LMMResult:
         """
         from studykit.models.inference import satterthwaite_df
 
-        jac, avar = self._satterthwaite_parts()
+        with single_threaded_blas():
+            jac, avar = self._satterthwaite_parts()
         return float(satterthwaite_df(np.atleast_2d(np.asarray(L, float)), self.vcov, jac, avar)[0])
 
     def refit(self, y: Any) -> LMMResult:
@@ -633,57 +576,81 @@ class LMMResult:
         )
 
     def _kr_parts(self) -> tuple[np.ndarray, np.ndarray, list[np.ndarray], np.ndarray]:
-        """Dense Kenward-Roger ingredients (pbkrtest's ``vcovAdj``): Phi, PhiA, P_i, W."""
+        """Kenward-Roger ingredients (pbkrtest's ``vcovAdj``): Phi, PhiA, P_i, W.
+
+        pbkrtest works with ``n x n`` matrices; here every product is rewritten in the space
+        of the ``q`` random effects with ``Sigma^-1 = (I - Z Lambda P^-1 Lambda' Z') / sigma^2``
+        (``P = Lambda' Z' Z Lambda + I``), so the cost is ``O(q^3)`` whatever ``n``.
+        """
         if "kr" in self._cache:
             return self._cache["kr"]
         st = self._struct
-        n, m, G = st.n, st.m, st.nblocks_eff
-        if n > KR_MAX_N:
+        re = st.re
+        q = re.G * re.m + re.qB
+        if q > KR_MAX_Q:
             raise ModelError(
-                f"Kenward-Roger needs dense {n} x {n} matrices; it is available for up to "
-                f"{KR_MAX_N} observations. Use df_method='satterthwaite' (lmerTest's default)."
+                f"Kenward-Roger needs dense {q} x {q} matrices (one row per random effect); it "
+                f"is available for up to {KR_MAX_Q} random effects. Use "
+                "df_method='satterthwaite' (lmerTest's default)."
             )
-        Zf = np.zeros((n, G * m))
-        cols = st.obs_block[:, None] * m + np.arange(m)[None, :]
-        Zf[np.arange(n)[:, None], cols] = st.Zb
-        s2 = self.sigma**2
-        Lam = st.lam(self.theta)
-        cov_b = s2 * Lam @ Lam.T
-        # linear covariance parameters: every (r >= c) element of every term, then residual
-        patterns = []
-        for t, off, ns in zip(st.terms, st.term_offsets, st.nslots, strict=True):
-            for c in range(t.q):
-                for r in range(c, t.q):
-                    C = np.zeros((m, m))
-                    for sl in range(ns):
-                        b = off + sl * t.q
-                        C[b + r, b + c] = C[b + c, b + r] = 1.0
-                    patterns.append(C)
-        Gs = [Zf @ np.kron(np.eye(G), C) @ Zf.T for C in patterns] + [np.eye(n)]
-        Sigma = s2 * np.eye(n) + Zf @ np.kron(np.eye(G), cov_b) @ Zf.T
+        n = st.n
         X = st.X
-        Sinv = np.linalg.inv(Sigma)
-        SinvX = Sinv @ X
-        Phi = np.linalg.inv(X.T @ SinvX)
-        SinvG = [Sinv @ Gi for Gi in Gs]
-        P = [-(SinvX.T @ Gi @ SinvX) for Gi in Gs]
-        r = len(Gs)
-        Q = [[SinvX.T @ Gs[i] @ SinvG[j] @ SinvX for j in range(r)] for i in range(r)]
+        Z = re.z_sparse()
+        ZtZ = (Z.T @ Z).toarray()
+        ZtX = np.asarray(Z.T @ X)
+        XtX = X.T @ X
+        s2 = self.sigma**2
+        Lam = re.lam_sparse(self.theta).toarray()
+        LtZtZ = Lam.T @ ZtZ
+        P = LtZtZ @ Lam + np.eye(q)
+        cP = linalg.cho_factor(P, lower=True, check_finite=False)
+
+        def pinv_(B: np.ndarray) -> np.ndarray:
+            return np.asarray(linalg.cho_solve(cP, B, check_finite=False))
+
+        R = Lam @ pinv_(Lam.T @ ZtX)  # Lambda P^-1 Lambda' Z'X
+        T = np.eye(q) - Lam @ pinv_(LtZtZ)  # Sigma^-1 Z = Z T / s2
+        Qzz = (ZtZ - ZtZ @ (np.eye(q) - T)) / s2  # Z' Sigma^-1 Z
+        Qzx = (ZtX - ZtZ @ R) / s2  # Z' Sigma^-1 X
+        Phi = np.linalg.inv((XtX - ZtX.T @ R) / s2)  # (X' Sigma^-1 X)^-1
+        Z2Z = T.T @ ZtZ @ T / s2**2  # Z' Sigma^-2 Z
+        Z2X = T.T @ (ZtX - ZtZ @ R) / s2**2  # Z' Sigma^-2 X
+        Yty = XtX - ZtX.T @ R - R.T @ ZtX + R.T @ ZtZ @ R  # (X - Z R)'(X - Z R)
+        ZtY = ZtX - ZtZ @ R
+        X2X = Yty / s2**2  # X' Sigma^-2 X
+        X3X = (Yty - ZtY.T @ Lam @ pinv_(Lam.T @ ZtY)) / s2**3  # X' Sigma^-3 X
+        LZZL = LtZtZ @ Lam
+        PL = pinv_(LZZL)
+        tr_s2 = (n - 2.0 * np.trace(PL) + float(np.sum(PL * PL.T))) / s2**2  # tr Sigma^-2
+        Es = re.cov_patterns()
+        r = len(Es) + 1
+        QE = [np.asarray((E @ Qzz.T).T) for E in Es]  # Qzz E_i
+        Pm = [-(Qzx.T @ np.asarray(E @ Qzx)) for E in Es] + [-X2X]
+        Q = [[np.zeros_like(Phi) for _ in range(r)] for _ in range(r)]
+        tr2 = np.empty((r, r))
+        for i, Ei in enumerate(Es):
+            EiQzx = np.asarray(Ei @ Qzx)
+            for j, Ej in enumerate(Es):
+                Q[i][j] = EiQzx.T @ Qzz @ np.asarray(Ej @ Qzx)
+                tr2[i, j] = float(np.sum(QE[i] * QE[j].T))
+            Q[i][r - 1] = EiQzx.T @ Z2X
+            Q[r - 1][i] = Q[i][r - 1].T
+            tr2[i, r - 1] = tr2[r - 1, i] = float(Ei.multiply(Z2Z).sum())
+        Q[r - 1][r - 1] = X3X
+        tr2[r - 1, r - 1] = tr_s2
         IE2 = np.empty((r, r))
         for i in range(r):
             for j in range(r):
                 IE2[i, j] = (
-                    np.sum(SinvG[i] * SinvG[j].T)
-                    - 2.0 * np.trace(Phi @ Q[i][j])
-                    + np.trace(Phi @ P[i] @ Phi @ P[j])
+                    tr2[i, j] - 2.0 * np.trace(Phi @ Q[i][j]) + np.trace(Phi @ Pm[i] @ Phi @ Pm[j])
                 )
         W = 2.0 * np.linalg.inv(IE2)
         U = np.zeros_like(Phi)
         for i in range(r):
             for j in range(r):
-                U += W[i, j] * (Q[i][j] - P[i] @ Phi @ P[j])
+                U += W[i, j] * (Q[i][j] - Pm[i] @ Phi @ Pm[j])
         PhiA = Phi + 2.0 * Phi @ U @ Phi
-        self._cache["kr"] = (Phi, PhiA, P, W)
+        self._cache["kr"] = (Phi, PhiA, Pm, W)
         return self._cache["kr"]
 
     def kenward_roger(self, L: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -756,27 +723,6 @@ class LMMResult:
 # --------------------------------------------------------------------------------------------
 
 
-def _group_codes(data: pd.DataFrame, group: str) -> tuple[np.ndarray, list[str]]:
-    cols = [c.strip() for c in group.split(":")]
-    for c in cols:
-        if c not in data.columns:
-            raise ModelError(
-                f"Grouping variable {c!r} is not a column of the data. Columns: "
-                f"{', '.join(map(str, data.columns[:30]))}."
-            )
-    codes = np.zeros(len(data), dtype=np.int64)
-    names: list[str] = [""]
-    for i, c in enumerate(cols):
-        cc, uu = pd.factorize(data[c], sort=True)
-        labels = [str(u) for u in np.asarray(uu, dtype=object)]
-        combined = codes * len(labels) + cc
-        uniq, codes = np.unique(combined, return_inverse=True)
-        names = [
-            (names[u // len(labels)] + ":" if i else "") + labels[u % len(labels)] for u in uniq
-        ]
-    return codes.astype(np.int64), names
-
-
 def _profiled_hessian(ev: dict[str, Any]) -> np.ndarray:
     """Hessian of the profiled deviance in theta (sigma profiled out: a Schur complement)."""
     sigma = math.sqrt(ev["r2"] / ev["nprime"])
@@ -795,7 +741,7 @@ class _OptResult:
     ev: dict[str, Any] | None = None
 
 
-def _newton(st: _Structure, reml: bool, start: np.ndarray, maxit: int = 100) -> _OptResult:
+def _newton(st: _Structure, reml: bool, start: np.ndarray, maxit: int = NEWTON_MAXIT) -> _OptResult:
     """Newton's method with the exact Hessian (modified to be positive definite) and
     backtracking. Unconstrained: the deviance only depends on Lambda Lambda', which is
     unchanged when a column of Lambda changes sign, so the signs are normalized afterwards
@@ -805,13 +751,13 @@ def _newton(st: _Structure, reml: bool, start: np.ndarray, maxit: int = 100) -> 
     for it in range(1, maxit + 1):
         g = ev["grad"]
         scale = max(1.0, abs(ev["dev"]))
-        if np.max(np.abs(g)) < 1e-10 * scale:
+        if np.max(np.abs(g)) < NEWTON_GRAD_RTOL * scale:
             return _OptResult(x, ev["dev"], True, "gradient below tolerance", it, ev)
         Hp = _profiled_hessian(ev)
         w, V = np.linalg.eigh(0.5 * (Hp + Hp.T))
-        wmax = max(float(np.max(np.abs(w))), 1e-12)
+        wmax = max(float(np.max(np.abs(w))), np.finfo(float).eps)
         vg = V.T @ g
-        pos = w > 1e-8 * wmax
+        pos = w > EIG_RTOL * wmax
         coef = np.zeros_like(w)
         coef[pos] = -vg[pos] / w[pos]
         if not pos.all():
@@ -824,17 +770,17 @@ def _newton(st: _Structure, reml: bool, start: np.ndarray, maxit: int = 100) -> 
         if decrement <= 0:  # no descent component: fall back to the gradient
             d = -g * (1.0 / wmax)
             decrement = -float(g @ d)
-        if decrement < 1e-13 * scale:
+        if decrement < NEWTON_DECREMENT_RTOL * scale:
             return _OptResult(x, ev["dev"], True, "Newton decrement below tolerance", it, ev)
         alpha = 1.0
-        for _ in range(40):
+        for _ in range(LINESEARCH_HALVINGS):
             xn = x + alpha * d
             devn = st.evaluate(xn, reml, level=0)["dev"]
-            if devn <= ev["dev"] - 1e-4 * alpha * decrement:
+            if devn <= ev["dev"] - ARMIJO_C * alpha * decrement:
                 break
             alpha *= 0.5
         else:
-            ok = decrement < 1e-7 * scale
+            ok = decrement < NEWTON_LINESEARCH_OK_RTOL * scale
             return _OptResult(x, ev["dev"], bool(ok), "line search could not improve", it)
         x = xn
         ev = st.evaluate(x, reml, level=2)
@@ -851,7 +797,7 @@ def _normalize_signs(st: _Structure, theta: np.ndarray) -> np.ndarray:
     return theta
 
 
-def _optimize(st: _Structure, reml: bool) -> tuple[np.ndarray, dict[str, Any]]:
+def _optimize(st: _Structure, reml: bool) -> tuple[np.ndarray, dict[str, Any], dict[str, Any]]:
     lower = np.array(st.lower)
     diag = np.isfinite(lower)
     x0 = np.where(diag, 1.0, 0.0)
@@ -864,7 +810,7 @@ def _optimize(st: _Structure, reml: bool) -> tuple[np.ndarray, dict[str, Any]]:
 
     bounds = [(0.0 if np.isfinite(lo) else None, None) for lo in lower]
 
-    def run(start: np.ndarray) -> Any:
+    def run(start: np.ndarray) -> _OptResult:
         res = _newton(st, reml, start)
         res.x = _normalize_signs(st, res.x)
         if res.success:
@@ -875,7 +821,7 @@ def _optimize(st: _Structure, reml: bool) -> tuple[np.ndarray, dict[str, Any]]:
             jac=True,
             method="L-BFGS-B",
             bounds=bounds,
-            options={"ftol": 1e-14, "gtol": 1e-9, "maxiter": 500},
+            options=LBFGSB_OPTIONS,
         )
         if alt.fun < res.fun:
             return _OptResult(np.asarray(alt.x, float), float(alt.fun), bool(alt.success),
@@ -889,31 +835,31 @@ def _optimize(st: _Structure, reml: bool) -> tuple[np.ndarray, dict[str, Any]]:
     # although the deviance decreases into the interior, or in a boundary local optimum.
     # Boundary fits are therefore re-run from interior starting points; the best is kept.
     restarts = 0
-    if np.any(diag & (theta <= 1e-6)):
+    if np.any(diag & (theta <= BOUNDARY_THETA)):
         best = float(res.fun)
         starts = []
-        at_zero = diag & (theta <= 1e-6)
+        at_zero = diag & (theta <= BOUNDARY_THETA)
         flip = [k for j in np.flatnonzero(at_zero) for k in st.col_offdiag.get(int(j), [])]
-        for val in (0.05, 0.2, 0.5, 1.0, 2.0, 5.0):
+        for val in RESTART_VALUES:
             for sign in (1.0, -1.0) if flip else (1.0,):
                 cand = theta.copy()
                 cand[at_zero] = val
                 cand[flip] *= sign
                 starts.append(cand)
         if st.ntheta > 1:
-            starts += [x0 * sc for sc in (0.1, 0.3, 3.0)]
+            starts += [x0 * sc for sc in RESTART_SCALES]
         devs = [st.evaluate(c, reml)["dev"] for c in starts]
         order = np.argsort(devs)
         tried = 0
         for i in order:
-            if devs[i] >= best - 1e-10 and tried >= 1:
+            if devs[i] >= best - RESTART_GAIN and tried >= 1:
                 break
             res2 = run(starts[i])
             tried += 1
             restarts += 1
-            if res2.fun < best - 1e-10:
+            if res2.fun < best - RESTART_GAIN:
                 best, theta, res = float(res2.fun), np.asarray(res2.x, float), res2
-            if tried >= 4:
+            if tried >= MAX_RESTARTS:
                 break
     if res.ev is not None and np.array_equal(res.ev["theta"], theta):
         ev = res.ev
@@ -1008,11 +954,7 @@ def fit_lmm(
     used: list[str] = [outcome]
     for t in fixed:
         used += list(parse_term(t))
-    for r in specs:
-        for t in r.terms:
-            if t not in ("0", "1"):
-                used += list(parse_term(t))
-        used += [c.strip() for c in r.group.split(":")]
+    used += random_columns(specs)
     used = list(dict.fromkeys(used))
     missing_cols = [c for c in used if c not in data.columns]
     if missing_cols:
@@ -1040,7 +982,7 @@ def fit_lmm(
     X = design.X
     n, p = X.shape
     XtX_eig = np.linalg.eigvalsh(X.T @ X)
-    rank = int(np.sum(XtX_eig > max(float(XtX_eig[-1]), 1e-300) * 1e-10))
+    rank = int(np.sum(XtX_eig > max(float(XtX_eig[-1]), np.finfo(float).tiny) * RANK_RTOL))
     if rank < p:
         raise ModelError(
             f"The fixed-effects design is rank deficient (rank {rank} < {p} columns "
@@ -1048,36 +990,17 @@ def fit_lmm(
             "Remove a term or check the data."
         )
     # ---- random-effect terms
-    terms: list[_ReTerm] = []
-    Zs: list[np.ndarray] = []
+    terms = build_terms(sub, specs, levels)
     ngroups: dict[str, int] = {}
-    for r in specs:
-        intercept = "1" in r.terms
-        rterms = [t for t in r.terms if t not in ("0", "1")]
-        if not intercept and not rterms:
-            raise ModelError(f"Random effect {r.label} has no effects.")
-        if rterms:
-            zd = build_design(sub, rterms, levels=levels, intercept=intercept)
-            z_names, Z = list(zd.columns), zd.X
-        else:
-            z_names, Z = ["(Intercept)"], np.ones((n, 1))
-        codes, names = _group_codes(sub, r.group)
-        nlev = len(names)
-        if nlev >= n:
-            raise ModelError(
-                f"Grouping factor {r.group!r} has {nlev} levels for {n} observations: its "
-                "random effect cannot be told apart from the residual (lme4 refuses this too)."
-            )
-        terms.append(_ReTerm(r, z_names, Z.shape[1], nlev, names, codes, 0))
-        Zs.append(Z)
-        ngroups[r.group] = nlev
-    n_re = sum(t.q * t.nlev for t in terms)
+    for term in terms:
+        ngroups[term.spec.group] = term.nlev
+    n_re = sum(term.q * term.nlev for term in terms)
     if n_re > n:
         raise ModelError(
             f"{n_re} random effects for {n} observations: the model is not identifiable "
             "(lme4's check.nobs.vs.nRE). Simplify the random effects."
         )
-    st = _Structure(X, y, terms, Zs)
+    st = _Structure(X, y, ReStructure(terms, n))
     covariate_means = {v: float(np.mean(pd.to_numeric(sub[v]))) for v in design.numeric}
     return _fit_structure(
         st,
@@ -1105,7 +1028,8 @@ def _fit_structure(
     n_excluded: int,
 ) -> LMMResult:
     n, p = st.n, st.p
-    theta, info, ev = _optimize(st, reml)
+    with single_threaded_blas():
+        theta, info, ev = _optimize(st, reml)
     r2, nprime = ev["r2"], ev["nprime"]
     sigma = math.sqrt(r2 / nprime)
     beta = ev["beta"]
@@ -1117,7 +1041,7 @@ def _fit_structure(
     bic = -2.0 * loglik + math.log(n) * npar
     lower = np.array(st.lower)
     singular = bool(np.any(theta[np.isfinite(lower)] < SINGULAR_TOL))
-    converged = info["max_abs_scaled_grad"] < 2e-3
+    converged = info["max_abs_scaled_grad"] < CONVERGENCE_TOL
     if not converged:
         warnings.append(
             f"Model failed to converge: max|scaled gradient| = "
