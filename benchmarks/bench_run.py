@@ -2,20 +2,19 @@
 
 Usage (from the repository root)::
 
-    python benchmarks/bench_run.py                       # real modules, demo protocol
+    python benchmarks/bench_run.py                       # demo protocol, simulated demo study
     python benchmarks/bench_run.py --repeat 3            # best and median of 3 runs
-    python benchmarks/bench_run.py --stand-ins           # output stages only, over the test
-                                                         # stand-ins of the upstream modules
 
-Prints the wall time of every stage (simulate, protocol, validate, derive, fit, tables,
-figures, report, manifest), the total including imports, and whether the target is met.
-It asserts nothing: the machine is shared and noisy; read the figures.
+Prints the wall and CPU time of every stage (simulate, protocol, validate, derive, fit,
+tables, figures, report, manifest), the total including imports, whether the target is met,
+and the load average of the machine beside the figures. It asserts nothing: the machine is
+shared and noisy; read the figures.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
+import os
 import statistics
 import sys
 import tempfile
@@ -28,53 +27,17 @@ sys.path.insert(0, str(ROOT))
 TARGET_S = 20.0
 
 
-def _install_stand_ins() -> None:
-    import types
-
-    path = ROOT / "tests" / "data" / "outputs" / "fake_upstream.py"
-    spec = importlib.util.spec_from_file_location("studykit_outputs_fake_upstream", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    for name, funcs in mod.MODULES.items():
-        m = types.ModuleType(name)
-        for f in funcs:
-            setattr(m, f, getattr(mod, f))
-        sys.modules[name] = m
-
-
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--protocol", default=str(ROOT / "protocols" / "ketamine_sleep.yaml"))
     ap.add_argument("--repeat", type=int, default=1)
-    ap.add_argument("--stand-ins", action="store_true", help="use the test stand-ins upstream")
     args = ap.parse_args()
-    if args.stand_ins:
-        _install_stand_ins()
-        print(
-            "NOTE: upstream stages run on the TEST STAND-INS; only tables, figures, report "
-            "and manifest times are meaningful."
-        )
-    else:
-        missing = [
-            m
-            for m in ("simulate", "validate", "hypnogram", "protocol", "analysis")
-            if importlib.util.find_spec(f"studykit.{m}") is None
-        ]
-        if missing:
-            print(
-                f"cannot run the real pipeline: studykit.{', studykit.'.join(missing)} "
-                "missing. Use --stand-ins to time the output stages alone."
-            )
-            return 2
     from studykit.pipeline import run
 
     protocol = Path(args.protocol)
-    if args.stand_ins and not protocol.is_file():
-        protocol = Path(tempfile.mkdtemp()) / "stand_in_protocol.yaml"
-        protocol.write_text("id: stand_in\n")
-
-    totals, per_stage, per_cpu = [], {}, {}
+    totals: list[float] = []
+    per_stage: dict[str, list[float]] = {}
+    per_cpu: dict[str, list[float]] = {}
     for i in range(args.repeat):
         with tempfile.TemporaryDirectory() as tmp:
             t = time.perf_counter()
@@ -84,6 +47,7 @@ def main() -> int:
             for k, v in res.timings.items():
                 per_stage.setdefault(k, []).append(v)
                 per_cpu.setdefault(k, []).append(res.cpu_timings.get(k, float("nan")))
+    print(f"load average (1, 5, 15 min): {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print(f"{'stage':<10} {'wall best s':>12} {'wall median s':>14} {'cpu median s':>13}")
     for k, v in per_stage.items():
         print(

@@ -18,22 +18,33 @@ and what to do (the CLI prints it and exits with code 2).
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import inspect
 import logging
 import math
 import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
+from matplotlib.figure import Figure
 
-from studykit.errors import InputError, StudykitError
+from studykit import plotting as P
+from studykit import tables as T
+from studykit.analysis import AnalysisResults, run_analysis
+from studykit.dictionary import load_dictionary
+from studykit.errors import InputError, StudykitError, ValidationError
+from studykit.hypnogram import sleep_statistics
+from studykit.manifest import build_manifest, environment, git_commit, write_manifest
 from studykit.models.multiplicity import adjusted_intervals
-from studykit.validate import readme_says_simulated
+from studykit.privacy import identifier_columns, redact_identifier_values
+from studykit.protocol import Protocol, load_protocol
+from studykit.report import ReportFigure, ReportTable, write_report
+from studykit.simulate import simulate_study, write_study
+from studykit.validate import Study, load_study, readme_says_simulated
 
 __all__ = ["STAGES", "DEFAULT_SEED", "RunResult", "run"]
 
@@ -105,8 +116,8 @@ class RunResult:
         Stage -> CPU seconds of this process (less sensitive to a busy machine).
     simulated : bool
         Whether the data were simulated.
-    analysis : object
-        The ``AnalysisResults`` of the fit stage.
+    analysis : AnalysisResults or None
+        The results of the fit stage.
     """
 
     out: Path
@@ -117,7 +128,7 @@ class RunResult:
     timings: dict[str, float] = field(default_factory=dict)
     cpu_timings: dict[str, float] = field(default_factory=dict)
     simulated: bool = False
-    analysis: object = None
+    analysis: AnalysisResults | None = None
 
 
 # --------------------------------------------------------------------------------------
@@ -126,62 +137,20 @@ class RunResult:
 
 
 def _dictionary_path() -> Path:
-    from importlib.resources import files
-
-    return Path(str(files("studykit") / "data" / "data_dictionary.csv"))
-
-
-def _codes(spec: str) -> dict[str, str]:
-    """``"KP, Ketamine then placebo | PK, ..."`` -> ``{"KP": "Ketamine then placebo", ...}``."""
-    out = {}
-    for part in spec.split("|"):
-        part = part.strip()
-        if not part:
-            continue
-        code, _, label = part.partition(",")
-        out[code.strip()] = label.strip() or code.strip()
-    return out
-
-
-def _code_labels(variable: object) -> dict[str, str]:
-    """``Variable.code_labels`` (a property or a method) as a dict."""
-    cl = getattr(variable, "code_labels", None)
-    if callable(cl):
-        cl = cl()
-    if cl is None:
-        cl = dict(getattr(variable, "codes", ()) or ())
-    return dict(cl)
+    """The packaged data dictionary (the one ``load_dictionary()`` reads)."""
+    return Path(str(resources.files("studykit") / "data" / "data_dictionary.csv"))
 
 
 class _Meta:
-    """Display metadata of the dictionary: labels, units, roles, code order and labels.
-
-    Uses ``studykit.dictionary.load_dictionary()``; reads the packaged CSV directly only
-    when that module is not installed.
-    """
+    """Display metadata of the data dictionary: labels, units, roles, code order and labels."""
 
     def __init__(self) -> None:
-        rows = []
-        try:
-            from studykit.dictionary import load_dictionary
-        except ModuleNotFoundError:
-            dd = pd.read_csv(_dictionary_path(), dtype=str, keep_default_na=False)
-            for r in dd.itertuples():
-                rows.append((r.table, r.name, r.label or r.name, r.unit, r.role, _codes(r.codes)))
-        else:
-            d = load_dictionary()
-            for table in d.tables:
-                for v in d.variables(table):
-                    rows.append(
-                        (
-                            table,
-                            v.name,
-                            v.label or v.name,
-                            v.unit or "",
-                            v.role,
-                            _code_labels(v),
-                        )
-                    )
+        d = load_dictionary()
+        rows = [
+            (table, v.name, v.label or v.name, v.unit or "", v.role, v.code_labels)
+            for table in d.tables
+            for v in d.variables(table)
+        ]
         self._by = {(t, n): (lab, unit, role, codes) for t, n, lab, unit, role, codes in rows}
         self._order = rows
 
@@ -211,20 +180,6 @@ class _Meta:
 # --------------------------------------------------------------------------------------
 # helpers
 # --------------------------------------------------------------------------------------
-
-
-def _replace(obj: object, **changes: object) -> object:
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return dataclasses.replace(obj, **changes)
-    new = copy.copy(obj)
-    for k, v in changes.items():
-        setattr(new, k, v)
-    return new
-
-
-def _frame(obj: object, name: str) -> pd.DataFrame | None:
-    v = getattr(obj, name, None)
-    return v if isinstance(v, pd.DataFrame) else None
 
 
 def _prepare_out(out: Path, *, simulate: bool, data: Path | None) -> None:
@@ -279,24 +234,6 @@ def _stage_error(stage: str, exc: StudykitError, where: str) -> StudykitError:
     return exc
 
 
-def _emmeans_frame(analysis: object) -> pd.DataFrame | None:
-    em = getattr(analysis, "emmeans", None)
-    if em is None:
-        return None
-    if isinstance(em, pd.DataFrame):
-        return em
-    if isinstance(em, Mapping):
-        parts = []
-        for hid, df in em.items():
-            if isinstance(df, pd.DataFrame) and len(df):
-                parts.append(df.assign(hypothesis_id=hid) if "hypothesis_id" not in df else df)
-        if parts:
-            out = pd.concat(parts, ignore_index=True)
-            cols = ["hypothesis_id", *[c for c in out.columns if c != "hypothesis_id"]]
-            return out[cols]
-    return None
-
-
 # --------------------------------------------------------------------------------------
 # the run
 # --------------------------------------------------------------------------------------
@@ -310,6 +247,7 @@ def run(
     seed: int | None = None,
     command: Sequence[str] | None = None,
     progress: bool | Callable[[str], object] = True,
+    allow_errors: bool = False,
 ) -> RunResult:
     """Run the whole analysis: validate -> derive -> fit -> tables -> figures -> report -> manifest.
 
@@ -330,6 +268,10 @@ def run(
     progress : bool or callable, default True
         Print one line per stage with its time (``True``: to stdout; a callable receives
         each line).
+    allow_errors : bool, default False
+        Analyse the accepted rows even when validation found errors (rows with errors are
+        left out). Recorded in the manifest (``arguments.allow_errors``) and shown in the
+        report. Without it, a validation error stops the run.
 
     Returns
     -------
@@ -357,7 +299,7 @@ def run(
     protocol = Path(protocol)
     out = Path(out)
     simulate = data is None
-    data_dir = (out / "data") if simulate else Path(data)
+    data_dir = out / "data" if data is None else Path(data)
     if not simulate and not data_dir.is_dir():
         raise InputError(
             f"--data {str(data)!r} is not a directory. Give a study directory holding "
@@ -375,7 +317,7 @@ def run(
     # simulated data are always labelled: generated here, or a directory whose README says so
     simulated = simulate or readme_says_simulated(data_dir)
     result = RunResult(out=out, simulated=simulated)
-    state: dict[str, object] = {}
+    state: dict[str, Any] = {}
     meta = _Meta()
 
     def do(stage: str, where: str, fn: Callable[[], str | None]) -> None:
@@ -399,8 +341,6 @@ def run(
     if simulate:
 
         def _simulate() -> str:
-            from studykit.simulate import simulate_study, write_study
-
             study = simulate_study(seed=seed)
             write_study(study, data_dir)
             return f"SIMULATED demo study (seed {seed}) -> {data_dir}"
@@ -409,42 +349,39 @@ def run(
 
     # ---------------------------------------------------------------- protocol
     def _protocol() -> str:
-        from studykit.protocol import load_protocol
-
         proto = load_protocol(protocol)
         state["protocol"] = proto
         (out / "protocol").mkdir(exist_ok=True)
         shutil.copyfile(protocol, out / "protocol" / protocol.name)
-        n = len(getattr(proto, "hypotheses", []) or [])
-        return f"{getattr(proto, 'id', protocol.stem)}: {n} hypotheses"
+        return f"{proto.id}: {len(proto.hypotheses)} hypotheses"
 
     do("protocol", f"file {protocol}", _protocol)
 
     # ---------------------------------------------------------------- validate
     def _validate() -> str:
-        from studykit.validate import load_study
-
         study = load_study(data_dir)
         state["study"] = study
-        state["issues"] = _relative_files(_frame(study, "issues"), data_dir)
-        state["files_summary"] = _relative_files(_frame(study, "summary"), data_dir)
-        issues = _frame(study, "issues")
-        n_err = 0
-        if issues is not None and len(issues) and "severity" in issues:
-            n_err = int((issues["severity"].astype(str).str.lower() == "error").sum())
-        roster = _frame(study, "roster")
-        n_part = 0 if roster is None else len(roster)
-        n_iss = 0 if issues is None else len(issues)
-        return f"{n_part} participants; {n_iss} issues ({n_err} errors)"
+        state["issues"] = _relative_files(study.issues, data_dir)
+        state["files_summary"] = _relative_files(study.summary, data_dir)
+        issues = study.issues
+        n_err = int((issues["severity"].astype(str).str.lower() == "error").sum())
+        state["n_errors"] = n_err
+        if n_err and not allow_errors:
+            raise ValidationError(
+                f"{n_err} validation error(s) in the data of {data_dir}; rows with errors would "
+                "be left out of the analysis. Fix the listed rows, or re-run with "
+                "--allow-errors to analyse the accepted rows only (recorded in the manifest "
+                "and the report).",
+                study.issues,
+            )
+        return f"{len(study.roster)} participants; {len(issues)} issues ({n_err} errors)"
 
     try:
         do("validate", f"data directory {data_dir}", _validate)
-    except StudykitError as exc:
-        issues = getattr(exc, "issues", None)
+    except ValidationError as exc:
+        issues = exc.issues
         if isinstance(issues, pd.DataFrame) and len(issues):
-            from studykit.tables import redact_identifier_values, write_table
-
-            path = write_table(
+            path = T.write_table(
                 redact_identifier_values(_relative_files(issues, data_dir)),
                 out,
                 "validation_issues",
@@ -455,39 +392,28 @@ def run(
 
     # ---------------------------------------------------------------- derive
     def _derive() -> str:
-        study = state["study"]
-        epochs = _frame(study, "epochs")
-        nights = _frame(study, "nights")
-        if epochs is None or epochs.empty or nights is None:
+        study: Study = state["study"]
+        epochs = study.epochs
+        nights = study.nights
+        if epochs is None or epochs.empty:
             return "no hypnograms: outcomes taken from nights.csv as given"
-        from studykit.hypnogram import sleep_statistics
-
         stats = sleep_statistics(epochs, nights=nights)
         keys = [k for k in _KEYS if k in stats.columns and k in nights.columns]
         derived = [c for c in stats.columns if c not in keys]
         merged = nights.drop(columns=[c for c in derived if c in nights.columns]).merge(
             stats, on=keys, how="left", validate="one_to_one"
         )
-        state["study"] = _replace(study, nights=merged)
+        state["study"] = dataclasses.replace(study, nights=merged)
         return f"{len(stats)} nights from {len(epochs)} epochs"
 
     do("derive", f"hypnograms under {data_dir / 'hypnograms'}", _derive)
 
     # ---------------------------------------------------------------- fit
     def _fit() -> str:
-        from studykit.analysis import run_analysis
-
-        kwargs = {}
-        if "simulated" in inspect.signature(run_analysis).parameters:
-            kwargs["simulated"] = simulated
-        analysis = run_analysis(state["protocol"], state["study"], **kwargs)
+        analysis = run_analysis(state["protocol"], state["study"], simulated=simulated)
         result.analysis = analysis
         state["analysis_obj"] = analysis
-        h = getattr(analysis, "hypotheses", None)
-        if not isinstance(h, pd.DataFrame):
-            raise InputError("The analysis returned no hypothesis results table.")
-        if simulated and "simulated" in h.columns:
-            h = h.assign(simulated=True)
+        h = analysis.hypotheses
         state["hypotheses"] = h
         return f"{len(h)} hypothesis x contrast rows"
 
@@ -520,15 +446,16 @@ def run(
         "data": None if simulate else str(data_dir.resolve()),
         "out": str(out.resolve()),
         "seed": seed,
+        "allow_errors": bool(allow_errors),
     }
     if command is None:
         command = ["studykit", "run", str(protocol), "--out", str(out), "--seed", str(seed)]
         if not simulate:
             command[3:3] = ["--data", str(data)]
+        if allow_errors:
+            command.append("--allow-errors")
 
     def _report() -> str:
-        from studykit.manifest import environment, git_commit
-
         env = environment()
         summary = {
             "command": " ".join(command),
@@ -546,6 +473,11 @@ def run(
             "git commit (protocol)": (git_commit(protocol.resolve().parent) or {}).get(
                 "commit", "not in a git repository"
             ),
+            "validation errors": (
+                f"{state['n_errors']} (analysed anyway: --allow-errors; rows with errors left out)"
+                if state["n_errors"]
+                else "none"
+            ),
             "verify": f"studykit verify {out}",
         }
         path = _write_report(state, meta, out, simulated=simulated, manifest_summary=summary)
@@ -556,15 +488,13 @@ def run(
 
     # ---------------------------------------------------------------- manifest
     def _manifest() -> str:
-        from studykit.manifest import build_manifest, write_manifest
-
-        proto = state["protocol"]
+        proto: Protocol = state["protocol"]
         m = build_manifest(
             out_dir=out,
             command=command,
             arguments=arguments,
             protocol_path=protocol,
-            protocol_id=getattr(proto, "id", None),
+            protocol_id=proto.id,
             protocol_copy=f"protocol/{protocol.name}",
             dictionary_path=_dictionary_path(),
             data_dir=data_dir,
@@ -598,9 +528,7 @@ class _TableSpec:
 
 
 def write_table_spec(spec: _TableSpec, directory: Path, name: str) -> dict[str, Path]:
-    from studykit.tables import write_table
-
-    return write_table(
+    return T.write_table(
         spec.data,
         directory,
         name,
@@ -611,15 +539,15 @@ def write_table_spec(spec: _TableSpec, directory: Path, name: str) -> dict[str, 
     )
 
 
-def _treatment_of_period(study: object) -> pd.DataFrame | None:
-    periods = _frame(study, "periods")
-    if periods is None or not {"participant_id", "period", "treatment"} <= set(periods.columns):
+def _treatment_of_period(study: Study) -> pd.DataFrame | None:
+    periods = study.periods
+    if not {"participant_id", "period", "treatment"} <= set(periods.columns):
         return None
     return periods[["participant_id", "period", "treatment"]].drop_duplicates()
 
 
-def _diary_with_treatment(study: object) -> pd.DataFrame | None:
-    diary = _frame(study, "diary")
+def _diary_with_treatment(study: Study) -> pd.DataFrame | None:
+    diary = study.diary
     tp = _treatment_of_period(study)
     if diary is None or tp is None or diary.empty:
         return None
@@ -628,10 +556,11 @@ def _diary_with_treatment(study: object) -> pd.DataFrame | None:
     return diary.merge(tp, on=["participant_id", "period"], how="left")
 
 
-def _build_tables(state: Mapping[str, object], meta: _Meta):
-    from studykit import tables as T
-
-    study = state["study"]
+def _build_tables(
+    state: Mapping[str, Any], meta: _Meta
+) -> tuple[dict[str, _TableSpec], dict[str, _TableSpec]]:
+    study: Study = state["study"]
+    analysis: AnalysisResults = state["analysis_obj"]
     h = T.hypothesis_table(state["hypotheses"])
     specs: dict[str, _TableSpec] = {}
     methods = sorted({str(m) for m in h["adjust_method"].dropna().unique()})
@@ -655,9 +584,9 @@ def _build_tables(state: Mapping[str, object], meta: _Meta):
         "Holm/Hochberg/Bonferroni-adjusted rows; unadjusted otherwise.",
         in_report=False,
     )
-    roster = _frame(study, "roster")
-    if roster is not None and "sequence" in roster.columns:
-        ids = T.identifier_columns()
+    roster = study.roster
+    if "sequence" in roster.columns:
+        ids = identifier_columns()
         variables = [
             v
             for v in meta.names("roster", role="covariate")
@@ -686,8 +615,8 @@ def _build_tables(state: Mapping[str, object], meta: _Meta):
             notes="Randomized, completed and withdrawn per sequence; analysed and excluded per "
             "hypothesis (first contrast).",
         )
-    nights = _frame(study, "nights")
-    if nights is not None and {"treatment", "night"} <= set(nights.columns):
+    nights = study.nights
+    if {"treatment", "night"} <= set(nights.columns):
         proto_outcomes = [o for o in dict.fromkeys(h["outcome"].dropna()) if o in nights.columns]
         outcomes = list(
             dict.fromkeys([*proto_outcomes, *(o for o in CORE_NIGHT_OUTCOMES if o in nights)])
@@ -750,22 +679,19 @@ def _build_tables(state: Mapping[str, object], meta: _Meta):
     )
     if issues is not None and len(issues):
         specs["validation_issues"] = _TableSpec(
-            T.redact_identifier_values(issues),
+            redact_identifier_values(issues),
             "Validation issues",
             formats=("csv",),
             in_report=False,
         )
-    ex_fn = getattr(state.get("analysis_obj"), "exclusions", None)
-    ex = ex_fn() if callable(ex_fn) else None
-    if isinstance(ex, pd.DataFrame):
-        specs["exclusions"] = _TableSpec(
-            ex.reset_index(drop=True),
-            "Exclusions per hypothesis (participant, period, observations, reason)",
-            notes="Observations not analysed for a hypothesis, with the reason (protocol "
-            "rules, missing outcome, intercurrent events).",
-        )
-    em = _emmeans_frame(state.get("analysis_obj"))
-    if em is not None:
+    specs["exclusions"] = _TableSpec(
+        analysis.exclusions().reset_index(drop=True),
+        "Exclusions per hypothesis (participant, period, observations, reason)",
+        notes="Observations not analysed for a hypothesis, with the reason (protocol "
+        "rules, missing outcome, intercurrent events).",
+    )
+    em = analysis.emmeans
+    if len(em):
         specs["emmeans"] = _TableSpec(
             em,
             "Estimated marginal means",
@@ -787,26 +713,25 @@ def _isnum(v: object) -> bool:
     return True
 
 
-def _build_figures(state: Mapping[str, object], meta: _Meta, fdir: Path) -> dict:
-    from studykit import plotting as P
-
-    study = state["study"]
+def _build_figures(state: Mapping[str, Any], meta: _Meta, fdir: Path) -> dict[str, dict]:
+    study: Study = state["study"]
+    analysis: AnalysisResults = state["analysis_obj"]
     h = state["hypotheses"]
     figs: dict[str, dict] = {}
     captions: dict[str, tuple[str, str]] = {}
 
-    def keep(name: str, fig, title: str, caption: str) -> None:
+    def keep(name: str, fig: Figure, title: str, caption: str) -> None:
         figs[name] = P.save_figure(fig, fdir, name)
         captions[name] = (title, caption)
 
-    nights = _frame(study, "nights")
+    nights = study.nights
     arm_order = meta.levels("nights", "treatment")
     night_order = meta.levels("nights", "night")
     confirm = h[h["role"].astype(str).str.lower() == "confirmatory"] if "role" in h else h
     outcomes = [
         o
         for o in dict.fromkeys((confirm if len(confirm) else h)["outcome"].dropna())
-        if nights is not None and o in nights.columns
+        if o in nights.columns
     ][:4]
     for o in outcomes:
         keep(
@@ -821,13 +746,11 @@ def _build_figures(state: Mapping[str, object], meta: _Meta, fdir: Path) -> dict
             f"Individual trajectories: {meta.label('nights', o)}",
             "Thin lines: one participant and period; thick: arm mean of observed values.",
         )
-    em = _emmeans_frame(state.get("analysis_obj"))
-    if em is not None and {"estimate", "conf_low", "conf_high", "treatment"} <= set(em.columns):
+    em = analysis.emmeans
+    if len(em) and {"estimate", "conf_low", "conf_high", "treatment"} <= set(em.columns):
         groups = list(em.groupby("hypothesis_id", sort=False))
         ncols = min(3, len(groups))
         nrows = math.ceil(len(groups) / ncols)
-        from matplotlib.figure import Figure
-
         fig = Figure(figsize=(4.2 * ncols, 3.3 * nrows))
         axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
         fig.subplots_adjust(
@@ -885,7 +808,7 @@ def _build_figures(state: Mapping[str, object], meta: _Meta, fdir: Path) -> dict
         "Estimates with unadjusted (thin) and multiplicity-adjusted (thick) confidence "
         "intervals; dashed line: no effect. Ratios on a log axis.",
     )
-    epochs = _frame(study, "epochs")
+    epochs = study.epochs
     tp = _treatment_of_period(study)
     if epochs is not None and not epochs.empty and tp is not None:
         ket = tp[tp["treatment"] == "ketamine"].sort_values(["participant_id", "period"])
@@ -933,24 +856,21 @@ def _build_figures(state: Mapping[str, object], meta: _Meta, fdir: Path) -> dict
 
 
 def _write_report(
-    state: Mapping[str, object],
+    state: Mapping[str, Any],
     meta: _Meta,
     out: Path,
     *,
     simulated: bool,
     manifest_summary: Mapping[str, object],
 ) -> Path:
-    from studykit.report import ReportFigure, ReportTable, write_report
-    from studykit.tables import format_display
-
     h = state["hypotheses"]
-    proto = state["protocol"]
+    proto: Protocol = state["protocol"]
     displays: Mapping[str, _TableSpec] = state["displays"]
     tables = [
         ReportTable(
             name,
             spec.title,
-            spec.display if spec.display is not None else format_display(spec.data),
+            spec.display if spec.display is not None else T.format_display(spec.data),
             spec.notes,
         )
         for name, spec in displays.items()
@@ -965,25 +885,25 @@ def _write_report(
         for c in ("hypothesis_id", "claim", "evidence", "outcome", "role", "multiplicity_family")
         if c in h.columns
     ]
-    protocol_table = format_display(first[short])
+    protocol_table = T.format_display(first[short])
     full = [
         c
         for c in ("hypothesis_id", "source", "estimand", "effect_size_definition", "verdict_rule")
         if c in h.columns
     ]
-    definitions = format_display(first[full])
+    definitions = T.format_display(first[full])
     diag_cols = [
         c
         for c in ("hypothesis_id", "contrast", "model", "converged", "singular", "warnings")
         if c in h.columns
     ]
-    diagnostics = format_display(h[diag_cols])
-    pid = getattr(proto, "id", None) or (h["protocol_id"].iloc[0] if len(h) else "")
-    sha = getattr(proto, "sha256", None) or (h["protocol_sha256"].iloc[0] if len(h) else "")
+    diagnostics = T.format_display(h[diag_cols])
+    pid = proto.id
+    sha = proto.sha256
     protocol_summary = {
         "id": pid,
         "sha256": sha,
-        "title": getattr(proto, "title", "") or "",
+        "title": proto.title,
         "hypotheses": len(h["hypothesis_id"].unique()),
         "confirmatory": int(
             h.drop_duplicates("hypothesis_id")["role"].astype(str).eq("confirmatory").sum()

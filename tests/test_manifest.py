@@ -1,8 +1,7 @@
 """Manifest: hashes, environment, tolerant comparison of tables, and verify()."""
 
-import importlib.util
 import json
-import sys
+import shutil
 from pathlib import Path
 
 import pytest
@@ -11,18 +10,14 @@ from studykit.errors import InputError
 from studykit.manifest import (
     ATOL,
     RTOL,
-    Difference,
     build_manifest,
-    compare_csv,
-    compare_results,
     hash_tree,
     load_manifest,
     sha256_file,
-    verify,
     write_manifest,
 )
-
-FAKES = Path(__file__).parent / "data" / "outputs" / "fake_upstream.py"
+from studykit.pipeline import run
+from studykit.verify import Difference, compare_csv, compare_results, verify
 
 
 def _write(p: Path, text: str) -> Path:
@@ -162,25 +157,18 @@ def test_load_manifest_errors(tmp_path):
         load_manifest(tmp_path)
 
 
-# ---------------------------------------------------------------- verify (stand-in upstream)
+# ---------------------------------------------------------------- verify (a small real study)
 
 
 @pytest.fixture
-def demo(monkeypatch, tmp_path):
-    spec = importlib.util.spec_from_file_location("studykit_outputs_fake_upstream", FAKES)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    mod.install(monkeypatch)
-    from studykit.pipeline import run
-
-    proto = _write(tmp_path / "proto.yaml", "id: proto\n")
-    run(proto, out=tmp_path / "out", seed=5, progress=False)
-    return tmp_path / "out", proto
+def demo(small_study, small_protocol, tmp_path):
+    proto = Path(shutil.copyfile(small_protocol, tmp_path / "proto.yaml"))
+    run(proto, data=small_study, out=tmp_path / "out", progress=False)
+    return tmp_path / "out", proto, small_study
 
 
 def test_verify_identical_then_detects_changes(demo):
-    out, proto = demo
+    out, proto, study = demo
     assert verify(out) == []
     # a changed result number beyond tolerance
     f = out / "tables" / "descriptive_nights.csv"
@@ -188,18 +176,17 @@ def test_verify_identical_then_detects_changes(demo):
     lines = text.splitlines()
     lines[1] = lines[1].rsplit(",", 1)[0] + ",12345"  # last column: max
     f.write_text("\n".join(lines) + "\n")
-    # a changed input file of the simulated data, and a changed protocol
-    (out / "data" / "diary.csv").write_text("tampered\n")
-    proto.write_text("id: proto\n# edited after the run\n")
+    # a changed input file, and a changed protocol (a comment added: same analysis)
+    (study / "README.md").write_text((study / "README.md").read_text() + "edited\n")
+    proto.write_text(proto.read_text() + "# edited after the run\n")
     diffs = verify(out)
     kinds = {(d.file, d.kind) for d in diffs}
     assert ("tables/descriptive_nights.csv", "number") in kinds
-    assert ("data/diary.csv", "input") in kinds  # on disk differs from the manifest
-    assert not any(k == "simulation" for _, k in kinds)  # re-simulation still reproduces
+    assert (f"{study.resolve()}/README.md", "input") in kinds  # differs from the manifest
     assert (str(proto), "protocol") in kinds
 
 
 def test_verify_uses_protocol_copy_when_original_is_gone(demo):
-    out, proto = demo
+    out, proto, _ = demo
     proto.unlink()
     assert verify(out) == []

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 
 from studykit.errors import InputError
+from studykit.privacy import identifier_columns
 from studykit.tables import (
     HYPOTHESIS_COLUMNS,
     baseline_characteristics,
@@ -19,7 +20,6 @@ from studykit.tables import (
     format_descriptive_table,
     format_hypothesis_table,
     hypothesis_table,
-    identifier_columns,
     participant_flow,
     to_csv_text,
     validation_summary,

@@ -11,7 +11,10 @@ import json
 import sys
 from pathlib import Path
 
+from studykit.dictionary import load_dictionary
 from studykit.errors import InputError
+from studykit.redcap import export_redcap, import_redcap, to_redcap
+from studykit.schema import table_schema
 
 __all__ = ["register", "handle"]
 
@@ -51,8 +54,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     """Run ``studykit dictionary ACTION``; return the exit code."""
-    from studykit.dictionary import export_redcap, import_redcap, load_dictionary
-
     action = args.dict_command
     if action is None:
         print(
@@ -77,7 +78,7 @@ def handle(args: argparse.Namespace) -> int:
         dd = load_dictionary(args.dictionary)
         path = export_redcap(dd, args.out, tables=args.tables)
         print(
-            f"wrote REDCap data dictionary {path} ({len(dd.to_redcap(tables=args.tables))} fields)"
+            f"wrote REDCap data dictionary {path} ({len(to_redcap(dd, tables=args.tables))} fields)"
         )
         return 0
     if action == "import-redcap":
@@ -90,7 +91,7 @@ def handle(args: argparse.Namespace) -> int:
         return 0
     if action == "schema":
         dd = load_dictionary(args.dictionary)
-        text = json.dumps(dd.table_schema(args.table), indent=2, ensure_ascii=False)
+        text = json.dumps(table_schema(dd, args.table), indent=2, ensure_ascii=False)
         if args.output:
             Path(args.output).write_text(text + "\n", encoding="utf-8")
             print(f"wrote {args.output}")

@@ -35,6 +35,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="seed of the simulated demo study (default: 20261125)",
     )
+    p.add_argument(
+        "--allow-errors",
+        action="store_true",
+        help="analyse the accepted rows even when validation finds errors (rows with errors are "
+        "left out; recorded in the manifest and the report). Default: a validation error stops "
+        "the run (exit 2)",
+    )
     p.add_argument("--quiet", action="store_true", help="do not print per-stage progress")
     p.set_defaults(handler=handle)
 
@@ -47,6 +54,8 @@ def handle(args: argparse.Namespace) -> int:
     if args.data is not None:
         command += ["--data", args.data]
     command += ["--out", args.out, "--seed", str(seed)]
+    if args.allow_errors:
+        command.append("--allow-errors")
     run(
         args.protocol,
         data=args.data,
@@ -54,5 +63,6 @@ def handle(args: argparse.Namespace) -> int:
         seed=seed,
         command=command,
         progress=not args.quiet,
+        allow_errors=args.allow_errors,
     )
     return 0

@@ -14,7 +14,17 @@ from pathlib import Path
 
 import pandas as pd
 
+from studykit.dictionary import load_dictionary
 from studykit.errors import InputError
+from studykit.validate import (
+    ISSUE_COLUMNS,
+    empty_issues,
+    hypnogram_keys,
+    infer_table,
+    load_study,
+    read_hypnogram_file,
+    validate_table,
+)
 
 __all__ = ["register", "handle"]
 
@@ -55,16 +65,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     """Run ``studykit validate``; return the exit code."""
-    from studykit.dictionary import load_dictionary
-    from studykit.validate import (
-        empty_issues,
-        hypnogram_keys,
-        infer_table,
-        load_study,
-        read_hypnogram_file,
-        validate_table,
-    )
-
     dd = load_dictionary(args.dictionary)
     if args.table is not None and args.table not in dd.tables:
         raise InputError(
@@ -82,18 +82,19 @@ def handle(args: argparse.Namespace) -> int:
                 summaries.append(_failed(str(path), "study", exc))
                 issues.append(_file_issue(str(path), exc))
                 continue
-            summaries.extend(study.summary.to_dict("records"))
+            if study.summary is not None:
+                summaries.extend(study.summary.to_dict("records"))
             issues.append(study.issues)
             continue
         keys = hypnogram_keys(path) if args.table in (None, "epochs") else None
         table = args.table or infer_table(path, dd.tables) or ("epochs" if keys else None)
         if table is None:
-            exc = InputError(
+            unknown = InputError(
                 f"cannot tell which table {path.name} holds: name the file after its table "
                 f"({', '.join(dd.tables)}, e.g. nights.csv) or pass --table."
             )
-            summaries.append(_failed(str(path), "?", exc))
-            issues.append(_file_issue(str(path), exc))
+            summaries.append(_failed(str(path), "?", unknown))
+            issues.append(_file_issue(str(path), unknown))
             continue
         try:
             if table == "epochs" and keys is not None:
@@ -129,8 +130,6 @@ def _failed(file: str, table: str, exc: Exception) -> dict:
 
 
 def _file_issue(file: str, exc: Exception) -> pd.DataFrame:
-    from studykit.validate import ISSUE_COLUMNS
-
     row = dict.fromkeys(ISSUE_COLUMNS, "")
     row.update(file=file, row=pd.NA, rule="file", severity="error", message=str(exc))
     frame = pd.DataFrame([row])

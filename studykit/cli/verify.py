@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     from studykit.errors import VerificationError
-    from studykit.manifest import verify
+    from studykit.verify import verify
 
     diffs = verify(args.results, rtol=args.rtol, atol=args.atol, progress=args.progress)
     if not diffs:

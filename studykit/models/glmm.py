@@ -31,6 +31,7 @@ from scipy import optimize, special
 from studykit.errors import ModelError
 from studykit.models.design import Design, build_design
 from studykit.models.inference import confidence_interval, wald_test
+from studykit.models.summary import ResultDisplay
 
 __all__ = ["GLMMResult", "WaldZTests", "fit_glmm", "wald_z_table", "FAMILIES"]
 
@@ -573,8 +574,8 @@ class WaldZTests:
         )
 
 
-@dataclass(frozen=True, eq=False)
-class GLMMResult(WaldZTests):
+@dataclass(frozen=True, eq=False, repr=False)
+class GLMMResult(WaldZTests, ResultDisplay):
     """A fitted Poisson / negative-binomial mixed model with a random intercept.
 
     Attributes
@@ -625,6 +626,8 @@ class GLMMResult(WaldZTests):
         ``log_theta`` (inverse negative Hessian).
     covariate_means : dict
         Numeric covariate -> its mean over the model rows (emmeans' reference grid).
+    formula : str or None
+        The lme4 formula when fitted by :func:`studykit.glmer`.
     """
 
     columns: list[str]
@@ -653,6 +656,7 @@ class GLMMResult(WaldZTests):
     covariate_means: dict[str, float] = field(default_factory=dict)
     n_iter: int = 0
     n_eval: int = 0
+    formula: str | None = None
 
     @property
     def method(self) -> str:
@@ -688,12 +692,11 @@ class GLMMResult(WaldZTests):
             ]
         )
 
-    def __repr__(self) -> str:
-        fam = self.family + (f"(theta={self.theta:.4g})" if self.theta is not None else "")
-        return (
-            f"GLMMResult({self.outcome} ~ {' + '.join(self.columns[1:] or ['1'])} + (1|{self.group}), "
-            f"{fam}, {self.method}, nobs={self.nobs}, ngroups={self.ngroups}, "
-            f"loglik={self.loglik:.4f}, sd_group={self.sd_group:.4g}, converged={self.converged})"
+    def varcorr(self) -> pd.DataFrame:
+        """The random-intercept variance as lme4's ``as.data.frame(VarCorr(fit))``."""
+        return pd.DataFrame(
+            [(self.group, "(Intercept)", None, self.sd_group**2, self.sd_group)],
+            columns=["group", "var1", "var2", "vcov", "sdcor"],
         )
 
 
