@@ -15,7 +15,7 @@ import math
 import os
 import re
 import sys
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from os import PathLike
 from typing import Any, NamedTuple
@@ -72,7 +72,7 @@ class DerivedNights(NamedTuple):
 
     nights: pd.DataFrame
     problems: pd.DataFrame
-    parameters: dict[str, object]
+    parameters: Mapping[str, object]
 
 
 def _chunk_table(
@@ -82,7 +82,7 @@ def _chunk_table(
     read = read_files(
         files,
         epoch_length=options.epoch_length,
-        format=options.format,  # type: ignore[arg-type]
+        format=options.format,
         scheme=options.scheme,  # type: ignore[arg-type]
         lights=lights,
         max_night_hours=options.max_night_hours,

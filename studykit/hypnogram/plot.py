@@ -126,12 +126,12 @@ def plot_hypnogram(
         kind = np.where(codes == code, rows, np.nan)
         if np.isfinite(kind).any():
             ax.stairs(kind, hours, baseline=None, color=color, linewidth=6, label=label)
-    for value, label, side in ((lights_off_s, "lights off", 0), (lights_on_s, "lights on", 1)):
+    for value, label, end in ((lights_off_s, "lights off", 0), (lights_on_s, "lights on", 1)):
         if value is None or not np.isfinite(value):
             continue
         x = float(value) / 3600.0
         ax.axvline(x, color=_LIGHTS_COLOR, linestyle="--", linewidth=1.2, label=label)
-        lo, hi = (hours[0], x) if side == 0 else (x, hours[-1])
+        lo, hi = (hours[0], x) if end == 0 else (x, hours[-1])
         if hi > lo:
             ax.axvspan(lo, hi, color=_LIGHTS_COLOR, alpha=0.08, linewidth=0)
     ax.set_yticks(list(_ROW_LABELS), list(_ROW_LABELS.values()))

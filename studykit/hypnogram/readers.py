@@ -281,7 +281,7 @@ def _fmt_list(items: Sequence[object], cap: int = 5) -> str:
 def _expand_annotations(
     onsets: np.ndarray,
     durations: np.ndarray,
-    labels: Sequence[object],
+    labels: Sequence[object] | np.ndarray,
     epoch_length: float,
     *,
     scheme: str = "auto",
@@ -295,8 +295,8 @@ def _expand_annotations(
         raise HypnogramError("no sleep stage annotation found; there is no epoch to read.")
     onsets = np.asarray(onsets, dtype=np.float64)
     durations = np.asarray(durations, dtype=np.float64)
-    labels = np.asarray(labels, dtype=object)
-    codes = stage_codes(labels, scheme=scheme)  # raises on unknown labels
+    labels = np.asarray(list(labels), dtype=object)
+    codes = stage_codes(labels, scheme=scheme)  # type: ignore[arg-type]  # checked by callers
     if not (np.isfinite(onsets).all() and np.isfinite(durations).all()):
         bad = np.flatnonzero(~(np.isfinite(onsets) & np.isfinite(durations)))
         raise HypnogramError(
@@ -535,7 +535,7 @@ def _declared_epoch_length(root: ET.Element, epoch_length: float) -> None:
     if node is None or not (node.text or "").strip():
         return
     try:
-        declared = float(node.text)
+        declared = float(node.text or "")
     except ValueError:
         raise HypnogramError(f"EpochLength {node.text!r} is not a number.") from None
     if abs(declared - epoch_length) > _TOL_S:
@@ -658,7 +658,7 @@ def _read_text(
         if delim in first:
             break
     else:
-        delim = {".tsv": "\t", ".csv": ","}.get(suffix)
+        delim = {".tsv": "\t", ".csv": ","}.get(suffix)  # type: ignore[assignment]
     line_numbers = [n for n, _ in numbered]
     if delim is None:
         rows = [[line.strip()] for _, line in numbered]
@@ -800,7 +800,7 @@ def _columns(
     return _table(codes, first_onset, epoch_length, max_s)
 
 
-def _numbers(values: Sequence[str], column: str, lines: Sequence[int]) -> np.ndarray:
+def _numbers(values: list[str], column: str, lines: list[int]) -> np.ndarray:
     out = pd.to_numeric(pd.Series(values, dtype=object), errors="coerce").to_numpy(np.float64)
     bad = np.flatnonzero(~np.isfinite(out))
     if bad.size:
@@ -922,7 +922,7 @@ def read_hypnograms(
         and all(isinstance(f, HypnogramFile) for f in paths_or_dir)
         and len(paths_or_dir)
     ):
-        files = list(paths_or_dir)  # type: ignore[arg-type]
+        files = [f for f in paths_or_dir if isinstance(f, HypnogramFile)]
         scan_problems = pd.DataFrame(columns=PROBLEM_COLUMNS)
     else:
         files, scan_problems = scan_hypnograms(

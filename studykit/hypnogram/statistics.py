@@ -356,6 +356,7 @@ def _scan_rows(n: int, keys: list[_Key], epoch: np.ndarray | None) -> tuple[np.n
         if keys:
             key_changes.append(np.flatnonzero(changed[:k]) + lo)
         if epoch is not None:
+            assert step is not None  # allocated with epoch
             np.subtract(epoch[lo + 1 : lo + 1 + k], epoch[lo : lo + k], out=step[:k])
             np.not_equal(step[:k], 1, out=tmp[:k])
             epoch_breaks.append(np.flatnonzero(tmp[:k]) + lo)
@@ -389,14 +390,17 @@ def _night_blocks(
     for attempt in range(2):
         key_changes, breaks = _scan_rows(n, values, epoch)
         starts = np.concatenate([[0], key_changes + 1])
-        head = frame[keys].iloc[starts if order is None else order[starts]] if keys else None
+        head = frame[keys].iloc[starts if order is None else order[starts]]
         if attempt == 0 and keys:
             for k in keys:  # a missing key starts a block (see _key_values)
                 if head[k].isna().any():
                     raise _missing_key(k, np.flatnonzero(frame[k].isna().to_numpy()))
         contiguous = not keys or not head.duplicated().any()
         inner = breaks[~np.isin(breaks, key_changes, assume_unique=True)]  # within a night
-        ordered = not (epoch[inner + 1] <= epoch[inner]).any() if inner.size else True
+        ordered = True
+        if inner.size:  # epoch breaks exist only with an epoch column
+            assert epoch is not None
+            ordered = not (epoch[inner + 1] <= epoch[inner]).any()
         if (contiguous and ordered) or attempt == 1:
             break  # after the sort, blocks are contiguous; duplicates are reported below
         key_codes = [np.asarray(pd.factorize(frame[k])[0]) for k in keys]
@@ -407,6 +411,7 @@ def _night_blocks(
             epoch = epoch[order]
         logger.info("epoch table not ordered by night and epoch: sorted before deriving")
     if inner.size:
+        assert epoch is not None
         rows = inner + 1
         dup = rows[epoch[rows] == epoch[rows - 1]]
         kind = "duplicated" if dup.size else "missing (a gap in the epoch numbers)"
@@ -417,7 +422,7 @@ def _night_blocks(
             f"{epoch[first - 1]:g} followed by {epoch[first]:g}). Epochs of a night must be "
             "consecutive integers; write '?' (unscored) for epochs that were not scored."
         )
-    night_keys = head.reset_index(drop=True) if keys else pd.DataFrame(index=range(len(starts)))
+    night_keys = head.reset_index(drop=True)  # no columns when there are no keys
     return order, np.append(starts, n), night_keys
 
 
@@ -560,6 +565,7 @@ class _Selection:
 
     def night_epochs(self) -> np.ndarray:
         """Epochs in the selected runs, per night (float64)."""
+        assert self.cum_len is not None  # built with run lengths
         return (self.cum_len[self.at[1:]] - self.cum_len[self.at[:-1]]).astype(np.float64)
 
     def first(self) -> tuple[np.ndarray, np.ndarray]:
@@ -585,6 +591,7 @@ class _Selection:
 
     def epochs_between(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
         """Epochs in ``runs[i:j]`` (per night, float64), ``(i, j)`` from :meth:`between`."""
+        assert self.cum_len is not None  # built with run lengths
         return (self.cum_len[j] - self.cum_len[i]).astype(np.float64)
 
 
