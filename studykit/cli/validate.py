@@ -202,12 +202,13 @@ def _print_report(summary: pd.DataFrame, issues: pd.DataFrame, *, report: str | 
         print(f"\nfirst {len(first)} of {len(issues)} issue(s):", file=out)
         for _, r in first.iterrows():
             print(_issue_text(r), file=out)
-        for msg in issues.loc[issues["rule"] == "file", "message"]:
+        file_issues = issues.loc[issues["rule"] == "file"]
+        for severity, msg in zip(file_issues["severity"], file_issues["message"], strict=True):
             print("", file=out)
             print(
                 "\n".join(
                     textwrap.wrap(
-                        f"file error: {msg}",
+                        f"file {severity}: {msg}",
                         width=_WIDTH,
                         subsequent_indent="    ",
                         break_long_words=False,

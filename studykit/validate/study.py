@@ -86,6 +86,10 @@ class Study:
 
 
 _STUDY_TABLES = ("roster", "periods", "nights", "diary")
+#: Files studykit itself writes into a study folder, which are not study tables:
+#: ``import_report.csv`` (``studykit redcap import``) and ``recordings.csv`` (which file is
+#: which night: read with the hypnograms).
+AUXILIARY_FILES = ("import_report", "recordings")
 _READABLE = (".csv", ".tsv", ".txt", *EXCEL_SUFFIXES, *PARQUET_SUFFIXES)
 _HYPNOGRAM_NAME = re.compile(r"^(?P<pid>.+)_p(?P<period>\d+)_(?P<night>[A-Za-z0-9]+)$")
 
@@ -176,7 +180,7 @@ def load_study(
                 "roster, periods and nights."
             )
     for p in candidates:
-        if p.stem.lower() not in _STUDY_TABLES:
+        if p.stem.lower() not in _STUDY_TABLES and p.stem.lower() not in AUXILIARY_FILES:
             extra_issues.append(
                 one_issue(
                     str(p),

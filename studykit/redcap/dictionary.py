@@ -28,7 +28,7 @@ from studykit.dictionary import (
     problems_message,
 )
 from studykit.errors import DictionaryError
-from studykit.io import read_table
+from studykit.io import read_table_or_frame
 
 __all__ = ["REDCAP_COLUMNS", "to_redcap", "export_redcap", "import_redcap"]
 
@@ -224,12 +224,7 @@ def import_redcap(path_or_frame: str | Path | pd.DataFrame) -> DataDictionary:
     >>> back.to_frame().equals(dd.to_frame())
     True
     """
-    if isinstance(path_or_frame, pd.DataFrame):
-        frame = path_or_frame.fillna("").astype(str)
-        source = "<REDCap frame>"
-    else:
-        frame = read_table(path_or_frame)
-        source = str(path_or_frame)
+    frame, source = read_table_or_frame(path_or_frame, name="<REDCap frame>")
     frame = frame.rename(columns=lambda c: str(c).strip())
     # REDCap's own downloads name the first column "Variable / Field Name"; older ones and
     # the API use short names: accept both.
