@@ -966,7 +966,10 @@ def read_files(
     ['recording_id', 'participant_id', 'period']
     """
     lights_index = _lights_index(lights) if lights is not None else {}
-    frames: list[pd.DataFrame] = []
+    read: list[HypnogramFile] = []
+    epoch_parts: list[np.ndarray] = []
+    onset_parts: list[np.ndarray] = []
+    code_parts: list[np.ndarray] = []
     rows: list[dict[str, object]] = []
     problems: list[dict[str, object]] = []
     for f in files:
@@ -1006,20 +1009,10 @@ def read_files(
                     "lights_off / lights_on to the recordings table.",
                 )
             )
-        n = len(table)
-        frames.append(
-            pd.DataFrame(
-                {
-                    "recording_id": np.full(n, f.recording_id, dtype=object),
-                    "participant_id": np.full(n, f.participant_id, dtype=object),
-                    "period": pd.array(np.full(n, f.period, dtype=object), dtype="Int64"),
-                    "night": np.full(n, f.night, dtype=object),
-                    "epoch": table["epoch"].to_numpy(),
-                    "onset_s": table["onset_s"].to_numpy(),
-                    "stage": table["stage"].array,
-                }
-            )
-        )
+        read.append(f)
+        epoch_parts.append(table["epoch"].to_numpy())
+        onset_parts.append(table["onset_s"].to_numpy())
+        code_parts.append(np.asarray(table["stage"].array.codes))
         rows.append(
             {
                 "recording_id": f.recording_id,
@@ -1034,12 +1027,30 @@ def read_files(
                 "lights_source": source,
             }
         )
-    if frames:
-        epochs = pd.concat(frames, ignore_index=True)
-        epochs["stage"] = epochs["stage"].astype(STAGE_DTYPE)
-        for key in ("recording_id", "participant_id", "night"):  # compact and fast to group
-            values = epochs[key].to_numpy(dtype=object)
-            epochs[key] = pd.Categorical(values, categories=pd.unique(values[pd.notna(values)]))
+    if read:
+        # one column per key, built from the per-recording values: categoricals (compact and
+        # fast to group) whose codes repeat each recording's value over its epochs
+        sizes = np.array([p.size for p in code_parts], dtype=np.intp)
+        recording_of = np.repeat(np.arange(len(read), dtype=np.intp), sizes)
+
+        def repeated(values: list[object]) -> pd.Categorical:
+            codes, uniques = pd.factorize(pd.Series(values, dtype=object), use_na_sentinel=True)
+            return pd.Categorical.from_codes(
+                np.asarray(codes)[recording_of], categories=pd.Index(uniques, dtype=object)
+            )
+
+        periods = pd.array([f.period for f in read], dtype="Int64")
+        epochs = pd.DataFrame(
+            {
+                "recording_id": repeated([f.recording_id for f in read]),
+                "participant_id": repeated([f.participant_id for f in read]),
+                "period": periods.take(recording_of),
+                "night": repeated([f.night for f in read]),
+                "epoch": np.concatenate(epoch_parts),
+                "onset_s": np.concatenate(onset_parts),
+                "stage": pd.Categorical.from_codes(np.concatenate(code_parts), dtype=STAGE_DTYPE),
+            }
+        )
     else:
         epochs = pd.DataFrame(
             {
