@@ -119,8 +119,9 @@ def glmer(
     formula : str
         lme4 formula; counts may have ``offset(log(exposure))``.
     data : pandas.DataFrame
-    family : {"poisson", "negbin"}
-        ``"negbin"`` is NB2 (``glmer.nb`` / ``glmmTMB(family = nbinom2)``).
+    family : {"poisson", "negbin", "binomial"}
+        ``"negbin"`` is NB2 (``glmer.nb`` / ``glmmTMB(family = nbinom2)``); ``"binomial"``
+        (logit) takes 0/1 responses or ``cbind(successes, failures)``.
     nagq : int, default 1
         1 = Laplace; more = adaptive Gauss-Hermite nodes (one scalar random effect only).
     levels : mapping, optional
@@ -147,35 +148,25 @@ def glmer(
     mf = model_frame(formula, data, levels=levels)
     _need_bars(mf, "glmer")
     text = mf.formula.text
-    if mf.trials is not None or family == "binomial":
-        raise FormulaError(
-            f"{text!r}: binomial GLMMs (cbind(successes, failures), 0/1 outcomes) are not "
-            "supported by the GLMM engine yet; families available: poisson, negbin."
-        )
     if not mf.formula.intercept:
         raise FormulaError(f"{text!r} removes the intercept: the GLMM engine needs one.")
-    bars = mf.formula.bars
-    if len(bars) != 1 or bars[0].terms or not bars[0].intercept:
-        raise FormulaError(
-            f"{text!r}: the GLMM engine fits one random intercept (1 | group) only; "
-            "several random-effects terms, nested or crossed, and random slopes are not "
-            "supported yet."
-        )
     frame = mf.data
-    group = bars[0].group
-    if ":" in group:
-        frame = frame.copy()
-        parts = group.split(":")
-        frame[group] = frame[parts].astype(str).agg(":".join, axis=1)
+    trials = None
+    if mf.trials is not None:
+        if family != "binomial":
+            raise FormulaError(f"{text!r}: cbind() responses need family='binomial'.")
+        frame = frame.assign(_trials=mf.trials)
+        trials = "_trials"
     fit = fit_glmm(
         frame,
         mf.outcome,
         mf.fixed,
-        group=group,
+        random=mf.random,
         family=family,
         levels=mf.levels,
         nagq=nagq,
         offset=mf.offset,
+        trials=trials,
     )
     return _finish(fit, mf)
 

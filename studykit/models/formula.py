@@ -116,8 +116,13 @@ def _tokenize(text: str) -> list[_Tok]:
         value = m.group()
         if kind == "bquote":
             kind, value = "name", value[1:-1]
-            if not value.strip():
-                raise _refuse(text, pos, "an empty `` name")
+            if not value.isidentifier() or not value.isascii():
+                raise _refuse(
+                    text,
+                    pos,
+                    f"`{value}` is not a column name the models accept (letters, digits and "
+                    "underscores; backquotes are for names that are Python keywords)",
+                )
         elif value in _KEYWORDS:
             raise _refuse(
                 text,

@@ -43,11 +43,13 @@ import pandas as pd
 from scipy import linalg, optimize
 
 from studykit.errors import ModelError
+from studykit.models import fitwarn
 from studykit.models.design import Design, build_design, parse_term
 from studykit.models.random_effects import (
     RandomEffect,
     ReStructure,
     build_terms,
+    check_columns,
     parse_random,
     random_columns,
     single_threaded_blas,
@@ -719,6 +721,10 @@ class LMMResult(ResultDisplay):
 # --------------------------------------------------------------------------------------------
 
 
+def _positive_definite(H: np.ndarray) -> bool:
+    return bool(np.linalg.eigvalsh(0.5 * (H + H.T)).min() > 0)
+
+
 def _profiled_hessian(ev: dict[str, Any]) -> np.ndarray:
     """Hessian of the profiled deviance in theta (sigma profiled out: a Schur complement)."""
     sigma = math.sqrt(ev["r2"] / ev["nprime"])
@@ -946,6 +952,7 @@ def fit_lmm(
     fixed = [str(t) for t in fixed]
     if outcome not in data.columns:
         raise ModelError(f"Outcome {outcome!r} is not a column of the data.")
+    check_columns(data, specs)
     # ---- variables used and missing-row exclusion
     used: list[str] = [outcome]
     for t in fixed:
@@ -1038,19 +1045,31 @@ def _fit_structure(
     lower = np.array(st.lower)
     singular = bool(np.any(theta[np.isfinite(lower)] < SINGULAR_TOL))
     converged = info["max_abs_scaled_grad"] < CONVERGENCE_TOL
+    warnings = list(warnings)
     if not converged:
         warnings.append(
-            f"Model failed to converge: max|scaled gradient| = "
-            f"{info['max_abs_scaled_grad']:.3g} (lme4's tolerance 0.002)."
+            fitwarn.not_converged(
+                f"max|scaled gradient| = {info['max_abs_scaled_grad']:.3g} (lme4's tolerance "
+                f"{CONVERGENCE_TOL:g})"
+            )
         )
+    elif info["message"] == "iteration limit reached":
+        warnings.append(fitwarn.iteration_cap("The Newton optimizer", NEWTON_MAXIT))
     elif not info["success"]:
         warnings.append(f"Optimizer reported: {info['message']} (gradient is small).")
     if singular:
         warnings.append(
-            "Boundary (singular) fit: a random-effect variance is estimated as (near) zero "
-            "or a correlation as +/-1 (see varcorr()). Estimates are reported in full; consider "
-            "simplifying the random effects."
+            fitwarn.singular_fit(
+                "a random-effect variance is estimated as (near) zero or a correlation as +/-1 "
+                "(see varcorr())"
+            )
         )
+    elif not _positive_definite(_vp_hessian(ev, sigma)):
+        warnings.append(
+            "The Hessian of the deviance in (theta, sigma) is not positive definite: "
+            "Satterthwaite df are approximate."
+        )
+    fitwarn.report(logger, warnings)
     return LMMResult(
         columns=list(design.columns),
         design=design,
