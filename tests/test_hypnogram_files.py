@@ -21,6 +21,7 @@ from studykit.cli import main
 from studykit.errors import InputError
 from studykit.hypnogram import read_hypnogram, scan_hypnograms, sleep_statistics
 from studykit.hypnogram.derive import DERIVED_COLUMNS, DeriveOptions, derive_nights
+from studykit.validate import hypnogram_keys, load_study
 
 DATA = Path(__file__).parent / "data" / "hypnograms"
 
@@ -363,3 +364,27 @@ def test_derive_options_validated_once(tmp_path):
     shutil.copy(DATA / "P03_p1_baseline.txt", tmp_path)
     with pytest.raises(Exception, match="min_bout_epochs"):
         derive_nights(tmp_path, options=DeriveOptions(min_bout_epochs=0))
+
+
+def test_study_loader_uses_the_scanner_with_a_recordings_table(tmp_path):
+    # load_study (validate / run) finds hypnograms with the one scanner: a Sleep-EDF name
+    # listed in the study's recordings.csv is read as that night; an NSRR name whose period
+    # is not known is reported, not read
+    study = tmp_path / "study"
+    shutil.copytree(Path(__file__).parent / "data" / "foundation" / "study", study)
+    h = study / "hypnograms"
+    h.mkdir()
+    (h / "SC4001EC-Hypnogram.csv").write_text("stage\nW\nN1\nN2\n")
+    (h / "shhs1-200001-nsrr.xml").write_text(nsrr_xml(NSRR_NIGHT))
+    (study / "recordings.csv").write_text(
+        "file,participant_id,period,night\nSC4001EC-Hypnogram.csv,P01,1,baseline\n"
+    )
+    s = load_study(study)
+    keys = s.epochs[["participant_id", "period", "night"]].drop_duplicates().astype(str)
+    assert keys.values.tolist() == [["P01", "1", "baseline"]]
+    assert len(s.epochs) == 3
+    got = s.issues[["file", "rule", "severity"]].values.tolist()
+    assert got == [[str(h / "shhs1-200001-nsrr.xml"), "hypnogram", "warning"]]
+    assert "recordings.csv" in s.issues["message"].iloc[0]
+    assert hypnogram_keys("x/P01_p2_post1.csv") == ("P01", 2, "post1")
+    assert hypnogram_keys("shhs1-200001-nsrr.xml") is None  # no period: not a complete key
