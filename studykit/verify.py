@@ -281,6 +281,7 @@ def verify(
             command=manifest.get("command"),
             progress=progress,
             allow_errors=bool(args.get("allow_errors", False)),
+            outcomes=str(args.get("outcomes", "hypnograms")),
         )
         if simulated:  # the simulation itself must reproduce the same data files
             rerun_inputs = load_manifest(out).get("inputs", {}).get("files", {})

@@ -672,3 +672,17 @@ def test_compare_estimators_common_random_numbers_and_efficiency():
     # the DiD subtracts a noisy baseline: more variance than the constrained baseline
     assert t.loc[("did", "effect")].relative_variance == pytest.approx(1.0)
     assert t.loc[("clda", "effect")].relative_variance < 0.8
+
+
+def test_estimator_override_analyses_with_studykit_estimators(tmp_path):
+    res = power_analysis(
+        PROTOCOL, effects=EFFECTS, hypotheses=["H1"], estimators={"H1": "clda"},
+        n=[12], reps=3, seed=1, progress=False,
+    )  # fmt: skip
+    assert res.table["estimator"].tolist() == ["clda"]
+    with pytest.raises(InputError, match="unknown estimator"):
+        power_analysis(PROTOCOL, effects=EFFECTS, hypotheses=["H1"], estimators={"H1": "x"},
+                       n=[12], reps=1, progress=False)  # fmt: skip
+    argv = ["power", str(PROTOCOL), "--effects", str(EFFECTS), "--hypotheses", "H1",
+            "--estimator", "H1", "--n", "12", "--reps", "1", "--out", str(tmp_path)]  # fmt: skip
+    assert main(argv) == 2

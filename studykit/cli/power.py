@@ -81,6 +81,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="compare the candidate analyses (DiD, constrained baseline, Kenward-Roger "
                    "ANCOVA, post-only) of each hypothesis: bias, SE, coverage, type I error, "
                    "power at the first --n")  # fmt: skip
+    p.add_argument("--estimator", action="append", default=[], metavar="ID=NAME",
+                   help="analyse hypothesis ID with another estimator (did, clda, ancova, "
+                   "post_only), e.g. a pre-specified sensitivity analysis; repeatable")  # fmt: skip
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=handle)
 
@@ -94,6 +97,7 @@ def handle(args: argparse.Namespace) -> int:
     if args.pilot is not None and not os.path.exists(args.pilot):
         raise InputError(f"--pilot {args.pilot!r} does not exist.")
     hyps = [h for h in args.hypotheses.split(",") if h] if args.hypotheses else None
+    args.estimators = _estimators(args.estimator)
     if args.compare_estimators:
         return _compare(args, hyps)
     if args.target_power is not None:
@@ -110,6 +114,7 @@ def handle(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         engine=args.engine,
         hypotheses=hyps,
+        estimators=args.estimators,
     )
     paths = result.write(args.out)
     sys.stdout.write(result.to_markdown())
@@ -121,6 +126,16 @@ def handle(args: argparse.Namespace) -> int:
         f"Wrote {', '.join(paths.values())}.\n"
     )
     return 0
+
+
+def _estimators(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        hid, sep, name = item.partition("=")
+        if not sep or not hid.strip() or not name.strip():
+            raise InputError(f"--estimator expects ID=NAME (e.g. H1=clda); got {item!r}.")
+        out[hid.strip()] = name.strip()
+    return out
 
 
 def _compare(args: argparse.Namespace, hyps: list[str] | None) -> int:
@@ -157,6 +172,7 @@ def _target(args: argparse.Namespace, hyps: list[str] | None) -> int:
         pilot=args.pilot,
         n_jobs=args.jobs,
         progress=not args.no_progress,
+        estimators=args.estimators,
     )
     paths = res.write(args.out)
     sys.stdout.write(res.to_markdown())

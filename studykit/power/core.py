@@ -33,6 +33,7 @@ __all__ = [
     "replicate_intervals",
     "replicate_verdicts",
     "true_contrasts",
+    "with_estimators",
 ]
 
 logger = logging.getLogger(__name__)
@@ -479,6 +480,48 @@ class PowerResult:
         return paths
 
 
+def with_estimators(design: PowerDesign, estimators: Mapping[str, str]) -> PowerDesign:
+    """``design`` with some hypotheses analysed by another estimator (``{"H1": "clda"}``).
+
+    The power of a pre-specified sensitivity analysis, or of an analysis a protocol amendment
+    considers. Hypotheses need a crossover estimand (from a protocol DiD hypothesis).
+
+    Examples
+    --------
+    >>> from studykit.power.spec import TRIAL_SIM_EXAMPLE
+    >>> with_estimators(design_from_dict(TRIAL_SIM_EXAMPLE), {"H9": "clda"})
+    Traceback (most recent call last):
+    ...
+    studykit.errors.InputError: --estimator: unknown hypothesis id(s) ['H9']; simulated: ['H1'].
+    """
+    from studykit.estimators import ESTIMATORS
+
+    known = {h.id for h in design.hypotheses}
+    unknown = sorted(set(estimators) - known)
+    if unknown:
+        raise InputError(
+            f"--estimator: unknown hypothesis id(s) {unknown}; simulated: {sorted(known)}."
+        )
+    bad = sorted({e for e in estimators.values() if e not in ESTIMATORS})
+    if bad:
+        raise InputError(f"--estimator: unknown estimator(s) {bad}; expected {list(ESTIMATORS)}.")
+    out = []
+    for h in design.hypotheses:
+        e = estimators.get(h.id)
+        if e is None or e == h.estimator:
+            out.append(h)
+            continue
+        if h.estimand is None:
+            raise InputError(
+                f"--estimator: hypothesis {h.id} has no crossover estimand (treatment, time axis, "
+                "baseline); estimators other than 'did' need a protocol DiD hypothesis."
+            )
+        if e == "ancova" and h.family != "gaussian":
+            raise InputError(f"--estimator: the ANCOVA is for Gaussian outcomes, not {h.id}.")
+        out.append(replace(h, estimator=e))
+    return replace(design, hypotheses=tuple(out))
+
+
 def _version() -> str:
     from studykit import __version__
 
@@ -616,6 +659,7 @@ def power_analysis(
     engine: str = "studykit",
     hypotheses: Sequence[str] | None = None,
     chunk_size: int | None = None,
+    estimators: Mapping[str, str] | None = None,
 ) -> PowerResult:
     """Power of each pre-specified test at each sample size, by simulation and refitting.
 
@@ -701,6 +745,8 @@ def power_analysis(
         )
     else:
         design = _as_design(protocol_or_design, effects, hypotheses)
+    if estimators:
+        design = with_estimators(design, estimators)
     workers = (os.cpu_count() or 1) if n_jobs == -1 else int(n_jobs)
     if workers < 1:
         raise InputError(f"n_jobs must be >= 1 or -1 (all cores); got {n_jobs}.")

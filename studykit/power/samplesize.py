@@ -11,7 +11,7 @@ participants, not by fresh noise, and the search is stable. Search: sizes double
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -128,12 +128,13 @@ def find_sample_size(
     pilot: Any = None,
     n_jobs: int = 1,
     progress: bool = False,
+    estimators: Mapping[str, str] | None = None,
 ) -> SampleSizeResult:
     """Smallest ``n`` (a multiple of ``step``) whose simulated power reaches ``target_power``.
 
     Parameters
     ----------
-    protocol_or_design, effects, hypotheses, pilot, n_jobs
+    protocol_or_design, effects, hypotheses, pilot, n_jobs, estimators
         As :func:`~studykit.power.core.power_analysis`.
     target_power : float
         E.g. 0.8.
@@ -184,6 +185,7 @@ def find_sample_size(
                 n_jobs=n_jobs,
                 hypotheses=hypotheses,
                 progress=progress,
+                estimators=estimators,
             )
         return cache[n]
 
