@@ -559,8 +559,11 @@ class LMMResult(ResultDisplay):
         """
         from studykit.models.inference import satterthwaite_df
 
-        with single_threaded_blas():
-            jac, avar = self._satterthwaite_parts()
+        if "jac" in self._cache:
+            jac, avar = self._cache["jac"], self._cache["avar"]
+        else:
+            with single_threaded_blas():
+                jac, avar = self._satterthwaite_parts()
         return float(satterthwaite_df(np.atleast_2d(np.asarray(L, float)), self.vcov, jac, avar)[0])
 
     def refit(self, y: Any) -> LMMResult:
