@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from studykit.errors import ModelError, ProtocolError, ValidationError
+from studykit.models.clmm import CLMMResult, fit_clmm
 from studykit.models.emmeans import did_matrix, emmeans
 from studykit.models.glmm import GLMMResult, fit_glmm
 from studykit.models.inference import contrast_table, correlation_test
@@ -28,6 +29,7 @@ from studykit.models.lmm import LMMResult, fit_lmm
 from studykit.models.multiplicity import adjust_pvalues, adjusted_intervals
 from studykit.protocol import Hypothesis, HypothesisPlan, Protocol
 from studykit.protocol.model import SensitivityAnalysis
+from studykit.protocol.model import RATIO_SCALES
 from studykit.protocol.plan import claim_verdict
 
 __all__ = [
@@ -494,12 +496,17 @@ def _counts(plan: HypothesisPlan, df: pd.DataFrame, n_excluded: int) -> dict[str
 
 
 # --------------------------------------------------------------------------- engines
-def _fit_model(data: pd.DataFrame, plan: HypothesisPlan) -> LMMResult | GLMMResult:
-    """Fit the plan's model: a linear mixed model (REML) or a count GLMM (Laplace)."""
+def _fit_model(data: pd.DataFrame, plan: HypothesisPlan) -> LMMResult | GLMMResult | CLMMResult:
+    """Fit the plan's model: a linear mixed model (REML), a count GLMM or an ordinal CLMM
+    (Laplace)."""
     m = plan.model
     if m.kind == "lmm":
         return fit_lmm(
             data, m.outcome, list(m.terms), random=list(m.random), levels=dict(m.levels), reml=True
+        )
+    if m.kind == "clmm":
+        return fit_clmm(
+            data, m.outcome, list(m.terms), group=m.random[0].group, levels=dict(m.levels)
         )
     return fit_glmm(
         data,
@@ -535,7 +542,7 @@ def _contrast_rows(model: Any, plan: HypothesisPlan) -> pd.DataFrame:
         alternative=plan.test.alternative,
         interval="two-sided",
     )
-    rr = plan.test.scale == "rate ratio"
+    rr = plan.test.scale in RATIO_SCALES
     out = pd.DataFrame(
         {
             "term": tab["term"],
@@ -559,6 +566,21 @@ def _emmeans(model: Any, plan: HypothesisPlan) -> pd.DataFrame:
     """Model-estimated cell means (models.emmeans), treatment outer, time inner."""
     c = plan.contrast
     tv, time = c.treatment_variable, c.time_variable
+    if plan.model.kind == "clmm":  # latent scale: x'beta - mean(thresholds), as R's emmeans
+        em = model.emmeans([time, tv], alpha=1 - plan.test.conf_level)
+        return pd.DataFrame(
+            {
+                tv: em[tv].astype(str),
+                time: em[time].astype(str),
+                "estimate": em["estimate"],
+                "std_error": em["std_error"],
+                "df": em["df"],
+                "conf_low": em["conf_low"],
+                "conf_high": em["conf_high"],
+                "conf_level": plan.test.conf_level,
+                "scale": "latent",
+            }
+        )
     rr = plan.model.family != "gaussian"
     em = emmeans(
         model,
@@ -593,9 +615,9 @@ def _effect_size(
     are already effect sizes on their own scale: none is added.
     """
     n_rows = len(contrasts)
-    if plan.test.scale == "rate ratio":
+    if plan.test.scale in RATIO_SCALES:
         return [math.nan] * n_rows, [
-            "none: for counts the rate ratio is the effect size (not standardized)"
+            f"none: the {plan.test.scale} is the effect size (not standardized)"
         ] * n_rows
     if plan.test.scale == "correlation":
         return [math.nan] * n_rows, ["none: the correlation is itself the effect size"] * n_rows

@@ -32,6 +32,7 @@ __all__ = [
     "NotTested",
     "Protocol",
     "SensitivityAnalysis",
+    "RATIO_SCALES",
     "Source",
     "verdict_rule_text",
 ]
@@ -43,7 +44,9 @@ ROLES = ("confirmatory", "exploratory")
 #: A hypothesis' direction is a test's alternative (models.inference.ALTERNATIVES).
 DIRECTIONS = ALTERNATIVES
 #: Distribution families of a hypothesis' model: Gaussian (LMM) or a count GLMM family.
-FAMILIES = ("gaussian", *COUNT_FAMILIES)
+FAMILIES = ("gaussian", *COUNT_FAMILIES, "ordinal")
+#: Scales whose estimates are ratios (null value 1; reported as exp of the log-scale contrast).
+RATIO_SCALES = ("rate ratio", "odds ratio")
 EVIDENCE = {
     "supported": "supported by primary research",
     "partial": "partly supported by primary research",
@@ -286,6 +289,8 @@ class Hypothesis:
         """Scale of ``estimate`` in the results: mean difference, rate ratio or correlation."""
         if self.contrast.type == "change_correlation":
             return "correlation"
+        if self.family == "ordinal":
+            return "odds ratio"
         return "rate ratio" if self.family in ("poisson", "negbin") else "difference"
 
     @property
@@ -302,6 +307,7 @@ class Hypothesis:
             "gaussian": "linear mixed model, REML",
             "poisson": "Poisson GLMM, log link, Laplace",
             "negbin": "negative-binomial GLMM, log link, Laplace",
+            "ordinal": "cumulative logit mixed model (CLMM), flexible thresholds, Laplace",
         }[self.family]
         return f"{self.outcome} ~ {rhs} + {rand} [{fam}]"
 
@@ -404,13 +410,13 @@ def verdict_rule_text(h: Hypothesis) -> str:
         else "unadjusted p-value (exploratory family, no multiplicity adjustment)"
     )
     d = h.effect_of_interest
-    if h.scale == "rate ratio":
-        unit = "rate ratio"
+    if h.scale in RATIO_SCALES:
+        unit = h.scale
         null = "1"
         if h.direction == "greater":
-            excl = f"the upper limit of the {lvl} CI is below {d:g} (a rate ratio of {d:g} or more is ruled out)"
+            excl = f"the upper limit of the {lvl} CI is below {d:g} (a {unit} of {d:g} or more is ruled out)"
         elif h.direction == "less":
-            excl = f"the lower limit of the {lvl} CI is above {d:g} (a rate ratio of {d:g} or less is ruled out)"
+            excl = f"the lower limit of the {lvl} CI is above {d:g} (a {unit} of {d:g} or less is ruled out)"
         else:
             excl = f"the {lvl} CI lies within ({1 / d if d > 1 else d:.3g}, {d if d > 1 else 1 / d:.3g})"
     else:

@@ -25,8 +25,9 @@ from typing import Any
 import yaml
 
 from studykit.dictionary import DataDictionary, Variable, load_dictionary
-from studykit.errors import ModelError, ProtocolError
+from studykit.errors import FormulaError, ModelError, ProtocolError
 from studykit.models.design import parse_term
+from studykit.models.formula import parse_formula
 from studykit.models.multiplicity import METHODS
 from studykit.models.random_effects import RandomEffect
 from studykit.protocol.model import (
@@ -334,7 +335,13 @@ _HYP_KEYS = {
 }
 _SOURCE_KEYS = {"articles": True, "primary_research": True, "evidence": True}
 _OUTCOME_KEYS = {"table": True, "variable": True}
-_MODEL_KEYS = {"fixed": True, "covariates": False, "random": False, "levels": False}
+_MODEL_KEYS = {
+    "formula": False,
+    "fixed": False,
+    "covariates": False,
+    "random": False,
+    "levels": False,
+}
 _RANDOM_KEYS = {"group": True, "slopes": False, "correlated": False}
 _CONTRAST_KEYS = {
     "type": True,
@@ -750,7 +757,7 @@ class _Builder:
         available = self.available_tables(table)
         contrast = self.contrast(h["contrast"], f"{w}.contrast", table, available)
         fixed, covariates, random, levels = self.model(
-            h.get("model"), f"{w}.model", table, available, contrast, family
+            h.get("model"), f"{w}.model", table, available, contrast, family, outcome
         )
         eoi = self.effect_of_interest(
             h["effect_of_interest"], f"{w}.effect_of_interest", family, direction, contrast
@@ -822,7 +829,14 @@ class _Builder:
                     f"family {family!r} needs a count outcome (dictionary type integer, unit "
                     f"'count'); {outcome!r} is type {typ!r}, unit {unit!r}. Use 'gaussian'.",
                 )
-        lo, _ = self.dd.bounds(table, outcome)
+        lo, hi = self.dd.bounds(table, outcome)
+        if family == "ordinal" and (typ != "integer" or lo is None or hi is None):
+            raise self.fail(
+                where,
+                f"family 'ordinal' needs a rating with a bounded integer range (dictionary type "
+                f"integer with minimum and maximum); {outcome!r} is type {typ!r}, range "
+                f"{lo!r}..{hi!r}.",
+            )
         if family in ("poisson", "negbin") and lo is not None and lo < 0:
             raise self.fail(
                 where, f"count outcome {outcome!r} allows negative values (min {lo:g})."
@@ -983,6 +997,7 @@ class _Builder:
         available: list[str],
         contrast: Contrast,
         family: str,
+        outcome: str,
     ) -> tuple[list[str], list[str], list[RandomEffect], dict[str, tuple[str, ...]]]:
         if contrast.type == "change_correlation":
             if raw is not None:
@@ -993,8 +1008,26 @@ class _Builder:
         if raw is None:
             raise self.fail(where, "missing: a difference_in_differences needs a model section.")
         m = self.mapping(raw, where, _MODEL_KEYS)
-        fixed_raw = self.str_list(m["fixed"], f"{where}.fixed", allow_empty=False)
-        cov_raw = self.str_list(m.get("covariates"), f"{where}.covariates")
+        if m.get("formula") is not None:
+            listed = [k for k in ("fixed", "covariates", "random") if m.get(k) is not None]
+            if listed:
+                raise self.fail(
+                    where,
+                    f"give the model either as a formula or as fixed/covariates/random lists, "
+                    f"not both (found formula and {listed}).",
+                )
+            fixed_raw, random_raw = self.formula(m["formula"], f"{where}.formula", outcome)
+            cov_raw: list[str] = []
+        else:
+            if m.get("fixed") is None:
+                raise self.fail(
+                    where,
+                    "missing 'fixed' (the fixed-effect terms), or give the whole model as "
+                    "'formula' (lme4 syntax, e.g. 'y ~ treatment * night + (1 | participant_id)').",
+                )
+            fixed_raw = self.str_list(m["fixed"], f"{where}.fixed", allow_empty=False)
+            cov_raw = self.str_list(m.get("covariates"), f"{where}.covariates")
+            random_raw = m.get("random") or []
         fixed: list[str] = []
         variables: dict[str, str] = {}  # variable -> its table
         for j, t in enumerate(fixed_raw):
@@ -1035,7 +1068,7 @@ class _Builder:
         # random effects (the engine's one random-effects type, models.lmm.RandomEffect)
         random: list[RandomEffect] = []
         groups: list[tuple[str, ...]] = []
-        for j, r in enumerate(m.get("random") or []):
+        for j, r in enumerate(random_raw):
             rw = f"{where}.random[{j}]"
             rs = self.mapping(r, rw, _RANDOM_KEYS)
             group = self.term(rs["group"], f"{rw}.group")
@@ -1147,12 +1180,14 @@ class _Builder:
                 raise self.fail(
                     where, f"{d:g}: a correlation of interest is a magnitude in (0, 1)."
                 )
-        elif family in ("poisson", "negbin"):
+        elif family in ("poisson", "negbin", "ordinal"):
             ok = {"greater": d > 1, "less": 0 < d < 1, "two-sided": d > 0 and d != 1}[direction]
             if not ok:
+                what = "an odds ratio" if family == "ordinal" else "a rate ratio"
+                kind = "an ordinal" if family == "ordinal" else "a count"
                 raise self.fail(
                     where,
-                    f"{d:g}: for a count outcome the effect of interest is a rate ratio: > 1 for "
+                    f"{d:g}: for {kind} outcome the effect of interest is {what}: > 1 for "
                     "'greater', in (0, 1) for 'less', != 1 for 'two-sided'.",
                 )
         elif d <= 0:
@@ -1162,6 +1197,40 @@ class _Builder:
                 "units; its sign follows the direction.",
             )
         return d
+
+    def formula(self, value: Any, where: str, outcome: str) -> tuple[list[str], list[Any]]:
+        """An lme4 formula (read by models.formula, never evaluated) as fixed terms and random
+        specifications; both are then checked as the list form is."""
+        text = self.text(value, where)
+        try:
+            f = parse_formula(text)
+        except FormulaError as exc:
+            raise self.fail(where, str(exc)) from None
+        if f.response.failures is not None or f.response.value.function is not None:
+            raise self.fail(where, f"the response must be the outcome {outcome!r} itself.")
+        if f.response.value.column != outcome:
+            raise self.fail(
+                where,
+                f"the formula's response {f.response.value.column!r} is not the hypothesis' "
+                f"outcome {outcome!r}.",
+            )
+        if f.offsets or not f.intercept:
+            raise self.fail(where, "protocol models have an intercept and no offset().")
+        if not f.fixed:
+            raise self.fail(where, "the formula has no fixed-effect terms.")
+        random: list[Any] = []
+        for bar in f.bars:
+            if not bar.intercept:
+                raise self.fail(
+                    where, f"{bar.label}: protocol random effects have a random intercept."
+                )
+            parts = bar.group.split(":")
+            if PARTICIPANT in parts:  # (1 | participant_id/period) gives period:participant_id
+                parts = [PARTICIPANT] + [p for p in parts if p != PARTICIPANT]
+            random.append(
+                {"group": ":".join(parts), "slopes": list(bar.terms), "correlated": bar.correlated}
+            )
+        return list(f.fixed), random
 
     def estimand(self, raw: Any, where: str) -> Estimand:
         e = self.mapping(raw, where, _ESTIMAND_KEYS)

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, replace
 
 from studykit.models.random_effects import RandomEffect
 from studykit.protocol.model import (
+    RATIO_SCALES,
     AnalysisSet,
     Contrast,
     Hypothesis,
@@ -93,7 +94,7 @@ class DataSelection:
 class ModelSpec:
     """The model fitted for a hypothesis (``kind`` ``"correlation"`` has no model)."""
 
-    kind: str  # "lmm", "glmm" or "correlation"
+    kind: str  # "lmm", "glmm", "clmm" (ordinal) or "correlation"
     family: str
     outcome: str
     terms: tuple[str, ...]
@@ -215,7 +216,11 @@ def compile_plan(protocol: Protocol, h: Hypothesis) -> HypothesisPlan:
     """
     c = h.contrast
     correlation = c.type == "change_correlation"
-    kind = "correlation" if correlation else ("lmm" if h.family == "gaussian" else "glmm")
+    kind = (
+        "correlation"
+        if correlation
+        else {"gaussian": "lmm", "ordinal": "clmm"}.get(h.family, "glmm")
+    )
     model_vars = sorted(
         {v for t in h.terms for v in t.split(":")}
         | {g for r in h.random for g in r.group.split(":")}
@@ -230,7 +235,7 @@ def compile_plan(protocol: Protocol, h: Hypothesis) -> HypothesisPlan:
     columns |= {e.variable for e in h.estimand.intercurrent_events if e.variable}
     if kind == "lmm":
         df_method, df_label = h.df_method, h.df_method
-    elif kind == "glmm":
+    elif kind in ("glmm", "clmm"):
         df_method, df_label = "z", "z (asymptotic Wald)"
     else:
         df_method, df_label = "t", "t (n - 2)"
@@ -338,7 +343,7 @@ def verdict(
     effect_of_interest : float
         Smallest effect of interest: a positive magnitude (difference, correlation) or a
         rate ratio for counts.
-    scale : {"difference", "rate ratio", "correlation"}
+    scale : {"difference", "rate ratio", "odds ratio", "correlation"}
     usable : bool, default True
         ``False`` when the model failed or did not converge: the verdict is then
         ``"inconclusive"``.
@@ -379,7 +384,7 @@ def verdict(
     if p_adjusted < alpha:
         return "supported"
     d = effect_of_interest
-    if scale == "rate ratio":
+    if scale in RATIO_SCALES:
         lo_b, hi_b = min(d, 1 / d), max(d, 1 / d)
         excluded = {
             "greater": conf_high < d,
