@@ -28,8 +28,7 @@ from studykit.models.inference import contrast_table, correlation_test
 from studykit.models.lmm import LMMResult, fit_lmm
 from studykit.models.multiplicity import adjust_pvalues, adjusted_intervals
 from studykit.protocol import Hypothesis, HypothesisPlan, Protocol
-from studykit.protocol.model import SensitivityAnalysis
-from studykit.protocol.model import RATIO_SCALES
+from studykit.protocol.model import RATIO_SCALES, SensitivityAnalysis
 from studykit.protocol.plan import claim_verdict
 
 __all__ = [

@@ -156,11 +156,8 @@ def test_columns_exactly_as_architecture(results):
 
 def test_one_row_per_hypothesis_and_contrast(results):
     ids = list(results.hypotheses["hypothesis_id"])
-    # E3 (and its linear sensitivity analysis E3_linear) have three contrasts (days 1, 2, 3)
-    assert ids == [
-        "H1", "H2", "H3", "E1", "E2", "E3", "E3", "E3", "E4",
-        "E3_linear", "E3_linear", "E3_linear", "E4_linear", "E5", "E6", "E7",
-    ]  # fmt: skip
+    # E3 has three contrasts (days 1, 2, 3)
+    assert ids == ["H1", "H2", "H3", "E1", "E2", "E3", "E3", "E3", "E4", "E5", "E6", "E7"]
 
 
 def test_protocol_hash_and_simulated_in_every_row(results):
@@ -187,8 +184,7 @@ def test_did_equals_cell_mean_did_on_balanced_data(results, study, hid):
 
 
 def test_diary_contrasts_per_day(results, study):
-    # the linear sensitivity analysis of E3 (E3 itself is an ordinal model: odds ratios)
-    rows = results.hypotheses[results.hypotheses["hypothesis_id"] == "E3_linear"]
+    rows = results.hypotheses[results.hypotheses["hypothesis_id"] == "E3"]
     diary = study.diary.merge(study.periods[["participant_id", "period", "treatment"]])
     for day, est in zip([1, 2, 3], rows["estimate"], strict=True):
         assert est == pytest.approx(hand_did(diary, "kss", "day", day, 0), rel=1e-6)
@@ -302,8 +298,7 @@ def test_long_emmeans_table(results):
     ]
     # 8 nights cells for H1, H2, H3, E1, E2, E6; 10 day cells for E3, E4, E5; none for E7
     assert em.groupby("hypothesis_id", sort=False).size().to_dict() == {
-        "H1": 8, "H2": 8, "H3": 8, "E1": 8, "E2": 8, "E3": 10, "E4": 10, "E3_linear": 10,
-        "E4_linear": 10, "E5": 10, "E6": 8,
+        "H1": 8, "H2": 8, "H3": 8, "E1": 8, "E2": 8, "E3": 10, "E4": 10, "E5": 10, "E6": 8,
     }  # fmt: skip
     assert set(em.loc[em["hypothesis_id"] == "H2", "scale"]) == {"rate"}
     assert em.loc[em["hypothesis_id"] == "E3", "time"].tolist()[:5] == ["0", "1", "2", "3", "4"]

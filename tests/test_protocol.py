@@ -44,7 +44,7 @@ def hyp(d, hid):
 def test_shipped_protocol_loads(proto):
     assert proto.id == "ketamine_sleep"
     assert [h.id for h in proto.hypotheses] == [
-        "H1", "H2", "H3", "E1", "E2", "E3", "E4", "E3_linear", "E4_linear", "E5", "E6", "E7",
+        "H1", "H2", "H3", "E1", "E2", "E3", "E4", "E5", "E6", "E7",
     ]  # fmt: skip
     assert proto.sha256 == hashlib.sha256(PROTOCOL.read_bytes()).hexdigest()
 

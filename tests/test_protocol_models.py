@@ -12,7 +12,7 @@ from studykit.analysis import run_analysis
 from studykit.dictionary import load_dictionary
 from studykit.errors import ProtocolError
 from studykit.models.clmm import CLMMResult
-from studykit.protocol import load_protocol, parse_protocol
+from studykit.protocol import parse_protocol
 from studykit.simulate import simulate_study, write_study
 from studykit.validate import load_study
 
@@ -32,6 +32,27 @@ def parse(d):
 
 def hyp(d, hid):
     return next(h for h in d["hypotheses"] if h["id"] == hid)
+
+
+def ordinal(d):
+    """The change proposed for protocol 1.1 (not in the shipped 1.0): E3 (KSS) and E4 (dream
+    vividness) analysed by a cumulative logit mixed model, effect of interest an odds ratio of
+    2.5, the 1.0 linear models kept as E3_linear / E4_linear."""
+    import copy
+
+    out = copy.deepcopy(d)
+    for hid, var in (("E3", "kss"), ("E4", "dream_vividness")):
+        h = hyp(out, hid)
+        linear = copy.deepcopy(h)
+        linear["id"] = f"{hid}_linear"
+        h["family"] = "ordinal"
+        h["model"] = {
+            "formula": f"{var} ~ treatment * day + period + (1 | participant_id)",
+            "levels": {"period": [1, 2]},
+        }
+        h["effect_of_interest"] = 2.5
+        out["hypotheses"].append(linear)
+    return out
 
 
 def test_formula_gives_the_same_plan_as_lists(doc):
@@ -73,8 +94,8 @@ def test_formula_or_lists_not_both(doc):
         parse(doc)
 
 
-def test_ordinal_hypotheses_and_linear_sensitivity():
-    proto = load_protocol(PROTOCOL, dictionary=DD)
+def test_ordinal_hypotheses_and_linear_sensitivity(doc):
+    proto = parse(ordinal(doc))
     for hid in ("E3", "E4"):
         h = proto.get(hid)
         assert h.family == "ordinal" and h.scale == "odds ratio"
@@ -85,6 +106,7 @@ def test_ordinal_hypotheses_and_linear_sensitivity():
 
 
 def test_ordinal_effect_of_interest_is_an_odds_ratio(doc):
+    doc = ordinal(doc)
     hyp(doc, "E3")["effect_of_interest"] = 0.5  # direction greater needs an odds ratio > 1
     with pytest.raises(ProtocolError, match="odds ratio"):
         parse(doc)
@@ -95,11 +117,11 @@ def test_ordinal_effect_of_interest_is_an_odds_ratio(doc):
         parse(doc)
 
 
-def test_ordinal_hypothesis_is_analysed_with_clmm(tmp_path):
+def test_ordinal_hypothesis_is_analysed_with_clmm(tmp_path, doc):
     # the SIMULATED demo study, small
     write_study(simulate_study(n_participants=16), tmp_path / "demo")
     study = load_study(tmp_path / "demo")
-    proto = load_protocol(PROTOCOL, dictionary=DD)
+    proto = parse(ordinal(doc))
     res = run_analysis(proto, study, hypotheses=["E3", "E3_linear"])
     fit = res.fit("E3")
     assert isinstance(fit.model, CLMMResult) and fit.model.converged
