@@ -193,7 +193,7 @@ def test_demo_run_report_renders_in_headless_chromium(tmp_path):
     proto = Path(__file__).resolve().parents[1] / "protocols" / "ketamine_sleep.yaml"
     res = run(proto, out=tmp_path / "out", progress=False)
     layout = _render(res.report, tmp_path)
-    n_rows = len(pd.read_csv(res.tables["hypotheses"]))
+    n_rows = len(pd.read_csv(res.tables["hypotheses"], skiprows=1))  # line 1: SIMULATED label
     assert layout["table"]["rows"] == n_rows > 0
     assert "H1" in layout["table"]["text"]
     _assert_images_shown(layout, len(res.figures))

@@ -56,6 +56,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def handle(args: argparse.Namespace) -> int:
     """Run ``studykit validate``; return the exit code."""
     from studykit.dictionary import load_dictionary
+    from studykit.privacy import mask_identifiers, study_identifiers
+    from studykit.tables.write import write_csv
     from studykit.validate import (
         empty_issues,
         hypnogram_keys,
@@ -109,10 +111,13 @@ def handle(args: argparse.Namespace) -> int:
         issues.append(result.issues)
     issues = [i for i in issues if len(i)]
     all_issues = pd.concat(issues, ignore_index=True) if issues else empty_issues()
+    # identifier values never leave the machine: masked on screen and in --report
+    identifiers = study_identifiers(args.files, dictionary=dd)
+    all_issues = mask_identifiers(all_issues, identifiers, name="validation issues")
     summary = pd.DataFrame(summaries)
     _print_report(summary, all_issues, report=args.report)
     if args.report:
-        all_issues.to_csv(args.report, index=False)
+        write_csv(all_issues, args.report, identifiers=identifiers)
     return 2 if (all_issues["severity"] == "error").any() else 0
 
 
