@@ -26,15 +26,13 @@ key, identifier, missing_codes, paramcd, nsrr_name, description, derivation`` (o
 * ``paramcd``: a short CDISC-style parameter code (at most 8 upper-case letters or digits);
   ``nsrr_name``: the NSRR harmonized name where one exists.
 
-REDCap data dictionaries (the 18-column CSV REDCap downloads and uploads) and Frictionless
-Table Schemas convert to and from this format: :meth:`DataDictionary.to_redcap`,
-:func:`import_redcap`, :meth:`DataDictionary.table_schema`.
+REDCap data dictionaries convert to and from this format in :mod:`studykit.redcap`;
+Frictionless Table Schemas are written by :mod:`studykit.schema`.
 """
 
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import math
 import re
@@ -52,15 +50,14 @@ __all__ = [
     "TYPES",
     "ROLES",
     "DICTIONARY_COLUMNS",
-    "REDCAP_COLUMNS",
     "MISSING_TOKENS",
     "Variable",
     "DataDictionary",
     "load_dictionary",
     "parse_codes",
     "format_codes",
-    "import_redcap",
-    "export_redcap",
+    "TRUE_TOKENS",
+    "FALSE_TOKENS",
 ]
 
 logger = logging.getLogger(__name__)
@@ -91,34 +88,12 @@ DICTIONARY_COLUMNS = (
 )
 _REQUIRED_COLUMNS = ("name", "label", "table", "role", "type")
 
-#: The 18 standard columns of a REDCap data dictionary CSV, in REDCap's order.
-REDCAP_COLUMNS = (
-    "Variable / Field Name",
-    "Form Name",
-    "Section Header",
-    "Field Type",
-    "Field Label",
-    "Choices, Calculations, OR Slider Labels",
-    "Field Note",
-    "Text Validation Type OR Show Slider Number",
-    "Text Validation Min",
-    "Text Validation Max",
-    "Identifier?",
-    "Branching Logic (Show field only if...)",
-    "Required Field?",
-    "Custom Alignment",
-    "Question Number (surveys only)",
-    "Matrix Group Name",
-    "Matrix Ranking?",
-    "Field Annotation",
-)
-
-_TRUE_TOKENS = frozenset({"1", "true", "t", "yes", "y"})
-_FALSE_TOKENS = frozenset({"0", "false", "f", "no", "n"})
+#: Text read as true / false (lower-cased) in boolean cells and codes.
+TRUE_TOKENS = frozenset({"1", "true", "t", "yes", "y"})
+FALSE_TOKENS = frozenset({"0", "false", "f", "no", "n"})
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 _PARAMCD_RE = re.compile(r"^[A-Z][A-Z0-9]{0,7}$")
 _ISO_DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2})?)?$")
-_ANNOTATION_TAG = "studykit:"
 
 
 def parse_codes(text: str) -> tuple[tuple[str, str], ...]:
@@ -247,8 +222,8 @@ class Variable:
             "role": self.role,
             "type": self.type,
             "unit": self.unit,
-            "minimum": _format_bound(self.minimum),
-            "maximum": _format_bound(self.maximum),
+            "minimum": format_bound(self.minimum),
+            "maximum": format_bound(self.maximum),
             "codes": format_codes(self.codes),
             "required": "yes" if self.required else "no",
             "key": "yes" if self.key else "no",
@@ -261,7 +236,14 @@ class Variable:
         }
 
 
-def _format_bound(value: float | str | None) -> str:
+def format_bound(value: float | str | None) -> str:
+    """A range bound as written in the dictionary CSV (``""`` for none, ``7`` for 7.0).
+
+    Examples
+    --------
+    >>> format_bound(7.0), format_bound(None), format_bound("2024-01-01")
+    ('7', '', '2024-01-01')
+    """
     if value is None:
         return ""
     if isinstance(value, float) and value.is_integer():
@@ -300,7 +282,7 @@ class DataDictionary:
         self.source = source
         problems = _check_variables(self._variables, lines=None)
         if problems:
-            raise DictionaryError(_problems_message(source, problems))
+            raise DictionaryError(problems_message(source, problems))
         self._by_table: dict[str, dict[str, Variable]] = {}
         for v in self._variables:
             self._by_table.setdefault(v.table, {})[v.name] = v
@@ -421,195 +403,9 @@ class DataDictionary:
             writer.writerows(v.to_row() for v in self._variables)
         return path
 
-    def table_schema(self, table: str) -> dict[str, Any]:
-        """A Frictionless Table Schema (a JSON-ready dict) for ``table``.
-
-        Categorical variables become ``string`` fields with an ``enum`` constraint (and the
-        code labels under ``categories``); coded integers get an integer ``enum``; booleans
-        list their ``trueValues`` / ``falseValues``; keys become the ``primaryKey``;
-        ``participant_id`` (and ``period``) refer to the ``roster`` (``periods``) resource.
-
-        Notes
-        -----
-        Table Schema specification: https://specs.frictionlessdata.io/table-schema/ (v1,
-        with the v2 field-level ``missingValues`` and ``categories`` properties). The unit
-        is kept in a custom ``unit`` property and the CDISC code in ``paramcd``.
-
-        Examples
-        --------
-        >>> schema = load_dictionary().table_schema("epochs")
-        >>> schema["primaryKey"]
-        ['participant_id', 'period', 'night', 'epoch']
-        >>> schema["fields"][-1]["constraints"]["enum"]
-        ['W', 'N1', 'N2', 'N3', 'R', 'MT', 'ART', 'UNS']
-        """
-        fields = [_schema_field(v) for v in self.variables(table)]
-        schema: dict[str, Any] = {
-            "$schema": "https://specs.frictionlessdata.io/schemas/table-schema.json",
-            "name": table,
-            "fields": fields,
-            "missingValues": sorted(MISSING_TOKENS),
-        }
-        keys = self.keys(table)
-        if keys:
-            schema["primaryKey"] = keys
-        foreign = []
-        names = self.names(table)
-        for parent in ("roster", "periods"):
-            if parent == table or parent not in self._by_table:
-                continue
-            parent_keys = self.keys(parent)
-            if parent_keys and all(k in names for k in parent_keys):
-                foreign.append(
-                    {
-                        "fields": parent_keys,
-                        "reference": {"resource": parent, "fields": parent_keys},
-                    }
-                )
-        if foreign:
-            schema["foreignKeys"] = foreign
-        return schema
-
-    def to_redcap(self, *, tables: Iterable[str] | None = None) -> pd.DataFrame:
-        """The dictionary as a REDCap data dictionary (the 18 standard columns).
-
-        Each table becomes a REDCap form (instrument). REDCap field names are unique across
-        a project and the record ID (the first field; here ``participant_id``) is shared by
-        all forms, so ``participant_id`` appears once, and a name repeated in a later table
-        is written as ``{table}_{name}``. Everything REDCap has no column for (table, name,
-        role, unit, key, missing codes, CDISC code, NSRR name, description, derivation) is
-        kept as JSON after ``studykit:`` in the Field Annotation, so that
-        :func:`import_redcap` restores the dictionary exactly.
-
-        Notes
-        -----
-        Types map to REDCap as: string -> text; integer -> text with validation
-        ``integer`` (or radio buttons when coded); number -> text with ``number``;
-        categorical -> dropdown; boolean -> yesno; date -> text ``date_ymd``; datetime ->
-        text ``datetime_seconds_ymd``. The unit goes in the Field Note.
-
-        Examples
-        --------
-        >>> rc = load_dictionary().to_redcap(tables=["periods"])
-        >>> rc.loc[rc["Variable / Field Name"] == "treatment", "Field Type"].item()
-        'dropdown'
-        """
-        selected = list(tables) if tables is not None else list(self.tables)
-        for t in selected:
-            self._table(t)
-        record_id = None
-        used: set[str] = set()
-        rows = []
-        for t in selected:
-            for v in self.variables(t):
-                if record_id is None:
-                    record_id = v.name
-                elif v.name == record_id:
-                    continue  # the record ID is shared by every REDCap form
-                field_name = v.name if v.name not in used else f"{t}_{v.name}"
-                if field_name in used:
-                    raise DictionaryError(
-                        f"Cannot export to REDCap: field name {field_name!r} would be used twice."
-                    )
-                used.add(field_name)
-                rows.append(_redcap_row(v, field_name))
-        return pd.DataFrame(rows, columns=list(REDCAP_COLUMNS))
-
 
 #: Values read as missing in every column (besides a variable's own missing codes).
 MISSING_TOKENS = frozenset({"", "NA", "N/A", "n/a", "NaN", "nan", "NULL", "null", "None", "."})
-
-
-def _schema_field(v: Variable) -> dict[str, Any]:
-    ftype = {"categorical": "string", "number": "number"}.get(v.type, v.type)
-    f: dict[str, Any] = {"name": v.name, "title": v.label, "type": ftype}
-    if v.description:
-        f["description"] = v.description
-    if v.type == "date":
-        f["format"] = "%Y-%m-%d"
-    constraints: dict[str, Any] = {}
-    if v.required:
-        constraints["required"] = True
-    if v.minimum is not None:
-        constraints["minimum"] = _json_bound(v.minimum, v.type)
-    if v.maximum is not None:
-        constraints["maximum"] = _json_bound(v.maximum, v.type)
-    if v.codes and v.type == "boolean":
-        f["trueValues"] = [c for c, _ in v.codes if c.lower() in _TRUE_TOKENS]
-        f["falseValues"] = [c for c, _ in v.codes if c.lower() in _FALSE_TOKENS]
-    elif v.codes:
-        enum: list[Any] = [int(c) for c in v.levels] if v.type == "integer" else v.levels
-        constraints["enum"] = enum
-        f["categories"] = [
-            {"value": e, "label": lab} for e, (_, lab) in zip(enum, v.codes, strict=True)
-        ]
-    if constraints:
-        f["constraints"] = constraints
-    if v.missing_codes:
-        f["missingValues"] = ["", *v.missing_codes]
-    if v.unit:
-        f["unit"] = v.unit
-    if v.paramcd:
-        f["paramcd"] = v.paramcd
-    return f
-
-
-def _json_bound(value: float | str, vtype: str) -> Any:
-    if vtype == "integer" and isinstance(value, float) and value.is_integer():
-        return int(value)
-    return value
-
-
-def _redcap_row(v: Variable, field_name: str) -> dict[str, str]:
-    row = dict.fromkeys(REDCAP_COLUMNS, "")
-    row["Variable / Field Name"] = field_name
-    row["Form Name"] = v.table
-    row["Field Label"] = v.label
-    row["Field Note"] = v.unit
-    row["Identifier?"] = "y" if v.identifier else ""
-    row["Required Field?"] = "y" if v.required else ""
-    validation = ""
-    if v.type == "boolean":
-        ftype = "yesno"
-    elif v.type == "categorical":
-        ftype = "dropdown"
-        row["Choices, Calculations, OR Slider Labels"] = format_codes(v.codes)
-    elif v.type == "integer" and v.codes:
-        ftype = "radio"
-        row["Choices, Calculations, OR Slider Labels"] = format_codes(v.codes)
-    else:
-        ftype = "text"
-        validation = {
-            "integer": "integer",
-            "number": "number",
-            "date": "date_ymd",
-            "datetime": "datetime_seconds_ymd",
-        }.get(v.type, "")
-    row["Field Type"] = ftype
-    row["Text Validation Type OR Show Slider Number"] = validation
-    if validation:
-        row["Text Validation Min"] = _format_bound(v.minimum)
-        row["Text Validation Max"] = _format_bound(v.maximum)
-    extra = {
-        "table": v.table,
-        "name": v.name,
-        "type": v.type,
-        "role": v.role,
-        "unit": v.unit,
-        "minimum": _format_bound(v.minimum),
-        "maximum": _format_bound(v.maximum),
-        "codes": format_codes(v.codes),
-        "key": v.key,
-        "missing_codes": list(v.missing_codes),
-        "paramcd": v.paramcd,
-        "nsrr_name": v.nsrr_name,
-        "description": v.description,
-        "derivation": v.derivation,
-    }
-    row["Field Annotation"] = _ANNOTATION_TAG + json.dumps(
-        {k: val for k, val in extra.items() if val not in ("", [], False)}, ensure_ascii=False
-    )
-    return row
 
 
 # ---------------------------------------------------------------------------------------
@@ -707,7 +503,7 @@ def _variables_from_rows(
             lines.append(line)
     problems.extend(_check_variables(variables, lines=lines))
     if problems:
-        raise DictionaryError(_problems_message(source, problems))
+        raise DictionaryError(problems_message(source, problems))
     if not variables:
         raise DictionaryError(f"Data dictionary {source} has a header but no variables.")
     return variables
@@ -717,9 +513,9 @@ def _flag(value: str, column: str, problems: list[str]) -> bool:
     low = value.lower()
     if low == "":
         return False
-    if low in _TRUE_TOKENS:
+    if low in TRUE_TOKENS:
         return True
-    if low in _FALSE_TOKENS:
+    if low in FALSE_TOKENS:
         return False
     problems.append(f"{column} is {value!r}; write yes or no")
     return False
@@ -801,8 +597,8 @@ def _variable_from_row(row: Mapping[str, str]) -> tuple[Variable | None, list[st
         lows = [c.lower() for c, _ in codes]
         if (
             len(codes) != 2
-            or sum(c in _TRUE_TOKENS for c in lows) != 1
-            or sum(c in _FALSE_TOKENS for c in lows) != 1
+            or sum(c in TRUE_TOKENS for c in lows) != 1
+            or sum(c in FALSE_TOKENS for c in lows) != 1
         ):
             problems.append(
                 f"{name!r} is boolean; its codes must be one true and one false value such as "
@@ -868,7 +664,14 @@ def _check_variables(
     return problems
 
 
-def _problems_message(source: str, problems: list[str]) -> str:
+def problems_message(source: str, problems: list[str]) -> str:
+    """One message listing a dictionary's problems (the first 20).
+
+    Examples
+    --------
+    >>> problems_message("dd.csv", ["line 2: bad type"]).splitlines()[1]
+    '  line 2: bad type'
+    """
     shown = problems[:20]
     more = f"\n  ... and {len(problems) - 20} more" if len(problems) > 20 else ""
     return (
@@ -881,272 +684,3 @@ def _problems_message(source: str, problems: list[str]) -> str:
 def _cap(values: list[Any], n: int) -> str:
     shown = ", ".join(str(v) for v in values[:n])
     return shown + (f", ... ({len(values) - n} more)" if len(values) > n else "")
-
-
-# ---------------------------------------------------------------------------------------
-# REDCap
-# ---------------------------------------------------------------------------------------
-_REDCAP_VALIDATION_TYPES = {
-    "integer": "integer",
-    "number": "number",
-    "number_1dp": "number",
-    "number_2dp": "number",
-    "number_3dp": "number",
-    "number_4dp": "number",
-    "number_1dp_comma_decimal": "number",
-    "number_2dp_comma_decimal": "number",
-    "number_comma_decimal": "number",
-    "date_ymd": "date",
-    "date_mdy": "date",
-    "date_dmy": "date",
-    "datetime_ymd": "datetime",
-    "datetime_mdy": "datetime",
-    "datetime_dmy": "datetime",
-    "datetime_seconds_ymd": "datetime",
-    "datetime_seconds_mdy": "datetime",
-    "datetime_seconds_dmy": "datetime",
-}
-
-
-def import_redcap(path_or_frame: str | Path | pd.DataFrame) -> DataDictionary:
-    """Read a REDCap data dictionary (CSV as REDCap downloads it) into a DataDictionary.
-
-    Each REDCap form becomes a table. The project's record ID (the first field) is added
-    to every table as its key, because REDCap exports it on every row. Fields exported by
-    :meth:`DataDictionary.to_redcap` carry their full studykit definition in the Field
-    Annotation and are restored exactly; other fields are mapped by type:
-
-    ==========================  =============================================
-    REDCap                      studykit
-    ==========================  =============================================
-    text + integer / number     integer / number (validation min / max -> range)
-    text + date_* / datetime_*  date / datetime
-    text (other), notes         string
-    dropdown, radio             integer with codes when every code is an integer,
-                                else categorical
-    yesno / truefalse           boolean (``1, Yes | 0, No`` / ``1, True | 0, False``)
-    checkbox                    one boolean per choice, named ``field___code``
-    calc                        number, role derived (the formula is the derivation)
-    slider                      integer 0-100
-    descriptive, file, sql      skipped (no data); logged
-    ==========================  =============================================
-
-    ``Identifier? = y`` sets the PHI flag, ``Required Field? = y`` sets required and the
-    Field Note becomes the unit. Roles other than identifier / derived cannot be known
-    from REDCap and are set to ``outcome``: edit them afterwards.
-
-    Parameters
-    ----------
-    path_or_frame : str, Path or DataFrame
-        The REDCap data dictionary CSV, or a frame of it.
-
-    Returns
-    -------
-    DataDictionary
-
-    Examples
-    --------
-    >>> dd = load_dictionary()
-    >>> back = import_redcap(dd.to_redcap())
-    >>> back.to_frame().equals(dd.to_frame())
-    True
-    """
-    if isinstance(path_or_frame, pd.DataFrame):
-        frame = path_or_frame.fillna("").astype(str)
-        source = "<REDCap frame>"
-    else:
-        from studykit.io import read_table
-
-        frame = read_table(path_or_frame)
-        source = str(path_or_frame)
-    frame = frame.rename(columns=lambda c: str(c).strip())
-    # REDCap's own downloads name the first column "Variable / Field Name"; older ones and
-    # the API use short names: accept both.
-    short = {
-        "field_name": "Variable / Field Name",
-        "form_name": "Form Name",
-        "field_type": "Field Type",
-        "field_label": "Field Label",
-        "select_choices_or_calculations": "Choices, Calculations, OR Slider Labels",
-        "field_note": "Field Note",
-        "text_validation_type_or_show_slider_number": "Text Validation Type OR Show Slider Number",
-        "text_validation_min": "Text Validation Min",
-        "text_validation_max": "Text Validation Max",
-        "identifier": "Identifier?",
-        "required_field": "Required Field?",
-        "field_annotation": "Field Annotation",
-    }
-    frame = frame.rename(columns=short)
-    needed = ["Variable / Field Name", "Form Name", "Field Type", "Field Label"]
-    missing = [c for c in needed if c not in frame.columns]
-    if missing:
-        raise DictionaryError(
-            f"{source} is not a REDCap data dictionary: it lacks the column(s) "
-            f"{', '.join(repr(c) for c in missing)}. Download it from REDCap (Project Setup -> "
-            "Data Dictionary -> Download the current Data Dictionary)."
-        )
-    for c in REDCAP_COLUMNS:
-        if c not in frame.columns:
-            frame[c] = ""
-    records = frame.to_dict("records")
-    if not records:
-        raise DictionaryError(f"REDCap data dictionary {source} has no fields.")
-    problems: list[str] = []
-    out_rows: list[dict[str, str]] = []
-    record_id = str(records[0]["Variable / Field Name"]).strip()
-    record_row: dict[str, str] | None = None
-    tables_seen: list[str] = []
-    for i, rec in enumerate(records):
-        line = i + 2
-        rec = {k: str(v).strip() for k, v in rec.items()}
-        annotation = rec.get("Field Annotation", "")
-        extra = _parse_annotation(annotation, problems, line)
-        rows = (
-            [_row_from_annotation(rec, extra)]
-            if extra is not None
-            else _rows_from_redcap(rec, problems, line, is_record_id=(i == 0))
-        )
-        for row in rows:
-            if row["table"] not in tables_seen:
-                tables_seen.append(row["table"])
-                if record_row is not None and row["name"] != record_id:
-                    out_rows.append({**record_row, "table": row["table"]})
-            if row["name"] == record_id and record_row is None:
-                record_row = dict(row)
-            out_rows.append(row)
-    if problems:
-        raise DictionaryError(_problems_message(source, problems))
-    result = pd.DataFrame(out_rows, columns=list(DICTIONARY_COLUMNS)).fillna("")
-    return DataDictionary.from_frame(result, source=source)
-
-
-def _parse_annotation(text: str, problems: list[str], line: int) -> dict[str, Any] | None:
-    pos = text.find(_ANNOTATION_TAG)
-    if pos < 0:
-        return None
-    try:
-        value = json.loads(text[pos + len(_ANNOTATION_TAG) :])
-    except json.JSONDecodeError as exc:
-        problems.append(f"line {line}: the studykit annotation is not valid JSON ({exc.msg})")
-        return None
-    if not isinstance(value, dict):
-        problems.append(f"line {line}: the studykit annotation is not a JSON object")
-        return None
-    return value
-
-
-def _row_from_annotation(rec: dict[str, str], extra: dict[str, Any]) -> dict[str, str]:
-    row = dict.fromkeys(DICTIONARY_COLUMNS, "")
-    for k in DICTIONARY_COLUMNS:
-        if k in extra:
-            val = extra[k]
-            if isinstance(val, bool):
-                val = "yes" if val else "no"
-            elif isinstance(val, list):
-                val = " | ".join(str(x) for x in val)
-            row[k] = str(val)
-    row["name"] = row["name"] or rec["Variable / Field Name"]
-    row["table"] = row["table"] or rec["Form Name"]
-    row["label"] = rec["Field Label"]
-    row["required"] = "yes" if rec.get("Required Field?", "").lower() == "y" else "no"
-    row["identifier"] = "yes" if rec.get("Identifier?", "").lower() == "y" else "no"
-    row["key"] = row["key"] or "no"
-    return row
-
-
-def _rows_from_redcap(
-    rec: dict[str, str], problems: list[str], line: int, *, is_record_id: bool
-) -> list[dict[str, str]]:
-    name = rec["Variable / Field Name"]
-    ftype = rec["Field Type"].lower()
-    base = dict.fromkeys(DICTIONARY_COLUMNS, "")
-    base.update(
-        name=name,
-        label=re.sub(r"<[^>]+>", "", rec["Field Label"]).strip() or name,
-        table=rec["Form Name"],
-        unit=rec.get("Field Note", ""),
-        required="yes" if rec.get("Required Field?", "").lower() == "y" or is_record_id else "no",
-        key="yes" if is_record_id else "no",
-        identifier="yes" if rec.get("Identifier?", "").lower() == "y" else "no",
-        role="identifier"
-        if is_record_id or rec.get("Identifier?", "").lower() == "y"
-        else "outcome",
-    )
-    choices = rec.get("Choices, Calculations, OR Slider Labels", "")
-    validation = rec.get("Text Validation Type OR Show Slider Number", "").lower()
-    if ftype in ("descriptive", "file", "sql"):
-        logger.warning("REDCap field %r (type %s) holds no analysable data: skipped", name, ftype)
-        return []
-    if ftype in ("text", "notes"):
-        base["type"] = (
-            _REDCAP_VALIDATION_TYPES.get(validation, "string") if ftype == "text" else "string"
-        )
-        if base["type"] in ("integer", "number"):
-            base["minimum"] = rec.get("Text Validation Min", "")
-            base["maximum"] = rec.get("Text Validation Max", "")
-    elif ftype in ("dropdown", "radio"):
-        try:
-            codes = parse_codes(choices)
-        except ValueError as exc:
-            problems.append(f"line {line}: choices of {name!r} are malformed: {exc}")
-            return []
-        base["codes"] = format_codes(codes)
-        base["type"] = (
-            "integer"
-            if codes and all(re.fullmatch(r"-?\d+", c) for c, _ in codes)
-            else "categorical"
-        )
-    elif ftype == "yesno":
-        base.update(type="boolean", codes="1, Yes | 0, No")
-    elif ftype == "truefalse":
-        base.update(type="boolean", codes="1, True | 0, False")
-    elif ftype == "checkbox":
-        try:
-            codes = parse_codes(choices)
-        except ValueError as exc:
-            problems.append(f"line {line}: choices of {name!r} are malformed: {exc}")
-            return []
-        rows = []
-        for code, label in codes:
-            r = dict(base)
-            r.update(
-                name=f"{name}___{re.sub(r'[^0-9A-Za-z_]', '_', code).lower()}",
-                label=f"{base['label']}: {label}",
-                type="boolean",
-                codes="1, Checked | 0, Unchecked",
-                required="no",
-            )
-            rows.append(r)
-        return rows
-    elif ftype == "calc":
-        base.update(type="number", role="derived", derivation=choices)
-    elif ftype == "slider":
-        base.update(type="integer", minimum="0", maximum="100")
-    else:
-        problems.append(f"line {line}: field {name!r} has unknown REDCap field type {ftype!r}")
-        return []
-    return [base]
-
-
-def export_redcap(
-    dictionary: DataDictionary, path: str | Path, *, tables: Iterable[str] | None = None
-) -> Path:
-    """Write ``dictionary`` as a REDCap data dictionary CSV (see :meth:`DataDictionary.to_redcap`).
-
-    Returns
-    -------
-    Path
-        The file written (UTF-8, comma-separated, every cell quoted as REDCap writes them).
-
-    Examples
-    --------
-    >>> import pathlib, tempfile
-    >>> out = export_redcap(load_dictionary(), pathlib.Path(tempfile.mkdtemp()) / "rc.csv",
-    ...                     tables=["diary"])
-    >>> out.read_text(encoding="utf-8").splitlines()[0].split(",")[:3]
-    ['"Variable / Field Name"', '"Form Name"', '"Section Header"']
-    """
-    path = Path(path)
-    frame = dictionary.to_redcap(tables=tables)
-    frame.to_csv(path, index=False, quoting=csv.QUOTE_ALL, encoding="utf-8", lineterminator="\n")
-    return path

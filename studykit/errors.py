@@ -20,6 +20,7 @@ __all__ = [
     "HypnogramError",
     "ProtocolError",
     "ModelError",
+    "FormulaError",
     "VerificationError",
 ]
 
@@ -65,6 +66,10 @@ class ProtocolError(StudykitError):
 
 class ModelError(StudykitError):
     """A model cannot be fitted to the data as specified (e.g. a factor with one level)."""
+
+
+class FormulaError(ModelError):
+    """A model formula is malformed, holds code, or does not fit the data it is applied to."""
 
 
 class VerificationError(StudykitError):

@@ -31,7 +31,13 @@ import pandas as pd
 
 from studykit.errors import InputError
 
-__all__ = ["read_table", "TEXT_SUFFIXES", "EXCEL_SUFFIXES", "PARQUET_SUFFIXES"]
+__all__ = [
+    "read_table",
+    "read_table_or_frame",
+    "TEXT_SUFFIXES",
+    "EXCEL_SUFFIXES",
+    "PARQUET_SUFFIXES",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -137,6 +143,37 @@ def read_table(path: str | Path, *, sheet: str | int | None = None) -> pd.DataFr
 # ---------------------------------------------------------------------------------------
 # text
 # ---------------------------------------------------------------------------------------
+def read_table_or_frame(
+    table: str | Path | pd.DataFrame, *, name: str = "<frame>"
+) -> tuple[pd.DataFrame, str]:
+    """A file (read with :func:`read_table`) or a frame already in memory, as strings.
+
+    Parameters
+    ----------
+    table : str, Path or DataFrame
+        A path, or a frame (missing cells become ``""``, every cell a string; its rows are
+        numbered as a file's would be: header = 1, first data row = 2).
+    name : str
+        What messages call a frame (a file is called by its path).
+
+    Returns
+    -------
+    (DataFrame, str)
+        The frame of strings and its source (the path, or ``name``).
+
+    Examples
+    --------
+    >>> t, source = read_table_or_frame(pd.DataFrame({"a": [1, None]}), name="<events>")
+    >>> t["a"].tolist(), t.index.tolist(), source
+    (['1.0', ''], [2, 3], '<events>')
+    """
+    if isinstance(table, pd.DataFrame):
+        frame = table.astype(object).where(table.notna(), "").astype(str)
+        frame.index = pd.RangeIndex(2, len(frame) + 2, name="row")
+        return frame, name
+    return read_table(table), str(table)
+
+
 def _decode(p: Path, raw: bytes) -> tuple[str, str]:
     if raw.startswith(b"\xef\xbb\xbf"):
         encoding = "utf-8-sig"

@@ -13,14 +13,13 @@ import pytest
 from studykit.cli import main
 from studykit.dictionary import (
     DICTIONARY_COLUMNS,
-    REDCAP_COLUMNS,
     DataDictionary,
-    export_redcap,
-    import_redcap,
     load_dictionary,
     parse_codes,
 )
 from studykit.errors import DictionaryError, InputError
+from studykit.redcap import REDCAP_COLUMNS, export_redcap, import_redcap, to_redcap
+from studykit.schema import table_schema
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -198,7 +197,7 @@ def test_optional_columns_may_be_absent(tmp_path):
 
 # -- REDCap ---------------------------------------------------------------------------
 def test_redcap_export_has_the_18_standard_columns(dd):
-    rc = dd.to_redcap()
+    rc = to_redcap(dd)
     assert list(rc.columns) == list(REDCAP_COLUMNS)
     assert len(REDCAP_COLUMNS) == 18
     names = rc["Variable / Field Name"].tolist()
@@ -445,7 +444,7 @@ def test_redcap_import_rejects_other_csv(tmp_path):
 
 # -- Frictionless -----------------------------------------------------------------------
 def test_table_schema(dd):
-    schema = dd.table_schema("nights")
+    schema = table_schema(dd, "nights")
     json.dumps(schema)  # JSON-ready
     fields = {f["name"]: f for f in schema["fields"]}
     assert schema["primaryKey"] == ["participant_id", "period", "night"]
@@ -464,10 +463,10 @@ def test_table_schema(dd):
     assert fields["tst_min"]["constraints"] == {"minimum": 0, "maximum": 1440}
     assert fields["tst_min"]["unit"] == "min"
     assert fields["lights_off"]["type"] == "datetime"
-    diary = {f["name"]: f for f in dd.table_schema("diary")["fields"]}
+    diary = {f["name"]: f for f in table_schema(dd, "diary")["fields"]}
     assert diary["kss"]["constraints"]["enum"] == list(range(1, 10))
     assert diary["kss"]["missingValues"] == ["", "-99"]
-    periods = {f["name"]: f for f in dd.table_schema("periods")["fields"]}
+    periods = {f["name"]: f for f in table_schema(dd, "periods")["fields"]}
     assert periods["sedative_use"]["trueValues"] == ["1"]
     assert periods["sedative_use"]["falseValues"] == ["0"]
 

@@ -342,7 +342,7 @@ def test_singular_fit_reduces_to_glm():
     fit = fit_glmm(df, "y", TERMS, group="id", levels=LEVELS)
     assert fit.singular and fit.sd_group < 1e-4
     assert fit.converged
-    assert any("Singular fit" in w for w in fit.warnings)
+    assert any("Singular (boundary) fit" in w for w in fit.warnings)
     glm = sm.GLM(df.y, fit.design.X, family=sm.families.Poisson()).fit()
     np.testing.assert_allclose(fit.beta, glm.params, atol=1e-6)
     np.testing.assert_allclose(fit.std_errors, glm.bse, rtol=1e-4)
@@ -415,11 +415,13 @@ def test_other_input_errors(trial):
     with pytest.raises(ModelError, match="non-numeric"):
         _fit(trial.assign(awakenings=trial.awakenings.astype(str).replace("14", "many")))
     with pytest.raises(ModelError, match="Invalid family"):
+        _fit(trial, family="gaussian")
+    with pytest.raises(ModelError, match="must be 0/1 for a Bernoulli"):
         _fit(trial, family="binomial")
     for nagq in (0, 1.5, True, 101):
         with pytest.raises(ModelError, match="Invalid nagq"):
             _fit(trial, nagq=nagq)
-    with pytest.raises(ModelError, match="group column 'subject'"):
+    with pytest.raises(ModelError, match="Grouping column 'subject'"):
         fit_glmm(trial, "awakenings", TERMS, group="subject", levels=LEVELS)
     with pytest.raises(ModelError, match="missing"):
         _fit(trial.assign(id=trial.id.where(trial.index != 3)))

@@ -113,7 +113,7 @@ def test_refit_crossed_matches_fresh_fit(fits) -> None:
 @pytest.mark.parametrize(
     ("random", "message"),
     [
-        ([("id", ["1"]), ("rater", ["1"])], "rater.*not columns of the data"),
+        ([("id", ["1"]), ("rater", ["1"])], "Grouping column .rater. of the random effect"),
         ([("id", ["1", "const"])], "no variation"),
         ([("id", ["1", "per_id"])], "does not vary within any level"),
         ([(["id", "scorer"], ["1"]), ("bogus group!", ["1"])], "not a column name"),

@@ -199,7 +199,7 @@ def test_trial_kenward_roger(trial, model):
     aov = pd.read_csv(DATA / "trial_anova_type3.csv").query(
         "model == @model and ddf_method == 'Kenward-Roger'"
     )
-    ours = fit.anova(df_method="kenward-roger")
+    ours = fit.anova(ddf="Kenward-Roger")
     np.testing.assert_allclose(ours["statistic"], aov["F"], rtol=1e-5)
     np.testing.assert_allclose(ours["den_df"], aov["DenDF"], rtol=1e-4)
     np.testing.assert_allclose(ours["p_value"], aov["p"], rtol=1e-3)

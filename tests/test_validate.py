@@ -6,8 +6,6 @@ row number / count below is a hand count on those small files (header = row 1).
 """
 
 import shutil
-import sys
-import types
 from pathlib import Path
 
 import numpy as np
@@ -491,36 +489,19 @@ def test_study_without_diary_and_with_extra_file(study_dir, dd):
     assert _rules(s) == [[pd.NA, "", "file", "warning"]]
 
 
-def test_hypnograms_need_the_hypnogram_module(study_dir, dd, monkeypatch):
-    (study_dir / "hypnograms").mkdir()
-    (study_dir / "hypnograms" / "P01_p1_baseline.csv").write_text("epoch,onset_s,stage\n0,0,W\n")
-    # without studykit.hypnogram (another helper's module) epochs stay None
-    monkeypatch.setitem(sys.modules, "studykit.hypnogram", None)
-    assert load_study(study_dir, dictionary=dd).epochs is None
-
-
-def test_hypnograms_are_read_and_validated(study_dir, dd, monkeypatch):
-    from studykit.errors import HypnogramError
-
-    def read_hypnogram(path):  # stand-in with the contract's return columns
-        t = pd.read_csv(path)
-        if "stage" not in t.columns:
-            raise HypnogramError(f"{path}: no stage column")
-        return t[["epoch", "onset_s", "stage"]]
-
-    fake = types.ModuleType("studykit.hypnogram")
-    fake.read_hypnogram = read_hypnogram
-    monkeypatch.setitem(sys.modules, "studykit.hypnogram", fake)
+def test_hypnograms_are_read_and_validated(study_dir, dd):
     h = study_dir / "hypnograms"
     h.mkdir()
     (h / "P01_p1_baseline.csv").write_text("epoch,onset_s,stage\n0,0,W\n1,30,N1\n2,60,N2\n")
     (h / "P02_p2_post1.csv").write_text("epoch,onset_s,stage\n0,0,W\n1,30,X\n")
     (h / "P09_p1_post1.csv").write_text("epoch,onset_s,stage\n0,0,W\n")
+    (h / "P03_p1_day9.csv").write_text("epoch,onset_s,stage\n0,0,W\n1,30,N1\n")  # no such night
     (h / "broken_p1_post1.csv").write_text("epoch,onset_s\n0,0\n")
     (h / "readme.txt").write_text("not a hypnogram\n")
     s = load_study(study_dir, dictionary=dd)
     assert s.epochs is not None
-    assert len(s.epochs) == 3 + 1 + 1  # the 'X' epoch is rejected
+    # P01 (3 epochs) and P09 (1); P02's file is refused by the reader (stage 'X' unknown)
+    assert len(s.epochs) == 3 + 1
     assert list(s.epochs.columns) == [
         "participant_id",
         "period",
@@ -532,19 +513,23 @@ def test_hypnograms_are_read_and_validated(study_dir, dd, monkeypatch):
     assert s.epochs["stage"].cat.categories.tolist() == dd.levels("epochs", "stage")
     got = sorted((Path(f).name, r) for f, r in s.issues[["file", "rule"]].values.tolist())
     assert got == [
-        ("P02_p2_post1.csv", "code"),
+        ("P02_p2_post1.csv", "hypnogram"),  # reader error: unknown stage
+        ("P03_p1_day9.csv", "code"),  # night code not in the dictionary: both epochs
+        ("P03_p1_day9.csv", "code"),
+        ("P03_p1_day9.csv", "hypnogram"),  # and no nights row
         ("P09_p1_post1.csv", "hypnogram"),  # no nights row
         ("broken_p1_post1.csv", "hypnogram"),  # reader error
         ("readme.txt", "hypnogram"),  # name pattern
     ]
     assert len(s.files["epochs"]) == 3
     ep = s.summary.set_index("table").loc["epochs"]
-    assert (ep["rows_read"], ep["rows_accepted"], ep["rows_rejected"]) == (6, 5, 1)
+    assert (ep["rows_read"], ep["rows_accepted"], ep["rows_rejected"]) == (6, 4, 2)
     rej = s.rejected["epochs"]
-    assert rej[["file", "stage", "reasons"]].values.tolist() == [
-        [str(h / "P02_p2_post1.csv"), "X", "code: stage"]
-    ]
-    assert rej.index.tolist() == [2]  # 2nd epoch record of that file
+    assert (
+        rej[["file", "night", "reasons"]].values.tolist()
+        == [[str(h / "P03_p1_day9.csv"), "day9", "code: night"]] * 2
+    )
+    assert rej.index.tolist() == [1, 2]  # epoch records of that file
 
 
 # -- nothing is lost: property test ----------------------------------------------------------
@@ -688,22 +673,22 @@ def test_cli_validate_continues_past_unreadable_files(capsys):
     assert main(["validate", str(CORPUS / "decimal_comma_nights.csv"), "--decimal", ","]) == 0
 
 
-def test_cli_validate_hypnogram_file_by_name(tmp_path, capsys, monkeypatch):
-    monkeypatch.setitem(sys.modules, "studykit.hypnogram", None)  # plain-text fallback
-    p = tmp_path / "P01_p1_baseline.csv"
+def test_cli_validate_hypnogram_file_by_name(tmp_path, capsys):
+    p = tmp_path / "P01_p1_day9.csv"  # 'day9' is not a night code of the dictionary
     p.write_text("epoch,onset_s,stage\n0,0,W\n1,30,N1\n2,60,S4\n")
     report = tmp_path / "issues.csv"
     assert main(["validate", str(p), "--report", str(report)]) == 2
     issues = pd.read_csv(report)
-    # line 4 of the file holds 'S4' (an R&K label; the hypnogram reader maps those, not validate)
+    # one issue per epoch record (row = record number 1-3, as in load_study);
+    # 'S4' is an R&K label the reader maps to N3, so only the night code fails
     assert issues[["row", "participant_id", "night", "column", "rule"]].values.tolist() == [
-        [4, "P01", "baseline", "stage", "code"]
+        [r, "P01", "day9", "night", "code"] for r in (1, 2, 3)
     ]
     assert "epochs" in capsys.readouterr().out
     edf = tmp_path / "P01_p1_post1.edf"
-    edf.write_bytes(b"0       ")
-    assert main(["validate", str(edf)]) == 2
-    assert "needs studykit.hypnogram" in capsys.readouterr().out
+    edf.write_bytes(b"0       ")  # 8 bytes: not an EDF header
+    assert main(["validate", str(edf), "--report", str(report)]) == 2
+    assert pd.read_csv(report)["message"].str.contains("cannot read the hypnogram").all()
 
 
 def test_code_that_looks_like_a_missing_token_is_a_code():

@@ -19,7 +19,17 @@ from studykit.errors import StudykitError
 __all__ = ["main", "build_parser"]
 
 #: Subcommand modules, in the order ``--help`` lists them.
-COMMANDS = ("validate", "derive", "simulate", "fit", "run", "verify", "power", "dictionary")
+COMMANDS = (
+    "validate",
+    "derive",
+    "simulate",
+    "fit",
+    "run",
+    "verify",
+    "power",
+    "dictionary",
+    "redcap",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

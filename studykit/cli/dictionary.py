@@ -11,7 +11,11 @@ import json
 import sys
 from pathlib import Path
 
+from studykit.dictionary import load_dictionary
 from studykit.errors import InputError
+from studykit.redcap.design import EVENT_TABLES, design_events
+from studykit.redcap.dictionary import export_redcap, import_redcap, to_redcap
+from studykit.schema import table_schema
 
 __all__ = ["register", "handle"]
 
@@ -29,10 +33,30 @@ def register(sub: argparse._SubParsersAction) -> None:
     c = dsub.add_parser("check", help="load the dictionary, report problems, list its tables")
     c.add_argument("path", nargs="?", help="data dictionary CSV (default: packaged)")
 
-    e = dsub.add_parser("export-redcap", help="write a REDCap data dictionary CSV")
+    e = dsub.add_parser(
+        "export-redcap",
+        help="write a REDCap data dictionary CSV and the study's events and instrument mapping",
+        description=(
+            "Write OUT.csv (a REDCap data dictionary: one form per study table) and, beside it, "
+            "the longitudinal layout of the study: OUT_arms.csv, OUT_events.csv, "
+            "OUT_instrument_events.csv, OUT_repeating.csv (REDCap's import formats) and "
+            "OUT_event_map.csv (what `studykit redcap import --events` reads)."
+        ),
+    )
     e.add_argument("out", metavar="OUT.csv")
     e.add_argument("--dictionary", metavar="PATH", help="data dictionary CSV (default: packaged)")
-    e.add_argument("--tables", nargs="+", metavar="TABLE", help="tables to export (default: all)")
+    e.add_argument(
+        "--tables",
+        nargs="+",
+        metavar="TABLE",
+        help="tables to export (default: the ones people enter in REDCap: "
+        "roster, periods, nights, diary)",
+    )
+    e.add_argument(
+        "--no-events",
+        action="store_true",
+        help="write only the data dictionary (no events, mapping or event map)",
+    )
 
     i = dsub.add_parser("import-redcap", help="convert a REDCap data dictionary CSV")
     i.add_argument("redcap", metavar="IN.csv")
@@ -51,8 +75,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     """Run ``studykit dictionary ACTION``; return the exit code."""
-    from studykit.dictionary import export_redcap, import_redcap, load_dictionary
-
     action = args.dict_command
     if action is None:
         print(
@@ -75,10 +97,12 @@ def handle(args: argparse.Namespace) -> int:
         return 0
     if action == "export-redcap":
         dd = load_dictionary(args.dictionary)
-        path = export_redcap(dd, args.out, tables=args.tables)
-        print(
-            f"wrote REDCap data dictionary {path} ({len(dd.to_redcap(tables=args.tables))} fields)"
-        )
+        tables = args.tables or [t for t in EVENT_TABLES if t in dd.tables]
+        path = export_redcap(dd, args.out, tables=tables)
+        print(f"wrote REDCap data dictionary {path} ({len(to_redcap(dd, tables=tables))} fields)")
+        if not args.no_events and set(tables) <= set(EVENT_TABLES):
+            written = design_events(dd).write(path.with_suffix(""))
+            print("wrote the study's REDCap layout: " + ", ".join(str(p) for p in written.values()))
         return 0
     if action == "import-redcap":
         out = Path(args.output)
@@ -90,7 +114,7 @@ def handle(args: argparse.Namespace) -> int:
         return 0
     if action == "schema":
         dd = load_dictionary(args.dictionary)
-        text = json.dumps(dd.table_schema(args.table), indent=2, ensure_ascii=False)
+        text = json.dumps(table_schema(dd, args.table), indent=2, ensure_ascii=False)
         if args.output:
             Path(args.output).write_text(text + "\n", encoding="utf-8")
             print(f"wrote {args.output}")

@@ -14,7 +14,17 @@ from pathlib import Path
 
 import pandas as pd
 
+from studykit.dictionary import load_dictionary
 from studykit.errors import InputError
+from studykit.validate import (
+    ISSUE_COLUMNS,
+    empty_issues,
+    hypnogram_keys,
+    infer_table,
+    load_study,
+    read_hypnogram_file,
+    validate_table,
+)
 
 __all__ = ["register", "handle"]
 
@@ -55,17 +65,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     """Run ``studykit validate``; return the exit code."""
-    from studykit.dictionary import load_dictionary
+    # imported here: studykit.tables loads the analysis stack, needed only with issues to mask
     from studykit.privacy import mask_identifiers, study_identifiers
     from studykit.tables.write import write_csv
-    from studykit.validate import (
-        empty_issues,
-        hypnogram_keys,
-        infer_table,
-        load_study,
-        read_hypnogram_file,
-        validate_table,
-    )
 
     dd = load_dictionary(args.dictionary)
     if args.table is not None and args.table not in dd.tables:
@@ -84,18 +86,19 @@ def handle(args: argparse.Namespace) -> int:
                 summaries.append(_failed(str(path), "study", exc))
                 issues.append(_file_issue(str(path), exc))
                 continue
-            summaries.extend(study.summary.to_dict("records"))
+            if study.summary is not None:
+                summaries.extend(study.summary.to_dict("records"))
             issues.append(study.issues)
             continue
         keys = hypnogram_keys(path) if args.table in (None, "epochs") else None
         table = args.table or infer_table(path, dd.tables) or ("epochs" if keys else None)
         if table is None:
-            exc = InputError(
+            unknown = InputError(
                 f"cannot tell which table {path.name} holds: name the file after its table "
                 f"({', '.join(dd.tables)}, e.g. nights.csv) or pass --table."
             )
-            summaries.append(_failed(str(path), "?", exc))
-            issues.append(_file_issue(str(path), exc))
+            summaries.append(_failed(str(path), "?", unknown))
+            issues.append(_file_issue(str(path), unknown))
             continue
         try:
             if table == "epochs" and keys is not None:
@@ -134,8 +137,6 @@ def _failed(file: str, table: str, exc: Exception) -> dict:
 
 
 def _file_issue(file: str, exc: Exception) -> pd.DataFrame:
-    from studykit.validate import ISSUE_COLUMNS
-
     row = dict.fromkeys(ISSUE_COLUMNS, "")
     row.update(file=file, row=pd.NA, rule="file", severity="error", message=str(exc))
     frame = pd.DataFrame([row])
@@ -208,12 +209,13 @@ def _print_report(summary: pd.DataFrame, issues: pd.DataFrame, *, report: str | 
         print(f"\nfirst {len(first)} of {len(issues)} issue(s):", file=out)
         for _, r in first.iterrows():
             print(_issue_text(r), file=out)
-        for msg in issues.loc[issues["rule"] == "file", "message"]:
+        file_issues = issues.loc[issues["rule"] == "file"]
+        for severity, msg in zip(file_issues["severity"], file_issues["message"], strict=True):
             print("", file=out)
             print(
                 "\n".join(
                     textwrap.wrap(
-                        f"file error: {msg}",
+                        f"file {severity}: {msg}",
                         width=_WIDTH,
                         subsequent_indent="    ",
                         break_long_words=False,

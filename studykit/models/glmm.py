@@ -23,29 +23,84 @@ import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import optimize, special
+from scipy import linalg, optimize, special
 
 from studykit.errors import ModelError
+from studykit.models import fitwarn
 from studykit.models.design import Design, build_design
 from studykit.models.inference import confidence_interval, wald_test
+from studykit.models.random_effects import (
+    Factor,
+    RandomEffect,
+    ReStructure,
+    build_terms,
+    check_columns,
+    group_codes,
+    parse_random,
+    random_columns,
+    single_threaded_blas,
+)
+from studykit.models.summary import ResultDisplay
 
 __all__ = ["GLMMResult", "WaldZTests", "fit_glmm", "wald_z_table", "FAMILIES"]
 
 logger = logging.getLogger(__name__)
 
-FAMILIES = ("poisson", "negbin")
+FAMILIES = ("poisson", "negbin", "binomial")
+VARCORR_COLUMNS = ["group", "var1", "var2", "vcov", "sdcor"]
+LINKS = {"poisson": "log", "negbin": "log", "binomial": "logit"}
 _SINGULAR_TOL = 1e-4  # lme4's isSingular() default tolerance on theta (here the SD)
 _ETA_MAX = 700.0  # exp() overflows above ~709
+# conditional modes (inner Newton iteration, per group or over all random effects)
+MODE_TOL = 1e-11  # stop when the largest Newton step on the spherical modes is below this
+MODE_MAXIT = 100  # iteration cap (a warning says when it is reached)
+MODE_HALVINGS = 60  # step halvings before a non-improving step is accepted as is
+MODE_DECREASE_RTOL = 1e-12  # a step may lower g by this x (1 + |g|) (rounding) and be kept
+# starting values: GLM by IRLS
+GLM_START_MAXIT = 50
+GLM_START_TOL = 1e-10
+SEPARATION_TOL = 1e-7  # linear-program directions smaller than this do not count (rounding)
+# general (sparse) Laplace engine: central-difference steps relative to max(|phi_j|, 1); the
+# gradient's rounding error ~ eps |loglik| / h, the Hessian's ~ eps |loglik| / h^2
+HESS_GRAD_STEP = 1e-5  # central differences of the exact gradient (scalar engine)
+LAPLACE_GRAD_STEP = 1e-6
+LAPLACE_HESS_STEP = 1e-4
+# beta rows of the Hessian: differences of the exact gradient, steps this x the GLM SE of beta
+# (a covariate such as height in cm has a tiny coefficient: relative steps would be too big)
+LAPLACE_BETA_HESS_STEP = 1e-3
+# starting values and scaling of the outer optimisation
+BINOMIAL_SD_START = 0.5  # random-effect SD (logit scale) to start from
+SD_START = 0.5  # diagonal theta (SD on the link scale) to start the general engine from
+SD_PRECOND = 0.2  # preconditioner scale of SD / theta parameters
+INFO_FLOOR = 1e-12  # floor of Fisher-information diagonals in the fallback preconditioner
+NB_THETA_START_MIN, NB_THETA_START_MAX = 0.5, 1000.0  # moment start of the NB2 size, clipped
+# convergence of the outer optimisation
+BFGS_OPTIONS = {"maxiter": 1000, "gtol": 1e-6}
+NEWTON_POLISH_STEPS = 6  # Newton steps after BFGS (exact or finite-difference Hessian)
+NEWTON_POLISH_TOL = 1e-7  # a polish step smaller than this is the last one
+POLISH_DECREASE_TOL = 1e-10  # a polish step may lower the log-likelihood this much (rounding)
+NEWTON_STEP_TOL = 1e-4  # converged: the remaining Newton step is below this in every parameter
+THETA_BOUND_TOL = 1e-2  # log(theta) this close to its cap is set to the cap after BFGS
+AT_CAP_TOL = 1e-6  # ... and this close at the optimum is reported as at the cap
 
 
 # ----------------------------------------------------------------------------------------------
 # per-observation pieces of the conditional log-likelihood, as functions of eta = log(mu)
 # ----------------------------------------------------------------------------------------------
-def _loglik_core(y: np.ndarray, eta: np.ndarray, theta: float | None) -> np.ndarray:
-    """The eta-dependent part of log p(y | eta): what the mode search maximises."""
+def _loglik_core(
+    y: np.ndarray, eta: np.ndarray, theta: float | None, trials: np.ndarray | None = None
+) -> np.ndarray:
+    """The eta-dependent part of log p(y | eta): what the mode search maximises.
+
+    Poisson (``theta`` and ``trials`` None), NB2 (``theta`` the size) or binomial with the logit
+    link (``trials`` the number of trials; ``y`` the successes).
+    """
+    if trials is not None:
+        return y * eta - trials * np.logaddexp(0.0, eta)
     if theta is None:
         return y * eta - np.exp(eta)
     # theta*log(theta) - (y+theta)*log(theta+mu) + y*eta, rearranged so that nothing of size
@@ -55,9 +110,13 @@ def _loglik_core(y: np.ndarray, eta: np.ndarray, theta: float | None) -> np.ndar
 
 
 def _derivs(
-    y: np.ndarray, eta: np.ndarray, theta: float | None
+    y: np.ndarray, eta: np.ndarray, theta: float | None, trials: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """First derivative d l / d eta, W = -d2 l / d eta2 and W' = dW / d eta."""
+    if trials is not None:
+        prob = special.expit(eta)
+        w = trials * prob * (1.0 - prob)
+        return y - trials * prob, w, w * (1.0 - 2.0 * prob)
     mu = np.exp(eta)
     if theta is None:
         return y - mu, mu, mu
@@ -82,8 +141,16 @@ def _theta_derivs(
     return dl, dd1, dw
 
 
-def _loglik_const(y: np.ndarray, theta: float | None) -> np.ndarray:
+def _loglik_const(
+    y: np.ndarray, theta: float | None, trials: np.ndarray | None = None
+) -> np.ndarray:
     """The eta-free part of log p(y | eta)."""
+    if trials is not None:
+        return (
+            special.gammaln(trials + 1.0)
+            - special.gammaln(y + 1.0)
+            - special.gammaln(trials - y + 1.0)
+        )
     if theta is None:
         return -special.gammaln(y + 1.0)
     return _lgamma_diff(y, theta) - special.gammaln(y + 1.0)
@@ -132,8 +199,10 @@ class _Problem:
     negbin: bool
     nodes: np.ndarray  # (K,) Gauss-Hermite abscissae (weight exp(-x^2))
     logw: np.ndarray  # (K,) log weights + x^2
-    u: np.ndarray = field(default=None)  # warm start for the conditional modes (spherical)
+    trials: np.ndarray | None = None  # (n,) binomial trials (None: count families)
+    u: np.ndarray | None = None  # warm start for the conditional modes (spherical)
     n_eval: int = 0
+    mode_cap_hit: bool = False  # the conditional-mode iteration reached MODE_MAXIT
 
     @property
     def p(self) -> int:
@@ -142,6 +211,10 @@ class _Problem:
     @property
     def ngroups(self) -> int:
         return len(self.starts)
+
+    def hessian(self, phi: np.ndarray) -> np.ndarray:
+        """Hessian of the marginal log-likelihood (central differences of the exact gradient)."""
+        return _hessian(self, phi)
 
     def gsum(self, a: np.ndarray) -> np.ndarray:
         """Sum rows of ``a`` within groups."""
@@ -156,7 +229,7 @@ class _Problem:
 
     # -- conditional modes -------------------------------------------------------------------
     def modes(
-        self, eta0: np.ndarray, s: float, theta: float | None, *, tol: float = 1e-11
+        self, eta0: np.ndarray, s: float, theta: float | None, *, tol: float = MODE_TOL
     ) -> np.ndarray:
         """Maximise g_i(u) = sum_j l(eta0_ij + s u_i) - u_i^2 / 2 for all groups at once."""
         y, gidx = self.y, self.gidx
@@ -164,33 +237,35 @@ class _Problem:
 
         def g(uu: np.ndarray) -> np.ndarray:
             eta = np.minimum(eta0 + s * uu[gidx], _ETA_MAX)
-            return self.gsum(_loglik_core(y, eta, theta)) - 0.5 * uu**2
+            return self.gsum(_loglik_core(y, eta, theta, self.trials)) - 0.5 * uu**2
 
         g_old = g(u)
-        for _ in range(100):
+        for _ in range(MODE_MAXIT):
             eta = np.minimum(eta0 + s * u[gidx], _ETA_MAX)
-            d1, w, _ = _derivs(y, eta, theta)
+            d1, w, _ = _derivs(y, eta, theta, self.trials)
             grad = s * self.gsum(d1) - u
             hess = s * s * self.gsum(w) + 1.0
             step = grad / hess
             u_new = u + step
             g_new = g(u_new)
             # a step is bad when it lowers g (or overflows to nan): halve it, per group
-            bad = ~(g_new >= g_old - 1e-12 * (1.0 + np.abs(g_old)))
+            bad = ~(g_new >= g_old - MODE_DECREASE_RTOL * (1.0 + np.abs(g_old)))
             halvings = 0
-            while bad.any() and halvings < 60:
+            while bad.any() and halvings < MODE_HALVINGS:
                 step[bad] *= 0.5
                 u_new[bad] = u[bad] + step[bad]
                 g_new[bad] = g(u_new)[bad]
-                bad = ~(g_new >= g_old - 1e-12 * (1.0 + np.abs(g_old)))
+                bad = ~(g_new >= g_old - MODE_DECREASE_RTOL * (1.0 + np.abs(g_old)))
                 halvings += 1
             u, g_old = u_new, g_new
             if np.max(np.abs(step)) < tol:
                 break
+        else:
+            self.mode_cap_hit = True
         return u
 
     # -- marginal log-likelihood and gradient ----------------------------------------------
-    def evaluate(self, phi: np.ndarray, *, grad: bool = True) -> tuple[float, np.ndarray | None]:
+    def evaluate(self, phi: np.ndarray) -> tuple[float, np.ndarray]:
         """Approximate marginal log-likelihood (Laplace / AGQ) and its exact gradient."""
         self.n_eval += 1
         y, X, gidx = self.y, self.X, self.gidx
@@ -199,29 +274,29 @@ class _Problem:
         u = self.modes(eta0, s, theta)
         self.u = u
         eta_hat = np.minimum(eta0 + s * u[gidx], _ETA_MAX)
-        d1, w, dw = _derivs(y, eta_hat, theta)
+        tr = self.trials
+        trk = None if tr is None else tr[:, None]
+        d1, w, dw = _derivs(y, eta_hat, theta, tr)
         H = s * s * self.gsum(w) + 1.0  # -g''(u_hat), per group
         tau = 1.0 / np.sqrt(H)
-        const = _loglik_const(y, theta)
+        const = _loglik_const(y, theta, tr)
         K = len(self.nodes)
         if K == 1:
             # Laplace: log L_i = g_i(u_hat) - log(H_i) / 2
-            lik_obs = const + _loglik_core(y, eta_hat, theta)
+            lik_obs = const + _loglik_core(y, eta_hat, theta, tr)
             ll_g = self.gsum(lik_obs) - 0.5 * u**2 - 0.5 * np.log(H)
             pi = None
         else:
             z = math.sqrt(2.0) * self.nodes  # (K,)
             uk = u[:, None] + tau[:, None] * z[None, :]  # (G, K)
             eta_k = np.minimum(eta0[:, None] + s * uk[gidx], _ETA_MAX)  # (n, K)
-            lik_obs_k = const[:, None] + _loglik_core(y[:, None], eta_k, theta)
+            lik_obs_k = const[:, None] + _loglik_core(y[:, None], eta_k, theta, trk)
             gk = self.gsum(lik_obs_k) - 0.5 * uk**2  # (G, K)
             a = gk + self.logw[None, :]
             lse = special.logsumexp(a, axis=1)
             pi = np.exp(a - lse[:, None])  # (G, K) normalised node weights
             ll_g = -0.5 * math.log(math.pi) + np.log(tau) + lse
         value = float(np.sum(ll_g))
-        if not grad:
-            return value, None
 
         # implicit derivatives of the mode and of H, per group
         p = self.p
@@ -252,7 +327,7 @@ class _Problem:
                 gpart[:, p + 1] = self.gsum(dl_t)
             gr = gpart + dlogtau
         else:
-            d1k, _, _ = _derivs(y[:, None], eta_k, theta)  # (n, K)
+            d1k, _, _ = _derivs(y[:, None], eta_k, theta, trk)  # (n, K)
             pin = pi[gidx]  # (n, K)
             gpart = np.empty((self.ngroups, nphi))
             gpart[:, :p] = self.gsum(np.sum(pin * d1k, axis=1)[:, None] * X)
@@ -273,7 +348,7 @@ def _hessian(prob: _Problem, phi: np.ndarray) -> np.ndarray:
     hess = np.empty((n, n))
     u0 = None if prob.u is None else prob.u.copy()
     for j in range(n):
-        h = 1e-5 * max(1.0, abs(phi[j]))
+        h = HESS_GRAD_STEP * max(1.0, abs(phi[j]))
         e = np.zeros(n)
         e[j] = h
         prob.u = u0
@@ -285,23 +360,234 @@ def _hessian(prob: _Problem, phi: np.ndarray) -> np.ndarray:
     return 0.5 * (hess + hess.T)
 
 
-def _glm_start(y: np.ndarray, X: np.ndarray, offset: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Poisson GLM by IRLS: starting values and the Fisher information X'WX."""
-    mu = y + 0.5
-    eta = np.log(mu)
+class _Laplace:
+    """Laplace approximation for any random-effects structure (sparse, block-eliminated).
+
+    Parameters ``phi = (beta, theta[, log nb_theta])`` with ``theta`` lme4's relative
+    covariance factor (here the factor of the covariance itself: no residual scale). For given
+    ``phi`` the conditional modes ``u`` of the spherical random effects maximise
+    ``g(u) = sum_i log p(y_i | eta_i) - |u|^2 / 2`` with ``eta = X beta + offset + Z Lambda u``
+    (Newton steps with the block-eliminated factor of ``H = Lambda' Z' W Z Lambda + I``, step
+    halving); the log-likelihood is ``g(u_hat) - log|H| / 2`` plus the constant terms. Its
+    gradient and Hessian in ``phi`` are central finite differences of that value, each
+    evaluation warm-started from the modes at ``phi``, except the gradient in ``beta``, which
+    is exact: ``X' d1 - (X' v - X' W Z Lambda H^-1 Lambda' Z' v) / 2`` with ``v_i = W'_i h_i``
+    and ``h_i`` the diagonal of ``Z Lambda H^-1 Lambda' Z'`` (the implicit dependence of the modes
+    on ``beta`` included), from one extra solve with the same factor.
+    """
+
+    def __init__(
+        self,
+        y: np.ndarray,
+        X: np.ndarray,
+        offset: np.ndarray,
+        trials: np.ndarray | None,
+        negbin: bool,
+        re: ReStructure,
+    ):
+        self.y, self.X, self.offset, self.trials = y, X, offset, trials
+        self.negbin = negbin
+        self.re = re
+        self.p = X.shape[1]
+        self.K = re.ntheta
+        self.u: tuple[np.ndarray, np.ndarray] | None = None
+        self.n_eval = 0
+        self.mode_cap_hit = False
+        self.nodes = np.zeros(1)
+        # the eta-free part of the log-likelihood (fixed unless the NB2 size changes)
+        self._const = None if negbin else float(np.sum(_loglik_const(y, None, trials)))
+        self._last: tuple[np.ndarray, Factor, np.ndarray, float | None] | None = None
+        self.beta_scale: np.ndarray | None = None  # GLM standard errors of beta
+
+    def unpack(self, phi: np.ndarray) -> tuple[np.ndarray, np.ndarray, float | None]:
+        p, K = self.p, self.K
+        nbt = float(math.exp(phi[p + K])) if self.negbin else None
+        return phi[:p], phi[p : p + K], nbt
+
+    def _eta(self, eta0: np.ndarray, u: tuple[np.ndarray, np.ndarray], theta: np.ndarray):
+        bA, bB = self.re.lam_times(u[0], u[1], theta)
+        return np.minimum(eta0 + self.re.z_times(bA, bB), _ETA_MAX)
+
+    def _g(self, eta: np.ndarray, u: tuple[np.ndarray, np.ndarray], nbt: float | None) -> float:
+        core = _loglik_core(self.y, eta, nbt, self.trials)
+        return float(np.sum(core)) - 0.5 * float(np.sum(u[0] ** 2) + np.sum(u[1] ** 2))
+
+    def modes(
+        self, beta: np.ndarray, theta: np.ndarray, nbt: float | None
+    ) -> tuple[tuple[np.ndarray, np.ndarray], np.ndarray, Factor]:
+        """Conditional modes, the linear predictor at them and the factor of H there."""
+        re = self.re
+        eta0 = self.X @ beta + self.offset
+        u = self.u if self.u is not None else (np.zeros((re.G, re.m)), np.zeros(re.qB))
+        LamA = re.lam_A(theta)
+        eta = self._eta(eta0, u, theta)
+        g_old = self._g(eta, u, nbt)
+        for _ in range(MODE_MAXIT):
+            d1, w, _ = _derivs(self.y, eta, nbt, self.trials)
+            tA, tB = re.zt_times(d1)
+            gA = tA @ LamA - u[0]
+            gB = (re.lam_B_left_t(tB, theta) if re.qB else tB) - u[1]
+            F = re.factor(theta, re.cross(w))
+            sA, sB = F.solve(gA, gB)
+            t = 1.0
+            for _ in range(MODE_HALVINGS):
+                cand = (u[0] + t * sA, u[1] + t * sB)
+                eta_c = self._eta(eta0, cand, theta)
+                g_c = self._g(eta_c, cand, nbt)
+                if g_c >= g_old - MODE_DECREASE_RTOL * (1.0 + abs(g_old)):
+                    break
+                t *= 0.5
+            u, eta, g_old = cand, eta_c, g_c
+            size = max(
+                float(np.max(np.abs(sA), initial=0.0)), float(np.max(np.abs(sB), initial=0.0))
+            )
+            if t * size < MODE_TOL:
+                break
+        else:
+            self.mode_cap_hit = True
+        _, w, _ = _derivs(self.y, eta, nbt, self.trials)
+        return u, eta, re.factor(theta, re.cross(w))
+
+    def value(self, phi: np.ndarray) -> float:
+        """Laplace log-likelihood at ``phi`` (and the modes there are kept as warm start)."""
+        self.n_eval += 1
+        beta, theta, nbt = self.unpack(phi)
+        u, eta, F = self.modes(beta, theta, nbt)
+        self.u = u
+        self._last = (eta, F, theta, nbt)
+        if self._const is None:
+            const = float(np.sum(_loglik_const(self.y, nbt, self.trials)))
+        else:
+            const = self._const
+        return const + self._g(eta, u, nbt) - 0.5 * (F.logdet_A() + F.logdet_S())
+
+    def _leverages(self, F: Factor, theta: np.ndarray) -> np.ndarray:
+        """``h_i = z_i Lambda H^-1 Lambda' z_i'`` for every observation (selected inversion)."""
+        re = self.re
+        a = re.zA @ re.lam_A(theta)  # rows: (Lambda_A' zA_i)'
+        m = re.m
+        LAi = F.LA[re.block]  # (n, m, m)
+        xA = a / LAi[:, :, 0] if m == 1 else np.linalg.solve(LAi, a[:, :, None])[:, :, 0]
+        h = np.sum(xA * xA, axis=1)
+        if re.qB:
+            b = np.zeros((self.y.size, re.qB))
+            rows = np.arange(self.y.size)[:, None]
+            vals = re.bvals * theta[re.b_theta_index[re.bcols]] if re.b_scalar else None
+            if vals is None:  # (Lambda_B' z)_i: per term, the level's q values times T
+                vals = np.empty_like(re.bvals)
+                col = 0
+                for k in re.b_terms:
+                    t = re.terms[k]
+                    T = re.term_factor(t, theta)
+                    vals[:, col : col + t.q] = re.bvals[:, col : col + t.q] @ T
+                    col += t.q
+            np.add.at(b, (np.broadcast_to(rows, re.bcols.shape), re.bcols), vals)
+            r = b - np.einsum("nmd,nm->nd", F.CL[re.block], xA)
+            xB = linalg.solve_triangular(F.LS, r.T, lower=True, check_finite=False)
+            h = h + np.sum(xB * xB, axis=0)
+        return h
+
+    def _beta_gradient(self) -> np.ndarray:
+        """Exact gradient of the Laplace log-likelihood in beta (implicit modes included)."""
+        assert self._last is not None
+        eta, F, theta, nbt = self._last
+        re = self.re
+        d1, w, dw = _derivs(self.y, eta, nbt, self.trials)
+        v = dw * self._leverages(F, theta)
+        tA, tB = re.zt_times(v)
+        rA = tA @ re.lam_A(theta)
+        rB = re.lam_B_left_t(tB, theta) if re.qB else tB
+        sA, sB = F.solve(rA, rB)
+        bA, bB = re.lam_times(sA, sB, theta)
+        zls = re.z_times(bA, bB)
+        return self.X.T @ d1 - 0.5 * (self.X.T @ v - self.X.T @ (w * zls))
+
+    def _steps(self, phi: np.ndarray, rel: float) -> np.ndarray:
+        h = rel * np.maximum(np.abs(phi), 1.0)
+        if self.beta_scale is not None:  # beta: steps on the scale of its standard errors
+            h[: self.p] = LAPLACE_BETA_HESS_STEP * self.beta_scale
+        return h
+
+    def evaluate(self, phi: np.ndarray) -> tuple[float, np.ndarray]:
+        """Laplace log-likelihood and its central-difference gradient."""
+        value = self.value(phi)
+        u0 = self.u
+        h = self._steps(phi, LAPLACE_GRAD_STEP)
+        g = np.empty(len(phi))
+        g[: self.p] = self._beta_gradient()
+        for j in range(self.p, len(phi)):
+            e = np.zeros(len(phi))
+            e[j] = h[j]
+            self.u = u0
+            vp = self.value(phi + e)
+            self.u = u0
+            vm = self.value(phi - e)
+            g[j] = (vp - vm) / (2.0 * h[j])
+        self.u = u0
+        return value, g
+
+    def hessian(self, phi: np.ndarray) -> np.ndarray:
+        """Hessian: central differences of the exact beta-gradient (rows of beta) and second
+        central differences of the log-likelihood (the other parameters)."""
+        u0 = self.u
+        P, p = len(phi), self.p
+        h = self._steps(phi, LAPLACE_HESS_STEP)
+
+        def at(e: np.ndarray) -> tuple[float, np.ndarray]:
+            self.u = u0
+            val = self.value(phi + e)
+            return val, self._beta_gradient()
+
+        f0, _ = at(np.zeros(P))
+        H = np.empty((P, P))
+        fp, fm = np.empty(P), np.empty(P)
+        for k in range(P):
+            e = np.zeros(P)
+            e[k] = h[k]
+            fp[k], gp = at(e)
+            fm[k], gm = at(-e)
+            H[:p, k] = (gp - gm) / (2.0 * h[k])
+            if k >= p:
+                H[k, k] = (fp[k] - 2.0 * f0 + fm[k]) / h[k] ** 2
+        H[p:, :p] = H[:p, p:].T
+        for k in range(p, P):
+            for j in range(p, k):
+                vals = []
+                for sk, sj in ((1, 1), (1, -1), (-1, 1), (-1, -1)):
+                    e = np.zeros(P)
+                    e[k] = sk * h[k]
+                    e[j] = sj * h[j]
+                    self.u = u0
+                    vals.append(self.value(phi + e))
+                H[k, j] = H[j, k] = (vals[0] - vals[1] - vals[2] + vals[3]) / (4.0 * h[k] * h[j])
+        self.u = u0
+        self.value(phi)  # restore the modes at phi
+        return 0.5 * (H + H.T)
+
+
+def _glm_start(
+    y: np.ndarray, X: np.ndarray, offset: np.ndarray, trials: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Poisson (or binomial-logit) GLM by IRLS: starting values and the Fisher information."""
+    if trials is None:
+        eta = np.log(y + 0.5)
+    else:
+        eta = special.logit((y + 0.5) / (trials + 1.0))
     beta = np.zeros(X.shape[1])
-    for _ in range(50):
-        z = eta - offset + (y - mu) / mu
-        xw = X * mu[:, None]
+    w = np.ones(len(y))
+    for _ in range(GLM_START_MAXIT):
+        d1, w, _ = _derivs(y, eta, None, trials)
+        z = eta - offset + d1 / w
+        xw = X * w[:, None]
         info = X.T @ xw
         beta_new = np.linalg.lstsq(info, xw.T @ z, rcond=None)[0]
         eta = np.clip(X @ beta_new + offset, -_ETA_MAX, _ETA_MAX)
-        mu = np.exp(eta)
-        if np.max(np.abs(beta_new - beta)) < 1e-10:
+        if np.max(np.abs(beta_new - beta)) < GLM_START_TOL:
             beta = beta_new
             break
         beta = beta_new
-    info = X.T @ (X * mu[:, None])
+    _, w, _ = _derivs(y, eta, None, trials)
+    info = X.T @ (X * w[:, None])
     return beta, info
 
 
@@ -317,7 +603,7 @@ class _Optimum:
 
 
 def _maximise(
-    prob: _Problem, phi0: np.ndarray, precond: np.ndarray, *, log_theta_max: float
+    prob: _Problem | _Laplace, phi0: np.ndarray, precond: np.ndarray, *, log_theta_max: float
 ) -> _Optimum:
     """Maximise the marginal log-likelihood: BFGS in preconditioned coordinates, then Newton.
 
@@ -353,19 +639,19 @@ def _maximise(
         np.zeros(nphi),
         jac=True,
         method="BFGS",
-        options={"maxiter": 1000, "gtol": 1e-6},
+        options=BFGS_OPTIONS,
     )
     phi, _ = to_phi(res.x)
-    at_bound = prob.negbin and phi[-1] >= log_theta_max - 1e-2
+    at_bound = prob.negbin and phi[-1] >= log_theta_max - THETA_BOUND_TOL
     if at_bound:
         phi[-1] = log_theta_max
     value, grad = prob.evaluate(phi)
-    hess = _hessian(prob, phi)
+    hess = prob.hessian(phi)
     n_iter = int(res.nit)
     # Newton polish (Newton steps on the interior parameters only when theta sits at its bound)
     free = np.arange(nphi - 1) if at_bound else np.arange(nphi)
     hess_at = phi.copy()
-    for _ in range(6):
+    for _ in range(NEWTON_POLISH_STEPS):
         try:
             step = np.linalg.solve(-hess[np.ix_(free, free)], grad[free])
         except np.linalg.LinAlgError:
@@ -377,17 +663,17 @@ def _maximise(
         if prob.negbin:
             trial[-1] = min(trial[-1], log_theta_max)
         t_value, t_grad = prob.evaluate(trial)
-        if not (np.isfinite(t_value) and t_value >= value - 1e-10):
+        if not (np.isfinite(t_value) and t_value >= value - POLISH_DECREASE_TOL):
             prob.evaluate(phi)  # restore the conditional modes at phi
             break
         phi, value, grad = trial, t_value, t_grad
         n_iter += 1
-        if np.max(np.abs(step)) < 1e-7:
+        if np.max(np.abs(step)) < NEWTON_POLISH_TOL:
             break  # quadratic convergence: phi is exact to ~1e-14, the Hessian still holds
-        hess = _hessian(prob, phi)
+        hess = prob.hessian(phi)
         hess_at = phi.copy()
-    if np.max(np.abs(phi - hess_at)) > 1e-7:
-        hess = _hessian(prob, phi)
+    if np.max(np.abs(phi - hess_at)) > NEWTON_POLISH_TOL:
+        hess = prob.hessian(phi)
     return _Optimum(phi, value, grad, hess, bool(res.success), str(res.message), n_iter)
 
 
@@ -431,7 +717,7 @@ def _as_contrast_matrix(
         if mat.ndim != 2 or mat.shape[1] != p:
             raise ModelError(
                 f"A contrast needs {p} weights per row (one per coefficient {columns}); "
-                f"got shape {np.shape(L)}."
+                f"got shape {mat.shape}."
             )
     if not np.all(np.isfinite(mat)):
         raise ModelError("Contrast weights must be finite numbers.")
@@ -573,8 +859,8 @@ class WaldZTests:
         )
 
 
-@dataclass(frozen=True, eq=False)
-class GLMMResult(WaldZTests):
+@dataclass(frozen=True, eq=False, repr=False)
+class GLMMResult(WaldZTests, ResultDisplay):
     """A fitted Poisson / negative-binomial mixed model with a random intercept.
 
     Attributes
@@ -625,6 +911,8 @@ class GLMMResult(WaldZTests):
         ``log_theta`` (inverse negative Hessian).
     covariate_means : dict
         Numeric covariate -> its mean over the model rows (emmeans' reference grid).
+    formula : str or None
+        The lme4 formula when fitted by :func:`studykit.glmer`.
     """
 
     columns: list[str]
@@ -653,6 +941,21 @@ class GLMMResult(WaldZTests):
     covariate_means: dict[str, float] = field(default_factory=dict)
     n_iter: int = 0
     n_eval: int = 0
+    formula: str | None = None
+    random: list[RandomEffect] = field(default_factory=list)
+    varcorr_table: pd.DataFrame | None = None
+    re_theta: np.ndarray | None = None
+    ngroups_by: dict[str, int] = field(default_factory=dict)
+
+    def varcorr(self) -> pd.DataFrame:
+        """Random-effect SDs and correlations (link scale), as lme4's ``VarCorr``.
+
+        Columns ``group, var1, var2, vcov, sdcor`` (as :meth:`LMMResult.varcorr`, without a
+        residual row).
+        """
+        if self.varcorr_table is None:
+            return pd.DataFrame(columns=VARCORR_COLUMNS)
+        return self.varcorr_table.copy()
 
     @property
     def method(self) -> str:
@@ -688,14 +991,6 @@ class GLMMResult(WaldZTests):
             ]
         )
 
-    def __repr__(self) -> str:
-        fam = self.family + (f"(theta={self.theta:.4g})" if self.theta is not None else "")
-        return (
-            f"GLMMResult({self.outcome} ~ {' + '.join(self.columns[1:] or ['1'])} + (1|{self.group}), "
-            f"{fam}, {self.method}, nobs={self.nobs}, ngroups={self.ngroups}, "
-            f"loglik={self.loglik:.4f}, sd_group={self.sd_group:.4g}, converged={self.converged})"
-        )
-
 
 # ----------------------------------------------------------------------------------------------
 # fitting
@@ -714,7 +1009,7 @@ def _check_counts(values: pd.Series, outcome: str) -> np.ndarray:
     bad = ~np.isfinite(y) | (y < 0) | (y != np.floor(y))
     if bad.any():
         idx = np.flatnonzero(bad)
-        shown = [f"row {values.index[i]!r}: {y[i]!r}" for i in idx[:5]]
+        shown = [f"row {values.index[i]!r}: {y[i]:g}" for i in idx[:5]]
         raise ModelError(
             f"Outcome {outcome!r} must be counts (non-negative integers) for a "
             f"Poisson/negative-binomial model; {int(bad.sum())} value(s) are not: "
@@ -724,32 +1019,42 @@ def _check_counts(values: pd.Series, outcome: str) -> np.ndarray:
 
 
 def _check_estimable(
-    X: np.ndarray, y: np.ndarray, data: pd.DataFrame, design: Design, outcome: str
+    X: np.ndarray,
+    y: np.ndarray,
+    data: pd.DataFrame,
+    design: Design,
+    outcome: str,
+    trials: np.ndarray | None = None,
 ) -> None:
-    """Refuse designs whose log-linear estimates are infinite (zero events in a cell).
+    """Refuse designs whose estimates are infinite (no events, or separation, in a cell).
 
-    The Poisson (and NB, random-intercept) likelihood has no finite maximum when some direction
-    ``d`` of the coefficients lowers the linear predictor on zero-count rows and leaves it
-    unchanged on all rows with events, e.g. every ketamine post1 night has 0 nightmares. Found by
-    a small linear program: minimise ``sum(X0 d)`` subject to ``X+ d = 0``, ``-1 <= X0 d <= 0``.
+    The Poisson (and NB) likelihood has no finite maximum when some direction ``d`` of the
+    coefficients lowers the linear predictor on zero-count rows and leaves it unchanged on all
+    rows with events, e.g. every ketamine post1 night has 0 nightmares. For the binomial, rows
+    with all trials successes count as zero rows with the sign of ``d`` reversed (complete or
+    quasi-complete separation). Found by a small linear program: minimise ``sum(X0 d)`` subject
+    to ``X+ d = 0``, ``-1 <= X0 d <= 0``.
     """
-    zero = y == 0
-    if not zero.any() or zero.all():
+    sign = np.where(y == 0, 1.0, 0.0)
+    if trials is not None:
+        sign = sign - np.where((y == trials) & (trials > 0), 1.0, 0.0)
+    bound = sign != 0
+    if not bound.any() or (trials is None and bound.all()):
         return
-    X0, Xp = X[zero], X[~zero]
-    n0 = int(zero.sum())
+    X0, Xp = X[bound] * sign[bound, None], X[~bound]
+    n0 = int(bound.sum())
     res = optimize.linprog(
         X0.sum(axis=0),
         A_ub=np.vstack([X0, -X0]),
         b_ub=np.r_[np.zeros(n0), np.ones(n0)],
-        A_eq=Xp,
-        b_eq=np.zeros(len(Xp)),
+        A_eq=Xp if len(Xp) else None,
+        b_eq=np.zeros(len(Xp)) if len(Xp) else None,
         bounds=[(None, None)] * X.shape[1],
         method="highs",
     )
-    if res.status != 0 or res.fun > -1e-7:
+    if res.status != 0 or res.fun > -SEPARATION_TOL:
         return
-    rows = np.flatnonzero(zero)[X0 @ res.x < -1e-7]
+    rows = np.flatnonzero(bound)[X0 @ res.x < -SEPARATION_TOL]
     factors = [v for v in design.levels if v in data.columns]
     if factors:
         cells = data.iloc[rows].groupby(factors, sort=False, observed=True).size()
@@ -763,12 +1068,69 @@ def _check_estimable(
         )
     else:
         where = f"rows {list(data.index[rows][:10])}"
+    if trials is None:
+        raise ModelError(
+            f"The fixed effects cannot be estimated: {outcome!r} is 0 in every row of {where}, "
+            "so some log rate ratio is minus infinity (the ML estimate does not exist; glmer "
+            "would report huge estimates and SEs). Merge or drop "
+            "the empty cells, simplify the fixed terms, or analyse this outcome descriptively."
+        )
     raise ModelError(
-        f"The fixed effects cannot be estimated: {outcome!r} is 0 in every row of {where}, "
-        "so some log rate ratio is minus infinity (the ML estimate does not exist; glmer "
-        "would report huge estimates and SEs). Merge or drop "
-        "the empty cells, simplify the fixed terms, or analyse this outcome descriptively."
+        f"The fixed effects cannot be estimated: {outcome!r} is always 0 or always the number of "
+        f"trials in {where} (separation), so some log odds ratio is infinite (the ML estimate "
+        "does not exist; glmer would report huge estimates and SEs). Merge or drop those cells, "
+        "simplify the fixed terms, or analyse this outcome descriptively."
     )
+
+
+def _check_binomial(
+    values: pd.Series, outcome: str, trials: pd.Series | None, trials_name: str | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Successes and trials of a binomial outcome (Bernoulli 0/1 or True/False without trials)."""
+    if pd.api.types.is_bool_dtype(values):
+        y = values.to_numpy(dtype=float)
+    elif pd.api.types.is_numeric_dtype(values):
+        y = values.to_numpy(dtype=float, na_value=np.nan)
+    else:
+        shown = list(values.astype(str).unique()[:5])
+        raise ModelError(
+            f"Outcome {outcome!r} must be numeric for a binomial model (0/1, True/False, or "
+            f"successes with trials=...); found values {shown}. Recode it, e.g. "
+            f"(df[{outcome!r}] == 'yes')."
+        )
+    if trials is None:
+        bad = ~np.isin(y, (0.0, 1.0))
+        if bad.any():
+            shown = [f"row {values.index[i]!r}: {y[i]:g}" for i in np.flatnonzero(bad)[:5]]
+            raise ModelError(
+                f"Outcome {outcome!r} must be 0/1 for a Bernoulli (binomial) model; "
+                f"{int(bad.sum())} value(s) are not: {', '.join(shown)}. For successes out of "
+                "several trials give trials='<column of trials>'; for counts use "
+                "family='poisson'."
+            )
+        return y, np.ones_like(y)
+    if not pd.api.types.is_numeric_dtype(trials):
+        raise ModelError(f"Trials column {trials_name!r} must be numbers of trials.")
+    n_tr = trials.to_numpy(dtype=float, na_value=np.nan)
+    bad = (
+        ~np.isfinite(y)
+        | ~np.isfinite(n_tr)
+        | (y < 0)
+        | (y != np.floor(y))
+        | (n_tr != np.floor(n_tr))
+        | (n_tr < 1)
+        | (y > n_tr)
+    )
+    if bad.any():
+        shown = [
+            f"row {values.index[i]!r}: {y[i]:g} of {n_tr[i]:g}" for i in np.flatnonzero(bad)[:5]
+        ]
+        raise ModelError(
+            f"Binomial outcome {outcome!r} must be whole numbers of successes between 0 and the "
+            f"trials in {trials_name!r} (at least 1); {int(bad.sum())} row(s) are not: "
+            f"{', '.join(shown)}."
+        )
+    return y, n_tr
 
 
 def fit_glmm(
@@ -776,13 +1138,15 @@ def fit_glmm(
     outcome: str,
     fixed: Sequence[str],
     *,
-    group: str,
+    group: str | None = None,
+    random: Any = None,
     family: str = "poisson",
     levels: Mapping[str, Sequence[str]] | None = None,
     nagq: int = 1,
     offset: str | None = None,
+    trials: str | None = None,
 ) -> GLMMResult:
-    """Fit a Poisson or negative-binomial (NB2) mixed model with a random intercept per group.
+    """Fit a Poisson, negative-binomial (NB2) or binomial (logit) generalized linear mixed model.
 
     The model is ``log E[y | b] = X beta + offset + b_group`` with ``b_group ~ N(0, sd^2)``,
     fitted by maximum likelihood (``glmer(y ~ fixed + (1 | group), family = poisson,
@@ -870,7 +1234,7 @@ def fit_glmm(
     """
     if not isinstance(data, pd.DataFrame):
         raise ModelError(f"data must be a pandas DataFrame; got {type(data).__name__}.")
-    if family not in FAMILIES:
+    if not isinstance(family, str) or family not in FAMILIES:
         raise ModelError(f"Invalid family {family!r}. Expected one of {list(FAMILIES)}.")
     if isinstance(nagq, bool) or not isinstance(nagq, int | np.integer) or not 1 <= nagq <= 100:
         raise ModelError(
@@ -880,15 +1244,31 @@ def fit_glmm(
     nagq = int(nagq)
     if isinstance(fixed, str):
         fixed = [fixed]
-    for name, what in ((outcome, "outcome"), (group, "group")) + (
-        ((offset, "offset"),) if offset is not None else ()
-    ):
-        if name not in data.columns:
+    if (group is None) == (random is None):
+        raise ModelError(
+            "Give the random effects either as group='<column>' (one random intercept) or as "
+            "random=[...] (any terms, e.g. [('id', ['1']), ('scorer', ['1'])]), not both."
+        )
+    if group is not None and not isinstance(group, str):
+        raise ModelError(
+            f"group must be one column name; got {group!r}. For several grouping factors "
+            "(nested or crossed) use random=[('a', ['1']), ('b', ['1'])]; for an interaction "
+            "group='a:b'."
+        )
+    specs = parse_random(group if group is not None else random)
+    if family != "binomial" and trials is not None:
+        raise ModelError(f"trials= is for family='binomial'; family is {family!r}.")
+    extra = [(outcome, "outcome")]
+    extra += [(offset, "offset")] if offset is not None else []
+    extra += [(trials, "trials")] if trials is not None else []
+    for name, what in extra:
+        if not isinstance(name, str) or name not in data.columns:
             raise ModelError(
                 f"The {what} column {name!r} is not in the data. Columns: "
                 f"{', '.join(map(str, data.columns[:30]))}."
             )
-    needed = [outcome, group] + ([offset] if offset is not None else [])
+    check_columns(data, specs)
+    needed = [name for name, _ in extra] + random_columns(specs)
     missing = data[needed].isna().any(axis=1)
     if missing.any():
         raise ModelError(
@@ -896,7 +1276,13 @@ def fit_glmm(
             f"{list(data.index[missing.to_numpy()][:5])}). Drop incomplete rows before fitting "
             "and report them as excluded."
         )
-    y = _check_counts(data[outcome], outcome)
+    n_trials: np.ndarray | None = None
+    if family == "binomial":
+        y, n_trials = _check_binomial(
+            data[outcome], outcome, data[trials] if trials is not None else None, trials
+        )
+    else:
+        y = _check_counts(data[outcome], outcome)
     if offset is not None:
         off = pd.to_numeric(data[offset], errors="coerce").to_numpy(dtype=float)
         if not np.all(np.isfinite(off)):
@@ -910,6 +1296,8 @@ def fit_glmm(
         raise ModelError("No rows to fit.")
     if np.all(y == 0):
         raise ModelError(f"Outcome {outcome!r} is zero in every row: no events to model.")
+    if n_trials is not None and np.all(y == n_trials):
+        raise ModelError(f"Outcome {outcome!r} is a success in every trial: nothing to model.")
     rank = np.linalg.matrix_rank(X)
     if rank < p:
         raise ModelError(
@@ -917,8 +1305,24 @@ def fit_glmm(
             f"{design.columns}): some combination of levels has no observations or columns are "
             "collinear. Drop or merge the empty cells."
         )
-    _check_estimable(X, y, data, design, outcome)
-    codes, uniques = pd.factorize(data[group], sort=True)
+    _check_estimable(X, y, data, design, outcome, n_trials)
+    scalar = len(specs) == 1 and specs[0].terms == ("1",)
+    if not scalar:
+        if nagq != 1:
+            raise ModelError(
+                f"Adaptive Gauss-Hermite quadrature (nagq={nagq}) needs a single scalar random "
+                "effect, as in glmer; these random effects "
+                f"({' + '.join(r.label for r in specs)}) are fitted by the Laplace approximation "
+                "(nagq=1)."
+            )
+        with single_threaded_blas():
+            return _fit_sparse(data, y, n_trials, off, design, specs, family, outcome, levels)
+    group = specs[0].group
+    if ":" in group:
+        codes, names = group_codes(data, group)
+        uniques = pd.Index(names)
+    else:
+        codes, uniques = pd.factorize(data[group], sort=True)
     ngroups = len(uniques)
     if ngroups < 2:
         raise ModelError(
@@ -931,34 +1335,40 @@ def fit_glmm(
     Xs, ys, offs = X[order], y[order], off[order]
     nodes, weights = np.polynomial.hermite.hermgauss(nagq)
     negbin = family == "negbin"
-    prob = _Problem(ys, Xs, offs, codes_s, starts, negbin, nodes, np.log(weights) + nodes**2)
+    trs = None if n_trials is None else n_trials[order]
+    prob = _Problem(ys, Xs, offs, codes_s, starts, negbin, nodes, np.log(weights) + nodes**2, trs)
 
-    beta0, info = _glm_start(ys, Xs, offs)
+    beta0, info = _glm_start(ys, Xs, offs, trs)
     nphi = p + 1 + int(negbin)
     precond = np.eye(nphi)
     try:
         precond[:p, :p] = np.linalg.cholesky(np.linalg.inv(info))
     except np.linalg.LinAlgError:
-        precond[:p, :p] = np.diag(1.0 / np.sqrt(np.maximum(np.diag(info), 1e-12)))
-    precond[p, p] = 0.2
+        precond[:p, :p] = np.diag(1.0 / np.sqrt(np.maximum(np.diag(info), INFO_FLOOR)))
+    precond[p, p] = SD_PRECOND
     # moment start for the SD: spread of the participants' log observed/expected totals beyond
     # Poisson noise; the GLM intercept estimates log E[y] = x'beta + sd^2 / 2
     mu0 = np.exp(Xs @ beta0 + offs)
-    obs, exp_ = prob.gsum(ys), prob.gsum(mu0)
-    s0 = math.sqrt(min(max(np.var(np.log((obs + 0.5) / exp_)) - np.mean(1.0 / exp_), 0.01), 4.0))
     beta0 = beta0.copy()
-    if design.intercept:
-        beta0[0] -= 0.5 * s0**2
+    if trs is None:
+        obs, exp_ = prob.gsum(ys), prob.gsum(mu0)
+        spread = np.var(np.log((obs + 0.5) / exp_)) - np.mean(1.0 / exp_)
+        s0 = math.sqrt(min(max(spread, 0.01), 4.0))
+        if design.intercept:
+            beta0[0] -= 0.5 * s0**2
+    else:
+        s0 = BINOMIAL_SD_START
     phi0 = np.r_[beta0, s0]
     if negbin:
         excess = np.sum((ys - mu0) ** 2 - mu0)
         # E[(y - mu)^2 - mu] = mu^2 ((e^{s^2} - 1) + e^{s^2} / theta) under the model
         inv_theta = (excess / np.sum(mu0**2) - math.expm1(s0**2)) / math.exp(s0**2)
-        theta0 = 1.0 / inv_theta if inv_theta > 1e-3 else 1000.0
-        phi0 = np.r_[phi0, math.log(min(max(theta0, 0.5), 1000.0))]
+        theta0 = 1.0 / inv_theta if inv_theta > 1.0 / NB_THETA_START_MAX else NB_THETA_START_MAX
+        phi0 = np.r_[phi0, math.log(min(max(theta0, NB_THETA_START_MIN), NB_THETA_START_MAX))]
     opt = _maximise(prob, phi0, precond, log_theta_max=_LOG_THETA_MAX)
 
     phi = opt.phi.copy()
+    assert prob.u is not None  # set by every evaluation
     u = prob.u.copy()
     if phi[p] < 0:  # the likelihood is symmetric in the SD's sign
         phi[p] = -phi[p]
@@ -970,7 +1380,7 @@ def fit_glmm(
     info_full = -opt.hess
     info_full[p, :] = np.sign(opt.phi[p] or 1.0) * info_full[p, :]
     info_full[:, p] = np.sign(opt.phi[p] or 1.0) * info_full[:, p]
-    at_bound = negbin and phi[-1] >= _LOG_THETA_MAX - 1e-6
+    at_bound = negbin and phi[-1] >= _LOG_THETA_MAX - AT_CAP_TOL
     keep = np.arange(nphi - 1) if at_bound else np.arange(nphi)
     pd_ok = True
     try:
@@ -997,31 +1407,23 @@ def fit_glmm(
         newton = np.linalg.solve(info_full[np.ix_(keep, keep)], grad)
     except np.linalg.LinAlgError:
         newton = np.full(len(keep), np.inf)
-    converged = bool(pd_ok or singular) and bool(np.max(np.abs(newton)) < 1e-4)
+    converged = bool(pd_ok or singular) and bool(np.max(np.abs(newton)) < NEWTON_STEP_TOL)
     converged = bool(converged and np.all(np.isfinite(vcov)))
-    if not converged:
-        warn.append(
-            "Model failed to converge: the gradient does not vanish or the Hessian is not "
-            f"negative definite (max |Newton step| {np.max(np.abs(newton)):.2g}; optimiser: "
-            f"{opt.message})."
-        )
-    if singular:
-        warn.append(
-            f"Singular fit: the random-intercept SD is {sd:.2g} (< {_SINGULAR_TOL:g}); the "
-            "model reduces to a GLM and the SEs treat the SD as known."
-        )
-    if at_bound:
-        warn.append(
-            "The negative-binomial theta reached its upper bound (1e8): no overdispersion beyond "
-            "the random intercept; the Poisson model is adequate."
-        )
-    for w in warn:
-        logger.warning(w)
+    warn = _fit_warnings(
+        converged=converged,
+        newton=newton,
+        message=opt.message,
+        singular=singular,
+        singular_detail=f"the random-intercept SD is {sd:.2g} (< {_SINGULAR_TOL:g}); the model "
+        "reduces to a GLM and the SEs treat the SD as known",
+        at_bound=at_bound,
+        mode_cap_hit=prob.mode_cap_hit,
+    )
 
     loglik = float(opt.loglik)
     if nagq == 1:
         loglik_lme4: float | None = loglik
-    elif not negbin:
+    elif not negbin and n_trials is None:
         pos = y > 0
         saturated = float(
             np.sum(y[pos] * np.log(y[pos])) - np.sum(y) - np.sum(special.gammaln(y + 1.0))
@@ -1048,7 +1450,7 @@ def fit_glmm(
         singular=bool(singular),
         warnings=warn,
         family=family,
-        link="log",
+        link=LINKS[family],
         sd_group=sd,
         theta=theta,
         nagq=nagq,
@@ -1059,4 +1461,198 @@ def fit_glmm(
         covariate_means={v: float(np.mean(pd.to_numeric(data[v]))) for v in design.numeric},
         n_iter=opt.n_iter,
         n_eval=prob.n_eval,
+        random=specs,
+        varcorr_table=pd.DataFrame(
+            [(group, "(Intercept)", None, sd * sd, sd)], columns=VARCORR_COLUMNS
+        ),
+        re_theta=np.array([sd]),
+        ngroups_by={group: ngroups},
+    )
+
+
+def _fit_warnings(
+    *,
+    converged: bool,
+    newton: np.ndarray,
+    message: str,
+    singular: bool,
+    singular_detail: str,
+    at_bound: bool,
+    mode_cap_hit: bool,
+) -> list[str]:
+    """The warnings of a GLMM fit (both engines), logged once."""
+    warn: list[str] = []
+    if not converged:
+        step = float(np.max(np.abs(newton))) if newton.size else float("nan")
+        warn.append(
+            fitwarn.not_converged(
+                "the gradient does not vanish or the Hessian is not negative definite "
+                f"(max |Newton step| {step:.2g}; optimiser: {message})"
+            )
+        )
+    if mode_cap_hit:
+        warn.append(
+            fitwarn.iteration_cap("The conditional-mode (inner Newton) iteration", MODE_MAXIT)
+        )
+    if singular:
+        warn.append(fitwarn.singular_fit(singular_detail))
+    if at_bound:
+        warn.append(
+            "The negative-binomial theta reached its upper bound (1e8): no overdispersion beyond "
+            "the random effects; the Poisson model is adequate."
+        )
+    return fitwarn.report(logger, warn)
+
+
+def _fit_sparse(
+    data: pd.DataFrame,
+    y: np.ndarray,
+    n_trials: np.ndarray | None,
+    off: np.ndarray,
+    design: Design,
+    specs: list[RandomEffect],
+    family: str,
+    outcome: str,
+    levels: Mapping[str, Sequence[str]] | None,
+) -> GLMMResult:
+    """Laplace fit for any random-effects structure (the general engine)."""
+    X = design.X
+    n, p = X.shape
+    terms = build_terms(data, specs, levels)
+    for t in terms:
+        if t.nlev < 2:
+            raise ModelError(
+                f"Grouping factor {t.spec.group!r} has {t.nlev} level; a random effect needs at "
+                "least two."
+            )
+    re = ReStructure(terms, n)
+    negbin = family == "negbin"
+    prob = _Laplace(y, X, off, n_trials, negbin, re)
+    K = re.ntheta
+    beta0, info = _glm_start(y, X, off, n_trials)
+    prob.beta_scale = 1.0 / np.sqrt(np.maximum(np.diag(info), INFO_FLOOR))
+    theta0 = np.where(np.isfinite(re.lower), SD_START, 0.0)
+    nphi = p + K + int(negbin)
+    precond = np.eye(nphi)
+    try:
+        precond[:p, :p] = np.linalg.cholesky(np.linalg.inv(info))
+    except np.linalg.LinAlgError:
+        precond[:p, :p] = np.diag(1.0 / np.sqrt(np.maximum(np.diag(info), INFO_FLOOR)))
+    precond[p : p + K, p : p + K] *= SD_PRECOND
+    beta0 = beta0.copy()
+    if n_trials is None and design.intercept:
+        beta0[0] -= 0.5 * SD_START**2 * sum(1 for t in terms if "(Intercept)" in t.names)
+    phi0 = np.r_[beta0, theta0]
+    if negbin:
+        mu0 = np.exp(X @ beta0 + off)
+        excess = np.sum((y - mu0) ** 2 - mu0) / np.sum(mu0**2)
+        theta_nb = 1.0 / excess if excess > 1.0 / NB_THETA_START_MAX else NB_THETA_START_MAX
+        phi0 = np.r_[phi0, math.log(min(max(theta_nb, NB_THETA_START_MIN), NB_THETA_START_MAX))]
+    opt = _maximise(prob, phi0, precond, log_theta_max=_LOG_THETA_MAX)
+    phi = opt.phi.copy()
+    # the likelihood depends on Lambda Lambda' only: make every diagonal theta >= 0
+    th = phi[p : p + K]
+    flip = np.ones(nphi)
+    for j, offs in re.col_offdiag.items():
+        if th[j] < 0:
+            flip[p + j] = -1.0
+            flip[[p + o for o in offs]] = -1.0
+    phi = phi * flip
+    hess = opt.hess * np.outer(flip, flip)
+    grad_full = opt.grad * flip
+    theta = phi[p : p + K]
+    nb_theta = float(math.exp(phi[p + K])) if negbin else None
+    diag = np.isfinite(re.lower)
+    at_zero = diag & (theta < _SINGULAR_TOL)
+    singular = bool(at_zero.any())
+    at_bound = negbin and phi[-1] >= _LOG_THETA_MAX - AT_CAP_TOL
+    drop: set[int] = set()
+    for jj in np.flatnonzero(at_zero).tolist():
+        drop |= {p + jj} | {p + o for o in re.col_offdiag.get(jj, [])}
+    if at_bound:
+        drop.add(nphi - 1)
+    keep = np.array([i for i in range(nphi) if i not in drop])
+    info_full = -hess
+    pd_ok = True
+    try:
+        sub_info = info_full[np.ix_(keep, keep)]
+        np.linalg.cholesky(sub_info)
+        cov_keep = np.linalg.inv(sub_info)
+    except np.linalg.LinAlgError:
+        pd_ok = False
+        cov_keep = np.full((len(keep), len(keep)), np.nan)
+    cov_params = np.full((nphi, nphi), np.nan)
+    cov_params[np.ix_(keep, keep)] = cov_keep
+    vcov = cov_params[:p, :p]
+    if not pd_ok:
+        try:
+            vcov = np.linalg.inv(info_full[:p, :p])
+        except np.linalg.LinAlgError:
+            vcov = np.full((p, p), np.nan)
+    vcov = 0.5 * (vcov + vcov.T)
+    try:
+        newton = np.linalg.solve(info_full[np.ix_(keep, keep)], grad_full[keep])
+    except np.linalg.LinAlgError:
+        newton = np.full(len(keep), np.inf)
+    converged = bool(pd_ok) and bool(np.max(np.abs(newton), initial=0.0) < NEWTON_STEP_TOL)
+    converged = bool(converged and np.all(np.isfinite(vcov)))
+    warn = _fit_warnings(
+        converged=converged,
+        newton=newton,
+        message=opt.message,
+        singular=singular,
+        singular_detail="a random-effect SD is estimated as (near) zero or a correlation as "
+        "+/-1 (see varcorr()); the SEs treat those parameters as known",
+        at_bound=at_bound,
+        mode_cap_hit=prob.mode_cap_hit,
+    )
+    vc = pd.DataFrame(re.varcorr_rows(theta, 1.0), columns=VARCORR_COLUMNS)
+    # conditional modes on the link scale, one row per level of every term
+    prob.u = None
+    u, _, _ = prob.modes(phi[:p], theta, nb_theta)
+    bA, bB = re.lam_times(u[0], u[1], theta)
+    pieces = []
+    for t, vals in zip(re.terms, re.unsort_levels(bA, bB), strict=True):
+        for j, name in enumerate(t.names):
+            idx = pd.MultiIndex.from_arrays(
+                [[t.spec.group] * t.nlev, t.level_names, [name] * t.nlev],
+                names=["group", "level", "effect"],
+            )
+            pieces.append(pd.Series(vals[:, j], index=idx))
+    ranef = pd.concat(pieces).rename("mode")
+    names = design.columns + [f"theta{k + 1}" for k in range(K)] + (["log_theta"] if negbin else [])
+    loglik = float(opt.loglik)
+    first = terms[0]
+    sd_first = float(vc["sdcor"].iloc[0])
+    return GLMMResult(
+        columns=list(design.columns),
+        design=design,
+        beta=phi[:p].copy(),
+        vcov=vcov,
+        nobs=n,
+        ngroups=first.nlev,
+        loglik=loglik,
+        loglik_lme4=loglik,
+        aic=-2.0 * loglik + 2.0 * nphi,
+        bic=-2.0 * loglik + nphi * math.log(n),
+        df_loglik=nphi,
+        converged=converged,
+        singular=singular,
+        warnings=warn,
+        family=family,
+        link=LINKS[family],
+        sd_group=sd_first,
+        theta=nb_theta,
+        nagq=1,
+        outcome=outcome,
+        group=first.spec.group,
+        ranef=ranef,
+        vcov_params=pd.DataFrame(cov_params, index=names, columns=names),
+        covariate_means={v: float(np.mean(pd.to_numeric(data[v]))) for v in design.numeric},
+        n_iter=opt.n_iter,
+        n_eval=prob.n_eval,
+        random=specs,
+        varcorr_table=vc,
+        re_theta=theta.copy(),
+        ngroups_by={t.spec.group: t.nlev for t in terms},
     )

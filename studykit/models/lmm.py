@@ -43,15 +43,18 @@ import pandas as pd
 from scipy import linalg, optimize
 
 from studykit.errors import ModelError
+from studykit.models import fitwarn
 from studykit.models.design import Design, build_design, parse_term
 from studykit.models.random_effects import (
     RandomEffect,
     ReStructure,
     build_terms,
+    check_columns,
     parse_random,
     random_columns,
     single_threaded_blas,
 )
+from studykit.models.summary import ResultDisplay
 
 __all__ = ["RandomEffect", "LMMResult", "fit_lmm", "parse_random"]
 
@@ -406,8 +409,8 @@ def _vp_hessian(ev: dict[str, Any], sigma: float) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, eq=False)
-class LMMResult:
+@dataclass(frozen=True, eq=False, repr=False)
+class LMMResult(ResultDisplay):
     """A fitted linear mixed model.
 
     Attributes
@@ -436,6 +439,8 @@ class LMMResult:
     warnings : list of str
     family, link : str
         ``"gaussian"`` and ``"identity"``.
+    formula : str or None
+        The lme4 formula when fitted by :func:`studykit.lmer`.
     """
 
     columns: list[str]
@@ -461,6 +466,7 @@ class LMMResult:
     optimizer: dict[str, Any] = field(default_factory=dict)
     family: str = "gaussian"
     link: str = "identity"
+    formula: str | None = None
     _struct: Any = field(default=None, repr=False)
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
@@ -479,8 +485,8 @@ class LMMResult:
         rows.append(("Residual", None, None, s2, self.sigma))
         return pd.DataFrame(rows, columns=["group", "var1", "var2", "vcov", "sdcor"])
 
-    def ranef(self) -> pd.DataFrame:
-        """Conditional modes of the random effects (lme4's ``ranef``), one row per level."""
+    def _modes(self) -> tuple[np.ndarray, np.ndarray]:
+        """Conditional modes ``b`` of the random effects (in the engine's two blocks)."""
         st = self._struct
         re = st.re
         theta = self.theta
@@ -492,6 +498,21 @@ class LMMResult:
         rB = re.lam_B_left_t(tB, theta) if re.qB else tB
         uA, uB = F.solve(rA, rB)
         bA, bB = re.lam_times(uA, uB, theta)
+        return bA, bB
+
+    def residuals(self, *, scaled: bool = False) -> np.ndarray:
+        """Conditional residuals ``y - X beta - Z b`` (lme4's ``residuals(fit)``), in row order.
+
+        ``scaled=True`` divides by sigma (the "Scaled residuals" of ``summary``).
+        """
+        st = self._struct
+        r = st.y - st.X @ self.beta - st.re.z_times(*self._modes())
+        return r / self.sigma if scaled else r
+
+    def ranef(self) -> pd.DataFrame:
+        """Conditional modes of the random effects (lme4's ``ranef``), one row per level."""
+        re = self._struct.re
+        bA, bB = self._modes()
         frames = []
         for t, vals in zip(re.terms, re.unsort_levels(bA, bB), strict=True):
             f = pd.DataFrame(vals, columns=t.names)
@@ -694,33 +715,14 @@ class LMMResult:
             self, L, names=names, df_method=df_method, alpha=alpha, alternative=alternative
         )
 
-    def anova(self, *, type: int = 3, df_method: str = "satterthwaite") -> pd.DataFrame:
-        """Type III F tests of every fixed term (lmerTest's ``anova``)."""
-        from studykit.models.inference import anova_table
-
-        return anova_table(self, type=type, df_method=df_method)
-
-    def summary(self) -> str:
-        """A short text summary (model, fit statistics, variance components, fixed effects)."""
-        lines = [
-            f"Linear mixed model fit by {'REML' if self.reml else 'maximum likelihood'}",
-            f"  {self.outcome} ~ {' + '.join(self.design.columns[1:]) or '1'} + "
-            + " + ".join(r.label for r in self.random),
-            f"  nobs = {self.nobs}, groups: "
-            + ", ".join(f"{k} {v}" for k, v in self.ngroups.items()),
-            f"  logLik = {self.loglik:.4f}, AIC = {self.aic:.2f}, BIC = {self.bic:.2f}",
-            f"  converged = {self.converged}, singular = {self.singular}",
-        ]
-        for w in self.warnings:
-            lines.append(f"  warning: {w}")
-        lines.append(self.varcorr().to_string(index=False))
-        lines.append(self.coef_table().to_string(index=False))
-        return "\n".join(lines)
-
 
 # --------------------------------------------------------------------------------------------
 # fitting
 # --------------------------------------------------------------------------------------------
+
+
+def _positive_definite(H: np.ndarray) -> bool:
+    return bool(np.linalg.eigvalsh(0.5 * (H + H.T)).min() > 0)
 
 
 def _profiled_hessian(ev: dict[str, Any]) -> np.ndarray:
@@ -950,6 +952,7 @@ def fit_lmm(
     fixed = [str(t) for t in fixed]
     if outcome not in data.columns:
         raise ModelError(f"Outcome {outcome!r} is not a column of the data.")
+    check_columns(data, specs)
     # ---- variables used and missing-row exclusion
     used: list[str] = [outcome]
     for t in fixed:
@@ -1042,19 +1045,31 @@ def _fit_structure(
     lower = np.array(st.lower)
     singular = bool(np.any(theta[np.isfinite(lower)] < SINGULAR_TOL))
     converged = info["max_abs_scaled_grad"] < CONVERGENCE_TOL
+    warnings = list(warnings)
     if not converged:
         warnings.append(
-            f"Model failed to converge: max|scaled gradient| = "
-            f"{info['max_abs_scaled_grad']:.3g} (lme4's tolerance 0.002)."
+            fitwarn.not_converged(
+                f"max|scaled gradient| = {info['max_abs_scaled_grad']:.3g} (lme4's tolerance "
+                f"{CONVERGENCE_TOL:g})"
+            )
         )
+    elif info["message"] == "iteration limit reached":
+        warnings.append(fitwarn.iteration_cap("The Newton optimizer", NEWTON_MAXIT))
     elif not info["success"]:
         warnings.append(f"Optimizer reported: {info['message']} (gradient is small).")
     if singular:
         warnings.append(
-            "Boundary (singular) fit: a random-effect variance is estimated as (near) zero "
-            "or a correlation as +/-1 (see varcorr()). Estimates are reported in full; consider "
-            "simplifying the random effects."
+            fitwarn.singular_fit(
+                "a random-effect variance is estimated as (near) zero or a correlation as +/-1 "
+                "(see varcorr())"
+            )
         )
+    elif not _positive_definite(_vp_hessian(ev, sigma)):
+        warnings.append(
+            "The Hessian of the deviance in (theta, sigma) is not positive definite: "
+            "Satterthwaite df are approximate."
+        )
+    fitwarn.report(logger, warnings)
     return LMMResult(
         columns=list(design.columns),
         design=design,

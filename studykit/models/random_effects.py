@@ -222,6 +222,24 @@ def parse_random(random: Any) -> list[RandomEffect]:
     return out
 
 
+def check_columns(data: pd.DataFrame, specs: Sequence[RandomEffect]) -> None:
+    """Every grouping and slope column of the random effects must be in the data."""
+    for r in specs:
+        for c in r.groups:
+            if c not in data.columns:
+                raise ModelError(
+                    f"Grouping column {c!r} of the random effect {r.label} is not in the data. "
+                    f"Columns: {', '.join(map(str, data.columns[:30]))}."
+                )
+        for t in r.slopes:
+            for v in parse_term(t):
+                if v not in data.columns:
+                    raise ModelError(
+                        f"Random-slope variable {v!r} of {r.label} is not in the data. "
+                        f"Columns: {', '.join(map(str, data.columns[:30]))}."
+                    )
+
+
 def random_columns(specs: Sequence[RandomEffect]) -> list[str]:
     """Every data column the random-effects terms use (slope variables, grouping columns)."""
     used: list[str] = []
@@ -556,6 +574,11 @@ class ReStructure:
                 vals.append(t.Z[:, j])
             qB += t.q * t.nlev
         self.qB = qB
+        self.b_scalar = all(terms[k].q == 1 for k in self.b_terms)
+        self.b_theta_index = np.concatenate(
+            [np.full(terms[k].nlev, terms[k].theta_start) for k in self.b_terms]
+            or [np.zeros(0, dtype=np.int64)]
+        ).astype(np.int64)
         self.bcols = np.column_stack(cols) if cols else np.zeros((n, 0), dtype=np.int64)
         self.bvals = np.column_stack(vals) if vals else np.zeros((n, 0))
 
@@ -575,6 +598,8 @@ class ReStructure:
 
     def lam_B_right(self, M: np.ndarray, theta: np.ndarray) -> np.ndarray:
         """``M @ Lambda_B`` for ``M`` with ``q_B`` columns (last axis)."""
+        if self.b_scalar:  # every dense term is scalar: Lambda_B is diagonal
+            return M * theta[self.b_theta_index]
         out = np.empty_like(M)
         for k, off in zip(self.b_terms, self.b_offsets, strict=True):
             t = self.terms[k]
@@ -722,6 +747,8 @@ class ReStructure:
         return uA @ self.lam_A(theta).T, self._lam_B_times(uB, theta)
 
     def _lam_B_times(self, uB: np.ndarray, theta: np.ndarray) -> np.ndarray:
+        if self.b_scalar:
+            return uB * theta[self.b_theta_index]
         out = np.empty_like(uB)
         for k, off in zip(self.b_terms, self.b_offsets, strict=True):
             t = self.terms[k]

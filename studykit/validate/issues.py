@@ -1,0 +1,208 @@
+"""The issue table: one row per problem found in a study's files.
+
+Every check of :mod:`studykit.validate` reports what it finds here: file, row number as in
+the file, participant, night, column, raw value, rule, severity and a message saying how to
+fix it (:data:`ISSUE_COLUMNS`). :class:`IssueCollector` gathers issues of one table as row
+positions while the table is parsed; :func:`one_issue` makes a single issue row for
+file-level and cross-table findings.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "ISSUE_COLUMNS",
+    "IssueCollector",
+    "empty_issues",
+    "one_issue",
+    "sort_issues",
+    "describe_issue",
+    "as_text",
+]
+
+#: Columns of every issue table.
+ISSUE_COLUMNS = (
+    "file",
+    "row",
+    "participant_id",
+    "night",
+    "column",
+    "value",
+    "rule",
+    "severity",
+    "message",
+)
+
+
+def empty_issues() -> pd.DataFrame:
+    """An issue table with no rows (the columns of :data:`ISSUE_COLUMNS`).
+
+    Examples
+    --------
+    >>> list(empty_issues().columns) == list(ISSUE_COLUMNS)
+    True
+    """
+    return pd.DataFrame(
+        {
+            "file": pd.Series([], dtype=object),
+            "row": pd.Series([], dtype="Int64"),
+            "participant_id": pd.Series([], dtype=object),
+            "night": pd.Series([], dtype=object),
+            "column": pd.Series([], dtype=object),
+            "value": pd.Series([], dtype=object),
+            "rule": pd.Series([], dtype=object),
+            "severity": pd.Series([], dtype=object),
+            "message": pd.Series([], dtype=object),
+        }
+    )
+
+
+def describe_issue(issue: pd.Series) -> str:
+    """One issue row as a sentence: where, column, value and message.
+
+    Examples
+    --------
+    >>> describe_issue(one_issue("nights.csv", "tst_min", "range", "error", "too high",
+    ...                          row=4, value="999").iloc[0])
+    "row 4, column tst_min = '999': too high"
+    """
+    where = f"row {issue['row']}" if pd.notna(issue["row"]) else "file"
+    return f"{where}, column {issue['column']} = {issue['value']!r}: {issue['message']}"
+
+
+class IssueCollector:
+    """Collects the issues of one table as positions (0-based rows; -1 = not tied to a row).
+
+    Examples
+    --------
+    >>> raw = pd.DataFrame({"kss": ["3", "12"]})
+    >>> c = IssueCollector(raw)
+    >>> c.add(np.array([1]), "kss", "range", "error", "above the maximum")
+    >>> c.frame()[["pos", "column", "value", "rule"]].values.tolist()
+    [[1, 'kss', '12', 'range']]
+    """
+
+    def __init__(self, raw: pd.DataFrame) -> None:
+        self.raw = raw
+        self.parts: list[pd.DataFrame] = []
+
+    def add(
+        self,
+        positions: np.ndarray,
+        column: str,
+        rule: str,
+        severity: str,
+        message: str | pd.Series | np.ndarray,
+        values: pd.Series | np.ndarray | str | None = None,
+    ) -> None:
+        """Add one issue per position; ``values`` default to the raw cells of ``column``."""
+        positions = np.asarray(positions, dtype=np.int64)
+        if positions.size == 0:
+            return
+        if values is None:
+            if column in self.raw.columns and (positions >= 0).all():
+                values = as_text(self.raw[column].iloc[positions]).to_numpy()
+            else:
+                values = ""
+        self.parts.append(
+            pd.DataFrame(
+                {
+                    "pos": positions,
+                    "column": column,
+                    "value": np.asarray(values, dtype=object)
+                    if not isinstance(values, str)
+                    else values,
+                    "rule": rule,
+                    "severity": severity,
+                    "message": np.asarray(message, dtype=object)
+                    if not isinstance(message, str)
+                    else message,
+                }
+            )
+        )
+
+    def frame(self) -> pd.DataFrame:
+        """All issues so far: ``pos, column, value, rule, severity, message``."""
+        if not self.parts:
+            return pd.DataFrame(
+                {
+                    c: pd.Series([], dtype=object)
+                    for c in ("column", "value", "rule", "severity", "message")
+                }
+                | {"pos": pd.Series([], dtype=np.int64)}
+            )
+        return pd.concat(self.parts, ignore_index=True)
+
+
+def as_text(s: pd.Series) -> pd.Series:
+    """Values as display strings ('' for missing).
+
+    Examples
+    --------
+    >>> as_text(pd.Series([1.5, None])).tolist()
+    ['1.5', '']
+    """
+    if s.dtype == object or isinstance(s.dtype, pd.StringDtype):
+        return s.astype(object).where(s.notna(), "").astype(str)
+    return s.astype(str).where(s.notna(), "")
+
+
+def sort_issues(issues: pd.DataFrame) -> pd.DataFrame:
+    """Group by file (in order of first appearance), file-level issues first, then by row.
+
+    Examples
+    --------
+    >>> both = pd.concat([one_issue("a.csv", "x", "range", "error", "m", row=3),
+    ...                   one_issue("a.csv", "", "file", "warning", "m")], ignore_index=True)
+    >>> sort_issues(both)["rule"].tolist()
+    ['file', 'range']
+    """
+    order = {f: i for i, f in enumerate(dict.fromkeys(issues["file"]))}
+    key = pd.DataFrame(
+        {
+            "f": issues["file"].map(order).to_numpy(),
+            "has_row": issues["row"].notna().to_numpy(),
+            "row": issues["row"].fillna(0).to_numpy(dtype="int64"),
+        }
+    )
+    idx = key.sort_values(["f", "has_row", "row"], kind="stable").index
+    return issues.iloc[idx].reset_index(drop=True)
+
+
+def one_issue(
+    file: str,
+    column: str,
+    rule: str,
+    severity: str,
+    message: str,
+    *,
+    row: Any = pd.NA,
+    participant_id: Any = None,
+    night: Any = None,
+    value: str = "",
+) -> pd.DataFrame:
+    """A one-row issue table (file-level or cross-table issue).
+
+    Examples
+    --------
+    >>> one_issue("diary.csv", "", "file", "warning", "ignored")[["file", "rule"]].values.tolist()
+    [['diary.csv', 'file']]
+    """
+    frame = pd.DataFrame(
+        {
+            "file": [file],
+            "row": pd.array([row], dtype="Int64"),
+            "participant_id": [participant_id],
+            "night": [night],
+            "column": [column],
+            "value": [value],
+            "rule": [rule],
+            "severity": [severity],
+            "message": [message],
+        }
+    )
+    return frame.astype({c: object for c in ISSUE_COLUMNS if c != "row"})

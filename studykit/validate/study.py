@@ -1,0 +1,702 @@
+"""A whole study: read and validate its tables, then the cross-table rules and hypnograms.
+
+:func:`load_study` reads a study directory (layout in docs/ARCHITECTURE.md), validates each
+table (:func:`~studykit.validate.table.validate_table`) and adds the cross-table rules:
+every participant is in the roster, treatment equals the periods table and is constant
+within a participant x period, the roster's sequence matches the periods' treatments, and
+each participant x period has a baseline night (a warning when not). Hypnograms in
+``hypnograms/`` are read and validated as the ``epochs`` table.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from studykit.dictionary import DataDictionary, load_dictionary
+from studykit.errors import InputError, StudykitError
+from studykit.hypnogram import read_hypnogram
+from studykit.io import EXCEL_SUFFIXES, PARQUET_SUFFIXES
+from studykit.validate.issues import (
+    ISSUE_COLUMNS,
+    as_text,
+    empty_issues,
+    one_issue,
+    sort_issues,
+)
+from studykit.validate.parse import as_categorical, strings
+from studykit.validate.table import ValidationResult, validate_table
+
+__all__ = [
+    "Study",
+    "load_study",
+    "readme_says_simulated",
+    "hypnogram_keys",
+    "read_hypnogram_file",
+]
+
+
+@dataclass
+class Study:
+    """A study's tables, validated (or simulated), plus every issue found.
+
+    Attributes
+    ----------
+    roster, periods, nights : pandas.DataFrame
+        Typed accepted rows of each table (columns as in the data dictionary).
+    diary : pandas.DataFrame or None
+        Diary rows, None when the study has no diary.
+    epochs : pandas.DataFrame or None
+        Epoch-by-epoch stages of every hypnogram (``participant_id, period, night, epoch,
+        onset_s, stage``), None when there are no hypnograms (or no hypnogram reader).
+    issues : pandas.DataFrame
+        All issues of all files, columns :data:`ISSUE_COLUMNS`.
+    files : dict
+        Table -> file path (``epochs`` -> list of hypnogram paths).
+    summary : pandas.DataFrame or None
+        One row per table: file, table, rows read / accepted / rejected, errors, warnings.
+    rejected : dict
+        Table -> its rejected rows (raw values + ``reasons``), so that rows read = accepted +
+        rejected can be checked table by table.
+    simulated : bool
+        True when the study directory's ``README.md`` heading says SIMULATED (as
+        :func:`studykit.simulate.write_study` writes it): every output then says so.
+    """
+
+    roster: pd.DataFrame
+    periods: pd.DataFrame
+    nights: pd.DataFrame
+    diary: pd.DataFrame | None = None
+    epochs: pd.DataFrame | None = None
+    issues: pd.DataFrame = field(default_factory=empty_issues)
+    files: dict[str, Any] = field(default_factory=dict)
+    summary: pd.DataFrame | None = None
+    rejected: dict[str, pd.DataFrame] = field(default_factory=dict)
+    simulated: bool = False
+
+    @property
+    def ok(self) -> bool:
+        """True when no issue is an error."""
+        return not bool((self.issues["severity"] == "error").any())
+
+
+_STUDY_TABLES = ("roster", "periods", "nights", "diary")
+#: Files studykit itself writes into a study folder, which are not study tables:
+#: ``import_report.csv`` (``studykit redcap import``) and ``recordings.csv`` (which file is
+#: which night: read with the hypnograms).
+AUXILIARY_FILES = ("import_report", "recordings")
+_READABLE = (".csv", ".tsv", ".txt", *EXCEL_SUFFIXES, *PARQUET_SUFFIXES)
+_HYPNOGRAM_NAME = re.compile(r"^(?P<pid>.+)_p(?P<period>\d+)_(?P<night>[A-Za-z0-9]+)$")
+
+
+def load_study(
+    directory: str | Path, *, dictionary: DataDictionary | None = None, decimal: str = "."
+) -> Study:
+    r"""Read and validate a study directory (see docs/ARCHITECTURE.md for its layout).
+
+    Parameters
+    ----------
+    directory : str or Path
+        Holds ``roster``, ``periods``, ``nights`` (required) and ``diary`` (optional) tables
+        as CSV / TSV / XLSX / Parquet, and optionally ``hypnograms/`` with one file per night
+        named ``{participant_id}_p{period}_{night}.{csv|tsv|txt|edf|xml}``.
+    dictionary : DataDictionary, optional
+        Default: the packaged dictionary.
+    decimal : {".", ","}
+        Decimal separator of numbers in the tables (see :func:`validate_table`).
+
+    Returns
+    -------
+    Study
+        Accepted rows of each table and all issues. Rows failing a cross-table rule are
+        rejected like rows failing a cell check.
+
+    Raises
+    ------
+    InputError
+        The directory or a required table is missing, or a table cannot be read.
+
+    Notes
+    -----
+    Cross-table rules (errors reject the row): the participant of every periods / nights /
+    diary row is in the roster (``reference``); a night's treatment equals the periods
+    table's for the same participant and period (``treatment_periods``) and is constant
+    within participant x period (``treatment_constant``); the roster's sequence code spells
+    the treatments by period (``KP``: ketamine then placebo; one letter = same treatment in
+    every period) (``sequence_treatment``). Warnings: a participant x period without a
+    baseline night (``baseline_night``; change-from-baseline contrasts for it cannot be
+    estimated), a roster participant without nights (``no_nights``), hypnograms that cannot
+    be read or matched to a night (``hypnogram``).
+
+    Examples
+    --------
+    >>> import pathlib, tempfile
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (d / "roster.csv").write_text(
+    ...     "participant_id,sequence,age,sex,madrs_baseline,status\n"
+    ...     "P01,K,34,F,31,completed\nP02,P,41,M,28,completed\n")
+    >>> _ = (d / "periods.csv").write_text(
+    ...     "participant_id,period,treatment,dose_mg_kg,sedative_use\n"
+    ...     "P01,1,ketamine,0.5,0\nP02,1,placebo,0,0\n")
+    >>> _ = (d / "nights.csv").write_text(
+    ...     "participant_id,period,night,night_index,treatment\n"
+    ...     "P01,1,baseline,0,ketamine\nP01,1,post1,1,ketamine\n"
+    ...     "P02,1,baseline,0,ketamine\nP03,1,baseline,0,placebo\n")
+    >>> study = load_study(d)
+    >>> study.issues[["row", "participant_id", "rule"]].values.tolist()
+    [[<NA>, 'P02', 'no_nights'], [4, 'P02', 'treatment_periods'], [5, 'P03', 'reference']]
+    >>> study.summary[["table", "rows_read", "rows_accepted", "rows_rejected"]].values.tolist()
+    [['roster', 2, 2, 0], ['periods', 2, 2, 0], ['nights', 4, 2, 2]]
+    """
+    dd = dictionary if dictionary is not None else load_dictionary()
+    d = Path(directory)
+    if not d.exists():
+        raise InputError(f"Study directory {d} not found. Check the path.")
+    if not d.is_dir():
+        raise InputError(
+            f"{d} is a file, not a study directory. Pass the directory that holds roster.csv, "
+            "periods.csv, nights.csv (and diary.csv, hypnograms/)."
+        )
+    files: dict[str, Any] = {}
+    extra_issues: list[pd.DataFrame] = []
+    candidates = sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() in _READABLE)
+    for table in _STUDY_TABLES:
+        found = [p for p in candidates if p.stem.lower() == table]
+        if len(found) > 1:
+            raise InputError(
+                f"{d} has several {table} tables ({', '.join(p.name for p in found)}); keep one."
+            )
+        if found:
+            files[table] = found[0]
+        elif table in ("roster", "periods", "nights"):
+            raise InputError(
+                f"Study directory {d} has no {table} table ({table}.csv). Present: "
+                f"{', '.join(p.name for p in candidates) or 'no tables'}. Every study needs "
+                "roster, periods and nights."
+            )
+    for p in candidates:
+        if p.stem.lower() not in _STUDY_TABLES and p.stem.lower() not in AUXILIARY_FILES:
+            extra_issues.append(
+                one_issue(
+                    str(p),
+                    "",
+                    "file",
+                    "warning",
+                    f"{p.name} is not a study table ({', '.join(_STUDY_TABLES)}): ignored",
+                )
+            )
+
+    results = {t: validate_table(files[t], t, dictionary=dd, decimal=decimal) for t in files}
+    cross = _cross_table(results, dd)
+    epochs, epoch_issues, epoch_files, epoch_summary, epoch_rejected = _load_hypnograms(
+        d / "hypnograms", results, dd
+    )
+    if epoch_files:
+        files["epochs"] = epoch_files
+
+    issues = [r.issues for r in results.values()] + extra_issues + cross + epoch_issues
+    issues = [i for i in issues if len(i)]
+    all_issues = sort_issues(pd.concat(issues, ignore_index=True)) if issues else empty_issues()
+    summary_rows = [r.summary for r in results.values()]
+    if epoch_summary is not None:
+        summary_rows.append(epoch_summary)
+    summary = pd.DataFrame(summary_rows)
+    return Study(
+        roster=results["roster"].data,
+        periods=results["periods"].data,
+        nights=results["nights"].data,
+        diary=results["diary"].data if "diary" in results else None,
+        epochs=epochs,
+        issues=all_issues,
+        files=files,
+        summary=summary,
+        rejected={t: r.rejected for t, r in results.items()} | epoch_rejected,
+        simulated=readme_says_simulated(directory),
+    )
+
+
+def readme_says_simulated(directory: str | Path) -> bool:
+    """True when the study directory's ``README.md`` heading says SIMULATED.
+
+    :func:`studykit.simulate.write_study` writes such a heading; a simulated data set is always
+    labelled as simulated in every output.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as tmp:
+    ...     _ = (Path(tmp) / "README.md").write_text("# SIMULATED DATA: demo")
+    ...     readme_says_simulated(tmp)
+    True
+    """
+    readme = Path(directory) / "README.md"
+    try:
+        lines = readme.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return False
+    heading = next((ln for ln in lines if ln.strip()), "")
+    return "SIMULATED" in heading
+
+
+def _reject(
+    result: ValidationResult,
+    mask: np.ndarray,
+    column: str,
+    rule: str,
+    severity: str,
+    messages: np.ndarray | str,
+    values: np.ndarray | str,
+) -> None:
+    """Cross-table issue on rows of ``result.data`` (mask over data); reject them if an error."""
+    data = result.data
+    pos = np.flatnonzero(mask)
+    if pos.size == 0:
+        return
+    rows = data.index.to_numpy()[pos]
+    issues = pd.DataFrame(
+        {
+            "file": result.source,
+            "row": pd.array(rows, dtype="Int64"),
+            "participant_id": as_text(data["participant_id"].iloc[pos]).to_numpy(dtype=object)
+            if "participant_id" in data.columns
+            else None,
+            "night": as_text(data["night"].iloc[pos]).to_numpy(dtype=object)
+            if "night" in data.columns
+            else None,
+            "column": column,
+            "value": values,
+            "rule": rule,
+            "severity": severity,
+            "message": messages,
+        }
+    ).astype({c: object for c in ISSUE_COLUMNS if c != "row"})
+    if severity == "error":
+        if result.raw is not None and result.raw_rows is not None:
+            moved = result.raw.iloc[np.searchsorted(result.raw_rows, rows)].copy()
+            moved.index = pd.Index(rows, name="row")
+        else:
+            moved = data.iloc[pos].astype(str)
+        moved["reasons"] = f"{rule}: {column}"
+        result.rejected = pd.concat([result.rejected, moved]).sort_index()
+        result.data = data.loc[~mask]
+        result.summary["rows_accepted"] -= pos.size
+        result.summary["rows_rejected"] += pos.size
+    result.summary["errors" if severity == "error" else "warnings"] += pos.size
+    result.issues = (
+        pd.concat([result.issues, issues], ignore_index=True) if len(result.issues) else issues
+    )
+
+
+def _cross_table(results: dict[str, ValidationResult], dd: DataDictionary) -> list[pd.DataFrame]:
+    roster = results["roster"]
+    extra: list[pd.DataFrame] = []
+    raw_ids = set()
+    if roster.raw is not None and "participant_id" in roster.raw.columns:
+        raw_ids = set(strings(roster.raw["participant_id"]))
+    ids = (
+        set(roster.data["participant_id"].dropna())
+        if "participant_id" in roster.data.columns
+        else set()
+    )
+
+    # reference: participant in roster
+    for t in ("periods", "nights", "diary"):
+        if t not in results or "participant_id" not in results[t].data.columns:
+            continue
+        r = results[t]
+        pid = r.data["participant_id"].astype(object)
+        unknown = ~pid.isin(ids).to_numpy() & pid.notna().to_numpy()
+        if unknown.any():
+            in_raw = pid.isin(raw_ids).to_numpy()
+            msgs = np.where(
+                in_raw[unknown],
+                "the participant's roster row was rejected (see the roster issues); fix it there",
+                "participant not in the roster; add them to roster.csv or correct the identifier",
+            )
+            _reject(
+                r,
+                unknown,
+                "participant_id",
+                "reference",
+                "error",
+                msgs,
+                pid[unknown].to_numpy(dtype=object),
+            )
+
+    periods = results["periods"].data
+    # sequence spells the treatments by period
+    if {"participant_id", "sequence"} <= set(roster.data.columns) and {
+        "participant_id",
+        "period",
+        "treatment",
+    } <= set(periods.columns):
+        _check_sequence(results, dd)
+        periods = results["periods"].data
+
+    nights = results["nights"]
+    nd = nights.data
+    if {"participant_id", "period", "treatment"} <= set(nd.columns):
+        # constant within participant x period
+        grp = nd.groupby(["participant_id", "period"], observed=True, sort=False)["treatment"]
+        nuniq = grp.transform(lambda s: s.nunique(dropna=True)).to_numpy()
+        bad = nuniq > 1
+        if bad.any():
+            _reject(
+                nights,
+                bad,
+                "treatment",
+                "treatment_constant",
+                "error",
+                "treatment differs between nights of the same participant and period; "
+                "a period has one treatment (check the periods table)",
+                as_text(nd["treatment"][bad]).to_numpy(dtype=object),
+            )
+        nd = nights.data
+        if {"participant_id", "period", "treatment"} <= set(periods.columns) and len(nd):
+            ref = periods[["participant_id", "period", "treatment"]].rename(
+                columns={"treatment": "_trt"}
+            )
+            ref = ref.astype({"participant_id": object, "_trt": object})
+            merged = (
+                nd[["participant_id", "period", "treatment"]]
+                .astype({"participant_id": object, "treatment": object})
+                .merge(ref, on=["participant_id", "period"], how="left")
+            )
+            no_period = merged["_trt"].isna().to_numpy()
+            differs = ~no_period & (merged["treatment"] != merged["_trt"]).fillna(False).to_numpy(
+                dtype=bool
+            )
+            if differs.any():
+                msgs = (
+                    "treatment differs from the periods table ("
+                    + merged.loc[differs, "_trt"].astype(str).to_numpy(dtype=object)
+                    + ") for this participant and period; correct one of them"
+                )
+                _reject(
+                    nights,
+                    differs,
+                    "treatment",
+                    "treatment_periods",
+                    "error",
+                    msgs,
+                    merged.loc[differs, "treatment"].astype(str).to_numpy(dtype=object),
+                )
+            nd = nights.data
+            merged = merged.loc[~differs].reset_index(drop=True)
+            no_period = merged["_trt"].isna().to_numpy()
+            if no_period.any():
+                _reject(
+                    nights,
+                    no_period,
+                    "participant_id, period",
+                    "treatment_periods",
+                    "error",
+                    "no accepted row in the periods table for this participant and period "
+                    "(missing, or rejected: see the periods issues); add or fix it",
+                    (
+                        merged.loc[no_period, "participant_id"].astype(str)
+                        + "/"
+                        + merged.loc[no_period, "period"].astype(str)
+                    ).to_numpy(dtype=object),
+                )
+    nd = nights.data
+    # baseline night per participant x period (warning)
+    if {"participant_id", "period", "night"} <= set(nd.columns) and len(nd):
+        has_base = (
+            (nd["night"] == "baseline")
+            .groupby([nd["participant_id"].astype(object), nd["period"]], sort=True)
+            .any()
+        )
+        missing = has_base[~has_base]
+        for (pid, per), _ in missing.items():
+            extra.append(
+                one_issue(
+                    nights.source,
+                    "night",
+                    "baseline_night",
+                    "warning",
+                    f"participant {pid} has no baseline night in period {per}: change-from-"
+                    "baseline contrasts for this period cannot be estimated; add the "
+                    "baseline night or document why it is missing",
+                    participant_id=str(pid),
+                    value=f"period {per}",
+                )
+            )
+        with_nights = set(nd["participant_id"].astype(object))
+        for pid in sorted(ids - with_nights):
+            extra.append(
+                one_issue(
+                    nights.source,
+                    "participant_id",
+                    "no_nights",
+                    "warning",
+                    f"participant {pid} is in the roster but has no accepted nights",
+                    participant_id=str(pid),
+                    value=str(pid),
+                )
+            )
+        # a period with no nights (expected after a withdrawal, so only when not withdrawn)
+        per = results["periods"].data
+        if {"participant_id", "period"} <= set(per.columns) and len(per):
+            withdrawn = set()
+            if {"participant_id", "status"} <= set(roster.data.columns):
+                st_ = roster.data
+                withdrawn = set(
+                    st_.loc[(st_["status"] == "withdrawn").fillna(False), "participant_id"]
+                )
+            have = set(
+                zip(nd["participant_id"].astype(object), nd["period"].astype(object), strict=True)
+            )
+            keys = list(
+                zip(per["participant_id"].astype(object), per["period"].astype(object), strict=True)
+            )
+            lonely = np.array(
+                [
+                    (k not in have) and (k[0] in with_nights) and (k[0] not in withdrawn)
+                    for k in keys
+                ],
+                dtype=bool,
+            )
+            if lonely.any():
+                _reject(
+                    results["periods"],
+                    lonely,
+                    "participant_id, period",
+                    "no_nights",
+                    "warning",
+                    "no accepted night for this participant and period (participant not withdrawn); "
+                    "add the nights or record the withdrawal in the roster",
+                    np.array(
+                        [f"{a}/{b}" for (a, b), m in zip(keys, lonely, strict=True) if m],
+                        dtype=object,
+                    ),
+                )
+    return extra
+
+
+def _check_sequence(results: dict[str, ValidationResult], dd: DataDictionary) -> None:
+    roster, periods = results["roster"].data, results["periods"]
+    try:
+        treatments = dd.levels("periods", "treatment")
+    except StudykitError:
+        return
+    initials = {t[0].upper(): t for t in treatments}
+    if len(initials) != len(treatments):
+        return  # treatments do not have distinct initials: cannot spell sequences
+    seq = dict(
+        zip(roster["participant_id"].astype(object), roster["sequence"].astype(object), strict=True)
+    )
+    pd_ = periods.data
+    if not len(pd_):
+        return
+    expected: list[str | None] = []
+    for pid, per in zip(pd_["participant_id"].astype(object), pd_["period"], strict=True):
+        code = seq.get(pid)
+        if not isinstance(code, str) or pd.isna(per) or not all(ch in initials for ch in code):
+            expected.append(None)
+            continue
+        k = int(per)
+        ch = code[0] if len(code) == 1 else (code[k - 1] if 1 <= k <= len(code) else None)
+        expected.append(initials.get(ch) if ch else None)
+    exp = pd.Series(expected, dtype=object, index=pd_.index)
+    actual = pd_["treatment"].astype(object)
+    bad = (exp.notna() & actual.notna() & (exp != actual)).to_numpy(dtype=bool)
+    if bad.any():
+        msgs = (
+            "treatment does not match the roster's sequence (expected "
+            + exp[bad].astype(str)
+            + "); correct the sequence or the treatment"
+        ).to_numpy(dtype=object)
+        _reject(
+            periods,
+            bad,
+            "treatment",
+            "sequence_treatment",
+            "error",
+            msgs,
+            actual[bad].astype(str).to_numpy(dtype=object),
+        )
+
+
+def hypnogram_keys(path: str | Path) -> tuple[str, int, str] | None:
+    """``(participant_id, period, night)`` from a hypnogram file name, or None.
+
+    Hypnogram files are named ``{participant_id}_p{period}_{night}.{ext}``.
+
+    Examples
+    --------
+    >>> hypnogram_keys("hypnograms/P01_p2_post1.csv")
+    ('P01', 2, 'post1')
+    >>> hypnogram_keys("nights.csv") is None
+    True
+    """
+    m = _HYPNOGRAM_NAME.match(Path(path).stem)
+    if m is None:
+        return None
+    return m["pid"], int(m["period"]), m["night"]
+
+
+def read_hypnogram_file(path: str | Path) -> pd.DataFrame:
+    r"""One hypnogram as an ``epochs`` table: key columns from the file name, then the epochs.
+
+    Read with :func:`studykit.hypnogram.read_hypnogram` (every format it reads).
+
+    Raises
+    ------
+    InputError
+        The name does not follow ``{participant_id}_p{period}_{night}.{ext}``, or the file
+        cannot be read.
+
+    Examples
+    --------
+    >>> import pathlib, tempfile
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "P07_p2_post1.csv"
+    >>> _ = p.write_text("epoch,onset_s,stage\n0,0,W\n1,30,N1\n")
+    >>> frame = read_hypnogram_file(p)
+    >>> frame[["participant_id", "period", "night"]].drop_duplicates().values.tolist()
+    [['P07', 2, 'post1']]
+    >>> validate_table(frame, "epochs").summary["rows_accepted"]
+    2
+    """
+    p = Path(path)
+    keys = hypnogram_keys(p)
+    if keys is None:
+        raise InputError(
+            f"{p.name} is not named {{participant_id}}_p{{period}}_{{night}}.ext (e.g. "
+            "P01_p1_baseline.csv); rename it so its night can be identified."
+        )
+    try:
+        frame = read_hypnogram(p).copy()
+    except StudykitError as exc:
+        raise InputError(f"{p}: cannot read the hypnogram: {exc}") from exc
+    frame.attrs.pop("source", None)
+    for i, (name, value) in enumerate(
+        zip(("participant_id", "period", "night"), keys, strict=True)
+    ):
+        if name not in frame.columns:
+            frame.insert(i, name, value)
+    return frame
+
+
+def _load_hypnograms(
+    folder: Path, results: dict[str, ValidationResult], dd: DataDictionary
+) -> tuple[
+    pd.DataFrame | None,
+    list[pd.DataFrame],
+    list[Path],
+    dict[str, Any] | None,
+    dict[str, pd.DataFrame],
+]:
+    if not folder.is_dir():
+        return None, [], [], None, {}
+    nights = results["nights"].data
+    known = set()
+    if {"participant_id", "period", "night"} <= set(nights.columns):
+        known = set(
+            zip(
+                nights["participant_id"].astype(object),
+                nights["period"].astype("float64").astype("Int64").astype(object),
+                nights["night"].astype(object),
+                strict=True,
+            )
+        )
+    issues: list[pd.DataFrame] = []
+    frames: list[pd.DataFrame] = []
+    used: list[Path] = []
+    summary: dict[str, Any] = {
+        "file": str(folder),
+        "table": "epochs",
+        "rows_read": 0,
+        "rows_accepted": 0,
+        "rows_rejected": 0,
+        "errors": 0,
+        "warnings": 0,
+    }
+    for path in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
+        m = _HYPNOGRAM_NAME.match(path.stem)
+        if m is None:
+            issues.append(
+                one_issue(
+                    str(path),
+                    "",
+                    "hypnogram",
+                    "warning",
+                    f"{path.name} is not named {{participant_id}}_p{{period}}_{{night}}.ext: ignored",
+                )
+            )
+            continue
+        pid, period, night = m["pid"], int(m["period"]), m["night"]
+        try:
+            ep = read_hypnogram(path)
+        except StudykitError as exc:
+            issues.append(
+                one_issue(
+                    str(path),
+                    "",
+                    "hypnogram",
+                    "error",
+                    f"cannot read the hypnogram: {exc}",
+                    participant_id=pid,
+                    night=night,
+                )
+            )
+            summary["errors"] += 1
+            continue
+        ep = ep.copy()
+        ep.insert(0, "participant_id", pid)
+        ep.insert(1, "period", period)
+        ep.insert(2, "night", night)
+        frames.append(ep.reset_index(drop=True))
+        used.append(path)
+        if known and (pid, period, night) not in known:
+            issues.append(
+                one_issue(
+                    str(path),
+                    "participant_id, period, night",
+                    "hypnogram",
+                    "warning",
+                    "no accepted row in the nights table for this hypnogram: its "
+                    "epochs are kept but the night has no design information",
+                    participant_id=pid,
+                    night=night,
+                    value=f"{pid}/{period}/{night}",
+                )
+            )
+            summary["warnings"] += 1
+    if not frames:
+        return None, issues, used, summary, {}
+    # validate all nights at once (one call per file would cost ~50 ms each), then map the
+    # issues' positions back to (file, epoch record number within the file)
+    sizes = np.array([len(f) for f in frames])
+    combined = pd.concat(frames, ignore_index=True)
+    res = validate_table(combined, "epochs", dictionary=dd, source=str(folder))
+    file_of = np.repeat(np.arange(len(frames)), sizes)
+    local_row = np.arange(len(combined)) - np.repeat(np.cumsum(sizes) - sizes, sizes) + 1
+    if len(res.issues):
+        found = res.issues.copy()
+        has = found["row"].notna().to_numpy()
+        pos = found["row"].fillna(1).astype("int64").to_numpy() - 1
+        names = np.array([str(u) for u in used], dtype=object)
+        found["file"] = np.where(has, names[file_of[pos]], str(folder))
+        found["row"] = pd.array(np.where(has, local_row[pos], 0), dtype="Int64")
+        found.loc[~has, "row"] = pd.NA
+        issues.append(found)
+    for k in ("rows_read", "rows_accepted", "rows_rejected", "errors", "warnings"):
+        summary[k] += res.summary[k]
+    epochs = res.data.reset_index(drop=True)
+    for name in ("night", "stage"):
+        if name in epochs.columns:
+            epochs[name] = as_categorical(epochs[name], dd.levels("epochs", name))
+    rejected = res.rejected.copy()
+    if len(rejected):
+        raw_rows = res.raw_rows if res.raw_rows is not None else np.arange(1, len(combined) + 1)
+        pos = np.searchsorted(raw_rows, rejected.index.to_numpy())
+        names = np.array([str(u) for u in used], dtype=object)
+        rejected.insert(0, "file", names[file_of[pos]])
+        rejected.index = pd.Index(local_row[pos], name="row")
+    return epochs, issues, used, summary, {"epochs": rejected}
