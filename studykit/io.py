@@ -23,16 +23,21 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import re
+import stat
 import unicodedata
+import zipfile
+from collections import Counter
 from pathlib import Path
 
+import numpy as np
+import openpyxl
 import pandas as pd
 
 from studykit.errors import InputError
 
 __all__ = [
     "read_table",
+    "refuse_special_file",
     "read_table_or_frame",
     "TEXT_SUFFIXES",
     "EXCEL_SUFFIXES",
@@ -107,6 +112,9 @@ def read_table(path: str | Path, *, sheet: str | int | None = None) -> pd.DataFr
             f"{p} is a directory, not a file. Pass a file inside it (e.g. {p / 'nights.csv'}); "
             "to read a whole study directory use load_study() or 'studykit validate DIR'."
         )
+    refused = refuse_special_file(p)
+    if refused:
+        raise InputError(f"{p}: {refused}")
     try:
         with p.open("rb") as f:
             head = f.read(8)
@@ -138,6 +146,54 @@ def read_table(path: str | Path, *, sheet: str | int | None = None) -> pd.DataFr
         frame = _read_text(p)
     frame.attrs["source"] = str(p)
     return frame
+
+
+def refuse_special_file(path: str | Path, root: str | Path | None = None) -> str | None:
+    """Why ``path`` must not be read (a message), or None for a regular file.
+
+    Refused: a FIFO (named pipe: reading it would wait forever), a device, a socket, and,
+    when ``root`` is given, a symbolic link whose target lies outside ``root`` (a study
+    folder must not pull in files from elsewhere). Nothing is opened.
+
+    Examples
+    --------
+    >>> import os, tempfile
+    >>> d = Path(tempfile.mkdtemp())
+    >>> os.mkfifo(d / "diary.csv")
+    >>> refuse_special_file(d / "diary.csv")[:40]
+    'diary.csv is a FIFO (named pipe), not a '
+    >>> _ = (d / "roster.csv").write_text("participant_id\\nP01\\n")
+    >>> refuse_special_file(d / "roster.csv") is None
+    True
+    """
+    p = Path(path)
+    try:
+        mode = p.stat().st_mode
+    except OSError:
+        return None  # missing or dangling: the reader says so
+    kind = (
+        "a FIFO (named pipe)"
+        if stat.S_ISFIFO(mode)
+        else "a device"
+        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+        else "a socket"
+        if stat.S_ISSOCK(mode)
+        else None
+    )
+    if kind is not None:
+        return (
+            f"{p.name} is {kind}, not a regular file: refused (reading it could block or never "
+            "end). Save the table as an ordinary file."
+        )
+    if root is not None and p.is_symlink():
+        target = p.resolve()
+        base = Path(root).resolve()
+        if not target.is_relative_to(base):
+            return (
+                f"{p.name} is a symbolic link to {target}, outside the study folder {base}: "
+                "refused. Copy the file into the study folder."
+            )
+    return None
 
 
 # ---------------------------------------------------------------------------------------
@@ -192,10 +248,15 @@ def _decode(p: Path, raw: bytes) -> tuple[str, str]:
         text = raw.decode(encoding)
     except UnicodeDecodeError as exc:
         if encoding != "utf-8":
+            how = (
+                f"starts with a {encoding} byte-order mark"
+                if raw.startswith((b"\xff\xfe", b"\xfe\xff"))
+                else f"looks like {encoding} text (every second byte is 0)"
+            )
             raise InputError(
-                f"{p} starts with a {encoding} byte-order mark but is not valid {encoding} "
-                f"({exc.reason} at byte {exc.start}). Save it again as CSV UTF-8."
-            ) from None
+                f"{p} {how} but is not valid {encoding} ({exc.reason} at byte {exc.start}). "
+                "Save it again as CSV UTF-8."
+            ) from exc
         try:
             text, encoding = raw.decode("cp1252"), "cp1252"
         except UnicodeDecodeError:
@@ -267,113 +328,218 @@ def _read_text(p: Path) -> pd.DataFrame:
             raise InputError(f"{p} has only a 'sep=' line and no table.")
     else:
         delimiter = _sniff_delimiter(text)
-    try:
-        cells = pd.read_csv(
-            io.StringIO(text),
-            sep=delimiter,
-            header=None,
-            dtype=str,
-            keep_default_na=False,
-            na_filter=False,
-            skip_blank_lines=False,
-            engine="c",
-        )
-    except pd.errors.ParserError as exc:
-        if "EOF inside string" in str(exc):
-            m = re.search(r"starting at row (\d+)", str(exc))
-            where = f" (the quote opens on line {int(m[1]) + 1 + skipped})" if m else ""
-            raise InputError(
-                f'{p} has a quote character (") that is never closed{where}. Close the quote '
-                "or remove it."
-            ) from None
-        raise InputError(
-            f"{p} cannot be split into cells with the {_DELIMITER_NAMES[delimiter]} delimiter: "
-            f"{_parser_detail(str(exc))}. A row has more cells than the header: often unquoted "
-            "delimiters inside values, e.g. decimal commas ('7,5') in a comma-separated file. "
-            "Quote such values, or use ';' as the delimiter, or '.' as the decimal separator."
-        ) from None
-    except (pd.errors.EmptyDataError, UnicodeError) as exc:
-        raise InputError(f"{p} cannot be read as a table: {exc}.") from None
-    cells = cells.fillna("")
+    cells = _split_cells(p, text, delimiter, skipped=skipped)
     frame = _split_header(p, cells, first_row=1 + skipped)
     frame.attrs.update(format="csv", encoding=encoding, delimiter=delimiter)
     return frame
 
 
-def _parser_detail(msg: str) -> str:
-    # pandas: "Error tokenizing data. C error: Expected 6 fields in line 4, saw 7"
-    return msg.split("C error: ")[-1].strip().rstrip(".").rstrip()
+def _split_cells(p: Path, text: str, delimiter: str, *, skipped: int) -> np.ndarray:
+    """Text -> 2-D array of cell strings (rows as records; short rows padded with "").
+
+    The first record fixes the number of cells: a later record with more cells is an error
+    (often unquoted delimiters in values), as is a quote that is never closed. Python's C
+    ``csv`` reader is used and the cells go into one array, so the time grows linearly with
+    the number of cells whatever the file's shape.
+    """
+    # a cell may be as long as the file (the csv module's default cap is 128 kB)
+    csv.field_size_limit(max(csv.field_size_limit(), len(text) + 1))
+    reader = csv.reader(io.StringIO(text, newline=None), delimiter=delimiter, strict=True)
+    records: list[list[str]] = []
+    start_line = 1
+    try:
+        for record in reader:
+            if records and len(record) > len(records[0]):
+                raise InputError(
+                    f"{p} cannot be split into cells with the {_DELIMITER_NAMES[delimiter]} "
+                    f"delimiter: Expected {len(records[0])} fields in line "
+                    f"{reader.line_num + skipped}, saw {len(record)}. A row has more cells "
+                    "than the header: often unquoted delimiters inside values, e.g. decimal "
+                    "commas ('7,5') in a comma-separated file. Quote such values, or use ';' "
+                    "as the delimiter, or '.' as the decimal separator."
+                )
+            records.append(record)
+            start_line = reader.line_num + 1
+    except csv.Error as exc:
+        if "unexpected end of data" in str(exc):
+            raise InputError(
+                f'{p} has a quote character (") that is never closed (the quote opens on line '
+                f"{start_line + skipped}). Close the quote or remove it."
+            ) from exc
+        raise InputError(
+            f"{p} cannot be split into cells (line {reader.line_num + skipped}: {exc}). Check "
+            "the quotes on that line; save the file again as CSV UTF-8."
+        ) from exc
+    width = len(records[0]) if records else 0
+    grid = np.full((len(records), width), "", dtype=object)
+    for i, record in enumerate(records):
+        grid[i, : len(record)] = record
+    return grid
 
 
-def _split_header(p: Path, cells: pd.DataFrame, *, first_row: int) -> pd.DataFrame:
-    """Take row 0 as the header; index the rest by their row number in the file."""
-    rows = pd.RangeIndex(first_row, first_row + len(cells))
-    blank = (cells == "").all(axis=1).to_numpy()
+def _split_header(p: Path, cells: np.ndarray, *, first_row: int) -> pd.DataFrame:
+    """Take row 0 as the header; index the rest by their row number in the file.
+
+    Works on one 2-D object array, so that the cost grows linearly with the number of cells
+    whatever the shape (a frame with one block per column made wide files slow).
+    """
+    grid = cells
+    rows = np.arange(first_row, first_row + grid.shape[0])
+    empty = grid == ""
+    blank = empty.all(axis=1)
     if blank.all():
         raise InputError(f"{p} is empty (only blank lines).")
     start = int(blank.argmin())  # skip leading blank lines
-    header = [str(h).strip() for h in cells.iloc[start]]
-    body = cells.iloc[start + 1 :]
-    body_rows = rows[start + 1 :]
+    header = [str(h).strip() for h in grid[start]]
     keep = ~blank[start + 1 :]
-    body = body.loc[keep]
-    body.index = pd.Index(body_rows[keep], name="row")
+    body_rows = rows[start + 1 :]
+    body = grid[start + 1 :][keep]
     # drop unnamed columns that hold nothing (a trailing delimiter on every line)
-    named = [bool(h) or bool((body.iloc[:, j] != "").any()) for j, h in enumerate(header)]
-    if not all(named):
-        body = body.loc[:, named]
+    named = np.array([bool(h) for h in header], dtype=bool) | (~empty[start + 1 :][keep]).any(
+        axis=0
+    )
+    if not named.all():
+        body = body[:, named]
         header = [h for h, k in zip(header, named, strict=True) if k]
     header = [h if h else f"unnamed_{j + 1}" for j, h in enumerate(header)]
-    dupes = sorted({h for h in header if header.count(h) > 1})
+    dupes = sorted(h for h, k in Counter(header).items() if k > 1)
     if dupes:
-        where = "; ".join(
-            f"{d!r} in columns {', '.join(str(j + 1) for j, h in enumerate(header) if h == d)}"
-            for d in dupes[:10]
-        )
+        places: dict[str, list[str]] = {}
+        for j, h in enumerate(header):
+            places.setdefault(h, []).append(str(j + 1))
+        where = "; ".join(f"{d!r} in columns {', '.join(places[d])}" for d in dupes[:10])
         raise InputError(
             f"{p} has duplicate column names: {where}. Each column needs its own name; rename "
             "or delete the repeated column(s)."
         )
-    if body.empty:
+    if body.shape[0] == 0:
         raise InputError(
             f"{p} has a header ({', '.join(header[:8])}{', ...' if len(header) > 8 else ''}) but "
             "no data rows. Add the data, or leave the file out."
         )
-    body = body.copy()
-    body.columns = header
-    body.attrs["empty_rows"] = [int(r) for r in body_rows[~keep]]
-    return body
+    frame = pd.DataFrame(
+        body, columns=header, index=pd.Index(body_rows[keep], name="row"), dtype=object
+    )
+    frame.attrs["empty_rows"] = [int(r) for r in body_rows[~keep]]
+    frame.attrs["header_row"] = int(rows[start])
+    return frame
 
 
 # ---------------------------------------------------------------------------------------
 # Excel and Parquet
 # ---------------------------------------------------------------------------------------
-def _read_excel(p: Path, *, sheet: str | int | None) -> pd.DataFrame:
-    import zipfile
+#: Largest total uncompressed size of an .xlsx workbook read (bytes): a zip bomb of a few kB
+#: can expand to gigabytes, so sizes are checked before anything is loaded.
+XLSX_MAX_UNCOMPRESSED = 256 * 2**20
+#: Largest compression ratio of any member of an .xlsx workbook (real workbooks: below ~20).
+XLSX_MAX_RATIO = 200
+#: Largest number of cells of the worksheet read (from the sheet's declared dimension).
+XLSX_MAX_CELLS = 5_000_000
 
+
+def _check_workbook(p: Path) -> None:
+    """Refuse a workbook whose members expand beyond the limits (zip bomb), before loading."""
     try:
+        with zipfile.ZipFile(p) as z:
+            members = z.infolist()
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise InputError(
+            f"{p} cannot be read as an Excel .xlsx workbook ({type(exc).__name__}: {exc}). Open "
+            "it in Excel and save it again, or export the sheet as CSV UTF-8."
+        ) from exc
+    total = sum(m.file_size for m in members)
+    if total > XLSX_MAX_UNCOMPRESSED:
+        raise InputError(
+            f"{p}: the workbook's parts add up to {total:,} bytes uncompressed, above the "
+            f"limit of {XLSX_MAX_UNCOMPRESSED:,} (a damaged file or a zip bomb). Export the "
+            "sheet as CSV UTF-8."
+        )
+    for m in members:
+        if m.file_size > 2**20 and m.file_size > XLSX_MAX_RATIO * max(m.compress_size, 1):
+            raise InputError(
+                f"{p}: part {m.filename} expands {m.file_size // max(m.compress_size, 1):,}-fold "
+                f"when uncompressed (limit {XLSX_MAX_RATIO}; a zip bomb?). Export the sheet "
+                "as CSV UTF-8."
+            )
+
+
+def _formula_cells(p: Path, sheet: str | int | None) -> list[tuple[int, int, str]]:
+    """``(row, column, formula)`` (1-based) of every formula cell of the sheet."""
+    wb = openpyxl.load_workbook(p, read_only=True, data_only=False)
+    try:
+        ws = (
+            wb.worksheets[sheet]
+            if isinstance(sheet, int)
+            else wb[sheet]
+            if sheet
+            else wb.worksheets[0]
+        )
+        try:
+            dims = ws.calculate_dimension()
+        except ValueError:  # an "unsized" sheet declares no dimension: counted while read
+            dims = ""
+        if ":" in dims:
+            min_col, min_row, max_col, max_row = openpyxl.utils.cell.range_boundaries(dims)
+            cells = (max_row - min_row + 1) * (max_col - min_col + 1)
+            if cells > XLSX_MAX_CELLS:
+                raise InputError(
+                    f"{p}: the worksheet spans {dims} ({cells:,} cells), above the limit of "
+                    f"{XLSX_MAX_CELLS:,}. Delete the unused rows and columns, or export the "
+                    "sheet as CSV UTF-8."
+                )
+        found = []
+        seen = 0
+        for row in ws.iter_rows(min_row=1, min_col=1):
+            seen += len(row)
+            if seen > XLSX_MAX_CELLS:
+                raise InputError(
+                    f"{p}: the worksheet has more than {XLSX_MAX_CELLS:,} cells. Delete the "
+                    "unused rows and columns, or export the sheet as CSV UTF-8."
+                )
+            for cell in row:
+                if getattr(cell, "data_type", None) == "f":
+                    found.append((int(cell.row), int(cell.column), str(cell.value)))
+        return found
+    finally:
+        wb.close()
+
+
+def _read_excel(p: Path, *, sheet: str | int | None) -> pd.DataFrame:
+    _check_workbook(p)
+    try:
+        formulas = _formula_cells(p, sheet)
         cells = pd.read_excel(
             p, sheet_name=0 if sheet is None else sheet, header=None, dtype=str, engine="openpyxl"
         )
+    except InputError:
+        raise
     except (zipfile.BadZipFile, OSError, KeyError) as exc:
         raise InputError(
             f"{p} cannot be read as an Excel .xlsx workbook ({type(exc).__name__}: {exc}). Open "
             "it in Excel and save it again, or export the sheet as CSV UTF-8."
-        ) from None
+        ) from exc
     except ValueError as exc:  # unknown sheet name, or not an xlsx at all
-        raise InputError(f"{p}: {exc}. Pass an existing sheet, or export it as CSV.") from None
+        raise InputError(f"{p}: {exc}. Pass an existing sheet, or export it as CSV.") from exc
     except Exception as exc:  # openpyxl raises its own types for corrupt workbooks
         raise InputError(
             f"{p} cannot be read as an Excel .xlsx workbook ({type(exc).__name__}: {exc}). Save "
             "it again from Excel, or export the sheet as CSV UTF-8."
-        ) from None
+        ) from exc
     if cells.empty:
         raise InputError(
             f"{p}: the worksheet is empty. Put the header in row 1 and the data below."
         )
-    cells = cells.fillna("").astype(str)
-    frame = _split_header(p, cells, first_row=1)
-    frame.attrs.update(format="excel", encoding="", delimiter="")
+    grid = cells.fillna("").astype(str).to_numpy(dtype=object)
+    frame = _split_header(p, grid, first_row=1)
+    # a formula whose result was never saved (a workbook written by a script, or saved
+    # without recalculation) reads as an empty cell: say so instead of reading it as missing
+    uncached = []
+    header = grid[frame.attrs["header_row"] - 1]
+    names = {j + 1: str(h).strip() for j, h in enumerate(header)}
+    for r, c, formula in formulas:
+        if r - 1 < grid.shape[0] and c - 1 < grid.shape[1] and grid[r - 1, c - 1] == "":
+            uncached.append((r, names.get(c, ""), formula))
+    frame.attrs.update(format="excel", encoding="", delimiter="", formula_cells=uncached)
     return frame
 
 

@@ -331,6 +331,8 @@ def _manifest_problems(data: object) -> list[str]:
         need(args, "seed", (int, type(None)), "arguments.")
         if "allow_errors" in args:
             need(args, "allow_errors", bool, "arguments.")
+        if "outcomes" in args:
+            need(args, "outcomes", str, "arguments.")
     cmd = need(data, "command", list, "")
     if isinstance(cmd, list) and not all(isinstance(c, str) for c in cmd):
         problems.append("'command' must be a list of strings")

@@ -18,7 +18,6 @@ and what to do (the CLI prints it and exits with code 2).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import os
@@ -38,7 +37,6 @@ from studykit import tables as T
 from studykit.analysis import AnalysisResults, run_analysis
 from studykit.dictionary import load_dictionary
 from studykit.errors import InputError, StudykitError, ValidationError
-from studykit.hypnogram import sleep_statistics
 from studykit.manifest import (
     DIGEST_NAME,
     MANIFEST_NAME,
@@ -238,6 +236,7 @@ def run(
     command: Sequence[str] | None = None,
     progress: bool | Callable[[str], object] = True,
     allow_errors: bool = False,
+    outcomes: str = "hypnograms",
 ) -> RunResult:
     """Run the whole analysis: validate -> derive -> fit -> tables -> figures -> report -> manifest.
 
@@ -262,6 +261,9 @@ def run(
         Analyse the accepted rows even when validation found errors (rows with errors are
         left out). Recorded in the manifest (``arguments.allow_errors``) and shown in the
         report. Without it, a validation error stops the run.
+    outcomes : {"hypnograms", "typed"}
+        Source of the per-night outcomes analysed (see :func:`studykit.validate.load_study`,
+        which recomputes them and reports every typed value that differs).
 
     Returns
     -------
@@ -308,6 +310,7 @@ def run(
         "out": str(out.resolve()),
         "seed": seed,
         "allow_errors": bool(allow_errors),
+        "outcomes": outcomes,
     }
     if command is None:
         command = ["studykit", "run", str(protocol), "--out", str(out), "--seed", str(seed)]
@@ -315,6 +318,8 @@ def run(
             command[3:3] = ["--data", str(data)]
         if allow_errors:
             command.append("--allow-errors")
+        if outcomes != "hypnograms":
+            command += ["--outcomes", outcomes]
     owned = [*_OWNED, "data"] if simulate else list(_OWNED)
     with StagedOutput(out, owned=owned) as staged:
         work = staged.path
@@ -333,6 +338,7 @@ def run(
             simulate=simulate,
             simulated=simulated,
             allow_errors=allow_errors,
+            outcomes=outcomes,
             stages=stages,
             command=list(command),
             arguments=arguments,
@@ -361,6 +367,7 @@ def _run_stages(
     simulate: bool,
     simulated: bool,
     allow_errors: bool,
+    outcomes: str,
     stages: list[str],
     command: list[str],
     arguments: dict[str, Any],
@@ -426,7 +433,7 @@ def _run_stages(
     # ---------------------------------------------------------------- validate
     def _validate() -> str:
         state["identifiers"] = study_identifiers(data_dir)
-        study = load_study(data_dir)
+        study = load_study(data_dir, outcomes=outcomes)
         state["study"] = study
         state["issues"] = _relative_files(study.issues, data_dir)
         state["files_summary"] = _relative_files(study.summary, data_dir)
@@ -464,19 +471,18 @@ def _run_stages(
 
     # ---------------------------------------------------------------- derive
     def _derive() -> str:
+        # load_study recomputed the outcomes (one truth for fit, run and the API); this stage
+        # only says which source is analysed
         study: Study = state["study"]
         epochs = study.epochs
-        nights = study.nights
-        if epochs is None or epochs.empty:
-            return "no hypnograms: outcomes taken from nights.csv as given"
-        stats = sleep_statistics(epochs, nights=nights)
-        keys = [k for k in _KEYS if k in stats.columns and k in nights.columns]
-        derived = [c for c in stats.columns if c not in keys]
-        merged = nights.drop(columns=[c for c in derived if c in nights.columns]).merge(
-            stats, on=keys, how="left", validate="one_to_one"
+        if study.outcomes != "hypnograms" or epochs is None or epochs.empty:
+            return "outcomes taken from nights.csv as typed"
+        n_diff = int((study.issues["rule"] == "derived_mismatch").sum())
+        n_nights = len(epochs[list(_KEYS)].drop_duplicates())
+        return (
+            f"{n_nights} nights from {len(epochs)} epochs (recomputed from the hypnograms; "
+            f"{n_diff} typed value(s) differ)"
         )
-        state["study"] = dataclasses.replace(study, nights=merged)
-        return f"{len(stats)} nights from {len(epochs)} epochs"
 
     do("derive", f"hypnograms under {shown_data_dir / 'hypnograms'}", _derive)
 

@@ -428,6 +428,7 @@ def verify(
             command=manifest["command"],
             progress=progress,
             allow_errors=bool(args.get("allow_errors", False)),
+            outcomes=str(args.get("outcomes", "hypnograms")),
         )
         rerun = load_manifest(out)
         if simulated:  # the simulation itself must reproduce the same data files

@@ -214,6 +214,30 @@ def test_glmer_crossed_poisson_reaches_the_maximum() -> None:
     assert fit.loglik > ref["logLik"]  # glmer's default fit
 
 
+def test_glmer_binary_responses():
+    # one row per animal of lme4's cbpp: Bernoulli outcomes (0/1, boolean, two-level text)
+    # give the same fit as the aggregated cbind(incidence, size - incidence)
+    ref, data = reference("cbpp_binomial")
+    data = data.astype({"period": "category"})
+    rows = []
+    for r in data.itertuples(index=False):
+        rows += [(r.herd, r.period, 1)] * int(r.incidence)
+        rows += [(r.herd, r.period, 0)] * int(r.size - r.incidence)
+    animals = pd.DataFrame(rows, columns=["herd", "period", "sick"]).astype({"period": "category"})
+    agg = glmer(ref["formula"], data, family="binomial")
+    for y in (
+        animals["sick"],
+        animals["sick"].astype(bool),
+        animals["sick"].map({0: "no", 1: "yes"}),
+    ):
+        fit = glmer("sick ~ period + (1 | herd)", animals.assign(sick=y), family="binomial")
+        np.testing.assert_allclose(fit.beta, agg.beta, atol=1e-5)
+    with pytest.raises(FormulaError, match="exactly two levels"):
+        glmer("herd ~ period + (1 | period)", animals.astype({"herd": str}), family="binomial")
+    with pytest.raises(FormulaError, match="family='binomial'"):
+        glmer(ref["formula"], data, family="poisson")
+
+
 def test_lmer_input_errors():
     ref, data = reference("sleepstudy_slope")
     with pytest.raises(FormulaError, match="at least one random-effects term"):

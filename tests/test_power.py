@@ -13,7 +13,6 @@ Reference numbers (copied here, tests never read shared/):
 from __future__ import annotations
 
 import copy
-import importlib.util
 import math
 from pathlib import Path
 
@@ -54,9 +53,6 @@ R_LOGLIK_REML = -484.254129130933  # trial_fit_stats.csv
 R_SIGMA = 11.9299029957301  # trial_fit_stats.csv
 R_SD_ID = 13.91962389438  # trial_varcorr.csv
 R_POWER, R_POWER_MCSE, R_POWER_REPS = 0.45, 0.035, 200  # issue #8, lmerTest simulation
-
-HAS_LMM = importlib.util.find_spec("studykit.models.lmm") is not None
-HAS_GLMM = importlib.util.find_spec("studykit.models.glmm") is not None
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +108,6 @@ def test_fast_reml_unbalanced_is_a_proper_optimum(trial):
     assert crit(fit.theta * 0.999) > fit.reml_criterion
 
 
-@pytest.mark.skipif(not HAS_LMM, reason="studykit.models.lmm not merged yet")
 def test_fast_path_equals_studykit_engine_on_unbalanced_replicates():
     spec = copy.deepcopy(TRIAL_SIM_EXAMPLE)
     spec["layout"]["missing"] = {"post1": 0.15, "post2": 0.25}
@@ -313,7 +308,6 @@ def test_count_simulation_has_the_assumed_rates():
     assert (df["awakenings"] == df["awakenings"].round()).all()
 
 
-@pytest.mark.skipif(not HAS_GLMM, reason="studykit.models.glmm not merged yet")
 def test_count_power_uses_the_glmm_engine():
     spec = copy.deepcopy(TRIAL_SIM_EXAMPLE)
     spec["outcomes"] = {
@@ -458,20 +452,17 @@ def test_cli_missing_file_exit_2(tmp_path, capsys):
 
 
 # --------------------------------------------------------------------------- protocol input
-HAS_PROTOCOL = importlib.util.find_spec("studykit.protocol") is not None
 PROTOCOL = Path(__file__).parents[1] / "protocols" / "ketamine_sleep.yaml"
+EFFECTS = Path(__file__).parents[1] / "protocols" / "ketamine_effects.yaml"
 
 
-@pytest.mark.skipif(
-    not (HAS_PROTOCOL and PROTOCOL.exists()), reason="studykit.protocol not merged yet"
-)
 def test_protocol_plus_effects_becomes_a_power_design(caplog):
     from studykit.protocol import load_protocol
 
     proto = load_protocol(PROTOCOL)
-    design = design_from_protocol(proto, DATA / "ketamine_effects.yaml")
+    design = design_from_protocol(proto, EFFECTS)
     byid = {h.id: h for h in design.hypotheses}
-    assert set(byid) == {"H1", "H2", "H3"}  # the outcomes the effects file gives a truth for
+    assert set(byid) == {"H1", "H2", "H3", "E1"}  # outcomes the effects file gives a truth for
     assert "left out" in caplog.text  # the others are named, not silently dropped
     h1 = byid["H1"]
     src = proto.get("H1")
@@ -538,7 +529,6 @@ def test_cli_selects_hypotheses(tmp_path):
     assert main([*argv[:-3], "--hypotheses", "H9", "--out", str(out), "--no-progress"]) == 2
 
 
-@pytest.mark.skipif(not HAS_LMM, reason="studykit.models.lmm not merged yet")
 def test_fast_nested_path_equals_studykit_engine_on_crossover_replicates():
     """(1 | participant_id) + (1 | participant_id:period), unbalanced: same numbers as fit_lmm."""
     spec = copy.deepcopy(TRIAL_SIM_EXAMPLE)
@@ -559,3 +549,140 @@ def test_fast_nested_path_equals_studykit_engine_on_crossover_replicates():
     np.testing.assert_allclose(a["std_error"], b["std_error"], rtol=1e-5)
     np.testing.assert_allclose(a["df"], b["df"], rtol=1e-4)  # lmerTest's own tolerance
     np.testing.assert_allclose(a["p_value"], b["p_value"], rtol=1e-4, atol=1e-8)
+
+
+# --------------------------------------------------------------------------- common random numbers
+def test_first_participants_are_the_same_people_at_every_n():
+    design = design_from_dict(TRIAL_SIM_EXAMPLE)
+    small = simulate_replicate(design, 20, seed=5, rep=3)
+    large = simulate_replicate(design, 40, seed=5, rep=3)
+    # same participants (allocation interleaved), same draws: the 20-participant study is the
+    # first 60 rows of the 40-participant one
+    np.testing.assert_array_equal(small["sws_min"].to_numpy(), large["sws_min"].to_numpy()[:60])
+    assert (small["treatment"] == large["treatment"][:60]).all()
+
+
+def test_power_curve_monotone_in_n_up_to_mc_error():
+    res = power_analysis(TRIAL_SIM_EXAMPLE, n=[20, 30, 40, 60], reps=200, seed=7, progress=False)
+    p = res.table.sort_values("n")["power"].to_numpy()
+    se = res.table.sort_values("n")["mc_se"].to_numpy()
+    # with nested data a decrease can only come from replicates whose p-value rises as people
+    # are added; it must stay within Monte Carlo error
+    assert np.all(np.diff(p) > -2 * np.maximum(se[1:], 0.01))
+    assert p[-1] > p[0]
+
+
+# --------------------------------------------------------------------------- verdicts, assumptions
+def test_verdict_probabilities_sum_to_one_and_power_is_supported():
+    res = power_analysis(TRIAL_SIM_EXAMPLE, n=[40], reps=60, seed=2, progress=False)
+    row = res.table.iloc[0]
+    assert row.p_supported + row.p_ruled_out + row.p_inconclusive == pytest.approx(1.0)
+    assert row.p_supported == pytest.approx(row.power)  # supported = adjusted p < alpha
+    verdicts = set(res.replicates["verdict"])
+    assert "supported" in verdicts and "inconclusive" in verdicts
+
+
+def test_ruled_out_under_the_null_with_large_n():
+    # effect 0, n = 200: the one-sided upper 97.5 % bound of the DiD (SE ~ 2.4) is below the
+    # effect of interest 10 in almost every replicate -> "ruled out" (analysis.verdict rule)
+    spec = copy.deepcopy(TRIAL_SIM_EXAMPLE)
+    spec["outcomes"]["sws_min"]["coefficients"]["treatmentketamine:nightpost1"] = 0.0
+    design = design_from_dict(spec)
+    h = design.hypotheses[0]
+    from dataclasses import replace
+
+    design = replace(design, hypotheses=(replace(h, effect_of_interest=10.0),))
+    res = power_analysis(design, n=[200], reps=40, seed=3, progress=False)
+    assert res.table.iloc[0].p_ruled_out > 0.9
+
+
+def test_every_output_records_the_assumptions(tmp_path):
+    res = power_analysis(TRIAL_SIM_EXAMPLE, n=[20, 40], reps=10, seed=4, progress=False)
+    paths = res.write(tmp_path)
+    table = pd.read_csv(paths["table_csv"])
+    assert {"assumed_effect", "true_model", "alpha", "adjust_method", "reps", "seed"} <= set(table)
+    assert table["assumed_effect"].eq(10.0).all()  # TRIAL_SIM_EXAMPLE: DiD +10
+    assert "SD participant_id=15, residual=12" in table["true_model"].iloc[0]
+    md = Path(paths["table_md"]).read_text()
+    assert "Assumptions simulated" in md and "Methods." in md and "seed 4" in md
+    svg = Path(paths["figure_svg"]).read_text()
+    assert "assumed effect 10" in svg and "seed 4" in svg
+
+
+def test_pilot_run_says_effects_were_estimated_and_shows_their_uncertainty(trial):
+    pilot = trial.rename(columns={"id": "participant_id", "arm": "treatment"})
+    spec = copy.deepcopy({k: v for k, v in TRIAL_SIM_EXAMPLE.items() if k != "outcomes"})
+    res = power_analysis(spec, pilot=pilot, n=[40], reps=3, seed=1, progress=False)
+    a = res.assumptions().iloc[0]
+    assert a.effect_origin.startswith("estimated from pilot data (40 participants")
+    lo, hi = (float(x) for x in a.effect_pilot_ci.strip("[]").split(","))
+    assert lo < a.assumed_effect < hi
+
+
+# --------------------------------------------------------------------------- target power
+def test_target_power_matches_the_analytic_sample_size():
+    from studykit.power import did_power_balanced
+    from studykit.power.samplesize import find_sample_size
+
+    # TRIAL_SIM_EXAMPLE (parallel, DiD +10, residual SD 12, one-sided 0.025): the analytic
+    # power (noncentral t, did_power_balanced) first reaches 0.8 at n = 2 x ...
+    analytic = next(
+        n for n in range(4, 400, 2)
+        if did_power_balanced(n, effect=10, sd_residual=12, alpha=0.025)["power"] >= 0.8
+    )  # fmt: skip
+    res = find_sample_size(TRIAL_SIM_EXAMPLE, target_power=0.8, reps=300, seed=11, n_start=20)
+    row = res.table.iloc[0]
+    assert bool(row.reached)
+    found = int(row.n_required)
+    # the simulated answer is right up to Monte Carlo error (SE ~0.023 at 300 replicates):
+    # the analytic power at the found n is not far below 0.8, and just below it not above
+    assert did_power_balanced(found, effect=10, sd_residual=12)["power"] >= 0.8 - 2.5 * 0.023
+    below = did_power_balanced(found - 2, effect=10, sd_residual=12)["power"]
+    assert below <= 0.8 + 2.5 * 0.023
+    assert abs(found - analytic) <= 12
+    assert set(res.power.settings["n"]) >= {found}
+
+
+def test_cli_target_power_writes_the_sample_size_table(tmp_path, capsys):
+    design = tmp_path / "design.yaml"
+    design.write_text(yaml.safe_dump(TRIAL_SIM_EXAMPLE))
+    argv = ["power", str(design), "--target-power", "0.5", "--n", "20", "--reps", "40",
+            "--n-max", "80", "--out", str(tmp_path / "out"), "--no-progress"]  # fmt: skip
+    assert main(argv) == 0
+    ss = pd.read_csv(tmp_path / "out" / "sample_size.csv")
+    assert ss["target"].iloc[0].startswith("H1") and ss["reached"].iloc[0]
+    assert (tmp_path / "out" / "power_assumptions.csv").exists()
+
+
+# --------------------------------------------------------------------------- estimator comparison
+def test_compare_estimators_common_random_numbers_and_efficiency():
+    from studykit.power.compare import compare_estimators_by_simulation
+
+    res = compare_estimators_by_simulation(
+        PROTOCOL, EFFECTS, hypotheses=["H1"], n=24, reps=40, seed=3
+    )
+    t = res.table.set_index(["estimator", "scenario"])
+    assert set(t.index.get_level_values(0)) == {"did", "clda", "ancova", "post_only"}
+    # null scenario: same data but no treatment effect -> true effect 0; with common random
+    # numbers the estimates differ by exactly the assumed effect for the linear estimators
+    eff = t.loc[("clda", "effect")]
+    null = t.loc[("clda", "null")]
+    assert eff.true_effect == 8.0 and null.true_effect == 0.0
+    assert eff.mean_estimate - null.mean_estimate == pytest.approx(8.0, abs=1e-6)
+    # the DiD subtracts a noisy baseline: more variance than the constrained baseline
+    assert t.loc[("did", "effect")].relative_variance == pytest.approx(1.0)
+    assert t.loc[("clda", "effect")].relative_variance < 0.8
+
+
+def test_estimator_override_analyses_with_studykit_estimators(tmp_path):
+    res = power_analysis(
+        PROTOCOL, effects=EFFECTS, hypotheses=["H1"], estimators={"H1": "clda"},
+        n=[12], reps=3, seed=1, progress=False,
+    )  # fmt: skip
+    assert res.table["estimator"].tolist() == ["clda"]
+    with pytest.raises(InputError, match="unknown estimator"):
+        power_analysis(PROTOCOL, effects=EFFECTS, hypotheses=["H1"], estimators={"H1": "x"},
+                       n=[12], reps=1, progress=False)  # fmt: skip
+    argv = ["power", str(PROTOCOL), "--effects", str(EFFECTS), "--hypotheses", "H1",
+            "--estimator", "H1", "--n", "12", "--reps", "1", "--out", str(tmp_path)]  # fmt: skip
+    assert main(argv) == 2

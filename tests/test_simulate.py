@@ -482,18 +482,9 @@ def test_night_to_night_correlation(mc):
         assert abs(r - target) < 0.2, (name, r)
 
 
-# --- derived outcomes (needs studykit.hypnogram, merged separately) ----------------------
+# --- derived outcomes (studykit.hypnogram) -----------------------------------------------
 
 
-def _hypnogram_available() -> bool:
-    try:
-        from studykit.hypnogram import sleep_statistics  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _hypnogram_available(), reason="studykit.hypnogram not merged yet")
 def test_nights_csv_has_derived_outcomes_matching_an_independent_count(study, written):
     nights = pd.read_csv(written / "nights.csv")
     assert not nights.duplicated(KEYS).any()
@@ -512,17 +503,6 @@ def test_nights_csv_has_derived_outcomes_matching_an_independent_count(study, wr
     assert flagged.loc[tuple(study.mess["unscored_night"])] == 1
 
 
-def _importable(module: str, name: str) -> bool:
-    try:
-        getattr(__import__(module, fromlist=[name]), name)
-    except (ImportError, AttributeError):
-        return False
-    return True
-
-
-@pytest.mark.skipif(
-    not _importable("studykit.hypnogram", "read_hypnogram"), reason="hypnogram readers not merged"
-)
 def test_project_readers_read_every_format_back(study, written):
     from studykit.hypnogram import read_hypnogram
 
@@ -533,7 +513,6 @@ def test_project_readers_read_every_format_back(study, written):
         assert back["stage"].astype(str).tolist() == expected, key
 
 
-@pytest.mark.skipif(not _importable("studykit.validate", "load_study"), reason="not merged")
 def test_load_study_accepts_the_demo(study, written):
     from studykit.validate import load_study
 
@@ -542,3 +521,83 @@ def test_load_study_accepts_the_demo(study, written):
     assert errors.empty, errors.head().to_string()
     assert len(loaded.nights) == len(study.nights)
     assert len(loaded.roster) == len(study.roster)
+
+
+# --- design nuisances (participant x period variation, carryover, first-night effect) -----
+
+
+def test_nuisances_off_by_default_leave_the_study_unchanged():
+    # v1 = no nuisance: the same epochs as without the argument (the digest test above pins
+    # the default files themselves)
+    a = simulate_study(seed=4, n_participants=8, mess=False)
+    b = simulate_study(seed=4, n_participants=8, mess=False, nuisance="v1")
+    assert a.epochs.equals(b.epochs)
+    assert "nuisance" not in a.assumptions
+
+
+def _means(study):
+    out = _night_outcomes(study).merge(
+        study.nights[["participant_id", "period", "night", "treatment"]], on=KEYS
+    )
+    return out
+
+
+def test_first_night_effect_appears_on_the_first_laboratory_night_only():
+    kw = {"seed": 8, "n_participants": 120, "mess": False}
+    base = _means(simulate_study(**kw))
+    fne = _means(simulate_study(**kw, nuisance={"first_night_sol_min": 15.0}))
+    diff = fne.set_index(KEYS)["sol_min"] - base.set_index(KEYS)["sol_min"]
+    by = diff.groupby(["period", "night"]).mean()
+    # SOL is drawn as a parameter, so the shift is exact up to the epoch grid (0.5 min)
+    assert by[(1, "baseline")] == pytest.approx(15.0, abs=0.5)
+    assert by.drop((1, "baseline")).abs().max() == pytest.approx(0.0, abs=1e-9)
+
+
+def test_carryover_adds_n3_in_period_2_after_ketamine_first():
+    kw = {"seed": 9, "n_participants": 120, "mess": False}
+    base = simulate_study(**kw).night_parameters.set_index(KEYS)
+    carry = simulate_study(**kw, nuisance={"carryover_n3_min": 6.0})
+    seq = carry.roster.set_index("participant_id")["sequence"]
+    d = carry.night_parameters.set_index(KEYS)["n3_extra_min"] - base["n3_extra_min"]
+    d = d.reset_index()
+    d["sequence"] = d["participant_id"].map(seq)
+    kp2 = d[(d.sequence == "KP") & (d.period == 2)]["n3_extra_min"]
+    others = d[~((d.sequence == "KP") & (d.period == 2))]["n3_extra_min"]
+    assert np.allclose(kp2, 6.0)  # every night of period 2 after ketamine (ASSUMPTION: no decay)
+    assert np.allclose(others, 0.0)
+
+
+def test_period_share_lowers_the_between_period_correlation():
+    # N3 budget is a night parameter: its correlation between the two periods' baseline
+    # nights falls from about 0.75 when participants sleep alike in both periods
+    kw = {"seed": 10, "n_participants": 400, "mess": False}
+
+    def r(study):
+        p = study.night_parameters
+        w = p[p.night == "baseline"].pivot(
+            index="participant_id", columns="period", values="n3_budget_min"
+        )
+        return np.corrcoef(np.log(w[1]), np.log(w[2]))[0, 1]
+
+    r0 = r(simulate_study(**kw))
+    r1 = r(simulate_study(**kw, nuisance={"period_share": 0.5}))
+    # log N3 budget (simulate/__init__.py): participant SD 0.75, age term 0.25 x SD 1.2 = 0.3,
+    # night SD 0.40 -> r = (0.5625 + 0.09) / (0.5625 + 0.09 + 0.16) = 0.80; with half the
+    # participant variance period-specific -> (0.28 + 0.09) / 0.81 = 0.46 (hand count)
+    assert r0 == pytest.approx(0.80, abs=0.06)
+    assert r1 == pytest.approx(0.46, abs=0.08)
+
+
+def test_unknown_nuisance_is_a_clear_error():
+    with pytest.raises(InputError, match="Unknown nuisance"):
+        simulate_study(seed=1, n_participants=8, nuisance={"carry": 1})
+    with pytest.raises(InputError, match="period_share"):
+        simulate_study(seed=1, n_participants=8, nuisance={"period_share": 1.5})
+
+
+def test_cli_nuisance_v2_is_recorded_in_the_readme(tmp_path):
+    out = tmp_path / "v2"
+    argv = ["simulate", "--nuisance", "v2", "--clean", "--n", "8", "--seed", "3", "--out", str(out)]
+    assert main(argv) == 0
+    readme = (out / "README.md").read_text()
+    assert "Design nuisances switched on" in readme and '"period_share": 0.3' in readme

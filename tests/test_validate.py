@@ -484,9 +484,10 @@ def test_study_directory_errors(tmp_path, study_dir, dd):
 def test_study_without_diary_and_with_extra_file(study_dir, dd):
     (study_dir / "diary.csv").unlink()
     (study_dir / "notes.csv").write_text("a\n1\n")
-    s = load_study(study_dir, dictionary=dd)
+    s = load_study(study_dir, dictionary=dd, tables=("roster", "periods", "nights"))
     assert s.diary is None
     assert _rules(s) == [[pd.NA, "", "file", "warning"]]
+    assert "lacks participant_id" in s.issues["message"].iloc[0]  # why no table fits
 
 
 def test_hypnograms_are_read_and_validated(study_dir, dd):
@@ -519,6 +520,7 @@ def test_hypnograms_are_read_and_validated(study_dir, dd):
         ("P03_p1_day9.csv", "hypnogram"),  # and no nights row
         ("P09_p1_post1.csv", "hypnogram"),  # no nights row
         ("broken_p1_post1.csv", "hypnogram"),  # reader error
+        ("nights.csv", "derive"),  # lights_off given as clock time, no recording_start
         ("readme.txt", "hypnogram"),  # name pattern
     ]
     assert len(s.files["epochs"]) == 3
@@ -653,8 +655,13 @@ def test_cli_validate_warnings_only_exit_0(tmp_path, capsys):
 def test_cli_validate_table_option_and_unknown_name(tmp_path, capsys):
     p = tmp_path / "export.csv"
     p.write_text("participant_id,period,day,kss\nP01,1,0,3\n")
-    assert main(["validate", str(p)]) == 2
-    assert "cannot tell which table export.csv holds" in capsys.readouterr().out
+    assert main(["validate", str(p)]) == 0  # diary's key and columns (issue #12.4)
+    assert " diary " in capsys.readouterr().out
+    q = tmp_path / "export2.csv"
+    q.write_text("id,score\nP01,3\n")
+    assert main(["validate", str(q)]) == 2
+    out = capsys.readouterr().out
+    assert "cannot tell which table export2.csv holds" in out and "roster (lacks" in out
     assert main(["validate", str(p), "--table", "diary"]) == 0
     capsys.readouterr()
     assert main(["validate", str(p), "--table", "dairy"]) == 2

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from studykit.errors import InputError
+from studykit.validate import OUTCOME_SOURCES, load_study
 
 __all__ = ["register", "handle", "format_results", "WIDTH"]
 
@@ -38,6 +39,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="sensitivity analysis: use this analysis set of the protocol (e.g. per_protocol) "
         "for every hypothesis",
     )
+    p.add_argument(
+        "--outcomes",
+        choices=OUTCOME_SOURCES,
+        default=OUTCOME_SOURCES[0],
+        help="per-night outcomes analysed: recomputed from the hypnograms (default) or as "
+        "typed in nights.csv; typed values that differ are listed either way",
+    )
     p.add_argument("--csv", metavar="FILE", help="also write the full results table as CSV")
     p.set_defaults(handler=handle)
 
@@ -48,10 +56,30 @@ def _load_protocol(path: str) -> Any:
     return load_protocol(path)
 
 
-def _load_study(directory: str) -> Any:
-    from studykit.validate import load_study
+def _load_study(directory: str, outcomes: str) -> Any:
+    return load_study(directory, outcomes=outcomes)
 
-    return load_study(directory)
+
+def _outcome_source(study: Any) -> str:
+    """Which outcomes are analysed, and every typed value that differs from the hypnogram."""
+    diffs = study.issues[study.issues["rule"] == "derived_mismatch"]
+    source = (
+        "recomputed from the hypnograms"
+        if study.outcomes == "hypnograms"
+        else "as typed in nights.csv"
+    )
+    lines = textwrap.wrap(
+        f"outcomes analysed: {source}; {len(diffs)} typed value(s) differ beyond tolerance",
+        width=100,
+    )
+    for _, d in diffs.iterrows():
+        lines += textwrap.wrap(
+            f"{d['participant_id']} {d['night']} {d['column']}: {d['message']}",
+            width=100,
+            initial_indent="  ",
+            subsequent_indent="      ",
+        )
+    return "\n".join(lines)
 
 
 #: Width of the console output (columns); every line of ``fit`` fits in it.
@@ -215,11 +243,12 @@ def handle(args: argparse.Namespace) -> int:
             "'studykit simulate'."
         )
     protocol = _load_protocol(args.protocol)
-    study = _load_study(str(data))
+    study = _load_study(str(data), args.outcomes)
     results = run_analysis(
         protocol, study, hypotheses=args.hypothesis, analysis_set=args.analysis_set
     )
     print(format_results(results))
+    print(_outcome_source(study))
     if args.csv:
         results.hypotheses.to_csv(args.csv, index=False)
         print(f"\nwrote {args.csv}")

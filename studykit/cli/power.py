@@ -18,9 +18,13 @@ PROTOCOL is a protocol YAML (then --effects and/or --pilot say what to simulate)
 design YAML (keys layout, outcomes, hypotheses). Data are SIMULATED; each replicate has its
 own random stream, so results are identical for a given --seed whatever --jobs/--scheduler.
 
+Every output records the assumed effects, SDs, correlations, alpha, multiplicity, replicates
+and seed (power_assumptions.csv, the Markdown, the figure caption) and a methods paragraph.
+
 examples:
-  studykit power design.yaml --n 20,30,40,60 --reps 1000 --jobs 2 --out power/
-  studykit power protocols/ketamine_sleep.yaml --effects effects.yaml --n 24,36 --reps 500
+  studykit power protocols/ketamine_sleep.yaml --effects protocols/ketamine_effects.yaml --n 24,36,48 --reps 500
+  studykit power protocols/ketamine_sleep.yaml --effects protocols/ketamine_effects.yaml --target-power 0.8 --reps 500
+  studykit power protocols/ketamine_sleep.yaml --effects protocols/ketamine_effects.yaml --compare-estimators --hypotheses H1,H3,E1 --n 36
   studykit power design.yaml --pilot pilot/nights.csv --n 40,60 --scheduler tcp://host:8786
 """
 
@@ -69,6 +73,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--out", metavar="DIR", default="power", help="output directory (default ./power)"
     )
+    p.add_argument("--target-power", type=float, metavar="P",
+                   help="find the smallest n reaching power P per confirmatory hypothesis and "
+                   "for the family (sizes double from the smallest --n, then bisection)")  # fmt: skip
+    p.add_argument("--n-max", type=int, default=400, help="largest n for --target-power (400)")
+    p.add_argument("--compare-estimators", action="store_true",
+                   help="compare the candidate analyses (DiD, constrained baseline, Kenward-Roger "
+                   "ANCOVA, post-only) of each hypothesis: bias, SE, coverage, type I error, "
+                   "power at the first --n")  # fmt: skip
+    p.add_argument("--estimator", action="append", default=[], metavar="ID=NAME",
+                   help="analyse hypothesis ID with another estimator (did, clda, ancova, "
+                   "post_only), e.g. a pre-specified sensitivity analysis; repeatable")  # fmt: skip
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(handler=handle)
 
@@ -82,6 +97,11 @@ def handle(args: argparse.Namespace) -> int:
     if args.pilot is not None and not os.path.exists(args.pilot):
         raise InputError(f"--pilot {args.pilot!r} does not exist.")
     hyps = [h for h in args.hypotheses.split(",") if h] if args.hypotheses else None
+    args.estimators = _estimators(args.estimator)
+    if args.compare_estimators:
+        return _compare(args, hyps)
+    if args.target_power is not None:
+        return _target(args, hyps)
     result = power_analysis(
         args.protocol,
         n=args.n,
@@ -94,6 +114,7 @@ def handle(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         engine=args.engine,
         hypotheses=hyps,
+        estimators=args.estimators,
     )
     paths = result.write(args.out)
     sys.stdout.write(result.to_markdown())
@@ -102,7 +123,58 @@ def handle(args: argparse.Namespace) -> int:
         f"\n{s['reps'] * len(s['n'])} replicates in {s['elapsed_s']:.1f} s "
         f"({1000 * s['seconds_per_replicate']:.2f} ms per replicate, {s['n_jobs']} job(s)"
         f"{', Dask ' + str(s['scheduler']) if s['scheduler'] else ''}).\n"
-        f"Wrote {paths['table_csv']}, {paths['table_md']}, {paths['figure_png']}, "
-        f"{paths['figure_svg']}, {paths['replicates_csv']}.\n"
+        f"Wrote {', '.join(paths.values())}.\n"
     )
+    return 0
+
+
+def _estimators(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        hid, sep, name = item.partition("=")
+        if not sep or not hid.strip() or not name.strip():
+            raise InputError(f"--estimator expects ID=NAME (e.g. H1=clda); got {item!r}.")
+        out[hid.strip()] = name.strip()
+    return out
+
+
+def _compare(args: argparse.Namespace, hyps: list[str] | None) -> int:
+    from studykit.power.compare import compare_estimators_by_simulation
+
+    res = compare_estimators_by_simulation(
+        args.protocol,
+        args.effects,
+        hypotheses=hyps,
+        n=args.n[0],
+        reps=args.reps,
+        seed=args.seed,
+        n_jobs=args.jobs,
+        progress=not args.no_progress,
+    )
+    paths = res.write(args.out)
+    sys.stdout.write(res.to_markdown())
+    sys.stdout.write(f"\nWrote {', '.join(paths.values())}.\n")
+    return 0
+
+
+def _target(args: argparse.Namespace, hyps: list[str] | None) -> int:
+    from studykit.power.samplesize import find_sample_size
+
+    res = find_sample_size(
+        args.protocol,
+        args.effects,
+        target_power=args.target_power,
+        reps=args.reps,
+        seed=args.seed,
+        n_start=min(args.n),
+        n_max=args.n_max,
+        hypotheses=hyps,
+        pilot=args.pilot,
+        n_jobs=args.jobs,
+        progress=not args.no_progress,
+        estimators=args.estimators,
+    )
+    paths = res.write(args.out)
+    sys.stdout.write(res.to_markdown())
+    sys.stdout.write(f"\nWrote {', '.join(paths.values())}.\n")
     return 0

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from studykit.validate import OUTCOME_SOURCES
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -47,6 +49,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "left out; recorded in the manifest and the report). Default: a validation error stops "
         "the run (exit 2)",
     )
+    p.add_argument(
+        "--outcomes",
+        choices=OUTCOME_SOURCES,
+        default=OUTCOME_SOURCES[0],
+        help="per-night outcomes analysed: recomputed from the hypnograms (default) or as "
+        "typed in nights.csv; typed values that differ are reported either way",
+    )
     p.add_argument("--quiet", action="store_true", help="do not print per-stage progress")
     p.set_defaults(handler=handle)
 
@@ -62,6 +71,8 @@ def handle(args: argparse.Namespace) -> int:
     command += ["--out", args.out, "--seed", str(seed)]
     if args.allow_errors:
         command.append("--allow-errors")
+    if args.outcomes != OUTCOME_SOURCES[0]:
+        command += ["--outcomes", args.outcomes]
     run(
         args.protocol,
         data=args.data,
@@ -70,5 +81,6 @@ def handle(args: argparse.Namespace) -> int:
         command=command,
         progress=not args.quiet,
         allow_errors=args.allow_errors,
+        outcomes=args.outcomes,
     )
     return 0

@@ -39,6 +39,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--clean", action="store_true", help="no missing nights, withdrawal or artefacts"
     )
+    p.add_argument(
+        "--nuisance",
+        choices=["v1", "v2"],
+        default="v1",
+        help="design nuisances: v1 none (the demo, default); v2 participant x period "
+        "variation and a first-night effect (docs/simulate.md)",
+    )
     p.add_argument("--force", action="store_true", help="replace a simulated study already in DIR")
     p.set_defaults(handler=handle)
 
@@ -54,6 +61,7 @@ def handle(args: argparse.Namespace) -> int:
         design=args.design,
         nights=nights,
         mess=not args.clean,
+        nuisance=args.nuisance,
     )
     out = write_study(study, args.out, overwrite=args.force)
     print(

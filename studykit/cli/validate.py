@@ -16,13 +16,17 @@ import pandas as pd
 
 from studykit.dictionary import load_dictionary
 from studykit.errors import InputError
+from studykit.io import read_table
 from studykit.validate import (
     ISSUE_COLUMNS,
+    OUTCOME_SOURCES,
+    STUDY_TABLES,
     empty_issues,
     hypnogram_keys,
     infer_table,
     load_study,
     read_hypnogram_file,
+    table_by_columns,
     validate_table,
 )
 
@@ -41,7 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
             "codes, unique keys and cross-field rules. A directory is read as a whole study "
             "(roster, periods, nights, diary, hypnograms/) with the cross-table rules. A "
             "hypnogram file named {participant_id}_p{period}_{night}.ext is validated as "
-            "table epochs. Exit code 2 when any error is found (warnings alone: 0)."
+            "table epochs. A file not named after its table is matched by its key and "
+            "columns. Exit code 2 when any error is found (warnings alone: 0)."
         ),
     )
     p.add_argument(
@@ -51,7 +56,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--table",
         metavar="NAME",
-        help="table of every FILE (default: from each file name: roster, periods, nights, epochs, diary)",
+        help="table of every FILE (default: from each file name, else from its key and columns)",
+    )
+    p.add_argument(
+        "--no-diary",
+        action="store_true",
+        help="the study has no diary table (default: a missing diary.csv is an error)",
+    )
+    p.add_argument(
+        "--outcomes",
+        choices=OUTCOME_SOURCES,
+        default=OUTCOME_SOURCES[0],
+        help="source of the per-night outcomes analysed: recomputed from the hypnograms "
+        "(default) or as typed in nights.csv; the other is compared night by night",
     )
     p.add_argument("--report", metavar="CSV", help="write the full issue table to this CSV file")
     p.add_argument(
@@ -79,9 +96,20 @@ def handle(args: argparse.Namespace) -> int:
     issues: list[pd.DataFrame] = []
     for name in args.files:
         path = Path(name)
+        if not path.exists():
+            missing = _not_found(path)
+            summaries.append(_failed(str(path), "?", missing))
+            issues.append(_file_issue(str(path), missing))
+            continue
         if path.is_dir() and args.table is None:
             try:
-                study = load_study(path, dictionary=dd, decimal=args.decimal)
+                study = load_study(
+                    path,
+                    dictionary=dd,
+                    decimal=args.decimal,
+                    tables=_study_tables(args),
+                    outcomes=args.outcomes,
+                )
             except InputError as exc:
                 summaries.append(_failed(str(path), "study", exc))
                 issues.append(_file_issue(str(path), exc))
@@ -90,24 +118,25 @@ def handle(args: argparse.Namespace) -> int:
                 summaries.extend(study.summary.to_dict("records"))
             issues.append(study.issues)
             continue
-        keys = hypnogram_keys(path) if args.table in (None, "epochs") else None
-        table = args.table or infer_table(path, dd.tables) or ("epochs" if keys else None)
-        if table is None:
-            unknown = InputError(
-                f"cannot tell which table {path.name} holds: name the file after its table "
-                f"({', '.join(dd.tables)}, e.g. nights.csv) or pass --table."
-            )
-            summaries.append(_failed(str(path), "?", unknown))
-            issues.append(_file_issue(str(path), unknown))
-            continue
+        table = args.table
         try:
+            keys = hypnogram_keys(path) if table in (None, "epochs") else None
+            if table is None and keys is None:
+                table = infer_table(path, dd.tables)
+            if table is None and keys is not None:
+                table = "epochs"
             if table == "epochs" and keys is not None:
                 data = read_hypnogram_file(path)
                 result = validate_table(data, "epochs", dictionary=dd, source=str(path))
             else:
-                result = validate_table(path, table, dictionary=dd, decimal=args.decimal)
+                frame = read_table(path)
+                if table is None:
+                    table = table_by_columns(list(frame.columns), dd, source=path.name)
+                result = validate_table(
+                    frame, table, dictionary=dd, source=str(path), decimal=args.decimal
+                )
         except InputError as exc:
-            summaries.append(_failed(str(path), table, exc))
+            summaries.append(_failed(str(path), table or "?", exc))
             issues.append(_file_issue(str(path), exc))
             continue
         summaries.append(result.summary)
@@ -122,6 +151,28 @@ def handle(args: argparse.Namespace) -> int:
     if args.report:
         write_csv(all_issues, args.report, identifiers=identifiers)
     return 2 if (all_issues["severity"] == "error").any() else 0
+
+
+def _not_found(path: Path) -> InputError:
+    parent = path.parent if str(path.parent) else Path(".")
+    kind = "file" if path.suffix else "folder"
+    near = ""
+    if parent.is_dir():
+        names = sorted(
+            x.name
+            for x in parent.iterdir()
+            if x.name.lower().startswith(path.name[:3].lower()) and x.name != path.name
+        )
+        if names:
+            near = f" Similar names there: {', '.join(names[:5])}."
+    return InputError(
+        f"no such {kind}: {path} (looked in {parent.resolve()}). Check the spelling and the "
+        f"current directory.{near}"
+    )
+
+
+def _study_tables(args: argparse.Namespace) -> tuple[str, ...]:
+    return tuple(t for t in STUDY_TABLES if not (t == "diary" and args.no_diary))
 
 
 def _failed(file: str, table: str, exc: Exception) -> dict:

@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from studykit.errors import FormulaError
-from studykit.models.formula import ModelFrame, model_frame
+from studykit.models.formula import ModelFrame, factor_levels, model_frame
 
 __all__ = ["lmer", "glmer", "clmm"]
 
@@ -117,7 +117,9 @@ def glmer(
     Parameters
     ----------
     formula : str
-        lme4 formula; counts may have ``offset(log(exposure))``.
+        lme4 formula; counts may have ``offset(log(exposure))``; binomial responses are
+        ``cbind(successes, failures)`` (or ``cbind(s, n - s)``), 0/1 numbers, booleans or a
+        two-level factor (its first level is the failure, as R).
     data : pandas.DataFrame
     family : {"poisson", "negbin", "binomial"}
         ``"negbin"`` is NB2 (``glmer.nb`` / ``glmmTMB(family = nbinom2)``); ``"binomial"``
@@ -151,15 +153,18 @@ def glmer(
     if not mf.formula.intercept:
         raise FormulaError(f"{text!r} removes the intercept: the GLMM engine needs one.")
     frame = mf.data
+    outcome = mf.outcome
     trials = None
     if mf.trials is not None:
         if family != "binomial":
             raise FormulaError(f"{text!r}: cbind() responses need family='binomial'.")
         frame = frame.assign(_trials=mf.trials)
         trials = "_trials"
+    elif family == "binomial":
+        frame, outcome = _binary_response(frame, outcome, text)
     fit = fit_glmm(
         frame,
-        mf.outcome,
+        outcome,
         mf.fixed,
         random=mf.random,
         family=family,
@@ -169,6 +174,26 @@ def glmer(
         trials=trials,
     )
     return _finish(fit, mf)
+
+
+def _binary_response(frame: pd.DataFrame, outcome: str, text: str) -> tuple[pd.DataFrame, str]:
+    """A Bernoulli response as 0/1: numbers as given; booleans and two-level factors as R's
+    glmer (the first level is the failure)."""
+    col = frame[outcome]
+    if pd.api.types.is_bool_dtype(col):
+        values = col.astype(float)
+    elif pd.api.types.is_numeric_dtype(col):
+        return frame, outcome
+    else:
+        lv = factor_levels(col)
+        if len(lv) != 2:
+            raise FormulaError(
+                f"{text!r}: a binomial response that is a factor needs exactly two levels "
+                f"(the first is the failure, as R); {outcome!r} has {lv[:10]}."
+            )
+        values = (col.astype(str) == lv[1]).astype(float)
+    name = f"({outcome})"
+    return frame.assign(**{name: values.to_numpy()}), name
 
 
 def clmm(

@@ -9,7 +9,7 @@ depend on the number of workers.
 
 >>> from studykit.power import power_analysis, TRIAL_SIM_EXAMPLE
 >>> power_analysis(TRIAL_SIM_EXAMPLE, n=[40], reps=20, seed=3, progress=False).table.power.tolist()
-[0.7]
+[0.5]
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ import pandas as pd
 from studykit.errors import InputError, ProtocolError
 from studykit.models.multiplicity import adjust_pvalues
 from studykit.power.engine import ENGINES, make_analyser
-from studykit.power.simulate import OutcomePlan, replicate_rng
+from studykit.power.simulate import OutcomePlan
 from studykit.power.spec import (
     PowerDesign,
     design_from_dict,
@@ -25,7 +25,16 @@ from studykit.power.spec import (
     load_design,
 )
 
-__all__ = ["PowerResult", "power_analysis", "binomial_ci", "adjust_pvalues_matrix"]
+__all__ = [
+    "PowerResult",
+    "power_analysis",
+    "binomial_ci",
+    "adjust_pvalues_matrix",
+    "replicate_intervals",
+    "replicate_verdicts",
+    "true_contrasts",
+    "with_estimators",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +80,59 @@ def adjust_pvalues_matrix(p: np.ndarray, method: str) -> np.ndarray:
     return np.vstack([adjust_pvalues(row, method) for row in p]) if p.size else p.copy()
 
 
+def replicate_intervals(
+    est: np.ndarray, se: np.ndarray, df: np.ndarray, level: float = 0.95
+) -> tuple[np.ndarray, np.ndarray]:
+    """Two-sided ``level`` intervals of replicate estimates (t with each replicate's df, normal
+    where df is infinite), by :func:`studykit.models.inference.confidence_interval`.
+
+    Examples
+    --------
+    >>> lo, hi = replicate_intervals(np.array([1.0, 2.0]), np.array([0.5, 0.5]), np.array([np.inf, np.inf]))
+    >>> np.round(lo, 3).tolist(), np.round(hi, 3).tolist()
+    ([0.02, 1.02], [1.98, 2.98])
+    """
+    from studykit.models.inference import confidence_interval
+
+    return confidence_interval(est, se, df, level)
+
+
+def replicate_verdicts(
+    h: Any, p_adjusted: np.ndarray, est: np.ndarray, se: np.ndarray, df: np.ndarray
+) -> np.ndarray:
+    """The protocol's verdict (:func:`studykit.analysis.verdict`) of each replicate of ``h``.
+
+    The interval is the one the analysis reports (two-sided, ``h.conf_level``), on the rate
+    ratio scale for counts; a failed fit is "inconclusive".
+    """
+    from studykit.analysis import verdict
+
+    lo, hi = replicate_intervals(est, se, df, h.conf_level)
+    scale = "difference"
+    if h.family != "gaussian":
+        lo, hi, scale = np.exp(lo), np.exp(hi), "rate ratio"
+    eoi = h.effect_of_interest
+    out = []
+    for p, a, b in zip(p_adjusted, lo, hi, strict=True):
+        if eoi is None:
+            # no smallest effect of interest: nothing can be ruled out
+            out.append("supported" if p < h.alpha else "inconclusive")
+            continue
+        out.append(
+            verdict(
+                p_adjusted=float(p),
+                alpha=h.alpha,
+                conf_low=float(a),
+                conf_high=float(b),
+                direction=h.alternative,
+                effect_of_interest=float(eoi),
+                scale=scale,
+                usable=bool(np.isfinite(p)),
+            )
+        )
+    return np.asarray(out, dtype=object)
+
+
 # --------------------------------------------------------------------------- one chunk of work
 def _run_chunk(
     design: PowerDesign, n: int, start: int, stop: int, seed: int, engine: str
@@ -78,8 +140,9 @@ def _run_chunk(
     """Simulate and analyse replicates ``start .. stop - 1`` at sample size ``n``.
 
     Module-level (picklable) so that joblib and Dask workers can run it. Each replicate draws
-    from its own stream (:func:`~studykit.power.simulate.replicate_rng`), outcomes in the
-    design's order, so results do not depend on how replicates are split into chunks.
+    from its own streams (:func:`~studykit.power.simulate.replicate_rng`; common random
+    numbers across sample sizes and analyses), so results do not depend on how replicates
+    are split into chunks.
     """
     plans = {}
     for name, truth in design.outcomes.items():
@@ -91,9 +154,9 @@ def _run_chunk(
     est, se, df, p = (np.full((r, K), np.nan) for _ in range(4))
     failed = np.zeros((r, K), bool)
     singular = np.zeros((r, K), bool)
+    index = {name: j for j, name in enumerate(design.outcomes)}
     for i, rep in enumerate(range(start, stop)):
-        rng = replicate_rng(seed, n, rep)
-        draws = {name: plan.draw(rng) for name, plan in plans.items()}
+        draws = {name: plan.draw(seed, rep, index[name]) for name, plan in plans.items()}
         j = 0
         for h, a in zip(design.hypotheses, analysers, strict=True):
             res = a(*draws[h.outcome])
@@ -258,6 +321,81 @@ class PowerResult:
     replicates: pd.DataFrame
     design: PowerDesign
     settings: dict[str, Any] = field(default_factory=dict)
+    families: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    def assumptions(self) -> pd.DataFrame:
+        """What was simulated: one row per hypothesis x contrast.
+
+        Columns ``hypothesis_id, contrast, outcome, estimator, assumed_effect, effect_origin,
+        effect_pilot_ci, true_model, alpha, alternative, adjust_method, multiplicity_family,
+        conf_level, effect_of_interest, reps, seed`` (``assumed_effect`` is the contrast's true
+        value, on the log scale for counts; ``true_model`` the coefficients, SDs,
+        correlations and dispersion of the outcome's true model).
+        """
+        rows = []
+        for h in self.design.hypotheses:
+            truth = self.design.outcomes[h.outcome]
+            values = true_contrasts(self.design, h)
+            for (label, weights), value in zip(h.contrasts, values, strict=True):
+                cis = [truth.pilot_ci[c] for c in weights if c in truth.pilot_ci]
+                ci = ""
+                if len(cis) == 1 and len(weights) == 1:
+                    w = next(iter(weights.values()))
+                    lo, hi = sorted((w * cis[0][0], w * cis[0][1]))
+                    ci = f"[{lo:.4g}, {hi:.4g}]"
+                rows.append(
+                    {
+                        "hypothesis_id": h.id,
+                        "contrast": label,
+                        "outcome": h.outcome,
+                        "estimator": h.estimator,
+                        "assumed_effect": float(value),
+                        "effect_origin": truth.origin,
+                        "effect_pilot_ci": ci,
+                        "true_model": truth.describe(),
+                        "alpha": h.alpha,
+                        "alternative": h.alternative,
+                        "adjust_method": h.adjust_method,
+                        "multiplicity_family": h.multiplicity_family,
+                        "conf_level": h.conf_level,
+                        "effect_of_interest": h.effect_of_interest,
+                        "reps": self.settings.get("reps"),
+                        "seed": self.settings.get("seed"),
+                    }
+                )
+        return pd.DataFrame(rows)
+
+    def methods_text(self) -> str:
+        """A paragraph for a grant's statistical section: what was simulated, how analysed."""
+        s = self.settings
+        a = self.assumptions()
+        hyps = "; ".join(
+            f"{r.hypothesis_id} ({r.outcome}, {r.contrast}: assumed effect {r.assumed_effect:.3g}"
+            f"{' on the log scale' if self.design.outcomes[r.outcome].family != 'gaussian' else ''}"
+            f", {r.alternative} test at alpha {r.alpha:g}, {r.adjust_method} within the "
+            f"{r.multiplicity_family} family)"
+            for r in a.itertuples()
+        )
+        origin = sorted(set(a["effect_origin"]))
+        lay = self.design.layout
+        return (
+            f"Power was estimated by simulation (studykit {_version()}). Each simulated study "
+            f"followed the {lay.design} layout ({', '.join(lay.treatment_levels)}; "
+            f"{lay.time} {', '.join(lay.time_levels)}), with outcomes drawn from linear or "
+            "log-linear mixed models whose fixed effects, random-effect SDs and residual SD "
+            f"(or dispersion) were {' / '.join(origin)} (table of assumptions). Each of "
+            f"{s.get('reps')} replicates per sample size (n = "
+            f"{', '.join(map(str, s.get('n', [])))}; seed {s.get('seed')}; common random "
+            "numbers across sample sizes) was analysed exactly as pre-registered: the "
+            "protocol's mixed model was refitted (REML; Satterthwaite degrees of freedom for "
+            "linear models, Wald z tests for counts), its contrast tested in the stated "
+            f"direction and the p-values adjusted within each multiplicity family. Hypotheses: "
+            f"{hyps}. Power is the share of replicates with a 'supported' verdict (adjusted "
+            "p-value below alpha); its Monte Carlo standard error is sqrt(p(1-p)/replicates) "
+            f"and intervals are {CONF_METHOD}. The probability of each verdict (supported, "
+            "effect ruled out, inconclusive) and of the family's joint outcomes is reported "
+            "beside it. All data were simulated."
+        )
 
     def plot(self, *, ax: Any = None, target: float | None = 0.8) -> Any:
         """Power curve (power against n, one line per hypothesis x contrast); a Figure."""
@@ -266,37 +404,157 @@ class PowerResult:
         return plot_power_curve(self, ax=ax, target=target)
 
     def to_markdown(self, *, digits: int = 3) -> str:
-        """The table as Markdown (SIMULATED: labelled in the heading line)."""
+        """Power, verdict probabilities, family outcomes and the assumptions, as Markdown.
+
+        SIMULATED: labelled in the heading line.
+        """
         cols = ["hypothesis_id", "contrast", "n", "reps", "power", "mc_se", "conf_low", "conf_high",
-                "alpha", "adjust_method", "n_failed", "engine"]  # fmt: skip
+                "p_supported", "p_ruled_out", "p_inconclusive", "alpha", "adjust_method",
+                "n_failed"]  # fmt: skip
         head = (
             f"Power by simulation (SIMULATED data; seed {self.settings.get('seed')}, "
             f"{CONF_METHOD} intervals, {self.settings.get('reps')} replicates per n)\n\n"
         )
-        return head + self.table[cols].round(digits).to_markdown(index=False) + "\n"
+        out = head + self.table[cols].round(digits).to_markdown(index=False) + "\n"
+        if len(self.families):
+            fcols = ["multiplicity_family", "n", "hypotheses", "adjust_method", "alpha",
+                     "p_all_supported", "p_any_supported", "p_none_supported",
+                     "p_all_ruled_out"]  # fmt: skip
+            out += (
+                "\nFamily outcomes per replicate (after multiplicity):\n\n"
+                + self.families[fcols].round(digits).to_markdown(index=False)
+                + "\n"
+            )
+        a = self.assumptions()
+        acols = ["hypothesis_id", "contrast", "assumed_effect", "effect_origin",
+                 "effect_pilot_ci", "true_model", "alternative", "alpha", "adjust_method",
+                 "effect_of_interest"]  # fmt: skip
+        out += (
+            "\nAssumptions simulated:\n\n"
+            + a[acols].round(digits).to_markdown(index=False)
+            + "\n\nMethods. "
+            + self.methods_text()
+            + "\n"
+        )
+        return out
 
     def write(self, directory: str | os.PathLike[str], *, stem: str = "power") -> dict[str, str]:
-        """Write ``power.csv``, ``power.md``, ``power_replicates.csv.gz``, ``power.png`` and ``power.svg``."""
+        """Write the tables, replicates, assumptions, methods text and the power curve.
+
+        Files: ``power.csv`` (one row per hypothesis x contrast x n, with the assumptions in
+        columns), ``power_families.csv``, ``power_assumptions.csv``, ``power.md`` (all of
+        it plus the methods paragraph), ``power_replicates.csv.gz``, ``power.png``,
+        ``power.svg`` (the assumptions in the caption).
+        """
         import matplotlib.pyplot as plt
 
         out = os.fspath(directory)
         os.makedirs(out, exist_ok=True)
         paths = {
             "table_csv": os.path.join(out, f"{stem}.csv"),
+            "families_csv": os.path.join(out, f"{stem}_families.csv"),
+            "assumptions_csv": os.path.join(out, f"{stem}_assumptions.csv"),
             "table_md": os.path.join(out, f"{stem}.md"),
             "replicates_csv": os.path.join(out, f"{stem}_replicates.csv.gz"),
             "figure_png": os.path.join(out, f"{stem}.png"),
             "figure_svg": os.path.join(out, f"{stem}.svg"),
         }
-        self.table.to_csv(paths["table_csv"], index=False)
+        a = self.assumptions()
+        keys = ["hypothesis_id", "contrast"]
+        extra = ["assumed_effect", "effect_origin", "effect_pilot_ci", "true_model",
+                 "effect_of_interest"]  # fmt: skip
+        self.table.merge(a[keys + extra], on=keys, how="left").to_csv(
+            paths["table_csv"], index=False
+        )
+        self.families.to_csv(paths["families_csv"], index=False)
+        a.to_csv(paths["assumptions_csv"], index=False)
         with open(paths["table_md"], "w", encoding="utf-8") as fh:
             fh.write(self.to_markdown())
         self.replicates.to_csv(paths["replicates_csv"], index=False)
         fig = self.plot()
         fig.savefig(paths["figure_png"], dpi=150, bbox_inches="tight")
-        fig.savefig(paths["figure_svg"], bbox_inches="tight")
+        fig.savefig(
+            paths["figure_svg"], bbox_inches="tight", metadata={"Description": self.methods_text()}
+        )
         plt.close(fig)
         return paths
+
+
+def with_estimators(design: PowerDesign, estimators: Mapping[str, str]) -> PowerDesign:
+    """``design`` with some hypotheses analysed by another estimator (``{"H1": "clda"}``).
+
+    The power of a pre-specified sensitivity analysis, or of an analysis a protocol amendment
+    considers. Hypotheses need a crossover estimand (from a protocol DiD hypothesis).
+
+    Examples
+    --------
+    >>> from studykit.power.spec import TRIAL_SIM_EXAMPLE
+    >>> with_estimators(design_from_dict(TRIAL_SIM_EXAMPLE), {"H9": "clda"})
+    Traceback (most recent call last):
+    ...
+    studykit.errors.InputError: --estimator: unknown hypothesis id(s) ['H9']; simulated: ['H1'].
+    """
+    from studykit.estimators import ESTIMATORS
+
+    known = {h.id for h in design.hypotheses}
+    unknown = sorted(set(estimators) - known)
+    if unknown:
+        raise InputError(
+            f"--estimator: unknown hypothesis id(s) {unknown}; simulated: {sorted(known)}."
+        )
+    bad = sorted({e for e in estimators.values() if e not in ESTIMATORS})
+    if bad:
+        raise InputError(f"--estimator: unknown estimator(s) {bad}; expected {list(ESTIMATORS)}.")
+    out = []
+    for h in design.hypotheses:
+        e = estimators.get(h.id)
+        if e is None or e == h.estimator:
+            out.append(h)
+            continue
+        if h.estimand is None:
+            raise InputError(
+                f"--estimator: hypothesis {h.id} has no crossover estimand (treatment, time axis, "
+                "baseline); estimators other than 'did' need a protocol DiD hypothesis."
+            )
+        if e == "ancova" and h.family != "gaussian":
+            raise InputError(f"--estimator: the ANCOVA is for Gaussian outcomes, not {h.id}.")
+        out.append(replace(h, estimator=e))
+    return replace(design, hypotheses=tuple(out))
+
+
+def _version() -> str:
+    from studykit import __version__
+
+    return str(__version__)
+
+
+def true_contrasts(design: PowerDesign, h: Any, n: int = 4) -> np.ndarray:
+    """The assumed (true) value of each of ``h``'s contrasts: its weights on the true model.
+
+    Examples
+    --------
+    >>> from studykit.power.spec import TRIAL_SIM_EXAMPLE
+    >>> d = design_from_dict(TRIAL_SIM_EXAMPLE)
+    >>> true_contrasts(d, d.hypotheses[0]).tolist()
+    [10.0]
+    """
+    from studykit.models.design import build_design
+    from studykit.power.simulate import resolve_coefficients
+
+    truth = design.outcomes[h.outcome]
+    template = design.layout.template(n)
+    d = build_design(template, list(truth.fixed), levels=dict(h.levels))
+    beta = resolve_coefficients(d, truth.coefficients, f"outcomes.{truth.name}")
+    out = []
+    for label, weights in h.contrasts:
+        missing = [c for c in weights if c not in d.columns]
+        if missing:
+            raise InputError(
+                f"Hypothesis {h.id}, contrast {label!r}: the true model of {h.outcome} lacks "
+                f"column(s) {missing}; give it the analysis' terms."
+            )
+        out.append(sum(w * beta[d.columns.index(c)] for c, w in weights.items()))
+    return np.asarray(out, float)
 
 
 # --------------------------------------------------------------------------- entry point
@@ -321,13 +579,8 @@ def _as_design(obj: Any, effects: Any, hypotheses: Sequence[str] | None) -> Powe
         if isinstance(doc, Mapping) and "outcomes" in doc and "hypotheses" in doc:
             design = load_design(path)
         else:
-            try:
-                from studykit.protocol import load_protocol
-            except ImportError as exc:
-                raise ProtocolError(
-                    f"{path!r} is not a power design (no outcomes/hypotheses keys) and "
-                    "studykit.protocol is not available to read it as a protocol."
-                ) from exc
+            from studykit.protocol import load_protocol
+
             if effects is None:
                 raise ProtocolError(
                     f"Protocol {path!r} states the analyses but not the effects to simulate: "
@@ -406,6 +659,7 @@ def power_analysis(
     engine: str = "studykit",
     hypotheses: Sequence[str] | None = None,
     chunk_size: int | None = None,
+    estimators: Mapping[str, str] | None = None,
 ) -> PowerResult:
     """Power of each pre-specified test at each sample size, by simulation and refitting.
 
@@ -491,6 +745,8 @@ def power_analysis(
         )
     else:
         design = _as_design(protocol_or_design, effects, hypotheses)
+    if estimators:
+        design = with_estimators(design, estimators)
     workers = (os.cpu_count() or 1) if n_jobs == -1 else int(n_jobs)
     if workers < 1:
         raise InputError(f"n_jobs must be >= 1 or -1 (all cores); got {n_jobs}.")
@@ -504,7 +760,7 @@ def power_analysis(
         _execute(tasks, design, int(seed), engine, n_jobs=workers, scheduler=scheduler, bar=bar)
     )
     elapsed = time.perf_counter() - t0
-    table, replicates = _summarise(design, ns, int(reps), results, int(seed))
+    table, replicates, families = _summarise(design, ns, int(reps), results, int(seed))
     settings = {
         "seed": int(seed),
         "reps": int(reps),
@@ -521,12 +777,14 @@ def power_analysis(
         "simulated": True,
     }
     logger.info("power: %d replicates in %.2f s", len(ns) * int(reps), elapsed)
-    return PowerResult(table=table, replicates=replicates, design=design, settings=settings)
+    return PowerResult(
+        table=table, replicates=replicates, design=design, settings=settings, families=families
+    )
 
 
 def _summarise(
     design: PowerDesign, ns: list[int], reps: int, results: list[dict[str, Any]], seed: int
-) -> tuple[pd.DataFrame, pd.DataFrame]:
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     rows_meta = [(h, label) for h in design.hypotheses for label, _ in h.contrasts]
     K = len(rows_meta)
     by_n: dict[int, list[dict[str, Any]]] = {n: [] for n in ns}
@@ -534,6 +792,7 @@ def _summarise(
         by_n[r["n"]].append(r)
     table_rows = []
     rep_frames = []
+    fam_rows: list[dict[str, Any]] = []
     for n in ns:
         chunks = sorted(by_n[n], key=lambda r: r["start"])
         stack = {
@@ -564,12 +823,45 @@ def _summarise(
         x = rejected.sum(axis=0)
         power = x / reps
         lo, hi = binomial_ci(x, np.full(K, reps))
+        verdicts = np.column_stack(
+            [
+                replicate_verdicts(
+                    h,
+                    p_adj[:, j],
+                    stack["estimate"][:, j],
+                    stack["std_error"][:, j],
+                    stack["df"][:, j],
+                )
+                for j, (h, _) in enumerate(rows_meta)
+            ]
+        )
+        supported = verdicts == "supported"
+        inconclusive = verdicts == "inconclusive"
+        ruled_out = ~supported & ~inconclusive
+        for fam, cols in families.items():
+            fam_rows.append(
+                {
+                    "multiplicity_family": fam,
+                    "n": n,
+                    "reps": reps,
+                    "hypotheses": " ".join(f"{rows_meta[j][0].id}:{rows_meta[j][1]}" for j in cols),
+                    "adjust_method": rows_meta[cols[0]][0].adjust_method,
+                    "alpha": rows_meta[cols[0]][0].alpha,
+                    "p_all_supported": float(supported[:, cols].all(axis=1).mean()),
+                    "p_any_supported": float(supported[:, cols].any(axis=1).mean()),
+                    "p_none_supported": float((~supported[:, cols]).all(axis=1).mean()),
+                    "p_all_ruled_out": float(ruled_out[:, cols].all(axis=1).mean()),
+                    "seed": seed,
+                    "simulated": True,
+                }
+            )
         for j, (h, label) in enumerate(rows_meta):
             table_rows.append(
                 {
                     "_order": j,
                     "hypothesis_id": h.id,
                     "contrast": label,
+                    "estimator": h.estimator,
                     "outcome": h.outcome,
                     "family": h.family,
                     "alternative": h.alternative,
@@ -584,6 +876,9 @@ def _summarise(
                     "alpha": h.alpha,
                     "adjust_method": h.adjust_method,
                     "multiplicity_family": h.multiplicity_family,
+                    "p_supported": float(supported[:, j].mean()),
+                    "p_ruled_out": float(ruled_out[:, j].mean()),
+                    "p_inconclusive": float(inconclusive[:, j].mean()),
                     "n_failed": int(stack["failed"][:, j].sum()),
                     "n_singular": int(stack["singular"][:, j].sum()),
                     "mean_estimate": float(np.nanmean(stack["estimate"][:, j]))
@@ -609,12 +904,14 @@ def _summarise(
                         "rep": np.arange(reps),
                         "hypothesis_id": h.id,
                         "contrast": label,
+                        "estimator": h.estimator,
                         "estimate": stack["estimate"][:, j],
                         "std_error": stack["std_error"][:, j],
                         "df": stack["df"][:, j],
                         "p_value": stack["p_value"][:, j],
                         "p_adjusted": p_adj[:, j],
                         "rejected": rejected[:, j],
+                        "verdict": verdicts[:, j],
                         "failed": stack["failed"][:, j],
                         "singular": stack["singular"][:, j],
                     }
@@ -622,4 +919,5 @@ def _summarise(
             )
     table = pd.DataFrame(table_rows).sort_values(["_order", "n"], kind="stable")
     table = table.drop(columns="_order").reset_index(drop=True)
-    return table, pd.concat(rep_frames, ignore_index=True)
+    fam_table = pd.DataFrame(fam_rows).sort_values(["multiplicity_family", "n"], kind="stable")
+    return table, pd.concat(rep_frames, ignore_index=True), fam_table.reset_index(drop=True)

@@ -25,15 +25,19 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from studykit import estimators
 from studykit.errors import ModelError, StudykitError
 from studykit.models.design import build_design
-from studykit.power.reml import fit_nested_intercepts, fit_random_intercept, t_test
+from studykit.models.glmm import fit_glmm
+from studykit.models.inference import contrast_table, wald_test
+from studykit.models.lmm import fit_lmm
+from studykit.power.reml import fit_nested_intercepts, fit_random_intercept
 from studykit.power.spec import PowerHypothesis
 
 __all__ = ["ENGINES", "Analyser", "make_analyser"]
@@ -123,7 +127,7 @@ class FastAnalyser(Analyser):
         est = self.L @ fit.beta
         se = np.sqrt(np.einsum("ij,jk,ik->i", self.L, fit.vcov, self.L))
         df = fit.contrast_df(self.L)
-        p = t_test(est, se, df, self.hyp.alternative)
+        _, p = wald_test(est, se, df, self.hyp.alternative)
         return ContrastResults(est, se, df, p, singular=fit.singular)
 
 
@@ -162,38 +166,32 @@ class EngineAnalyser(Analyser):
             return self._failed()
         if self.L is None:
             self.L = self._L(list(res.columns))
-        L = self.L
-        est = L @ np.asarray(res.beta)
-        se = np.sqrt(np.einsum("ij,jk,ik->i", L, np.asarray(res.vcov), L))
-        df = np.array([float(res.contrast_df(row)) for row in L])
-        p = t_test(est, se, df, self.hyp.alternative)
-        return ContrastResults(est, se, df, p, singular=bool(getattr(res, "singular", False)))
+        return _tested(res, self.L, self.hyp)
+
+
+def _tested(fit: Any, L: np.ndarray, hyp: PowerHypothesis) -> ContrastResults:
+    """The contrasts' tests by the analysis' inference (``models.inference.contrast_table``)."""
+    method = hyp.df_method if hyp.family == "gaussian" else "z"
+    tab = contrast_table(fit, L, df_method=method, alternative=hyp.alternative)
+    return ContrastResults(
+        tab["estimate"].to_numpy(float),
+        tab["std_error"].to_numpy(float),
+        tab["df"].to_numpy(float),
+        tab["p_value"].to_numpy(float),
+        singular=bool(getattr(fit, "singular", False)),
+    )
 
 
 def _engine_fit(hyp: PowerHypothesis) -> Callable[[pd.DataFrame], object]:
-    """The studykit engine call for this hypothesis (imported where it is used)."""
+    """The studykit engine call for this hypothesis (``fit_lmm`` or ``fit_glmm``)."""
     levels = {k: list(v) for k, v in hyp.levels.items()}
     if hyp.family == "gaussian":
-        try:
-            from studykit.models.lmm import fit_lmm
-        except ImportError as exc:  # the engine lands in another branch
-            raise ModelError(
-                "studykit.models.lmm is not available in this installation; use engine='fast' "
-                "(random-intercept Gaussian models only)."
-            ) from exc
         random = [(g, list(terms)) for g, terms in hyp.random]
 
         def fit(data: pd.DataFrame) -> object:
             return fit_lmm(data, hyp.outcome, list(hyp.fixed), random=random, levels=levels)
 
         return fit
-    try:
-        from studykit.models.glmm import fit_glmm
-    except ImportError as exc:
-        raise ModelError(
-            f"Hypothesis {hyp.id} is a {hyp.family} count model: it needs "
-            "studykit.models.glmm, which is not available in this installation."
-        ) from exc
     if len(hyp.random) != 1 or tuple(hyp.random[0][1]) != ("1",):
         raise ModelError(
             f"Hypothesis {hyp.id}: count models support one random intercept; got {hyp.random}."
@@ -208,12 +206,65 @@ def _engine_fit(hyp: PowerHypothesis) -> Callable[[pd.DataFrame], object]:
     return fit_counts
 
 
+class EstimatorAnalyser(Analyser):
+    """A candidate analysis of :mod:`studykit.estimators` (cLDA, ANCOVA, post-only, DiD).
+
+    Each replicate's data go through the estimator's own preparation (the ANCOVA's baseline
+    covariates depend on the outcome), model and contrast; one contrast per level of the
+    hypothesis' estimand; tests by :func:`studykit.models.inference.contrast_table`.
+    """
+
+    engine = "studykit"
+
+    def __init__(self, hyp: PowerHypothesis, template: pd.DataFrame) -> None:
+        super().__init__(hyp, template)
+        if hyp.estimand is None:
+            raise ModelError(
+                f"Hypothesis {hyp.id}: estimator {hyp.estimator!r} needs the comparison's "
+                "estimand (treatment, time axis, baseline); it comes from a protocol "
+                "difference-in-differences hypothesis."
+            )
+        self.spec = hyp.estimand
+        self.k = len(self.spec.levels)
+        self.L: np.ndarray | None = None
+
+    def __call__(self, y: np.ndarray, keep: np.ndarray) -> ContrastResults:
+        spec = self.spec
+        data = self.template.loc[keep].copy()
+        data[spec.outcome] = y[keep]
+        try:
+            prep = estimators.prepare(data, self.hyp.estimator, spec)
+            fit = estimators.fit_prepared(prep)
+        except StudykitError:
+            return self._failed()
+        if not getattr(fit, "converged", True):
+            return self._failed()
+        if self.L is None or self.L.shape[1] != len(fit.columns):
+            self.L = np.vstack(
+                [
+                    estimators.contrast_matrix(fit, prep, replace(spec, levels=(lv,)))
+                    for lv in spec.levels
+                ]
+            )
+        method = self.hyp.df_method if spec.family == "gaussian" else "z"
+        tab = contrast_table(fit, self.L, df_method=method, alternative=self.hyp.alternative)
+        return ContrastResults(
+            tab["estimate"].to_numpy(float),
+            tab["std_error"].to_numpy(float),
+            tab["df"].to_numpy(float),
+            tab["p_value"].to_numpy(float),
+            singular=bool(getattr(fit, "singular", False)),
+        )
+
+
 def make_analyser(
     hyp: PowerHypothesis, template: pd.DataFrame, engine: str = "studykit"
 ) -> Analyser:
     """The analyser of ``hyp`` for the given engine (``"auto"``, ``"fast"``, ``"studykit"``)."""
     if engine not in ENGINES:
         raise ModelError(f"Invalid engine {engine!r}. Expected one of: {', '.join(ENGINES)}.")
+    if hyp.estimator != "did":
+        return EstimatorAnalyser(hyp, template)
     if engine == "fast" or (engine == "auto" and hyp.fast_path):
         return FastAnalyser(hyp, template)
     return EngineAnalyser(hyp, template)

@@ -18,8 +18,6 @@ from typing import Any
 import pandas as pd
 
 from studykit.errors import InputError, ModelError
-from studykit.models.design import build_design
-from studykit.power.reml import fit_random_intercept
 from studykit.power.spec import OutcomeTruth, PowerDesign, PowerHypothesis
 
 __all__ = ["read_pilot", "design_from_pilot", "truth_from_fit"]
@@ -43,10 +41,8 @@ def read_pilot(pilot: pd.DataFrame | str | os.PathLike[str]) -> pd.DataFrame:
             f"Pilot data {os.fspath(pilot)!r} not found: give a CSV file or a study directory "
             "containing nights.csv."
         )
-    try:
-        from studykit.validate import validate_table
-    except ImportError:  # pragma: no cover - validate is part of studykit
-        return pd.read_csv(path)
+    from studykit.validate import validate_table
+
     res = validate_table(path, "nights")  # typed against the data dictionary
     if len(res.issues):
         logger.warning(
@@ -76,23 +72,17 @@ def truth_from_fit(
         )
     data = data.dropna(subset=list(dict.fromkeys(cols)))
     hyp = _observed_levels(hyp, data)
-    if hyp.family == "gaussian" and hyp.single_intercept and engine != "studykit":  # exact, fast
-        design = build_design(data, list(hyp.fixed), levels=dict(hyp.levels))
-        fit = fit_random_intercept(
-            data[hyp.outcome].to_numpy(float), design.X, data[hyp.random[0][0]].to_numpy()
-        )
-        return OutcomeTruth(
-            name=hyp.outcome,
-            family="gaussian",
-            fixed=hyp.fixed,
-            coefficients=dict(zip(design.columns, map(float, fit.beta), strict=True)),
-            sd={hyp.random[0][0]: fit.sigma * fit.theta},
-            sd_residual=fit.sigma,
-        )
     from studykit.power.engine import _engine_fit
 
     res: Any = _engine_fit(hyp)(data)
     coefs = dict(zip(res.columns, map(float, res.beta), strict=True))
+    ct = res.coef_table()
+    ci = {
+        str(t): (float(a), float(b))
+        for t, a, b in zip(ct["term"], ct["conf_low"], ct["conf_high"], strict=True)
+    }
+    n_part = int(data[hyp.random[0][0].split(":")[0]].nunique())
+    origin = f"estimated from pilot data ({n_part} participants, {len(data)} observations)"
     if hyp.family == "gaussian":
         vc = res.varcorr()
         sd: dict[str, float] = {}
@@ -106,7 +96,7 @@ def truth_from_fit(
                 slopes.setdefault(row.group, {})[str(row.var1)] = float(row.sdcor)
         return OutcomeTruth(
             name=hyp.outcome, family="gaussian", fixed=hyp.fixed, coefficients=coefs, sd=sd,
-            slopes=slopes, sd_residual=float(res.sigma),
+            slopes=slopes, sd_residual=float(res.sigma), origin=origin, pilot_ci=ci,
         )  # fmt: skip
     return OutcomeTruth(
         name=hyp.outcome,
@@ -115,6 +105,8 @@ def truth_from_fit(
         coefficients=coefs,
         sd={hyp.random[0][0]: float(res.sd_group)},
         dispersion=None if hyp.family == "poisson" else float(res.theta),
+        origin=origin,
+        pilot_ci=ci,
     )
 
 
@@ -190,7 +182,7 @@ def design_from_pilot(
 
         placeholder = {"sd_residual": 1.0, "dispersion": 1.0}
         eff = dict(effects)
-        outs = {k: dict(v) for k, v in dict(eff.get("outcomes", {})).items()}
+        raw_outs = {k: dict(v) for k, v in dict(eff.get("outcomes", {})).items()}
         protocol_like = hasattr(design_like, "hypotheses") and hasattr(design_like, "sha256")
         if isinstance(design_like, (str, os.PathLike)):
             with open(os.fspath(design_like), encoding="utf-8") as fh:
@@ -207,7 +199,7 @@ def design_from_pilot(
             eff["outcomes"] = {
                 n: {
                     **placeholder,
-                    **{k: v for k, v in outs.get(n, {}).items() if k != "coefficients"},
+                    **{k: v for k, v in raw_outs.get(n, {}).items() if k != "coefficients"},
                 }
                 for n in names
             }
@@ -219,7 +211,7 @@ def design_from_pilot(
                 n: {**placeholder, **dict(doc.get("outcomes", {}).get(n, {}))} for n in names
             }
             design = _as_design(doc, None, hypotheses)
-    outs = {}
+    outs: dict[str, OutcomeTruth] = {}
     for name in design.outcomes:
         hyp = next(h for h in design.hypotheses if h.outcome == name)
         try:
@@ -231,7 +223,9 @@ def design_from_pilot(
         over = dict(dict(effects.get("outcomes", {})).get(name, {}).get("coefficients", {}))
         if over:
             truth = replace(
-                truth, coefficients={**truth.coefficients, **{k: float(v) for k, v in over.items()}}
+                truth,
+                coefficients={**truth.coefficients, **{k: float(v) for k, v in over.items()}},
+                origin=f"{truth.origin}; {', '.join(map(str, over))} set by the effects file",
             )
         logger.info(
             "power: pilot truth for %s: %s; SDs %s, residual %s",

@@ -60,4 +60,20 @@ def plot_power_curve(result: Any, *, ax: Any = None, target: float | None = 0.8)
     ax.set_xticks(ns)
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), frameon=False)
     ax.grid(alpha=0.3)
+    if hasattr(result, "assumptions"):
+        a = result.assumptions()
+        lines = [
+            f"{r.hypothesis_id}: assumed effect {r.assumed_effect:.3g} ({r.effect_origin}"
+            f"{', pilot 95% CI ' + r.effect_pilot_ci if r.effect_pilot_ci else ''}); "
+            f"{r.true_model}"
+            for r in a.drop_duplicates(["hypothesis_id", "contrast"]).itertuples()
+        ]
+        lines.append(
+            f"seed {result.settings.get('seed')}, {reps} replicates per n, common random "
+            "numbers across n; alpha and multiplicity as in the legend"
+        )
+        import textwrap
+
+        wrapped = [textwrap.fill(x, 110) for x in lines]
+        fig.text(0.0, -0.02, "\n".join(wrapped), fontsize=6, va="top", ha="left")
     return fig

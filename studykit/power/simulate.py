@@ -1,8 +1,15 @@
 """Simulate one replicate data set of a :class:`~studykit.power.spec.PowerDesign` (SIMULATED data).
 
-Each replicate has its own random stream, ``numpy.random.SeedSequence(seed, spawn_key=(n,
-rep))``, so a replicate's data depend only on ``(seed, n, rep)``: never on the number of
-workers, the chunking, or which other sample sizes are in the grid.
+Common random numbers. Every random component of replicate ``rep`` (each outcome's random
+effects per grouping factor, its residuals or counts, its missingness) has its own stream,
+``numpy.random.SeedSequence(seed, spawn_key=(rep, outcome, component))``, and draws one value
+per participant (or row) in participant order. Participants are allocated in an interleaved
+order that does not depend on ``n`` (:meth:`~studykit.power.spec.Layout.group_of`), so the
+first ``n`` participants of a study of ``n + k`` are *the same* simulated people: power at
+different sample sizes is compared on nested data (curves monotone in ``n`` up to the
+analysis' own discreteness), and at one ``n`` every analysis and scenario sees the same
+data. A replicate's data depend only on ``(seed, rep, n)``: never on the number of workers,
+the chunking, or which other sample sizes are in the grid.
 """
 
 from __future__ import annotations
@@ -20,17 +27,18 @@ from studykit.power.spec import Layout, OutcomeTruth, PowerDesign
 __all__ = ["replicate_rng", "resolve_coefficients", "OutcomePlan", "simulate_replicate"]
 
 
-def replicate_rng(seed: int, n: int, rep: int) -> np.random.Generator:
-    """The random generator of replicate ``rep`` at sample size ``n``.
+def replicate_rng(seed: int, rep: int, *key: int) -> np.random.Generator:
+    """The random generator of one component ``key`` of replicate ``rep``.
 
     Examples
     --------
-    >>> a = replicate_rng(1, 40, 7).normal(size=2)
-    >>> b = replicate_rng(1, 40, 7).normal(size=2)
-    >>> bool((a == b).all()), bool((a != replicate_rng(1, 40, 8).normal(size=2)).all())
+    >>> a = replicate_rng(1, 7, 0).normal(size=2)
+    >>> b = replicate_rng(1, 7, 0).normal(size=2)
+    >>> bool((a == b).all()), bool((a != replicate_rng(1, 8, 0).normal(size=2)).all())
     (True, True)
     """
-    return np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=(int(n), int(rep))))
+    keys = (int(rep), *(int(k) for k in key))
+    return np.random.default_rng(np.random.SeedSequence(int(seed), spawn_key=keys))
 
 
 def resolve_coefficients(
@@ -54,13 +62,13 @@ def resolve_coefficients(
         alias[":".join(parts)] = col
     beta = np.zeros(len(design.columns))
     for key, value in coefficients.items():
-        col = key if key in design.columns else alias.get(key)
-        if col is None:
+        found: str | None = key if key in design.columns else alias.get(key)
+        if found is None:
             raise ProtocolError(
                 f"Power design, {where}: coefficient {key!r} is not a column of the true model. "
                 f"Columns: {', '.join(design.columns)}."
             )
-        beta[design.columns.index(col)] = float(value)
+        beta[design.columns.index(found)] = float(value)
     return beta
 
 
@@ -112,25 +120,47 @@ class OutcomePlan:
             p_missing = template[layout.time].map(layout.missing).fillna(0.0).to_numpy(float)
         return cls(truth, template, design.X @ beta, groups, p_missing)
 
-    def draw(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """One simulated outcome vector and the mask of observed rows."""
+    def draw(self, seed: int, rep: int, index: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """One simulated outcome vector and the mask of observed rows.
+
+        ``index`` is the outcome's position in the design (its own streams). Random effects
+        of grouping factor ``g`` come from stream ``(rep, index, g)`` one row per level in
+        order of appearance (participant order); row-level noise from ``(rep, index, 100)``
+        and missingness from ``(rep, index, 101)``, one value per row in template order.
+        """
         eta = self.mean.copy()
-        for codes, m, chol, zmat in self.groups:
+        for g, (codes, m, chol, zmat) in enumerate(self.groups):
+            rng = replicate_rng(seed, rep, index, g)
             b = rng.standard_normal((m, chol.shape[0])) @ chol.T
             eta += np.einsum("ij,ij->i", b[codes], zmat)
         t = self.truth
         N = eta.shape[0]
+        rng = replicate_rng(seed, rep, index, 100)
         if t.family == "gaussian":
-            y = eta + t.sd_residual * rng.standard_normal(N)
+            y = eta + float(t.sd_residual or 0.0) * rng.standard_normal(N)
             if t.round_to:
                 y = np.round(y / t.round_to) * t.round_to
         elif t.family == "poisson":
-            y = rng.poisson(np.exp(eta)).astype(float)
+            y = _poisson_by_row(rng, np.exp(eta)).astype(float)
         else:
             mu = np.exp(eta)
-            y = rng.poisson(rng.gamma(t.dispersion, mu / t.dispersion)).astype(float)
-        keep = np.ones(N, bool) if self.p_missing is None else rng.random(N) >= self.p_missing
+            theta = float(t.dispersion or 1.0)
+            lam = np.asarray(rng.gamma(theta, mu / theta), float)
+            y = _poisson_by_row(replicate_rng(seed, rep, index, 102), lam).astype(float)
+        if self.p_missing is None:
+            keep = np.ones(N, bool)
+        else:
+            keep = replicate_rng(seed, rep, index, 101).random(N) >= self.p_missing
         return y, keep
+
+
+def _poisson_by_row(rng: np.random.Generator, lam: np.ndarray) -> np.ndarray:
+    """Poisson draws by inversion of one uniform per row (so row ``i`` does not depend on
+    how many rows follow: common random numbers across sample sizes)."""
+    from scipy import stats
+
+    u = rng.random(lam.shape[0])
+    return stats.poisson.ppf(u, lam).astype(np.int64)
 
 
 def simulate_replicate(design: PowerDesign, n: int, *, seed: int, rep: int = 0) -> pd.DataFrame:
@@ -142,8 +172,9 @@ def simulate_replicate(design: PowerDesign, n: int, *, seed: int, rep: int = 0) 
     n : int
         Number of participants.
     seed, rep : int
-        The replicate's random stream is ``SeedSequence(seed, spawn_key=(n, rep))``; the power
-        simulation analyses exactly this data set as its replicate ``rep``.
+        The replicate's random streams are ``SeedSequence(seed, spawn_key=(rep, ...))``
+        (module docstring); the power simulation analyses exactly this data set as its
+        replicate ``rep``.
 
     Returns
     -------
@@ -158,11 +189,10 @@ def simulate_replicate(design: PowerDesign, n: int, *, seed: int, rep: int = 0) 
     >>> df.shape, list(df.columns)
     ((120, 5), ['participant_id', 'treatment', 'night', 'night_index', 'sws_min'])
     """
-    rng = replicate_rng(seed, n, rep)
     out = design.layout.template(n)
-    for name, truth in design.outcomes.items():
+    for index, (name, truth) in enumerate(design.outcomes.items()):
         hyp = next(h for h in design.hypotheses if h.outcome == name)
         plan = OutcomePlan.build(truth, design.layout, n, hyp.levels)
-        y, keep = plan.draw(rng)
+        y, keep = plan.draw(seed, rep, index)
         out[name] = np.where(keep, y, np.nan)
     return out

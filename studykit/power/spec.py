@@ -94,15 +94,32 @@ class Layout:
     time_index: str | None = "night_index"
     missing: dict[str, float] = field(default_factory=dict)
 
+    def group_of(self, n: int) -> np.ndarray:
+        """Arm (parallel) or sequence (crossover) of participants ``0 .. n-1``.
+
+        Interleaved: participant ``i`` joins the group furthest below its share of ``i + 1``
+        participants (earlier groups first on ties), so the first ``n`` participants are
+        allocated alike whatever the total (common random numbers across sample sizes).
+
+        Examples
+        --------
+        >>> Layout().group_of(5).tolist()
+        [0, 1, 0, 1, 0]
+        >>> Layout(allocation=(1.0, 2.0)).group_of(6).tolist()
+        [1, 0, 1, 1, 0, 1]
+        """
+        w = np.asarray(self.allocation, float) / float(np.sum(self.allocation))
+        counts = np.zeros(len(w))
+        out = np.empty(n, dtype=np.intp)
+        for i in range(n):
+            g = int(np.argmax(w * (i + 1) - counts - 1e-12 * np.arange(len(w))))
+            out[i] = g
+            counts[g] += 1
+        return out
+
     def group_sizes(self, n: int) -> list[int]:
         """Participants per treatment arm (parallel) or per sequence (crossover)."""
-        w = np.asarray(self.allocation, float) / float(np.sum(self.allocation))
-        sizes = np.floor(w * n + 1e-9).astype(int)
-        # largest remainders get the leftover participants, earlier groups first on ties
-        rest = n - int(sizes.sum())
-        order = np.argsort(-(w * n - sizes), kind="stable")
-        sizes[order[:rest]] += 1
-        return sizes.tolist()
+        return np.bincount(self.group_of(n), minlength=len(self.allocation)).tolist()
 
     def template(self, n: int) -> pd.DataFrame:
         """The complete schedule for ``n`` participants: one row per planned observation.
@@ -114,11 +131,15 @@ class Layout:
         {'placebo': 6, 'ketamine': 6}
         >>> Layout(design="crossover").template(2)[["participant_id", "period", "treatment"]].drop_duplicates().values.tolist()
         [['S001', 1, 'placebo'], ['S001', 2, 'ketamine'], ['S002', 1, 'ketamine'], ['S002', 2, 'placebo']]
+
+        A crossover template also has the numeric columns ``carryover`` (1 in period 2 after
+        the active treatment in period 1) and ``first_night`` (1 on the first time level of
+        period 1, the first night in the laboratory), for true models with carryover or a
+        first-night effect.
         """
-        sizes = self.group_sizes(n)
         width = max(3, len(str(n)))
         ids = [f"S{i + 1:0{width}d}" for i in range(n)]
-        group = np.repeat(np.arange(len(sizes)), sizes)
+        group = self.group_of(n)
         T = len(self.time_levels)
         rows: dict[str, Any] = {}
         if self.design == "parallel":
@@ -138,6 +159,12 @@ class Layout:
             rows[self.treatment] = np.asarray(trt, dtype=object)
             rows[self.time] = np.tile(self.time_levels, 2 * n)
             pos = np.tile(np.arange(T), 2 * n)
+            # nuisance indicators a true model may use (fixed: [..., carryover, first_night]):
+            # period 2 after the active treatment in period 1; the first night in the
+            # laboratory (first time level of period 1)
+            first_active = np.repeat(group == 1, 2 * T)
+            rows["carryover"] = ((rows["period"] == 2) & first_active).astype(float)
+            rows["first_night"] = ((rows["period"] == 1) & (pos == 0)).astype(float)
         out = pd.DataFrame(rows)
         if self.time_index:
             out[self.time_index] = pos
@@ -180,6 +207,12 @@ class OutcomeTruth:
         Negative-binomial size ``theta`` (NB2).
     round_to : float or None
         Round simulated Gaussian values to this resolution (e.g. 0.5 min = one epoch).
+    origin : str
+        Where the numbers come from: ``"assumed"`` (an effects file) or a sentence saying they
+        were estimated from pilot data.
+    pilot_ci : dict
+        Column -> 95% confidence interval of a coefficient estimated from pilot data (its
+        uncertainty, shown beside the power).
     """
 
     name: str
@@ -192,6 +225,30 @@ class OutcomeTruth:
     sd_residual: float | None = None
     dispersion: float | None = None
     round_to: float | None = None
+    origin: str = "assumed"
+    pilot_ci: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        """The truth in one line (for tables and captions).
+
+        Examples
+        --------
+        >>> OutcomeTruth("y", coefficients={"(Intercept)": 35.0}, sd={"participant_id": 20.0},
+        ...              sd_residual=18.6).describe()
+        'gaussian; coefficients (Intercept)=35; SD participant_id=20, residual=18.6'
+        """
+        coefs = ", ".join(f"{k}={v:.4g}" for k, v in self.coefficients.items())
+        sds = [f"{g}={v:.4g}" for g, v in self.sd.items()]
+        for g, sl in self.slopes.items():
+            sds += [f"{g} slope {c}={v:.4g}" for c, v in sl.items()]
+        if self.sd_residual is not None:
+            sds.append(f"residual={self.sd_residual:.4g}")
+        text = f"{self.family}; coefficients {coefs}; SD {', '.join(sds)}"
+        if self.corr:
+            text += "; corr " + ", ".join(f"{g}={v:.3g}" for g, v in self.corr.items())
+        if self.dispersion is not None:
+            text += f"; NB dispersion {self.dispersion:.4g}"
+        return text
 
 
 @dataclass(frozen=True)
@@ -224,6 +281,16 @@ class PowerHypothesis:
         ``"satterthwaite"`` (LMM) ; count models are z tests.
     family_order : tuple of str
         Testing order of the family's hypotheses (fixed-sequence); default the design order.
+    estimator : str
+        The analysis (:data:`studykit.estimators.ESTIMATORS`): ``"did"`` fits ``fixed`` /
+        ``random`` and tests ``contrasts``; the others prepare the replicate's data and model
+        through :mod:`studykit.estimators` (needs ``estimand``).
+    estimand : studykit.estimators.CrossoverSpec or None
+        Outcome, treatment and time axis of a crossover comparison (one contrast per level).
+    effect_of_interest : float or None
+        The protocol's smallest effect of interest (for the verdict probabilities).
+    conf_level : float
+        Level of the two-sided interval the analysis reports (the verdict's interval).
     """
 
     id: str
@@ -239,6 +306,10 @@ class PowerHypothesis:
     adjust_method: str = "holm"
     df_method: str = "satterthwaite"
     family_order: tuple[str, ...] = ()
+    estimator: str = "did"
+    estimand: Any = None
+    effect_of_interest: float | None = None
+    conf_level: float = 0.95
 
     @property
     def single_intercept(self) -> bool:
@@ -373,7 +444,7 @@ def _layout(raw: Any) -> Layout:
 def _random(raw: Any, where: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
     if raw is None:
         return ((PARTICIPANT, ("1",)),)
-    out = []
+    out: list[tuple[str, tuple[str, ...]]] = []
     for i, r in enumerate(raw if isinstance(raw, list) else [raw]):
         if isinstance(r, str):
             out.append((r, ("1",)))
@@ -491,7 +562,11 @@ def design_from_dict(spec: Mapping[str, Any], *, source: str = "design") -> Powe
     raw_h = spec.get("hypotheses")
     if not isinstance(raw_h, list) or not raw_h:
         raise _fail("hypotheses", "give a non-empty list of hypotheses.")
-    default_fixed = (layout.treatment, layout.time, f"{layout.treatment}:{layout.time}")
+    default_fixed: tuple[str, ...] = (
+        layout.treatment,
+        layout.time,
+        f"{layout.treatment}:{layout.time}",
+    )
     if layout.design == "crossover":
         default_fixed = (*default_fixed, "period")
     hyps = []
@@ -554,6 +629,11 @@ def design_from_dict(spec: Mapping[str, Any], *, source: str = "design") -> Powe
                 multiplicity_family=fam_name,
                 adjust_method=method,
                 family_order=_strs(fam.get("order", []), f"multiplicity.{fam_name}.order"),
+                effect_of_interest=(
+                    _num(h["effect_of_interest"], f"{where}.effect_of_interest", positive=True)
+                    if "effect_of_interest" in h
+                    else None
+                ),
             )
         )
     ids = [h.id for h in hyps]
@@ -596,6 +676,25 @@ def _read_yaml(path: str | os.PathLike[str]) -> Any:
 def load_design(path: str | os.PathLike[str]) -> PowerDesign:
     """Read a power design YAML file (layout, outcomes, hypotheses); see :func:`design_from_dict`."""
     return design_from_dict(_read_yaml(path), source=os.fspath(path))
+
+
+def _estimand(h: Any, layout: Layout, levels: Mapping[str, Sequence[str]]) -> Any:
+    """The :class:`~studykit.estimators.CrossoverSpec` of a protocol DiD hypothesis."""
+    from studykit.estimators import CrossoverSpec
+
+    c = h.contrast
+    return CrossoverSpec(
+        outcome=h.outcome,
+        family=h.family,
+        treatment=c.treatment_variable,
+        treatment_levels=(str(c.treatment_reference), str(c.treatment_level)),
+        time=c.time_variable,
+        baseline=str(c.time_reference),
+        window=tuple(str(x) for x in c.window),
+        levels=tuple(str(x) for x in c.time_levels),
+        period="period" if layout.design == "crossover" else None,
+        period_levels=tuple(levels.get("period", ("1", "2"))),
+    )
 
 
 def design_from_protocol(
@@ -705,6 +804,9 @@ def design_from_protocol(
                 family_order=tuple(
                     getattr(protocol.families.get(h.multiplicity_family), "order", ()) or ()
                 ),
+                estimand=_estimand(h, layout, levels),
+                effect_of_interest=h.effect_of_interest,
+                conf_level=float(h.conf_level),
             )
         )
     if skipped:

@@ -33,6 +33,8 @@ from studykit.simulate._write import write_study
 __all__ = [
     "BASELINE",
     "DEFAULT_EFFECTS",
+    "DEMO_V2_NUISANCE",
+    "NUISANCE_DEFAULTS",
     "NIGHT_INDEX",
     "SimulatedStudy",
     "simulate_study",
@@ -97,6 +99,35 @@ BASELINE: dict[str, str] = {
     "night_to_night_r": "about 0.5 for TST and WASO, 0.7 for N3",
 }
 
+#: Design nuisances, all OFF by default (the demo study, "v1", has none of them; its files
+#: are byte-identical to earlier releases). See docs/simulate.md for the values and sources.
+NUISANCE_DEFAULTS: dict[str, float] = {
+    # share of each participant-level (log-scale) night-parameter variance that is specific
+    # to the participant x period (0 = a participant sleeps alike in both periods)
+    "period_share": 0.0,
+    # N3 minutes added to every night of period 2 after ketamine in period 1 (carryover)
+    "carryover_n3_min": 0.0,
+    # first-night effect on the first night in the sleep laboratory (the baseline night of
+    # period 1): minutes of sleep onset latency added, awakening-rate multiplier, N3 minutes
+    # added (negative = fewer), REM latency added
+    "first_night_sol_min": 0.0,
+    "first_night_wake_ratio": 1.0,
+    "first_night_n3_min": 0.0,
+    "first_night_rem_latency_min": 0.0,
+}
+
+#: Demo v2: the nuisances switched on at calibrated values (ASSUMPTIONS, docs/simulate.md):
+#: ``simulate_study(nuisance="v2")`` / ``studykit simulate --nuisance v2``. No carryover
+#: (a single infusion, >= 2-week washout); carryover is a sensitivity scenario.
+DEMO_V2_NUISANCE: dict[str, float] = {
+    "period_share": 0.3,
+    "carryover_n3_min": 0.0,
+    "first_night_sol_min": 8.0,
+    "first_night_wake_ratio": 1.3,
+    "first_night_n3_min": -4.0,
+    "first_night_rem_latency_min": 20.0,
+}
+
 _DESIGNS = ("crossover", "parallel")
 _STUDY_START = datetime(2025, 1, 6)  # a fixed Monday: no clock time of "now" anywhere
 
@@ -145,7 +176,9 @@ def _rng(seed: int, *key: int) -> np.random.Generator:
 
 
 def _merge_effects(effects: Mapping[str, Any] | None) -> dict[str, Any]:
-    merged = {k: (dict(v) if isinstance(v, dict) else v) for k, v in DEFAULT_EFFECTS.items()}
+    merged: dict[str, Any] = {
+        k: (dict(v) if isinstance(v, dict) else v) for k, v in DEFAULT_EFFECTS.items()
+    }
     if effects is None:
         return merged
     unknown = sorted(set(effects) - set(DEFAULT_EFFECTS))
@@ -166,10 +199,38 @@ def _merge_effects(effects: Mapping[str, Any] | None) -> dict[str, Any]:
                 merged[key] = float(value)
             except (TypeError, ValueError):
                 raise InputError(f"Effect {key!r} must be a number, got {value!r}.") from None
-    if merged["awakenings_rate_ratio"] <= 0 or merged["waso_ratio"] <= 0:
+    if float(merged["awakenings_rate_ratio"]) <= 0 or float(merged["waso_ratio"]) <= 0:
         raise InputError("Effects 'awakenings_rate_ratio' and 'waso_ratio' must be > 0.")
-    if not -1.0 <= merged["n3_madrs_correlation"] <= 1.0:
+    if not -1.0 <= float(merged["n3_madrs_correlation"]) <= 1.0:
         raise InputError("Effect 'n3_madrs_correlation' must lie in [-1, 1].")
+    return merged
+
+
+def _merge_nuisance(nuisance: Mapping[str, Any] | str | None) -> dict[str, float]:
+    """:data:`NUISANCE_DEFAULTS` updated with the caller's values (``"v2"``: the demo v2 set)."""
+    merged = dict(NUISANCE_DEFAULTS)
+    if nuisance is None:
+        return merged
+    if isinstance(nuisance, str):
+        if nuisance not in ("v1", "v2"):
+            raise InputError(f"Unknown nuisance preset {nuisance!r}; expected 'v1' (none) or 'v2'.")
+        return merged if nuisance == "v1" else {**merged, **DEMO_V2_NUISANCE}
+    unknown = sorted(set(nuisance) - set(NUISANCE_DEFAULTS))
+    if unknown:
+        raise InputError(
+            f"Unknown nuisance name(s) {unknown}. Allowed: {sorted(NUISANCE_DEFAULTS)}."
+        )
+    for key, value in nuisance.items():
+        try:
+            merged[key] = float(value)
+        except (TypeError, ValueError):
+            raise InputError(f"Nuisance {key!r} must be a number, got {value!r}.") from None
+        if not math.isfinite(merged[key]):
+            raise InputError(f"Nuisance {key!r} must be finite, got {value!r}.")
+    if not 0.0 <= merged["period_share"] < 1.0:
+        raise InputError("Nuisance 'period_share' must lie in [0, 1).")
+    if merged["first_night_wake_ratio"] <= 0:
+        raise InputError("Nuisance 'first_night_wake_ratio' must be > 0.")
     return merged
 
 
@@ -246,9 +307,22 @@ def _night_parameters(
     n3_response: float,
     rem_response: float,
     sedative: bool,
+    period_effects: np.ndarray | None = None,
+    nuisance: Mapping[str, float] | None = None,
+    first_night: bool = False,
+    carryover: bool = False,
 ) -> NightParameters:
-    """Combine participant random effects, night noise and treatment effects."""
+    """Combine participant random effects, night noise and treatment effects.
+
+    ``period_effects`` (standard normal, one per night parameter) mix into the participant
+    effects with weight ``sqrt(period_share)``; ``first_night`` and ``carryover`` switch on
+    the nuisance terms of ``nuisance`` (all absent by default).
+    """
     u = [person[f"_u{j}"] for j in range(14)]
+    nz = NUISANCE_DEFAULTS if nuisance is None else nuisance
+    if period_effects is not None and nz["period_share"] > 0:
+        a, b = math.sqrt(1.0 - nz["period_share"]), math.sqrt(nz["period_share"])
+        u = [a * u[j] + b * period_effects[j] if j < 9 else u[j] for j in range(14)]
     e = rng.standard_normal(10)
     ket = treatment == "ketamine" and night in ("post1", "post2")
     age_c = (person["age"] - 42.0) / 10.0
@@ -267,11 +341,18 @@ def _night_parameters(
     if sedative and night != "baseline":
         sol *= 0.6
         rate *= 0.8
+    if first_night:
+        sol += nz["first_night_sol_min"]
+        rate *= nz["first_night_wake_ratio"]
 
     n3 = min(math.exp(math.log(26.0) + 0.75 * u[5] + 0.40 * e[5] - 0.25 * age_c), 150.0)
     n3_extra = 0.0
     if treatment == "ketamine" and night in ("post1", "post2"):
         n3_extra = max(float(effects[f"n3_min_{night}"]) + n3_response, -n3)
+    if carryover:
+        n3_extra = max(n3_extra + nz["carryover_n3_min"], -n3)
+    if first_night:
+        n3_extra = max(n3_extra + nz["first_night_n3_min"], -n3)
 
     rem_scale = 0.85 * math.exp(0.18 * u[6] + 0.10 * e[6])
     # the REM response (minutes) as a factor on the REM period lengths: about 62 min of
@@ -281,6 +362,8 @@ def _night_parameters(
         expected_rem = 62.0 * rem_scale / 0.85
         rem_factor = max(1.0 + (float(effects["rem_min_mean"]) + rem_response) / expected_rem, 0.2)
     rem_lat = math.exp(math.log(92.0) + 0.35 * u[7] + 0.30 * e[7])
+    if first_night:
+        rem_lat += nz["first_night_rem_latency_min"]
     skip = bool(rng.random() < 0.2)
     nrem_cycle = 66.0 + 6.0 * u[8]
 
@@ -313,6 +396,7 @@ def simulate_study(
     nights: Sequence[str] = ("baseline", "post1", "post2"),
     effects: Mapping[str, Any] | None = None,
     mess: bool = True,
+    nuisance: Mapping[str, Any] | str | None = None,
 ) -> SimulatedStudy:
     """Simulate a placebo-controlled ketamine sleep study (SIMULATED data).
 
@@ -338,6 +422,12 @@ def simulate_study(
         Add the realistic mess (default): two missing nights, one withdrawal after period 1,
         artefact, unscored and movement epochs, one participant with sedative use, one with
         alcohol use, one diary entry not completed (``-99``). ``False`` gives clean data.
+    nuisance : mapping or {"v1", "v2"}, optional
+        Design nuisances to switch on (:data:`NUISANCE_DEFAULTS`, all off by default):
+        participant x period variation (``period_share``), carryover of ketamine into period
+        2 (``carryover_n3_min``) and a first-night effect on the first night in the
+        laboratory, period 1's first recorded night (``first_night_*``). ``"v2"`` is :data:`DEMO_V2_NUISANCE`. Values and sources:
+        docs/simulate.md.
 
     Returns
     -------
@@ -391,6 +481,8 @@ def simulate_study(
             "mess=False (CLI: --clean) for a smaller study."
         )
     eff = _merge_effects(effects)
+    nz = _merge_nuisance(nuisance)
+    nuisance_on = nz != NUISANCE_DEFAULTS
     seed = int(seed)
     n = int(n_participants)
 
@@ -450,6 +542,10 @@ def simulate_study(
                     "alcohol_use": int((pid, period) in alcohol),
                 }
             )
+            # participant x period effects: an independent stream, drawn only when used, so
+            # the default study's streams (and files) are unchanged
+            v = _rng(seed, 6, int(i), period).standard_normal(9) if nz["period_share"] else None
+            carry = period == 2 and person["sequence"][0] == "K" and design == "crossover"
             for night in nights:
                 k = NIGHT_INDEX[night]
                 if (pid, period, night) in missing or (withdrawn_early and k > 1):
@@ -464,6 +560,10 @@ def simulate_study(
                     n3_response=n3_resp[i],
                     rem_response=rem_resp[i],
                     sedative=(pid, period) in sedative,
+                    period_effects=v,
+                    nuisance=nz,
+                    first_night=period == 1 and night == nights[0],
+                    carryover=carry,
                 )
                 stages, lo, lon = simulate_night(nrng, p)
                 evening = day0 + timedelta(days=k, hours=22, minutes=int(nrng.integers(0, 61)))
@@ -547,7 +647,11 @@ def simulate_study(
         nights=nights_df,
         epochs=epochs,
         diary=diary,
-        assumptions={"effects": eff, "baseline_targets": dict(BASELINE)},
+        assumptions={
+            "effects": eff,
+            "baseline_targets": dict(BASELINE),
+            **({"nuisance": nz} if nuisance_on else {}),
+        },
         mess=mess_info,
         night_parameters=pd.DataFrame(param_rows),
         seed=seed,

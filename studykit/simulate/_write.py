@@ -355,6 +355,18 @@ def _readme(study: SimulatedStudy, written: dict[str, int], derived_note: str) -
         "",
     ]
     lines.extend(f"- {k}: {v}" for k, v in study.assumptions["baseline_targets"].items())
+    if "nuisance" in study.assumptions:
+        lines.extend(
+            [
+                "",
+                "Design nuisances switched on (ASSUMPTIONS; see studykit docs/simulate.md):",
+                "participant x period variation, carryover into period 2, first-night effect.",
+                "",
+                "```json",
+                json.dumps(study.assumptions["nuisance"], indent=2, sort_keys=True),
+                "```",
+            ]
+        )
     lines.extend(["", "## Realistic mess added on purpose", ""])
     if not mess:
         lines.append("- none (simulated with mess=False)")

@@ -16,6 +16,10 @@ import pandas as pd
 
 __all__ = [
     "ISSUE_COLUMNS",
+    "MAX_VALUE_CHARS",
+    "MAX_MESSAGE_CHARS",
+    "shorten",
+    "shorten_values",
     "IssueCollector",
     "empty_issues",
     "one_issue",
@@ -36,6 +40,45 @@ ISSUE_COLUMNS = (
     "severity",
     "message",
 )
+#: Longest raw value an issue shows; longer values are cut and their length is given.
+MAX_VALUE_CHARS = 200
+#: Longest message an issue carries (a message quoting a huge value is cut the same way).
+MAX_MESSAGE_CHARS = 2000
+
+
+def shorten(text: str, limit: int = MAX_VALUE_CHARS) -> str:
+    """``text`` cut to ``limit`` characters, saying how long it was; short text unchanged.
+
+    A bad value can be megabytes long (a whole file in one cell): issue tables and
+    messages show its start and its length, never all of it.
+
+    Examples
+    --------
+    >>> shorten("x" * 5000, 10)
+    'xxxxxxxxxx... (5,000 characters)'
+    >>> shorten("P01")
+    'P01'
+    """
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text):,} characters)"
+
+
+def shorten_values(values: pd.Series, limit: int = MAX_VALUE_CHARS) -> pd.Series:
+    """:func:`shorten` applied to every string of ``values`` (others unchanged).
+
+    Examples
+    --------
+    >>> shorten_values(pd.Series(["ok", "y" * 300]), 5).tolist()
+    ['ok', 'yyyyy... (300 characters)']
+    """
+    lengths = values.map(lambda v: len(v) if isinstance(v, str) else 0)
+    long = (lengths > limit).to_numpy()
+    if not long.any():
+        return values
+    out = values.copy()
+    out[long] = values[long].map(lambda v: shorten(v, limit))
+    return out
 
 
 def empty_issues() -> pd.DataFrame:
@@ -88,7 +131,12 @@ class IssueCollector:
 
     def __init__(self, raw: pd.DataFrame) -> None:
         self.raw = raw
-        self.parts: list[pd.DataFrame] = []
+        # one entry per add(): parallel arrays, turned into one frame by frame(); a frame per
+        # add() would make a file with thousands of (unknown) columns cost seconds
+        self._pos: list[np.ndarray] = []
+        self._cols: dict[str, list[np.ndarray]] = {
+            c: [] for c in ("column", "value", "rule", "severity", "message")
+        }
 
     def add(
         self,
@@ -101,41 +149,43 @@ class IssueCollector:
     ) -> None:
         """Add one issue per position; ``values`` default to the raw cells of ``column``."""
         positions = np.asarray(positions, dtype=np.int64)
-        if positions.size == 0:
+        n = positions.size
+        if n == 0:
             return
         if values is None:
             if column in self.raw.columns and (positions >= 0).all():
                 values = as_text(self.raw[column].iloc[positions]).to_numpy()
             else:
                 values = ""
-        self.parts.append(
-            pd.DataFrame(
-                {
-                    "pos": positions,
-                    "column": column,
-                    "value": np.asarray(values, dtype=object)
-                    if not isinstance(values, str)
-                    else values,
-                    "rule": rule,
-                    "severity": severity,
-                    "message": np.asarray(message, dtype=object)
-                    if not isinstance(message, str)
-                    else message,
-                }
-            )
-        )
+        self._pos.append(positions)
+        for name, item in (
+            ("column", column),
+            ("value", values),
+            ("rule", rule),
+            ("severity", severity),
+            ("message", message),
+        ):
+            if isinstance(item, str):
+                arr = np.empty(n, dtype=object)
+                arr[:] = item
+            else:
+                arr = np.asarray(item, dtype=object)
+            self._cols[name].append(arr)
 
     def frame(self) -> pd.DataFrame:
         """All issues so far: ``pos, column, value, rule, severity, message``."""
-        if not self.parts:
+        if not self._pos:
             return pd.DataFrame(
-                {
-                    c: pd.Series([], dtype=object)
-                    for c in ("column", "value", "rule", "severity", "message")
-                }
-                | {"pos": pd.Series([], dtype=np.int64)}
+                {"pos": pd.Series([], dtype=np.int64)}
+                | {c: pd.Series([], dtype=object) for c in self._cols}
             )
-        return pd.concat(self.parts, ignore_index=True)
+        out = {"pos": np.concatenate(self._pos)}
+        for c, parts in self._cols.items():
+            out[c] = np.concatenate(parts)
+        frame = pd.DataFrame(out)
+        frame["value"] = shorten_values(frame["value"])
+        frame["message"] = shorten_values(frame["message"], MAX_MESSAGE_CHARS)
+        return frame
 
 
 def as_text(s: pd.Series) -> pd.Series:
@@ -199,10 +249,10 @@ def one_issue(
             "participant_id": [participant_id],
             "night": [night],
             "column": [column],
-            "value": [value],
+            "value": [shorten(value)],
             "rule": [rule],
             "severity": [severity],
-            "message": [message],
+            "message": [shorten(message, MAX_MESSAGE_CHARS)],
         }
     )
     return frame.astype({c: object for c in ISSUE_COLUMNS if c != "row"})

@@ -29,6 +29,10 @@ __all__ = [
 
 _DATE_RE = r"^\d{4}-\d{2}-\d{2}(?:[T ]00:00(?::00(?:\.0+)?)?)?$"
 _DATETIME_RE = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?$"
+# ISO 8601 with a time-zone designator: unambiguous, but studykit's times are local clock time
+_ISO_OFFSET_RE = (
+    r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?\s*(?:Z|[+-]\d{2}(?::?\d{2})?)$"
+)
 _OTHER_DATE_RE = r"^\d{1,4}[/.\-]\d{1,2}[/.\-]\d{1,4}"
 _DECIMAL_COMMA_RE = r"^[+-]?\d{1,3}(?:\.\d{3})*,\d+$|^[+-]?\d+,\d+$"
 MAX_INT = 2**53
@@ -245,6 +249,18 @@ def _parse_text(text: pd.Series, v: Variable, issues: IssueSink, *, decimal: str
             parsed = parsed.dt.normalize()
         not_iso = np.flatnonzero(present & ~iso)
         impossible = np.flatnonzero(iso & parsed.isna().to_numpy())
+        if not_iso.size:
+            offset = text.iloc[not_iso].str.match(_ISO_OFFSET_RE).to_numpy()
+            issues.add(
+                not_iso[offset],
+                col,
+                "date_format",
+                "error",
+                "ISO 8601 date and time with a time-zone offset (e.g. +05:00 or Z): studykit "
+                "reads local clock time at the sleep lab; write the local time without the "
+                "offset (e.g. 2024-03-05T22:30)",
+            )
+            not_iso = not_iso[~offset]
         if not_iso.size:
             other = text.iloc[not_iso].str.match(_OTHER_DATE_RE).to_numpy()
             if v.type == "datetime":

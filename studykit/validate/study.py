@@ -11,6 +11,7 @@ each participant x period has a baseline night (a warning when not). Hypnograms 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,9 +20,11 @@ import numpy as np
 import pandas as pd
 
 from studykit.dictionary import DataDictionary, load_dictionary
-from studykit.errors import InputError, StudykitError
-from studykit.hypnogram import read_hypnogram
-from studykit.io import EXCEL_SUFFIXES, PARQUET_SUFFIXES
+from studykit.errors import HypnogramError, InputError, StudykitError
+from studykit.hypnogram import read_hypnogram, sleep_statistics
+from studykit.hypnogram.statistics import KEYS
+from studykit.io import EXCEL_SUFFIXES, PARQUET_SUFFIXES, read_table, refuse_special_file
+from studykit.validate.identify import table_by_columns
 from studykit.validate.issues import (
     ISSUE_COLUMNS,
     as_text,
@@ -30,9 +33,13 @@ from studykit.validate.issues import (
     sort_issues,
 )
 from studykit.validate.parse import as_categorical, strings
+from studykit.validate.rules import MINUTES_TOLERANCE, PERCENT_TOLERANCE
 from studykit.validate.table import ValidationResult, validate_table
 
 __all__ = [
+    "STUDY_TABLES",
+    "OUTCOME_SOURCES",
+    "derived_tolerance",
     "Study",
     "load_study",
     "readme_says_simulated",
@@ -63,6 +70,9 @@ class Study:
     rejected : dict
         Table -> its rejected rows (raw values + ``reasons``), so that rows read = accepted +
         rejected can be checked table by table.
+    outcomes : str
+        Source of the per-night outcomes in ``nights``: ``"hypnograms"`` (recomputed from the
+        hypnograms by :func:`load_study`) or ``"typed"`` (as in nights.csv).
     simulated : bool
         True when the study directory's ``README.md`` heading says SIMULATED (as
         :func:`studykit.simulate.write_study` writes it): every output then says so.
@@ -78,6 +88,7 @@ class Study:
     summary: pd.DataFrame | None = None
     rejected: dict[str, pd.DataFrame] = field(default_factory=dict)
     simulated: bool = False
+    outcomes: str = "typed"
 
     @property
     def ok(self) -> bool:
@@ -85,7 +96,10 @@ class Study:
         return not bool((self.issues["severity"] == "error").any())
 
 
-_STUDY_TABLES = ("roster", "periods", "nights", "diary")
+#: The tables of a study directory (hypnograms aside), in reading order.
+STUDY_TABLES: tuple[str, ...] = ("roster", "periods", "nights", "diary")
+#: Sources of the analysed per-night outcomes; the first is the default.
+OUTCOME_SOURCES: tuple[str, ...] = ("hypnograms", "typed")
 #: Files studykit itself writes into a study folder, which are not study tables:
 #: ``import_report.csv`` (``studykit redcap import``) and ``recordings.csv`` (which file is
 #: which night: read with the hypnograms).
@@ -95,20 +109,39 @@ _HYPNOGRAM_NAME = re.compile(r"^(?P<pid>.+)_p(?P<period>\d+)_(?P<night>[A-Za-z0-
 
 
 def load_study(
-    directory: str | Path, *, dictionary: DataDictionary | None = None, decimal: str = "."
+    directory: str | Path,
+    *,
+    dictionary: DataDictionary | None = None,
+    decimal: str = ".",
+    tables: Sequence[str] = STUDY_TABLES,
+    outcomes: str = "hypnograms",
 ) -> Study:
     r"""Read and validate a study directory (see docs/ARCHITECTURE.md for its layout).
 
     Parameters
     ----------
     directory : str or Path
-        Holds ``roster``, ``periods``, ``nights`` (required) and ``diary`` (optional) tables
-        as CSV / TSV / XLSX / Parquet, and optionally ``hypnograms/`` with one file per night
-        named ``{participant_id}_p{period}_{night}.{csv|tsv|txt|edf|xml}``.
+        Holds ``roster``, ``periods``, ``nights`` and ``diary`` tables as CSV / TSV / XLSX /
+        Parquet (named after the table, or any name: a file is then matched to a missing
+        table by its key and columns), and optionally ``hypnograms/`` with one file per
+        night named ``{participant_id}_p{period}_{night}.{csv|tsv|txt|edf|xml}``.
     dictionary : DataDictionary, optional
         Default: the packaged dictionary.
     decimal : {".", ","}
         Decimal separator of numbers in the tables (see :func:`validate_table`).
+    tables : sequence of str
+        The tables the study has (default :data:`STUDY_TABLES`; leave ``diary`` out for a
+        study without one). roster, periods and nights are always needed; another listed
+        table that is missing is an error (``missing_table``).
+    outcomes : {"hypnograms", "typed"}
+        Source of the per-night outcomes analysed (:data:`OUTCOME_SOURCES`). With
+        ``"hypnograms"`` (default) the outcomes of every night with a hypnogram are
+        recomputed from it (:func:`studykit.hypnogram.sleep_statistics`) and replace the
+        values typed in nights.csv; a night of nights.csv whose hypnogram is absent is an
+        error (``hypnogram_missing``), not a night with blank outcomes. With ``"typed"``
+        the values of nights.csv are analysed. Either way, where both exist every value
+        that differs beyond :data:`DERIVED_TOLERANCE` is reported, one warning per night
+        and column (``derived_mismatch``).
 
     Returns
     -------
@@ -133,6 +166,10 @@ def load_study(
     estimated), a roster participant without nights (``no_nights``), hypnograms that cannot
     be read or matched to a night (``hypnogram``).
 
+    Files: only regular files inside the study folder are read; a FIFO, device or socket,
+    and a symbolic link pointing outside the folder, are refused with an error (``file``)
+    before anything is opened.
+
     Examples
     --------
     >>> import pathlib, tempfile
@@ -147,7 +184,7 @@ def load_study(
     ...     "participant_id,period,night,night_index,treatment\n"
     ...     "P01,1,baseline,0,ketamine\nP01,1,post1,1,ketamine\n"
     ...     "P02,1,baseline,0,ketamine\nP03,1,baseline,0,placebo\n")
-    >>> study = load_study(d)
+    >>> study = load_study(d, tables=("roster", "periods", "nights"))  # this study has no diary
     >>> study.issues[["row", "participant_id", "rule"]].values.tolist()
     [[<NA>, 'P02', 'no_nights'], [4, 'P02', 'treatment_periods'], [5, 'P03', 'reference']]
     >>> study.summary[["table", "rows_read", "rows_accepted", "rows_rejected"]].values.tolist()
@@ -162,10 +199,25 @@ def load_study(
             f"{d} is a file, not a study directory. Pass the directory that holds roster.csv, "
             "periods.csv, nights.csv (and diary.csv, hypnograms/)."
         )
+    if outcomes not in OUTCOME_SOURCES:
+        raise InputError(f"outcomes must be one of {', '.join(OUTCOME_SOURCES)}; got {outcomes!r}.")
+    unknown = [t for t in tables if t not in STUDY_TABLES]
+    if unknown:
+        raise InputError(
+            f"unknown study table(s) {', '.join(unknown)}; a study has {', '.join(STUDY_TABLES)}."
+        )
     files: dict[str, Any] = {}
     extra_issues: list[pd.DataFrame] = []
-    candidates = sorted(p for p in d.iterdir() if p.is_file() and p.suffix.lower() in _READABLE)
-    for table in _STUDY_TABLES:
+    candidates: list[Path] = []
+    for p in sorted(d.iterdir()):
+        if p.suffix.lower() not in _READABLE or p.name.startswith("."):
+            continue
+        refused = refuse_special_file(p, d)
+        if refused:
+            extra_issues.append(one_issue(str(p), "", "file", "error", refused))
+        elif p.is_file():
+            candidates.append(p)
+    for table in STUDY_TABLES:
         found = [p for p in candidates if p.stem.lower() == table]
         if len(found) > 1:
             raise InputError(
@@ -173,21 +225,58 @@ def load_study(
             )
         if found:
             files[table] = found[0]
-        elif table in ("roster", "periods", "nights"):
-            raise InputError(
-                f"Study directory {d} has no {table} table ({table}.csv). Present: "
-                f"{', '.join(p.name for p in candidates) or 'no tables'}. Every study needs "
-                "roster, periods and nights."
-            )
+    named = set(files.values())
     for p in candidates:
-        if p.stem.lower() not in _STUDY_TABLES and p.stem.lower() not in AUXILIARY_FILES:
+        if p in named or p.stem.lower() in AUXILIARY_FILES:
+            continue
+        try:
+            table = table_by_columns(
+                list(read_table(p).columns), dd, source=p.name, tables=list(STUDY_TABLES)
+            )
+        except InputError as exc:
+            extra_issues.append(one_issue(str(p), "", "file", "warning", f"ignored: {exc}"))
+            continue
+        if table in files:
             extra_issues.append(
                 one_issue(
                     str(p),
                     "",
                     "file",
                     "warning",
-                    f"{p.name} is not a study table ({', '.join(_STUDY_TABLES)}): ignored",
+                    f"{p.name} has the columns of table {table}, which is read from "
+                    f"{Path(files[table]).name}: ignored. Keep one file per table.",
+                )
+            )
+            continue
+        files[table] = p
+        extra_issues.append(
+            one_issue(
+                str(p),
+                "",
+                "file",
+                "warning",
+                f"{p.name} is read as table {table} (its key and columns); rename it "
+                f"{table}{p.suffix.lower()} to say so",
+            )
+        )
+    present = ", ".join(p.name for p in candidates) or "no tables"
+    for table in ("roster", "periods", "nights"):
+        if table not in files:
+            raise InputError(
+                f"Study directory {d} has no {table} table ({table}.csv). Present: {present}. "
+                "Every study needs roster, periods and nights."
+            )
+    for table in tables:
+        if table not in files:
+            extra_issues.append(
+                one_issue(
+                    str(d / f"{table}.csv"),
+                    "",
+                    "missing_table",
+                    "error",
+                    f"the study has no {table} table ({table}.csv; present: {present}). Add "
+                    f"it, or say the study has none (load_study(..., tables=...) without "
+                    f"{table!r}; CLI: --no-{table})",
                 )
             )
 
@@ -198,8 +287,11 @@ def load_study(
     )
     if epoch_files:
         files["epochs"] = epoch_files
+    derived_issues = _derived_outcomes(results["nights"], epochs, dd, outcomes=outcomes)
 
-    issues = [r.issues for r in results.values()] + extra_issues + cross + epoch_issues
+    issues = (
+        [r.issues for r in results.values()] + extra_issues + cross + epoch_issues + derived_issues
+    )
     issues = [i for i in issues if len(i)]
     all_issues = sort_issues(pd.concat(issues, ignore_index=True)) if issues else empty_issues()
     summary_rows = [r.summary for r in results.values()]
@@ -217,7 +309,158 @@ def load_study(
         summary=summary,
         rejected={t: r.rejected for t, r in results.items()} | epoch_rejected,
         simulated=readme_says_simulated(directory),
+        outcomes=outcomes if _derived(derived_issues, epochs) else "typed",
     )
+
+
+def derived_tolerance(unit: str, derived: np.ndarray) -> np.ndarray:
+    """Largest typed-vs-recomputed difference not reported, per value (see Notes).
+
+    Notes
+    -----
+    Minutes: :data:`~studykit.validate.rules.MINUTES_TOLERANCE` (one 30-s epoch, covers
+    values rounded to 0.1 min); percentages: :data:`~studykit.validate.rules.PERCENT_TOLERANCE`
+    (covers whole percent); anything else (counts, rates per hour, yes/no): 0.5 % of the
+    recomputed value, at least 0.01 (covers values rounded to two decimals).
+
+    Examples
+    --------
+    >>> derived_tolerance("min", np.array([400.0])).tolist()
+    [0.5]
+    >>> derived_tolerance("/h", np.array([1.0, 10.0])).tolist()
+    [0.01, 0.05]
+    """
+    if unit == "min":
+        return np.full(derived.shape, MINUTES_TOLERANCE)
+    if unit == "%":
+        return np.full(derived.shape, PERCENT_TOLERANCE)
+    return np.maximum(0.01, 0.005 * np.abs(derived))
+
+
+def _derived_outcomes(
+    nights: ValidationResult,
+    epochs: pd.DataFrame | None,
+    dd: DataDictionary,
+    *,
+    outcomes: str,
+) -> list[pd.DataFrame]:
+    """Recompute the outcomes of every night with a hypnogram; compare; pick the source.
+
+    Adds ``derived_mismatch`` warnings (one per night and column); with ``outcomes =
+    "hypnograms"`` rejects nights whose hypnogram is absent (``hypnogram_missing``) and puts
+    the recomputed values in ``nights.data``.
+    """
+    if epochs is None or epochs.empty:
+        return []
+    nd = nights.data
+    keys = [k for k in KEYS if k in nd.columns and k in epochs.columns]
+    if len(keys) < len(KEYS):
+        return []
+    try:
+        stats = sleep_statistics(epochs, nights=nd)
+    except HypnogramError as exc:
+        return [
+            one_issue(
+                nights.source,
+                "",
+                "derive",
+                "error",
+                f"the outcomes cannot be recomputed from the hypnograms: {exc}",
+            )
+        ]
+    derived_cols = [c for c in stats.columns if c not in keys]
+    extra: list[pd.DataFrame] = []
+    # -- typed vs recomputed, every night and column where both exist
+    typed_cols = [c for c in derived_cols if c in nd.columns]
+    if typed_cols and len(nd):
+        left = nd[keys + typed_cols].astype({"participant_id": object, "night": object})
+        left = left.assign(_row=nd.index.to_numpy())
+        right = stats[keys + typed_cols].astype({"participant_id": object, "night": object})
+        both = left.merge(right, on=keys, how="inner", suffixes=("", "__derived"))
+        for c in typed_cols:
+            typed = both[c].astype("float64").to_numpy(na_value=np.nan)
+            der = both[f"{c}__derived"].astype("float64").to_numpy(na_value=np.nan)
+            unit = dd.get("nights", c).unit
+            with np.errstate(invalid="ignore"):
+                bad = (
+                    ~np.isnan(typed)
+                    & ~np.isnan(der)
+                    & (np.abs(typed - der) > derived_tolerance(unit, der) + 1e-9)
+                )
+            for i in np.flatnonzero(bad):
+                r = both.iloc[i]
+                extra.append(
+                    one_issue(
+                        nights.source,
+                        c,
+                        "derived_mismatch",
+                        "warning",
+                        f"typed {c} = {_num_text(typed[i])} but the hypnogram gives "
+                        f"{_num_text(der[i])} (difference {_num_text(typed[i] - der[i])} "
+                        f"{unit}; tolerance {_num_text(derived_tolerance(unit, der[i : i + 1])[0])})"
+                        f"; analysed: the {'hypnogram' if outcomes == 'hypnograms' else 'typed'}"
+                        " value. Correct nights.csv, or check the hypnogram and lights off / on",
+                        row=int(r["_row"]),
+                        participant_id=str(r["participant_id"]),
+                        night=str(r["night"]),
+                        value=_num_text(typed[i]),
+                    )
+                )
+    if outcomes != "hypnograms":
+        return extra
+    # -- nights without a hypnogram: an error, never blank outcomes
+    have = set(
+        zip(
+            stats["participant_id"].astype(object),
+            stats["period"].astype("float64").astype("Int64").astype(object),
+            stats["night"].astype(object),
+            strict=True,
+        )
+    )
+    listed = list(
+        zip(
+            nd["participant_id"].astype(object),
+            nd["period"].astype("float64").astype("Int64").astype(object),
+            nd["night"].astype(object),
+            strict=True,
+        )
+    )
+    absent = np.array([k not in have for k in listed], dtype=bool)
+    if absent.any():
+        _reject(
+            nights,
+            absent,
+            "participant_id, period, night",
+            "hypnogram_missing",
+            "error",
+            "no readable hypnogram for this night in hypnograms/ although the study's "
+            "outcomes are recomputed from hypnograms: add the file (named "
+            "{participant_id}_p{period}_{night}.ext), fix the one reported as unreadable, "
+            "or analyse the typed outcomes (outcomes='typed'; CLI: --outcomes typed)",
+            np.array(
+                [f"{a}/{b}/{c}" for (a, b, c), m in zip(listed, absent, strict=True) if m],
+                dtype=object,
+            ),
+        )
+    nd = nights.data
+    index = nd.index
+    merged = nd.drop(columns=[c for c in derived_cols if c in nd.columns]).merge(
+        stats, on=keys, how="left", validate="one_to_one"
+    )
+    merged.index = index
+    nights.data = merged
+    return extra
+
+
+def _derived(issues: list[pd.DataFrame], epochs: pd.DataFrame | None) -> bool:
+    """True when the outcomes were recomputed (hypnograms read and no ``derive`` error)."""
+    if epochs is None or epochs.empty:
+        return False
+    return not any((i["rule"] == "derive").any() for i in issues)
+
+
+def _num_text(x: float) -> str:
+    return f"{x:.4g}" if np.isfinite(x) else str(x)
 
 
 def readme_says_simulated(directory: str | Path) -> bool:

@@ -15,6 +15,7 @@ accepted + rows rejected, always.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,11 +26,18 @@ import pandas as pd
 from studykit.dictionary import DataDictionary, load_dictionary
 from studykit.errors import InputError, ValidationError
 from studykit.io import read_table
-from studykit.validate.issues import IssueCollector, as_text, describe_issue, empty_issues
+from studykit.validate.identify import normalize_name
+from studykit.validate.issues import (
+    IssueCollector,
+    as_text,
+    describe_issue,
+    empty_issues,
+    shorten,
+)
 from studykit.validate.parse import codes_message, parse_column
 from studykit.validate.rules import ROW_RULES, check_keys, check_range
 
-__all__ = ["ValidationResult", "validate_table", "infer_table"]
+__all__ = ["ValidationResult", "validate_table"]
 
 
 @dataclass
@@ -185,21 +193,21 @@ def validate_table(
 
     # -- columns ------------------------------------------------------------------------
     colnames = [str(c).strip() for c in raw.columns]
-    dupes = sorted({c for c in colnames if colnames.count(c) > 1})
+    dupes = sorted(c for c, k in Counter(colnames).items() if k > 1)
     if dupes:
         raise InputError(
             f"{src} has duplicate column names: {', '.join(dupes)}. Each column needs its own "
             "name; rename or delete the repeated column(s)."
         )
     mapping: dict[str, str] = {}  # raw column -> variable
-    norm = {_normalize_name(k): k for k in variables}
+    norm = {normalize_name(k): k for k in variables}
     for raw_col, name in zip(raw.columns, colnames, strict=True):
         if name in variables:
             mapping[raw_col] = name
     for raw_col, name in zip(raw.columns, colnames, strict=True):
         if raw_col in mapping:
             continue
-        target = norm.get(_normalize_name(name))
+        target = norm.get(normalize_name(name))
         if target is not None and target not in mapping.values():
             mapping[raw_col] = target
             issues.add(
@@ -220,6 +228,7 @@ def validate_table(
                 "ignored. Rename it to a dictionary name, or add it to data_dictionary.csv",
                 values="",
             )
+    mapping_by_name = {str(k).strip(): v for k, v in mapping.items()}
     if not mapping:
         raise InputError(_no_columns_message(src, table, colnames, list(variables)))
     if encoding := raw.attrs.get("encoding"):
@@ -231,6 +240,24 @@ def validate_table(
                 "warning",
                 f"the file is not UTF-8; it was read as {encoding} (Western European). Check "
                 "accented characters and save the file as 'CSV UTF-8'",
+            )
+
+    formula_cells = raw.attrs.get("formula_cells") or []
+    if formula_cells:
+        where = {int(r): i for i, r in enumerate(rows)}
+        for r, name, formula in formula_cells:
+            target = mapping_by_name.get(name)
+            if target is None or r not in where:
+                continue
+            issues.add(
+                np.array([where[r]]),
+                target,
+                "formula",
+                "error",
+                f"the cell holds a formula ({shorten(formula, 60)}) whose result was never saved, "
+                "so its value is unknown: open the workbook in Excel or LibreOffice, let it "
+                "recalculate and save it (or paste the values)",
+                values=shorten(formula, 60),
             )
 
     empty_rows = raw.attrs.get("empty_rows") or []
@@ -330,10 +357,6 @@ def validate_table(
         reject_all=missing_all,
         mapping=mapping,
     )
-
-
-def _normalize_name(name: str) -> str:
-    return re.sub(r"[\s\-.]+", "_", name.strip().lower())
 
 
 def _no_columns_message(src: str, table: str, colnames: list[str], expected: list[str]) -> str:
@@ -463,22 +486,3 @@ def _finish(
         raw=raw,
         raw_rows=rows,
     )
-
-
-def infer_table(path: str | Path, tables: tuple[str, ...] | list[str]) -> str | None:
-    """Guess the table of a file from its name (``nights.csv`` -> ``nights``).
-
-    The stem equal to a table name wins; else a table name contained in the stem (only one).
-
-    Examples
-    --------
-    >>> infer_table("data/site2_nights.csv", ["roster", "nights"])
-    'nights'
-    >>> infer_table("data/export.csv", ["roster", "nights"]) is None
-    True
-    """
-    stem = Path(path).stem.lower()
-    if stem in tables:
-        return stem
-    hits = [t for t in tables if re.search(rf"(?:^|[^a-z]){re.escape(t)}(?:$|[^a-z])", stem)]
-    return hits[0] if len(hits) == 1 else None
