@@ -165,6 +165,21 @@ class StagedOutput:
             os.close(self._lock_fd)  # closing releases the flock
         self._lock_fd = None
 
+    def _recover(self) -> None:
+        """Clean up after a run that was killed (we hold the lock: no run is active).
+
+        A run killed between moving the old results aside and the new ones into place left
+        ``OUT`` missing and ``.OUT.studykit-old-*`` beside it: those old results are put back.
+        Temporary folders of killed runs are deleted.
+        """
+        parent, name = self.out.parent, self.out.name
+        olds = sorted(parent.glob(f".{name}.studykit-old-*"))
+        if olds and not self.out.exists():
+            os.rename(olds[-1], self.out)
+            olds = olds[:-1]
+        for stale in [*olds, *parent.glob(f".{name}.studykit-tmp-*")]:
+            shutil.rmtree(stale, ignore_errors=True)
+
     # ---------------------------------------------------------------- context manager
     def __enter__(self) -> StagedOutput:
         self._check()
@@ -174,6 +189,12 @@ class StagedOutput:
         except OSError as exc:
             if exc.errno in USER_FIXABLE_ERRNOS:
                 raise InputError(os_error_message(exc, "--out")) from exc
+            raise
+        try:
+            self._recover()
+            self._check()
+        except BaseException:
+            self._unlock()
             raise
         try:
             self._path = Path(

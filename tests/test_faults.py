@@ -361,3 +361,16 @@ def test_a_damaged_manifest_cannot_be_verified_exit_2(damage, old, capsys):
 def test_verify_of_a_folder_without_results(tmp_path, capsys):
     assert main(["verify", str(tmp_path)]) == 2
     assert "No manifest.json" in capsys.readouterr().err
+
+
+def test_a_killed_run_is_cleaned_up_by_the_next(old, small_study_template, small_protocol):
+    """A run killed (SIGKILL: no cleanup) after moving the old results aside, with its
+    temporary folder left: the next run puts the old results back and deletes the rest."""
+    out, before = old
+    aside = out.parent / ".out.studykit-old-killed"
+    out.rename(aside)
+    (out.parent / ".out.studykit-tmp-killed").mkdir()
+    (out.parent / ".out.studykit-tmp-killed" / "half.csv").write_text("x\n")
+    with StagedOutput(out, owned=["tables"]):
+        assert _snapshot(out) == before  # the old results are back before anything else
+    _assert_intact(out, before)
