@@ -134,6 +134,14 @@ def _clean_cells(data: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def _csv_text_cell(v: object) -> object:
+    """Neutralize a formula; CR line breaks inside a cell become LF (the csv module quotes a
+    cell holding LF, not one holding a lone CR, which readers take for the end of a row)."""
+    if not isinstance(v, str):
+        return v
+    return neutralize_csv_cell(v).replace("\r\n", "\n").replace("\r", "\n")
+
+
 def to_csv_text(data: pd.DataFrame) -> str:
     """The CSV text :func:`write_table` writes (fixed float format, ``\\n`` line ends).
 
@@ -151,9 +159,7 @@ def to_csv_text(data: pd.DataFrame) -> str:
     out = _clean_cells(data)
     for col in out.columns:
         if out[col].dtype == object or pd.api.types.is_string_dtype(out[col]):
-            out[col] = out[col].map(
-                lambda v: neutralize_csv_cell(v) if isinstance(v, str) else v, na_action="ignore"
-            )
+            out[col] = out[col].map(_csv_text_cell, na_action="ignore")
     out.columns = [neutralize_csv_cell(str(c)) for c in out.columns]
     return out.to_csv(index=False, float_format=FLOAT_FORMAT, na_rep="", lineterminator="\n")
 
