@@ -59,10 +59,7 @@ def test_run_writes_every_output(small_run):
             assert (out / "tables" / f"{name}{suffix}").is_file(), name + suffix
     assert (out / "tables" / "analysis_nights.csv").is_file()
     families = list(
-        dict.fromkeys(
-            r["multiplicity_family"]
-            for r in csv.DictReader(io.StringIO((out / "tables" / "hypotheses.csv").read_text()))
-        )
+        dict.fromkeys(read_table_csv(out / "tables" / "hypotheses.csv")["multiplicity_family"])
     )
     forests = [f"forest_{f}" for f in families]  # one forest plot per multiplicity family
     for name in (*forests, "consort_flow", "trajectories_n3_min", "emmeans", "hypnograms"):
