@@ -322,16 +322,17 @@ def test_every_tampered_output_is_named(old):
     _flip(out / "tables" / "hypotheses.tex", 0.6, bit=0x01)
     html = out / "tables" / "table1_baseline.html"
     html.write_text(html.read_text().replace("<td>", "<td>9", 1))
-    _flip(out / "figures" / "forest.png", 0.5)  # a bit flip in a figure
-    (out / "figures" / "forest.svg").unlink()  # a deleted figure
+    png = sorted((out / "figures").glob("forest*.png"))[0]
+    _flip(png, 0.5)  # a bit flip in a figure
+    png.with_suffix(".svg").unlink()  # a deleted figure
     (out / "tables" / "forged.csv").write_text("x\n1\n")  # a file the run did not write
     assert _kinds(out) == {
         ("report.html", "hash"),
         ("tables/hypotheses.md", "hash"),
         ("tables/hypotheses.tex", "hash"),
         ("tables/table1_baseline.html", "hash"),
-        ("figures/forest.png", "hash"),
-        ("figures/forest.svg", "deleted"),
+        (f"figures/{png.name}", "hash"),
+        (f"figures/{png.stem}.svg", "deleted"),
         ("tables/forged.csv", "unlisted"),
     }
 
