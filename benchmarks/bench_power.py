@@ -51,10 +51,7 @@ def main() -> None:
     )
     _run(20, 1, "studykit", 0)  # warm-up (imports)
     rows = []
-    for engine, label in (
-        ("studykit", "studykit engine (default)"),
-        ("fast", "fast closed-form REML"),
-    ):
+    for engine, label in (("studykit", "studykit engine"),):
         for jobs in sorted({1, args.jobs}):
             if jobs > 1:
                 _run(8, jobs, engine, 0)  # start the worker processes (not timed)

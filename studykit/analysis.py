@@ -11,7 +11,6 @@ seeing the data: every choice comes from the protocol.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 from collections.abc import Sequence
@@ -23,18 +22,19 @@ import pandas as pd
 
 from studykit.errors import ModelError, ProtocolError, ValidationError
 from studykit.models.emmeans import did_matrix, emmeans
-from studykit.models.glmm import fit_glmm
+from studykit.models.glmm import GLMMResult, fit_glmm
 from studykit.models.inference import contrast_table, correlation_test
-from studykit.models.lmm import fit_lmm
+from studykit.models.lmm import LMMResult, fit_lmm
 from studykit.models.multiplicity import adjust_pvalues, adjusted_intervals
-from studykit.protocol import Hypothesis, Protocol
+from studykit.protocol import Hypothesis, HypothesisPlan, Protocol
+from studykit.protocol.model import SensitivityAnalysis
+from studykit.protocol.plan import claim_verdict
 
 __all__ = [
     "HYPOTHESIS_COLUMNS",
     "AnalysisResults",
     "HypothesisFit",
     "run_analysis",
-    "verdict",
 ]
 
 logger = logging.getLogger(__name__)
@@ -44,6 +44,8 @@ HYPOTHESIS_COLUMNS = [
     "protocol_id",
     "protocol_sha256",
     "hypothesis_id",
+    "analysis",
+    "claim_id",
     "claim",
     "source",
     "evidence",
@@ -75,6 +77,7 @@ HYPOTHESIS_COLUMNS = [
     "effect_size",
     "effect_size_definition",
     "verdict",
+    "claim_verdict",
     "verdict_rule",
     "model",
     "converged",
@@ -97,6 +100,8 @@ _CONTRAST_COLUMNS = [
     "conf_level",
     "scale",
 ]
+#: Column carrying the number of treatments a participant's periods cover (correlations).
+_N_TREATMENTS = "_n_treatments"
 _EXCLUSION_COLUMNS = ["hypothesis_id", "participant_id", "period", "n_observations", "reason"]
 _KEYS = {
     "nights": ["participant_id", "period", "night"],
@@ -113,6 +118,8 @@ class HypothesisFit:
     ----------
     hypothesis : Hypothesis
         The protocol's hypothesis.
+    plan : HypothesisPlan
+        The compiled plan that was executed (after any change of analysis set or window).
     data : pandas.DataFrame
         The analysis data actually modelled (after the window, analysis set, intercurrent
         events and missing values); for a ``change_correlation`` one row per period with the
@@ -141,6 +148,7 @@ class HypothesisFit:
     """
 
     hypothesis: Hypothesis
+    plan: HypothesisPlan
     data: pd.DataFrame
     model: Any
     contrasts: pd.DataFrame
@@ -166,12 +174,15 @@ class AnalysisResults:
         Hypothesis id -> :class:`HypothesisFit` (models, emmeans, coefficients, data).
     simulated : bool
         Whether the data are simulated (then every row says so).
+    sensitivity_fits : dict
+        Sensitivity analysis name -> hypothesis id -> :class:`HypothesisFit`.
     """
 
     protocol: Protocol
     hypotheses: pd.DataFrame
     fits: dict[str, HypothesisFit]
     simulated: bool
+    sensitivity_fits: dict[str, dict[str, HypothesisFit]] = field(default_factory=dict)
 
     def fit(self, hypothesis_id: str) -> HypothesisFit:
         """The :class:`HypothesisFit` of one hypothesis."""
@@ -195,10 +206,10 @@ class AnalysisResults:
         for hid, f in self.fits.items():
             if f.emmeans is None or not len(f.emmeans):
                 continue
-            c = f.hypothesis.contrast
+            c = f.plan.contrast
             e = f.emmeans.copy()
             e.insert(0, "hypothesis_id", hid)
-            e.insert(1, "outcome", f.hypothesis.outcome)
+            e.insert(1, "outcome", f.plan.selection.outcome)
             e.insert(2, "time_variable", c.time_variable)
             e.insert(3, "time", e[c.time_variable].astype(str))
             if c.treatment_variable != "treatment":
@@ -232,87 +243,6 @@ class AnalysisResults:
             conf_high_adjusted, ci_adjustment``.
         """
         return adjusted_intervals(self.hypotheses)
-
-
-# --------------------------------------------------------------------------- verdict
-def verdict(
-    *,
-    p_adjusted: float,
-    alpha: float,
-    conf_low: float,
-    conf_high: float,
-    direction: str,
-    effect_of_interest: float,
-    scale: str,
-    usable: bool = True,
-) -> str:
-    """Apply a hypothesis' verdict rule to one result row.
-
-    Parameters
-    ----------
-    p_adjusted : float
-        The multiplicity-adjusted p-value of the test in the stated direction.
-    alpha : float
-        The family's alpha.
-    conf_low, conf_high : float
-        The reported interval (on the scale of ``scale``).
-    direction : {"greater", "less", "two-sided"}
-    effect_of_interest : float
-        Smallest effect of interest: a positive magnitude (difference, correlation) or a
-        rate ratio for counts.
-    scale : {"difference", "rate ratio", "correlation"}
-    usable : bool, default True
-        ``False`` when the model failed or did not converge: the verdict is then
-        ``"inconclusive"``.
-
-    Returns
-    -------
-    str
-        ``"supported"``, ``"not supported"`` or ``"inconclusive"``.
-
-    Examples
-    --------
-    >>> verdict(p_adjusted=0.01, alpha=0.025, conf_low=2.0, conf_high=14.0,
-    ...         direction="greater", effect_of_interest=5, scale="difference")
-    'supported'
-    >>> verdict(p_adjusted=0.4, alpha=0.025, conf_low=-6.0, conf_high=4.0,
-    ...         direction="greater", effect_of_interest=5, scale="difference")
-    'not supported'
-    >>> verdict(p_adjusted=0.1, alpha=0.025, conf_low=-3.0, conf_high=12.0,
-    ...         direction="greater", effect_of_interest=5, scale="difference")
-    'inconclusive'
-
-    Notes
-    -----
-    *Supported*: the adjusted p-value of the test in the claimed direction is below alpha
-    (for a two-sided claim, either direction). *Not supported*: not supported, and the
-    interval rules out the smallest effect of interest in the claimed direction (greater:
-    ``conf_high < d``; less: ``conf_low > -d``, or ``conf_low > d`` for a rate ratio ``d < 1``;
-    two-sided: the whole interval inside ``(-d, d)``, or ``(min(d, 1/d), max(d, 1/d))`` for a
-    rate ratio). An effect significantly in the opposite direction is therefore "not
-    supported" when its interval also excludes ``d``. *Inconclusive*: everything else: the
-    data neither confirm the claim nor rule out an effect that would matter; also whenever
-    the model failed or did not converge.
-    """
-    if not usable or any(math.isnan(x) for x in (p_adjusted, conf_low, conf_high)):
-        return "inconclusive"
-    if p_adjusted < alpha:
-        return "supported"
-    d = effect_of_interest
-    if scale == "rate ratio":
-        lo_b, hi_b = min(d, 1 / d), max(d, 1 / d)
-        excluded = {
-            "greater": conf_high < d,
-            "less": conf_low > d,
-            "two-sided": conf_low > lo_b and conf_high < hi_b,
-        }[direction]
-    else:
-        excluded = {
-            "greater": conf_high < d,
-            "less": conf_low > -d,
-            "two-sided": conf_low > -d and conf_high < d,
-        }[direction]
-    return "not supported" if excluded else "inconclusive"
 
 
 # --------------------------------------------------------------------------- data preparation
@@ -357,16 +287,17 @@ def _table(study: Any, name: str) -> pd.DataFrame:
     return value
 
 
-def _join(study: Any, h: Hypothesis, needed: set[str]) -> pd.DataFrame:
-    """The outcome table with the periods and roster columns the hypothesis uses."""
-    base = _table(study, h.outcome_table).copy()
+def _join(study: Any, plan: HypothesisPlan) -> pd.DataFrame:
+    """The outcome table with the periods and roster columns the plan reads."""
+    needed = set(plan.selection.columns)
+    base = _table(study, plan.selection.outcome_table).copy()
     periods = _table(study, "periods")
     roster = _table(study, "roster")
     for col in ("participant_id", "period"):
         if col not in base.columns:
-            raise ProtocolError(f"Table {h.outcome_table!r} has no {col!r} column.")
+            raise ProtocolError(f"Table {plan.selection.outcome_table!r} has no {col!r} column.")
     base["participant_id"] = base["participant_id"].astype(str)
-    if h.outcome_table != "periods":
+    if plan.selection.outcome_table != "periods":
         pcols = [c for c in periods.columns if c in needed and c not in base.columns]
         if pcols:
             p = periods[["participant_id", "period", *pcols]].copy()
@@ -380,8 +311,8 @@ def _join(study: Any, h: Hypothesis, needed: set[str]) -> pd.DataFrame:
     missing = sorted(c for c in needed if c not in base.columns)
     if missing:
         raise ProtocolError(
-            f"Hypothesis {h.id!r} needs column(s) {', '.join(missing)}, which the study's "
-            f"{h.outcome_table!r}, periods and roster tables do not have. For night outcomes, "
+            f"Hypothesis {plan.id!r} needs column(s) {', '.join(missing)}, which the study's "
+            f"{plan.selection.outcome_table!r}, periods and roster tables do not have. For night outcomes, "
             "derive them from the hypnograms first (studykit derive)."
         )
     return base
@@ -431,17 +362,17 @@ class _Exclusions:
         return total, "; ".join(parts)
 
 
-def _outcome_checked(h: Hypothesis, df: pd.DataFrame, ex: _Exclusions) -> pd.DataFrame:
+def _outcome_checked(plan: HypothesisPlan, df: pd.DataFrame, ex: _Exclusions) -> pd.DataFrame:
     """Drop missing outcomes (and dictionary missing codes, e.g. -99); refuse unvalidated data."""
-    raw = df[h.outcome]
-    if h.outcome_missing_codes:
-        coded = _as_level(raw).isin(h.outcome_missing_codes).fillna(False).to_numpy(dtype=bool)
-        ex.add(df[coded], f"{h.outcome} missing (missing-value code)")
+    raw = df[plan.selection.outcome]
+    if plan.selection.missing_codes:
+        coded = _as_level(raw).isin(plan.selection.missing_codes).fillna(False).to_numpy(dtype=bool)
+        ex.add(df[coded], f"{plan.selection.outcome} missing (missing-value code)")
         df = df[~coded]
-        raw = df[h.outcome]
+        raw = df[plan.selection.outcome]
     y = pd.to_numeric(raw, errors="coerce")
     bad_text = (y.isna() & raw.notna()).to_numpy(dtype=bool)
-    lo, hi = h.outcome_range
+    lo, hi = plan.selection.outcome_range
     out = np.zeros(len(y), dtype=bool)
     if lo is not None:
         out |= (y < lo).fillna(False).to_numpy(dtype=bool)
@@ -450,28 +381,32 @@ def _outcome_checked(h: Hypothesis, df: pd.DataFrame, ex: _Exclusions) -> pd.Dat
     if bad_text.any() or out.any():
         vals = sorted({str(v) for v in raw[bad_text | out]})[:5]
         raise ValidationError(
-            f"Hypothesis {h.id!r}: outcome {h.outcome!r} has values outside its dictionary "
+            f"Hypothesis {plan.id!r}: outcome {plan.selection.outcome!r} has values outside its dictionary "
             f"definition (range {lo}-{hi}): {', '.join(vals)}. The data were not validated: "
             "load them with studykit.validate.load_study (it converts missing-value codes and "
             "reports every invalid value) before analysis."
         )
     miss = y.isna().to_numpy()
-    ex.add(df[miss], f"{h.outcome} missing")
+    ex.add(df[miss], f"{plan.selection.outcome} missing")
     return df[~miss]
 
 
 def _apply_exclusions(
-    h: Hypothesis, df: pd.DataFrame, ex: _Exclusions, notes: list[str], model_vars: Sequence[str]
+    plan: HypothesisPlan,
+    df: pd.DataFrame,
+    ex: _Exclusions,
+    notes: list[str],
+    model_vars: Sequence[str],
 ) -> pd.DataFrame:
     """Analysis set, intercurrent events and missing values; every dropped row recorded."""
-    aset = h.analysis_set
+    aset = plan.selection.analysis_set
     if aset.exclude_status:
         st = _as_level(df["status"])
         drop = st.isin(aset.exclude_status).fillna(False).to_numpy(dtype=bool)
         ex.add(df[drop], f"status {'/'.join(aset.exclude_status)} (analysis set {aset.name})")
         df = df[~drop]
     if aset.exclude_flagged_nights:
-        if h.outcome_table == "nights" and "quality_flag" in df.columns:
+        if plan.selection.outcome_table == "nights" and "quality_flag" in df.columns:
             drop = _truthy(df["quality_flag"]).fillna(False).to_numpy(dtype=bool)
             ex.add(
                 df[drop],
@@ -479,12 +414,12 @@ def _apply_exclusions(
                 f"analysis set {aset.name})",
             )
             df = df[~drop]
-        elif h.outcome_table == "nights":
+        elif plan.selection.outcome_table == "nights":
             notes.append(
                 f"analysis set {aset.name} excludes flagged nights, but the nights have no "
                 "quality_flag column (derive the outcomes from the hypnograms): none excluded"
             )
-    for ice in h.estimand.intercurrent_events:
+    for ice in plan.selection.intercurrent_events:
         if ice.variable is None:
             notes.append(
                 f"{ice.event}: {ice.strategy.replace('_', ' ')} strategy, data used as observed"
@@ -517,15 +452,15 @@ def _apply_exclusions(
             reason = f"{ice.event} (hypothetical strategy: period excluded)"
         ex.add(df[flag], reason)
         df = df[~flag]
-    df = _outcome_checked(h, df, ex)
+    df = _outcome_checked(plan, df, ex)
     for v in model_vars:
-        if v == h.outcome:
+        if v == plan.selection.outcome:
             continue
         miss = df[v].isna().to_numpy(dtype=bool)
         ex.add(df[miss], f"{v} missing")
         df = df[~miss]
-    if aset.require_reference_time and h.contrast.type == "difference_in_differences":
-        tv, ref = h.contrast.time_variable, h.contrast.time_reference
+    if aset.require_reference_time and plan.contrast.type == "difference_in_differences":
+        tv, ref = plan.contrast.time_variable, plan.contrast.time_reference
         has_ref = df.groupby(["participant_id", "_period"])[tv].transform(
             lambda s: (s == ref).any()
         )
@@ -533,21 +468,24 @@ def _apply_exclusions(
         ex.add(df[drop], f"no {tv} {ref} observation in the period (analysis set {aset.name})")
         df = df[~drop]
     if aset.require_both_treatments:
-        tv = h.contrast.treatment_variable
-        n_arms = df.groupby("participant_id")[tv].transform("nunique")
+        tv = plan.contrast.treatment_variable
+        if _N_TREATMENTS in df.columns:  # counted before the rows were restricted to one arm
+            n_arms = df[_N_TREATMENTS]
+        else:
+            n_arms = df.groupby("participant_id")[tv].transform("nunique")
         drop = (n_arms < 2).to_numpy(dtype=bool)
         ex.add(df[drop], f"not observed under both treatments (analysis set {aset.name})")
         df = df[~drop]
     return df
 
 
-def _counts(h: Hypothesis, df: pd.DataFrame, n_excluded: int) -> dict[str, int]:
-    tv = h.contrast.treatment_variable
+def _counts(plan: HypothesisPlan, df: pd.DataFrame, n_excluded: int) -> dict[str, int]:
+    tv = plan.contrast.treatment_variable
     by_arm = df.groupby(tv)["participant_id"].nunique() if len(df) else pd.Series(dtype=int)
     return {
-        "n_ketamine": int(by_arm.get(h.contrast.treatment_level, 0)),
-        "n_placebo": int(by_arm.get(h.contrast.treatment_reference, 0))
-        if h.contrast.treatment_reference
+        "n_ketamine": int(by_arm.get(plan.contrast.treatment_level, 0)),
+        "n_placebo": int(by_arm.get(plan.contrast.treatment_reference, 0))
+        if plan.contrast.treatment_reference
         else 0,
         "n_participants": int(df["participant_id"].nunique()),
         "n_observations": int(len(df)),
@@ -556,36 +494,29 @@ def _counts(h: Hypothesis, df: pd.DataFrame, n_excluded: int) -> dict[str, int]:
 
 
 # --------------------------------------------------------------------------- engines
-def _fit_lmm(data: pd.DataFrame, h: Hypothesis) -> Any:
-    """Fit the hypothesis' linear mixed model (REML) with the project's LMM engine."""
-    random = []
-    for r in h.random:
-        if r.correlated or not r.slopes:
-            random.append((r.group_name, ["1", *r.slopes]))
-        else:
-            random.append((r.group_name, ["1"]))
-            random.extend((r.group_name, [s]) for s in r.slopes)
-    return fit_lmm(data, h.outcome, h.terms, random=random, levels=dict(h.levels), reml=True)
-
-
-def _fit_glmm(data: pd.DataFrame, h: Hypothesis) -> Any:
-    """Fit the hypothesis' Poisson / negative-binomial mixed model (Laplace)."""
+def _fit_model(data: pd.DataFrame, plan: HypothesisPlan) -> LMMResult | GLMMResult:
+    """Fit the plan's model: a linear mixed model (REML) or a count GLMM (Laplace)."""
+    m = plan.model
+    if m.kind == "lmm":
+        return fit_lmm(
+            data, m.outcome, list(m.terms), random=list(m.random), levels=dict(m.levels), reml=True
+        )
     return fit_glmm(
         data,
-        h.outcome,
-        h.terms,
-        group=h.random[0].group_name,
-        family=h.family,
-        levels=dict(h.levels),
+        m.outcome,
+        list(m.terms),
+        group=m.random[0].group,
+        family=m.family,
+        levels=dict(m.levels),
         nagq=1,
     )
 
 
 # --------------------------------------------------------------------------- contrasts
-def _contrast_rows(model: Any, h: Hypothesis) -> pd.DataFrame:
+def _contrast_rows(model: Any, plan: HypothesisPlan) -> pd.DataFrame:
     """The pre-specified contrasts: reference-grid weights (models.emmeans), the test in the
     protocol's direction and the two-sided interval at ``conf_level`` (models.inference)."""
-    c = h.contrast
+    c = plan.contrast
     _, L, _ = did_matrix(
         model,
         treatment=c.treatment_variable,
@@ -599,12 +530,12 @@ def _contrast_rows(model: Any, h: Hypothesis) -> pd.DataFrame:
         model,
         L,
         names=c.labels(),
-        df_method=_engine_df_method(h),
-        alpha=1 - h.conf_level,
-        alternative=h.direction,
+        df_method=plan.model.df_method,
+        alpha=1 - plan.test.conf_level,
+        alternative=plan.test.alternative,
         interval="two-sided",
     )
-    rr = h.scale == "rate ratio"
+    rr = plan.test.scale == "rate ratio"
     out = pd.DataFrame(
         {
             "term": tab["term"],
@@ -615,38 +546,25 @@ def _contrast_rows(model: Any, h: Hypothesis) -> pd.DataFrame:
             "p_value": tab["p_value"],
             "conf_low": np.exp(tab["conf_low"]) if rr else tab["conf_low"],
             "conf_high": np.exp(tab["conf_high"]) if rr else tab["conf_high"],
-            "df_method": [_df_method(h, d) for d in tab["df"]],
-            "alternative": h.direction,
-            "conf_level": h.conf_level,
-            "scale": h.scale,
+            "df_method": plan.test.df_label,
+            "alternative": plan.test.alternative,
+            "conf_level": plan.test.conf_level,
+            "scale": plan.test.scale,
         }
     )
     return out
 
 
-def _engine_df_method(h: Hypothesis) -> str:
-    """The df method asked of models.inference: z for count models (Wald z tests)."""
-    return h.df_method if h.family == "gaussian" else "z"
-
-
-def _df_method(h: Hypothesis, df: float) -> str:
-    if h.scale == "correlation":
-        return "t (n - 2)"
-    if not np.isfinite(df):
-        return "z (asymptotic Wald)"
-    return h.df_method
-
-
-def _emmeans(model: Any, h: Hypothesis) -> pd.DataFrame:
+def _emmeans(model: Any, plan: HypothesisPlan) -> pd.DataFrame:
     """Model-estimated cell means (models.emmeans), treatment outer, time inner."""
-    c = h.contrast
+    c = plan.contrast
     tv, time = c.treatment_variable, c.time_variable
-    rr = h.family != "gaussian"
+    rr = plan.model.family != "gaussian"
     em = emmeans(
         model,
         [time, tv],  # first spec fastest: time within treatment
-        df_method=_engine_df_method(h),
-        alpha=1 - h.conf_level,
+        df_method=plan.model.df_method,
+        alpha=1 - plan.test.conf_level,
         type="response" if rr else "link",
     )
     return pd.DataFrame(
@@ -658,40 +576,64 @@ def _emmeans(model: Any, h: Hypothesis) -> pd.DataFrame:
             "df": em["df"],
             "conf_low": em["conf_low"],
             "conf_high": em["conf_high"],
-            "conf_level": h.conf_level,
+            "conf_level": plan.test.conf_level,
             "scale": "rate" if rr else "mean",
         }
     )
 
 
 def _effect_size(
-    h: Hypothesis, data: pd.DataFrame, contrasts: pd.DataFrame
-) -> tuple[list[float], str]:
-    if h.scale == "rate ratio":
-        return list(contrasts["estimate"]), (
-            "rate ratio (ratio of the post/reference rate ratios, ketamine vs placebo); counts "
-            "are not standardized"
+    plan: HypothesisPlan, data: pd.DataFrame, contrasts: pd.DataFrame
+) -> tuple[list[float], list[str]]:
+    """Standardized effect size of each contrast row, and its definition.
+
+    Differences: Cohen's d_z for within-participant comparisons (Lakens 2013, Front Psychol
+    4:863): the model's estimate over the SD of the participants' own differences-in-
+    differences, from participants observed in all four cells. Rate ratios and correlations
+    are already effect sizes on their own scale: none is added.
+    """
+    n_rows = len(contrasts)
+    if plan.test.scale == "rate ratio":
+        return [math.nan] * n_rows, [
+            "none: for counts the rate ratio is the effect size (not standardized)"
+        ] * n_rows
+    if plan.test.scale == "correlation":
+        return [math.nan] * n_rows, ["none: the correlation is itself the effect size"] * n_rows
+    c = plan.contrast
+    y = pd.to_numeric(data[plan.selection.outcome])
+    cells = y.groupby(
+        [data["participant_id"], data[c.treatment_variable], data[c.time_variable]]
+    ).mean()
+    wide = cells.unstack([1, 2])
+    values, definitions = [], []
+    for level, est in zip(c.time_levels, contrasts["estimate"], strict=True):
+        need = [
+            (c.treatment_level, level),
+            (c.treatment_level, c.time_reference),
+            (c.treatment_reference, level),
+            (c.treatment_reference, c.time_reference),
+        ]
+        if any(k not in wide.columns for k in need):
+            values.append(math.nan)
+            definitions.append("none: no participant observed in all four treatment x time cells")
+            continue
+        d = (wide[need[0]] - wide[need[1]] - wide[need[2]] + wide[need[3]]).dropna()
+        sd = float(d.std(ddof=1)) if len(d) > 1 else math.nan
+        ok = math.isfinite(sd) and sd > 0
+        values.append(float(est) / sd if ok else math.nan)
+        definitions.append(
+            f"d_z: estimate / SD of the participants' own difference-in-differences "
+            f"({c.treatment_level} - {c.treatment_reference}, {c.time_variable} "
+            f"{c.time_reference} -> {level}; n = {len(d)} participants with all four cells, "
+            f"SD = {sd:.4g}); within-participant standardized difference (Lakens 2013)"
         )
-    c = h.contrast
-    ref = data[data[c.time_variable] == c.time_reference]
-    y = pd.to_numeric(ref[h.outcome])
-    groups = [g.to_numpy(dtype=float) for _, g in y.groupby(ref[c.treatment_variable])]
-    dof = sum(len(g) - 1 for g in groups)
-    ss = sum(((g - g.mean()) ** 2).sum() for g in groups)
-    sd = math.sqrt(ss / dof) if dof > 0 else math.nan
-    values = [
-        e / sd if sd and not math.isnan(sd) and sd > 0 else math.nan for e in contrasts["estimate"]
-    ]
-    return values, (
-        f"difference-in-differences / pooled within-arm SD of {h.outcome} at {c.time_variable} "
-        f"{c.time_reference} in the analysis data (SD = {sd:.4g}); Cohen's d scale"
-    )
+    return values, definitions
 
 
 # --------------------------------------------------------------------------- per hypothesis
-def _empty_contrasts(h: Hypothesis) -> pd.DataFrame:
+def _empty_contrasts(plan: HypothesisPlan) -> pd.DataFrame:
     rows = []
-    for label in h.contrast.labels():
+    for label in plan.contrast.labels():
         rows.append(
             {
                 "term": label,
@@ -702,35 +644,20 @@ def _empty_contrasts(h: Hypothesis) -> pd.DataFrame:
                 "p_value": math.nan,
                 "conf_low": math.nan,
                 "conf_high": math.nan,
-                "df_method": h.df_method if h.family == "gaussian" else "z (asymptotic Wald)",
-                "alternative": h.direction,
-                "conf_level": h.conf_level,
-                "scale": h.scale,
+                "df_method": plan.test.df_label,
+                "alternative": plan.test.alternative,
+                "conf_level": plan.test.conf_level,
+                "scale": plan.test.scale,
             }
         )
     return pd.DataFrame(rows)
 
 
-def _fit_did(h: Hypothesis, study: Any) -> HypothesisFit:
-    c = h.contrast
-    model_vars = sorted(
-        {v for t in h.terms for v in t.split(":")}
-        | {g for r in h.random for g in r.group}
-        | {s for r in h.random for s in r.slopes}
-    )
-    needed = set(model_vars) | {
-        h.outcome,
-        "participant_id",
-        "period",
-        c.treatment_variable,
-        c.time_variable,
-    }
-    needed |= {e.variable for e in h.estimand.intercurrent_events if e.variable}
-    if h.analysis_set.exclude_status:
-        needed.add("status")
-    df = _join(study, h, needed)
+def _fit_did(plan: HypothesisPlan, study: Any) -> HypothesisFit:
+    c = plan.contrast
+    df = _join(study, plan)
     df["_period"] = _as_level(df["period"])
-    for v in h.levels:
+    for v in plan.model.levels:
         df[v] = _as_level(df[v])
     in_window = df[c.time_variable].isin(c.window).fillna(False).to_numpy(dtype=bool)
     notes: list[str] = []
@@ -740,26 +667,22 @@ def _fit_did(h: Hypothesis, study: Any) -> HypothesisFit:
             f"{n_out} observations outside the modelled {c.time_variable} window {list(c.window)} not used (by design)"
         )
     df = df[in_window]
-    ex = _Exclusions(h.id)
-    df = _apply_exclusions(h, df, ex, notes, [v for v in model_vars if v != "participant_id"])
+    ex = _Exclusions(plan.id)
+    df = _apply_exclusions(plan, df, ex, notes, plan.selection.model_variables)
     df = df.reset_index(drop=True)
     n_excluded, _ = ex.summary()
-    counts = _counts(h, df, n_excluded)
+    counts = _counts(plan, df, n_excluded)
     present = set(df[c.time_variable].dropna())
     needed_times = {c.time_reference, *c.time_levels}
     unused = [t for t in c.window if t not in present and t not in needed_times]
-    h_fit = h
+    plan_fit = plan
     if unused:
         window = tuple(t for t in c.window if t not in unused)
         notes.append(
             f"{c.time_variable} level(s) {unused} of the protocol's window have no observations "
             f"in these data: modelled window {list(window)}"
         )
-        h_fit = dataclasses.replace(
-            h,
-            contrast=dataclasses.replace(c, window=window),
-            levels={**h.levels, c.time_variable: window},
-        )
+        plan_fit = plan.with_window(window)
     cells = set(zip(df[c.treatment_variable], df[c.time_variable], strict=True))
     empty = [
         f"{t}/{tm}"
@@ -772,25 +695,26 @@ def _fit_did(h: Hypothesis, study: Any) -> HypothesisFit:
             f"no observations left in cell(s) {', '.join(empty)} ({c.treatment_variable}/"
             f"{c.time_variable}): the contrast is not estimable"
         )
-        return _failed(h, df, ex, counts, notes, msg)
+        return _failed(plan, df, ex, counts, notes, msg)
     try:
-        model = _fit_lmm(df, h_fit) if h.family == "gaussian" else _fit_glmm(df, h_fit)
+        model = _fit_model(df, plan_fit)
     except ModelError as exc:
-        return _failed(h, df, ex, counts, notes, f"model could not be fitted: {exc}")
-    contrasts = _contrast_rows(model, h_fit)
+        return _failed(plan, df, ex, counts, notes, f"model could not be fitted: {exc}")
+    contrasts = _contrast_rows(model, plan_fit)
     try:
         coefs = model.coef_table()
     except ModelError as exc:  # pragma: no cover - engine specific
         coefs = None
         notes.append(f"coefficient table unavailable: {exc}")
-    emm = _emmeans(model, h_fit)
-    warnings = [str(w) for w in (getattr(model, "warnings", None) or [])]
-    if getattr(model, "singular", False) and not any("singular" in w.lower() for w in warnings):
+    emm = _emmeans(model, plan_fit)
+    warnings = [str(w) for w in model.warnings]
+    if model.singular and not any("singular" in w.lower() for w in warnings):
         warnings.append("singular fit: a random-effect variance is estimated at (or near) zero")
-    if not getattr(model, "converged", True):
+    if not model.converged:
         warnings.append("model did not converge: verdict set to inconclusive")
     return HypothesisFit(
-        hypothesis=h,
+        hypothesis=plan.hypothesis,
+        plan=plan,
         data=df.drop(columns="_period"),
         model=model,
         contrasts=contrasts,
@@ -803,19 +727,20 @@ def _fit_did(h: Hypothesis, study: Any) -> HypothesisFit:
 
 
 def _failed(
-    h: Hypothesis,
+    plan: HypothesisPlan,
     df: pd.DataFrame,
     ex: _Exclusions,
     counts: dict[str, int],
     notes: list[str],
     msg: str,
 ) -> HypothesisFit:
-    logger.warning("hypothesis %s: %s", h.id, msg)
+    logger.warning("hypothesis %s: %s", plan.id, msg)
     return HypothesisFit(
-        hypothesis=h,
+        hypothesis=plan.hypothesis,
+        plan=plan,
         data=df.drop(columns="_period", errors="ignore"),
         model=None,
-        contrasts=_empty_contrasts(h),
+        contrasts=_empty_contrasts(plan),
         coefficients=None,
         emmeans=None,
         exclusions=ex.frame(),
@@ -825,22 +750,23 @@ def _failed(
     )
 
 
-def _fit_correlation(h: Hypothesis, study: Any) -> HypothesisFit:
+def _fit_correlation(plan: HypothesisPlan, study: Any) -> HypothesisFit:
     """Pearson correlation of two per-period changes among periods of one treatment."""
-    c = h.contrast
-    ref_var = c.outcome_reference_variable
-    needed = {h.outcome, ref_var, c.treatment_variable, "participant_id", "period"}
-    needed |= {e.variable for e in h.estimand.intercurrent_events if e.variable}
-    if h.analysis_set.exclude_status:
-        needed.add("status")
-    per = _join(study, h, needed)
+    c = plan.contrast
+    ref_var, predictor_table = c.outcome_reference_variable, c.predictor_table
+    if ref_var is None or predictor_table is None or c.predictor is None:
+        raise ProtocolError(f"Hypothesis {plan.id!r}: a change correlation without its variables.")
+    per = _join(study, plan)
     per["_period"] = _as_level(per["period"])
+    # the per-protocol requirement "observed under both treatments" is about the participant's
+    # periods, so it is counted before the analysis keeps the treatment_level periods only
+    per[_N_TREATMENTS] = per.groupby("participant_id")[c.treatment_variable].transform("nunique")
     per = per[_as_level(per[c.treatment_variable]) == c.treatment_level].copy()
-    nights = _table(study, c.predictor_table)
+    nights = _table(study, predictor_table)
     for col in (c.predictor, c.time_variable):
         if col not in nights.columns:
             raise ProtocolError(
-                f"Hypothesis {h.id!r} needs column {col!r} of table {c.predictor_table!r}."
+                f"Hypothesis {plan.id!r} needs column {col!r} of table {c.predictor_table!r}."
             )
     nn = nights[["participant_id", "period", c.time_variable, c.predictor]].copy()
     nn["participant_id"] = nn["participant_id"].astype(str)
@@ -855,12 +781,12 @@ def _fit_correlation(h: Hypothesis, study: Any) -> HypothesisFit:
     )
     pred_change = pred_change.rename("predictor_change").reset_index()
     per = per.merge(pred_change, on=["participant_id", "_period"], how="left")
-    per["outcome_change"] = pd.to_numeric(per[h.outcome], errors="coerce") - pd.to_numeric(
-        per[ref_var], errors="coerce"
-    )
-    ex = _Exclusions(h.id)
+    per["outcome_change"] = pd.to_numeric(
+        per[plan.selection.outcome], errors="coerce"
+    ) - pd.to_numeric(per[ref_var], errors="coerce")
+    ex = _Exclusions(plan.id)
     notes: list[str] = []
-    per = _apply_exclusions(h, per, ex, notes, [ref_var])
+    per = _apply_exclusions(plan, per, ex, notes, plan.selection.model_variables)
     miss = per["predictor_change"].isna().to_numpy()
     ex.add(
         per[miss],
@@ -881,23 +807,24 @@ def _fit_correlation(h: Hypothesis, study: Any) -> HypothesisFit:
     y = per["outcome_change"].to_numpy(dtype=float)
     if n < 4 or np.std(x) == 0 or np.std(y) == 0:
         msg = f"correlation not estimable from {n} periods (need at least 4 with varying changes)"
-        return _failed(h, data, ex, counts, notes, msg)
+        return _failed(plan, data, ex, counts, notes, msg)
     r = float(np.corrcoef(x, y)[0, 1])
-    test = correlation_test(r, n, alternative=h.direction, level=h.conf_level)
+    test = correlation_test(r, n, alternative=plan.test.alternative, level=plan.test.conf_level)
     contrasts = pd.DataFrame(
         [
             {
-                "term": h.contrast.labels(h.outcome)[0],
+                "term": plan.contrast.labels(plan.selection.outcome)[0],
                 **test,
                 "df_method": "t (n - 2)",
-                "alternative": h.direction,
-                "conf_level": h.conf_level,
+                "alternative": plan.test.alternative,
+                "conf_level": plan.test.conf_level,
                 "scale": "correlation",
             }
         ]
     )[_CONTRAST_COLUMNS]
     return HypothesisFit(
-        hypothesis=h,
+        hypothesis=plan.hypothesis,
+        plan=plan,
         data=data,
         model=None,
         contrasts=contrasts,
@@ -917,6 +844,7 @@ def run_analysis(
     simulated: bool | None = None,
     hypotheses: Sequence[str] | None = None,
     analysis_set: str | None = None,
+    sensitivity: bool = True,
 ) -> AnalysisResults:
     """Fit every hypothesis of a protocol to a study and apply its verdict rule.
 
@@ -942,6 +870,11 @@ def run_analysis(
         (e.g. ``"per_protocol"``) instead of the set each hypothesis names. Every row then
         says so in ``warnings``; the protocol hash is unchanged (the set is part of the
         locked protocol).
+    sensitivity : bool, default True
+        Also run the protocol's pre-specified sensitivity analyses (section ``sensitivity``):
+        their rows follow the primary rows in ``.hypotheses`` with ``analysis`` = their name,
+        each adjusted for multiplicity within its own analysis; their fits are in
+        ``.sensitivity_fits``. Ignored with ``analysis_set``.
 
     Returns
     -------
@@ -978,7 +911,7 @@ def run_analysis(
                  df_method adjust_method
     0        satterthwaite          holm
     1  z (asymptotic Wald)          holm
-    >>> set(t["verdict"]) <= {"supported", "not supported", "inconclusive"}
+    >>> set(t["verdict"]) <= {"supported", "effect ruled out", "inconclusive"}
     True
     >>> h1 = res.fit("H1")
     >>> type(h1.model).__name__, h1.emmeans.columns[:3].tolist()
@@ -1014,7 +947,8 @@ def run_analysis(
     """
     if simulated is None:
         simulated = _is_simulated(study)
-    locked = protocol
+    plans = {p.id: p for p in protocol.plans}
+    note = None
     if analysis_set is not None:
         if analysis_set not in protocol.analysis_sets:
             raise ProtocolError(
@@ -1022,64 +956,88 @@ def run_analysis(
                 f"{', '.join(protocol.analysis_sets)}."
             )
         aset = protocol.analysis_sets[analysis_set]
-        protocol = dataclasses.replace(
-            protocol,
-            hypotheses=[dataclasses.replace(h, analysis_set=aset) for h in protocol.hypotheses],
-        )
-    wanted = list(hypotheses) if hypotheses is not None else [h.id for h in protocol.hypotheses]
+        plans = {hid: p.with_analysis_set(aset) for hid, p in plans.items()}
+        note = f"sensitivity analysis: analysis set {analysis_set!r} for every hypothesis"
+    wanted = list(hypotheses) if hypotheses is not None else list(plans)
     for hid in wanted:
-        protocol.get(hid)  # raises for unknown ids
-    fams = {protocol.get(hid).multiplicity_family for hid in wanted}
+        protocol.plan(hid)  # raises for unknown ids
+    name = "primary" if analysis_set is None else analysis_set
+    table, fits = _execute(plans, wanted, study, name, note, bool(simulated))
+    tables = [table]
+    sensitivity_fits: dict[str, dict[str, HypothesisFit]] = {}
+    if analysis_set is None and sensitivity:
+        for sa in protocol.sensitivity:
+            targets = [h for h in wanted if not sa.hypotheses or h in sa.hypotheses]
+            if not targets:
+                continue
+            sp = {hid: _sensitivity_plan(p, sa, protocol) for hid, p in plans.items()}
+            t, f = _execute(sp, targets, study, sa.name, f"sensitivity analysis {sa.name!r}: "
+                            f"{sa.description}", bool(simulated))  # fmt: skip
+            tables.append(t)
+            sensitivity_fits[sa.name] = f
+    return AnalysisResults(
+        protocol=protocol,
+        hypotheses=pd.concat(tables, ignore_index=True) if len(tables) > 1 else table,
+        fits=fits,
+        simulated=bool(simulated),
+        sensitivity_fits=sensitivity_fits,
+    )
+
+
+def _sensitivity_plan(
+    plan: HypothesisPlan, sa: SensitivityAnalysis, protocol: Protocol
+) -> HypothesisPlan:
+    """The plan of one hypothesis under a pre-specified sensitivity analysis."""
+    if sa.hypotheses and plan.id not in sa.hypotheses:
+        return plan
+    if sa.analysis_set is not None:
+        plan = plan.with_analysis_set(protocol.analysis_sets[sa.analysis_set])
+    if sa.intercurrent_events == "treatment_policy":
+        plan = plan.with_treatment_policy()
+    return plan
+
+
+def _execute(
+    plans: dict[str, HypothesisPlan],
+    wanted: Sequence[str],
+    study: Any,
+    analysis: str,
+    note: str | None,
+    simulated: bool,
+) -> tuple[pd.DataFrame, dict[str, HypothesisFit]]:
+    """Fit the wanted plans (and their adjusted families' members), one results table."""
+    fams = {plans[hid].multiplicity_family for hid in wanted}
     to_fit = [
-        h
-        for h in protocol.hypotheses
-        if h.id in wanted
-        or (
-            h.multiplicity_family in fams
-            and protocol.families[h.multiplicity_family].method != "none"
-        )
+        p
+        for p in plans.values()
+        if p.id in wanted or (p.multiplicity_family in fams and p.adjust_method != "none")
     ]
     fits: dict[str, HypothesisFit] = {}
-    for h in to_fit:
-        logger.debug("fitting %s (%s, %s)", h.id, h.outcome, h.family)
-        if h.contrast.type == "change_correlation":
-            fits[h.id] = _fit_correlation(h, study)
+    for plan in to_fit:
+        logger.debug("fitting %s (%s, %s)", plan.id, plan.selection.outcome, plan.model.kind)
+        if plan.model.kind == "correlation":
+            fits[plan.id] = _fit_correlation(plan, study)
         else:
-            fits[h.id] = _fit_did(h, study)
-        if analysis_set is not None:
-            fits[h.id].warnings.insert(
-                0, f"sensitivity analysis: analysis set {analysis_set!r} for every hypothesis"
-            )
+            fits[plan.id] = _fit_did(plan, study)
+        if note is not None:
+            fits[plan.id].warnings.insert(0, note)
 
     rows = []
-    for h in to_fit:
-        f = fits[h.id]
-        usable = f.error is None and bool(getattr(f.model, "converged", True))
-        n_excluded, reasons = _Exclusions(h.id, f.exclusions.to_dict("records")).summary()
+    for plan in to_fit:
+        f = fits[plan.id]
+        converged = f.model.converged if f.model is not None else f.error is None
+        usable = f.error is None and converged
+        n_excluded, reasons = _Exclusions(plan.id, f.exclusions.to_dict("records")).summary()
         if f.error is None:
-            es, es_def = (
-                (list(f.contrasts["estimate"]), "Pearson correlation")
-                if h.scale == "correlation"
-                else _effect_size(h, f.data, f.contrasts)
-            )
+            es, es_def = _effect_size(plan, f.data, f.contrasts)
         else:
-            es, es_def = [math.nan] * len(f.contrasts), ""
+            es, es_def = [math.nan] * len(f.contrasts), [""] * len(f.contrasts)
         for i, c in f.contrasts.reset_index(drop=True).iterrows():
             rows.append(
                 {
-                    "protocol_id": protocol.id,
-                    "protocol_sha256": protocol.sha256,
-                    "hypothesis_id": h.id,
-                    "claim": h.claim,
-                    "source": h.source.text(protocol.articles),
-                    "evidence": h.source.evidence_text,
-                    "outcome": h.outcome,
+                    **plan.row,
+                    "analysis": analysis,
                     "contrast": c["term"],
-                    "estimand": h.estimand.text(),
-                    "role": h.role,
-                    "multiplicity_family": h.multiplicity_family,
-                    "family": h.family,
-                    "scale": h.scale,
                     **f.counts,
                     "n_excluded": n_excluded,
                     "excluded_reasons": reasons,
@@ -1088,48 +1046,43 @@ def run_analysis(
                     "df": c["df"],
                     "df_method": c["df_method"],
                     "statistic": c["statistic"],
-                    "alternative": h.direction,
-                    "conf_level": h.conf_level,
+                    "alternative": plan.test.alternative,
+                    "conf_level": plan.test.conf_level,
                     "conf_low": c["conf_low"],
                     "conf_high": c["conf_high"],
                     "p_value": c["p_value"],
                     "p_adjusted": math.nan,
-                    "adjust_method": h.adjust_method,
                     "effect_size": es[i],
-                    "effect_size_definition": es_def,
+                    "effect_size_definition": es_def[i],
                     "verdict": "",
-                    "verdict_rule": h.verdict_rule,
-                    "model": h.model_text,
-                    "converged": bool(getattr(f.model, "converged", f.error is None)),
-                    "singular": bool(getattr(f.model, "singular", False)),
+                    "claim_verdict": "",
+                    "converged": bool(converged),
+                    "singular": bool(f.model.singular) if f.model is not None else False,
                     "warnings": "; ".join(f.warnings),
-                    "simulated": bool(simulated),
+                    "simulated": simulated,
                     "_usable": usable,
                 }
             )
-    table = pd.DataFrame(rows)
-    table = _adjust(table, protocol)
+    table = _adjust(pd.DataFrame(rows), plans)
+    # effects are ruled out with the family's simultaneous interval (same error rate as support)
+    adj = adjusted_intervals(table)
     table["verdict"] = [
-        verdict(
-            p_adjusted=r.p_adjusted,
-            alpha=protocol.get(r.hypothesis_id).alpha,
-            conf_low=r.conf_low,
-            conf_high=r.conf_high,
-            direction=r.alternative,
-            effect_of_interest=protocol.get(r.hypothesis_id).effect_of_interest,
-            scale=r.scale,
-            usable=bool(u),
+        plans[r.hypothesis_id].verdict.apply(
+            p_adjusted=r.p_adjusted, conf_low=lo, conf_high=hi, usable=bool(u)
         )
-        for r, u in zip(table.itertuples(), table["_usable"], strict=True)
+        for r, lo, hi, u in zip(
+            table.itertuples(),
+            adj["conf_low_adjusted"],
+            adj["conf_high_adjusted"],
+            table["_usable"],
+            strict=True,
+        )
     ]
-    table = table[table["hypothesis_id"].isin(wanted)].reset_index(drop=True)
-    table = table[HYPOTHESIS_COLUMNS]
-    return AnalysisResults(
-        protocol=locked,
-        hypotheses=table,
-        fits={hid: fits[hid] for hid in wanted},
-        simulated=bool(simulated),
+    table["claim_verdict"] = table.groupby("claim_id", sort=False)["verdict"].transform(
+        lambda v: claim_verdict(list(v), list(table.loc[v.index, "role"]))
     )
+    table = table[table["hypothesis_id"].isin(wanted)].reset_index(drop=True)
+    return table[HYPOTHESIS_COLUMNS], {hid: fits[hid] for hid in wanted}
 
 
 def _is_simulated(study: Any) -> bool:
@@ -1141,25 +1094,28 @@ def _is_simulated(study: Any) -> bool:
     return type(study).__name__ == "SimulatedStudy"
 
 
-def _adjust(table: pd.DataFrame, protocol: Protocol) -> pd.DataFrame:
+def _adjust(table: pd.DataFrame, plans: dict[str, HypothesisPlan]) -> pd.DataFrame:
+    """Adjusted p-values within each multiplicity family (its method; fixed-sequence order)."""
     table = table.copy()
-    for name, fam in protocol.families.items():
+    first = {p.multiplicity_family: p for p in plans.values()}
+    for name, plan in first.items():
         idx = table.index[table["multiplicity_family"] == name]
         if not len(idx):
             continue
         sub = table.loc[idx]
-        if fam.method == "fixed-sequence":
-            rank = {hid: i for i, hid in enumerate(fam.order)}
+        method = plan.adjust_method
+        if method == "fixed-sequence":
+            rank = {hid: i for i, hid in enumerate(plan.family_order)}
             order = sorted(idx, key=lambda j: (rank[table.at[j, "hypothesis_id"]], j))
         else:
             order = list(idx)
         p = sub.loc[order, "p_value"].to_numpy(dtype=float)
         usable = sub.loc[order, "_usable"].to_numpy(dtype=bool)
         p_for_adjust = np.where(np.isnan(p) | ~usable, 1.0, p)
-        if fam.method == "none":
+        if method == "none":
             adj = p
         else:
-            adj = adjust_pvalues(p_for_adjust, method=fam.method)
+            adj = adjust_pvalues(p_for_adjust, method=method)
             adj = np.where(np.isnan(p), np.nan, adj)
         table.loc[order, "p_adjusted"] = adj
     return table

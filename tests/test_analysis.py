@@ -25,7 +25,8 @@ from studykit.dictionary import load_dictionary
 from studykit.errors import ProtocolError, ValidationError
 from studykit.models.emmeans import did_contrast, emmeans
 from studykit.models.multiplicity import adjust_pvalues
-from studykit.protocol import load_protocol
+from studykit.protocol import load_protocol, parse_protocol
+from studykit.protocol.plan import claim_verdict, verdict
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data" / "protocols"
@@ -150,7 +151,7 @@ def ref_quantile(df, level=0.95):
 # ------------------------------------------------------------------ table shape
 def test_columns_exactly_as_architecture(results):
     assert list(results.hypotheses.columns) == A.HYPOTHESIS_COLUMNS
-    assert len(A.HYPOTHESIS_COLUMNS) == 40
+    assert len(A.HYPOTHESIS_COLUMNS) == 43
 
 
 def test_one_row_per_hypothesis_and_contrast(results):
@@ -303,13 +304,79 @@ def test_long_emmeans_table(results):
     assert em.loc[em["hypothesis_id"] == "E3", "time"].tolist()[:5] == ["0", "1", "2", "3", "4"]
 
 
-def test_effect_size_definition(results, study):
+def test_effect_size_is_d_z_of_within_participant_differences(results, study):
+    # d_z (Lakens 2013): the estimate over the SD of each participant's own
+    # difference-in-differences, computed here from the nights table by hand
     r = results.hypotheses.set_index("hypothesis_id").loc["H1"]
-    base = study.nights[study.nights["night"] == "baseline"]
-    g = [x["n3_min"].to_numpy() for _, x in base.groupby("treatment")]
-    sd = math.sqrt(sum(((x - x.mean()) ** 2).sum() for x in g) / sum(len(x) - 1 for x in g))
-    assert r["effect_size"] == pytest.approx(r["estimate"] / sd)
-    assert "pooled within-arm SD" in r["effect_size_definition"]
+    n = study.nights.assign(n3=pd.to_numeric(study.nights["n3_min"]))
+    cell = n.pivot_table(index="participant_id", columns=["treatment", "night"], values="n3")
+    did = (
+        cell[("ketamine", "post1")]
+        - cell[("ketamine", "baseline")]
+        - cell[("placebo", "post1")]
+        + cell[("placebo", "baseline")]
+    ).dropna()
+    assert r["effect_size"] == pytest.approx(r["estimate"] / did.std(ddof=1))
+    assert r["effect_size_definition"].startswith("d_z: estimate / SD of the participants' own")
+    assert f"n = {len(did)} participants" in r["effect_size_definition"]
+
+
+def test_no_effect_size_for_counts_and_correlations(results):
+    t = results.hypotheses.set_index("hypothesis_id")
+    for hid in ("H2", "E5", "E7"):
+        assert math.isnan(t.loc[hid, "effect_size"])
+        assert t.loc[hid, "effect_size_definition"].startswith("none:")
+
+
+def test_claim_verdict_combines_a_claims_rows(results):
+    t = results.hypotheses
+    for _claim, g in t.groupby("claim_id"):
+        assert g["claim_verdict"].nunique() == 1
+        roles = g["role"].tolist()
+        assert g["claim_verdict"].iloc[0] == claim_verdict(g["verdict"].tolist(), roles)
+    assert set(t["analysis"]) == {"primary"}
+
+
+@pytest.mark.parametrize(
+    ("verdicts", "roles", "expected"),
+    [
+        (["supported", "effect ruled out"], ["exploratory"] * 2, "supported (exploratory)"),
+        (["effect ruled out"] * 3, ["exploratory"] * 3, "effect ruled out (exploratory)"),
+        (["inconclusive", "effect ruled out"], ["exploratory"] * 2, "inconclusive (exploratory)"),
+        # a confirmatory row decides; the exploratory one does not count
+        (["inconclusive", "supported"], ["confirmatory", "exploratory"], "inconclusive"),
+        (["supported", "effect ruled out"], ["confirmatory", "exploratory"], "supported"),
+    ],
+)
+def test_claim_verdict_rule(verdicts, roles, expected):
+    assert claim_verdict(verdicts, roles) == expected
+
+
+def test_ruling_out_uses_the_simultaneous_interval():
+    # H1-H3 are a Holm family of 3: an effect is ruled out only when the Bonferroni
+    # simultaneous interval excludes it. Check every confirmatory 'effect ruled out' /
+    # 'inconclusive' row against the adjusted interval of models.multiplicity.
+    s = make_crossover()
+    res = A.run_analysis(PROTO, s, hypotheses=["H1", "H2", "H3"])
+    adj = res.adjusted_intervals().set_index("hypothesis_id")
+    t = res.hypotheses.set_index("hypothesis_id")
+    for hid in ("H1", "H3"):
+        d = PROTO.get(hid).effect_of_interest
+        ruled_out = adj.loc[hid, "conf_high_adjusted"] < d
+        if t.loc[hid, "verdict"] != "supported":
+            assert (t.loc[hid, "verdict"] == "effect ruled out") == ruled_out
+    assert "multiplicity-adjusted (simultaneous Bonferroni) interval" in t.loc["H1", "verdict_rule"]
+
+
+def test_per_protocol_correlation_keeps_participants_with_both_treatments(demo_dir):
+    # issue #14: E7 uses ketamine periods only; the per-protocol 'observed under both
+    # treatments' must look at the participant's periods, not at the ketamine rows
+    from studykit.validate import load_study
+
+    pp = A.run_analysis(PROTO, load_study(demo_dir), hypotheses=["E7"], analysis_set="per_protocol")
+    r = pp.hypotheses.iloc[0]
+    assert r["n_participants"] > 20 and not math.isnan(r["estimate"])
+    assert r["analysis"] == "per_protocol"
 
 
 # ------------------------------------------------------------------ multiplicity
@@ -399,36 +466,26 @@ def test_sedative_period_excluded_with_reason(study):
 
 
 def test_withdrawn_excluded_only_in_per_protocol_set(study):
-    import copy
-
     s = make_crossover()
     s.roster.loc[s.roster["participant_id"] == "P02", "status"] = "withdrawn"
-    h = PROTO.get("H1")
-    pp = copy.deepcopy(PROTO)
-    pp.hypotheses[0] = type(h)(
-        **{**h.__dict__, "analysis_set": PROTO.analysis_sets["per_protocol"]}
-    )
     r_fas = A.run_analysis(PROTO, s, hypotheses=["H1"]).hypotheses.loc[0]
-    r_pp = A.run_analysis(pp, s, hypotheses=["H1"]).hypotheses.loc[0]
+    r_pp = A.run_analysis(PROTO, s, hypotheses=["H1"], analysis_set="per_protocol").hypotheses.loc[
+        0
+    ]
     assert r_fas["n_participants"] == 16 and r_fas["n_excluded"] == 0
     assert r_pp["n_participants"] == 15 and r_pp["n_excluded"] == 8
     assert "status withdrawn (analysis set per_protocol)" in r_pp["excluded_reasons"]
 
 
 def test_per_protocol_leaves_out_flagged_nights():
-    import copy
-
     s = make_crossover()
     s.nights["quality_flag"] = False
     post2 = s.nights.index[s.nights["night"].astype(str) == "post2"][0]
     s.nights.loc[post2, "quality_flag"] = True  # one post2 night with > 10 % artefact
-    h = PROTO.get("H1")
-    pp = copy.deepcopy(PROTO)
-    pp.hypotheses[0] = type(h)(
-        **{**h.__dict__, "analysis_set": PROTO.analysis_sets["per_protocol"]}
-    )
     r_fas = A.run_analysis(PROTO, s, hypotheses=["H1"]).hypotheses.loc[0]
-    r_pp = A.run_analysis(pp, s, hypotheses=["H1"]).hypotheses.loc[0]
+    r_pp = A.run_analysis(PROTO, s, hypotheses=["H1"], analysis_set="per_protocol").hypotheses.loc[
+        0
+    ]
     assert r_fas["n_excluded"] == 0  # the full analysis set keeps flagged nights
     assert r_pp["n_observations"] == r_fas["n_observations"] - 1
     assert "quality_flag; analysis set per_protocol" in r_pp["excluded_reasons"]
@@ -496,12 +553,15 @@ def test_arm_without_data_is_inconclusive():
     [
         (dict(p_adjusted=0.01, conf_low=1, conf_high=20, direction="greater"), "supported"),
         (dict(p_adjusted=0.03, conf_low=-1, conf_high=20, direction="greater"), "inconclusive"),
-        (dict(p_adjusted=0.5, conf_low=-9, conf_high=4.9, direction="greater"), "not supported"),
-        # significant in the opposite direction and excluding +5: not supported
-        (dict(p_adjusted=0.999, conf_low=-20, conf_high=-3, direction="greater"), "not supported"),
-        (dict(p_adjusted=0.5, conf_low=-4.9, conf_high=9, direction="less"), "not supported"),
+        (dict(p_adjusted=0.5, conf_low=-9, conf_high=4.9, direction="greater"), "effect ruled out"),
+        # significant in the opposite direction and excluding +5: effect ruled out
+        (
+            dict(p_adjusted=0.999, conf_low=-20, conf_high=-3, direction="greater"),
+            "effect ruled out",
+        ),
+        (dict(p_adjusted=0.5, conf_low=-4.9, conf_high=9, direction="less"), "effect ruled out"),
         (dict(p_adjusted=0.5, conf_low=-5.1, conf_high=9, direction="less"), "inconclusive"),
-        (dict(p_adjusted=0.2, conf_low=-4, conf_high=4, direction="two-sided"), "not supported"),
+        (dict(p_adjusted=0.2, conf_low=-4, conf_high=4, direction="two-sided"), "effect ruled out"),
         (dict(p_adjusted=0.2, conf_low=-6, conf_high=4, direction="two-sided"), "inconclusive"),
         (dict(p_adjusted=0.01, conf_low=-20, conf_high=-6, direction="two-sided"), "supported"),
         (
@@ -511,28 +571,28 @@ def test_arm_without_data_is_inconclusive():
     ],
 )
 def test_verdict_difference(kw, expected):
-    assert A.verdict(alpha=0.025, effect_of_interest=5, scale="difference", **kw) == expected
+    assert verdict(alpha=0.025, effect_of_interest=5, scale="difference", **kw) == expected
 
 
 @pytest.mark.parametrize(
     ("kw", "expected"),
     [
         (dict(p_adjusted=0.01, conf_low=0.6, conf_high=0.95, direction="less"), "supported"),
-        (dict(p_adjusted=0.3, conf_low=0.91, conf_high=1.2, direction="less"), "not supported"),
+        (dict(p_adjusted=0.3, conf_low=0.91, conf_high=1.2, direction="less"), "effect ruled out"),
         (dict(p_adjusted=0.3, conf_low=0.85, conf_high=1.2, direction="less"), "inconclusive"),
         (
             dict(p_adjusted=0.3, conf_low=0.92, conf_high=1.05, direction="two-sided"),
-            "not supported",
+            "effect ruled out",
         ),
         (dict(p_adjusted=0.3, conf_low=0.92, conf_high=1.2, direction="two-sided"), "inconclusive"),
     ],
 )
 def test_verdict_rate_ratio(kw, expected):
-    assert A.verdict(alpha=0.025, effect_of_interest=0.9, scale="rate ratio", **kw) == expected
+    assert verdict(alpha=0.025, effect_of_interest=0.9, scale="rate ratio", **kw) == expected
 
 
 def test_unconverged_is_inconclusive():
-    v = A.verdict(
+    v = verdict(
         p_adjusted=0.001, alpha=0.025, conf_low=1, conf_high=2, direction="greater",
         effect_of_interest=5, scale="difference", usable=False,
     )  # fmt: skip
@@ -542,7 +602,7 @@ def test_unconverged_is_inconclusive():
 def test_verdicts_follow_rule_in_table(results):
     for _, r in results.hypotheses.iterrows():
         h = PROTO.get(r["hypothesis_id"])
-        assert r["verdict"] in ("supported", "not supported", "inconclusive")
+        assert r["verdict"] in ("supported", "effect ruled out", "inconclusive")
         if r["verdict"] == "supported":
             assert r["p_adjusted"] < h.alpha
         assert r["verdict_rule"] == h.verdict_rule
@@ -780,7 +840,7 @@ def test_demo_verdicts_plausible_under_the_simulation(demo):
     # N3 up, awakenings down: estimates in the simulated direction
     assert by.loc["H1", "estimate"] > 0 and by.loc["H2", "estimate"] < 1
     # TST is not increased in the simulation: H3 must not come out supported
-    assert by.loc["H3", "verdict"] in ("not supported", "inconclusive")
+    assert by.loc["H3", "verdict"] in ("effect ruled out", "inconclusive")
     assert by.loc["H3", "conf_low"] < 0 < by.loc["H3", "conf_high"]
     # sleepiness up on day 1 (simulated +1.5): supported; fades by day 3
     kss = t[t["hypothesis_id"] == "E3"]
@@ -862,3 +922,55 @@ def test_cli_fit_malformed_protocol(demo_dir, tmp_path, capsys):
     typo.write_text(SHIPPED.read_text(encoding="utf-8") + "\nmultiplicty: {}\n", encoding="utf-8")
     assert main(["fit", str(typo), "--data", str(demo_dir)]) == 2
     assert "multiplicty" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ pre-specified sensitivity
+SENSITIVITY = """
+sensitivity:
+  - name: per_protocol
+    description: the per-protocol set for every hypothesis
+    analysis_set: per_protocol
+    hypotheses: [H1, E7]
+  - name: treatment_policy
+    description: periods with sedative or alcohol use analysed as observed
+    intercurrent_events: treatment_policy
+    hypotheses: [H1]
+"""
+
+
+def test_prespecified_sensitivity_rows_beside_primary():
+    s = make_crossover()
+    s.periods.loc[0, "sedative_use"] = True  # one period with an intercurrent event
+    text = (ROOT / "protocols" / "ketamine_sleep.yaml").read_text(encoding="utf-8")
+    proto = parse_protocol(text + SENSITIVITY)
+    assert [a.name for a in proto.sensitivity] == ["per_protocol", "treatment_policy"]
+    res = A.run_analysis(proto, s, hypotheses=["H1", "E7"])
+    t = res.hypotheses
+    assert t["analysis"].tolist() == ["primary"] * 2 + ["per_protocol"] * 2 + ["treatment_policy"]
+    prim = t[t["analysis"] == "primary"].set_index("hypothesis_id")
+    tp = t[t["analysis"] == "treatment_policy"].set_index("hypothesis_id")
+    # the hypothetical strategy excludes the period; treatment policy keeps it as observed
+    assert "hypothetical strategy" in prim.loc["H1", "excluded_reasons"]
+    assert tp.loc["H1", "n_observations"] > prim.loc["H1", "n_observations"]
+    assert "hypothetical strategy" not in tp.loc["H1", "excluded_reasons"]
+    assert tp.loc["H1", "warnings"].startswith("sensitivity analysis 'treatment_policy'")
+    # each analysis adjusts within its own families: the treatment-policy H1 is Holm-adjusted
+    # over that analysis' H1-H3 (fitted for the adjustment though only H1 is reported)
+    assert tp.loc["H1", "p_adjusted"] > tp.loc["H1", "p_value"] or tp.loc["H1", "p_adjusted"] == 1
+    assert set(res.sensitivity_fits) == {"per_protocol", "treatment_policy"}
+    # run_analysis(..., sensitivity=False) gives the primary rows only
+    only = A.run_analysis(proto, s, hypotheses=["H1"], sensitivity=False).hypotheses
+    assert only["analysis"].tolist() == ["primary"]
+
+
+def test_sensitivity_section_is_checked():
+    text = (ROOT / "protocols" / "ketamine_sleep.yaml").read_text(encoding="utf-8")
+    bad = SENSITIVITY.replace("analysis_set: per_protocol", "analysis_set: pp")
+    with pytest.raises(ProtocolError, match="'pp' is not defined in analysis_sets"):
+        parse_protocol(text + bad)
+    bad = SENSITIVITY.replace("hypotheses: [H1]", "hypotheses: [H9]")
+    with pytest.raises(ProtocolError, match="H9 are not hypotheses"):
+        parse_protocol(text + bad)
+    bad = SENSITIVITY.replace("intercurrent_events: treatment_policy", "intercurrent_events: x")
+    with pytest.raises(ProtocolError, match="invalid value 'x'"):
+        parse_protocol(text + bad)

@@ -24,6 +24,7 @@ import yaml
 from studykit.cli import main
 from studykit.errors import InputError, ProtocolError
 from studykit.models.design import build_design
+from studykit.models.inference import wald_test
 from studykit.power import (
     TRIAL_SIM_EXAMPLE,
     design_from_dict,
@@ -33,9 +34,10 @@ from studykit.power import (
     simulate_replicate,
 )
 from studykit.power.core import adjust_pvalues_matrix, binomial_ci
-from studykit.power.reml import fit_random_intercept, t_test
 from studykit.power.simulate import replicate_rng
 from studykit.power.spec import Layout
+from studykit.protocol import load_protocol
+from tests.reml_oracle import fit_nested_intercepts, fit_random_intercept
 
 DATA = Path(__file__).parent / "data" / "power"
 LEVELS = {"arm": ["placebo", "ketamine"], "night": ["baseline", "post1", "post2"]}
@@ -77,7 +79,7 @@ def test_fast_reml_reproduces_lmertest_on_trial_sim(trial):
     assert fit.sigma * fit.theta == pytest.approx(R_SD_ID, rel=1e-6)
     # one-sided p of the night-1 DiD, trial_hypotheses.csv: p_one_sided 0.014172271575671
     L = np.eye(6)[4]
-    p = t_test(L @ fit.beta, math.sqrt(L @ fit.vcov @ L), fit.contrast_df(L), "greater")
+    _, p = wald_test(L @ fit.beta, math.sqrt(L @ fit.vcov @ L), fit.contrast_df(L), "greater")
     assert float(p[0]) == pytest.approx(0.014172271575671, rel=1e-5)
 
 
@@ -108,14 +110,38 @@ def test_fast_reml_unbalanced_is_a_proper_optimum(trial):
     assert crit(fit.theta * 0.999) > fit.reml_criterion
 
 
-def test_fast_path_equals_studykit_engine_on_unbalanced_replicates():
+def _oracle_replicates(spec, n, reps, seed):
+    """The closed-form REML oracle (tests/reml_oracle.py) on the power simulation's own
+    replicate data sets (simulate_replicate is exactly what replicate ``rep`` analyses)."""
+    design = design_from_dict(spec)
+    hyp = design.hypotheses[0]
+    rows = []
+    for rep in range(reps):
+        df = simulate_replicate(design, n, seed=seed, rep=rep).dropna(subset=[hyp.outcome])
+        d = build_design(df, list(hyp.fixed), levels={k: list(v) for k, v in hyp.levels.items()})
+        groups = [pd.factorize(df[g.split(":")].astype(str).agg(":".join, axis=1))[0]
+                  for g, _ in hyp.random]  # fmt: skip
+        y = df[hyp.outcome].to_numpy(float)
+        if len(groups) == 1:
+            fit = fit_random_intercept(y, d.X, groups[0])
+        else:
+            fit = fit_nested_intercepts(y, d.X, groups[0], groups[1])
+        for _label, weights in hyp.contrasts:
+            L = np.array([weights.get(c, 0.0) for c in d.columns])
+            est, se = L @ fit.beta, math.sqrt(L @ fit.vcov @ L)
+            df_ = float(np.atleast_1d(fit.contrast_df(L[None, :]))[0])
+            _, p = wald_test(est, se, df_, hyp.alternative)
+            rows.append((rep, est, se, df_, float(p), fit.singular))
+    return pd.DataFrame(rows, columns=["rep", "estimate", "std_error", "df", "p_value", "singular"])
+
+
+def test_power_engine_equals_reml_oracle_on_unbalanced_replicates():
     spec = copy.deepcopy(TRIAL_SIM_EXAMPLE)
     spec["layout"]["missing"] = {"post1": 0.15, "post2": 0.25}
-    kw = dict(n=[30], reps=6, seed=5, progress=False)
-    fast = power_analysis(spec, engine="fast", **kw).replicates
-    ref = power_analysis(spec, engine="studykit", **kw).replicates
+    ref = power_analysis(spec, n=[30], reps=6, seed=5, progress=False).replicates
+    oracle = _oracle_replicates(spec, 30, 6, 5)
     for col in ("estimate", "std_error", "df", "p_value"):
-        np.testing.assert_allclose(fast[col], ref[col], rtol=1e-5, err_msg=col)
+        np.testing.assert_allclose(oracle[col], ref[col], rtol=1e-5, err_msg=col)
 
 
 # --------------------------------------------------------------------------- analytic power
@@ -457,8 +483,6 @@ EFFECTS = Path(__file__).parents[1] / "protocols" / "ketamine_effects.yaml"
 
 
 def test_protocol_plus_effects_becomes_a_power_design(caplog):
-    from studykit.protocol import load_protocol
-
     proto = load_protocol(PROTOCOL)
     design = design_from_protocol(proto, EFFECTS)
     byid = {h.id: h for h in design.hypotheses}
@@ -529,8 +553,8 @@ def test_cli_selects_hypotheses(tmp_path):
     assert main([*argv[:-3], "--hypotheses", "H9", "--out", str(out), "--no-progress"]) == 2
 
 
-def test_fast_nested_path_equals_studykit_engine_on_crossover_replicates():
-    """(1 | participant_id) + (1 | participant_id:period), unbalanced: same numbers as fit_lmm."""
+def test_power_engine_equals_reml_oracle_on_crossover_replicates():
+    """(1 | participant_id) + (1 | participant_id:period), unbalanced: fit_lmm = the oracle."""
     spec = copy.deepcopy(TRIAL_SIM_EXAMPLE)
     spec["layout"]["design"] = "crossover"
     spec["layout"]["missing"] = {"post1": 0.1, "post2": 0.2}
@@ -539,11 +563,9 @@ def test_fast_nested_path_equals_studykit_engine_on_crossover_replicates():
         {"group": "participant_id"},
         {"group": "participant_id:period"},
     ]
-    kw = dict(n=[16], reps=8, seed=4, progress=False)
-    fast = power_analysis(spec, engine="auto", **kw)
-    ref = power_analysis(spec, engine="studykit", **kw)
-    assert fast.table.loc[0, "engine"] == "fast" and ref.table.loc[0, "engine"] == "studykit"
-    a, b = fast.replicates, ref.replicates
+    res = power_analysis(spec, n=[16], reps=8, seed=4, progress=False)
+    assert res.table.loc[0, "engine"] == "studykit"
+    a, b = _oracle_replicates(spec, 16, 8, 4), res.replicates
     assert a["singular"].tolist() == b["singular"].tolist()
     np.testing.assert_allclose(a["estimate"], b["estimate"], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(a["std_error"], b["std_error"], rtol=1e-5)

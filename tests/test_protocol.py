@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 import hashlib
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -90,7 +92,7 @@ def test_reference_levels_are_explicit(proto):
 
 def test_structured_random_effects_and_estimand(proto):
     h1 = proto.get("H1")
-    assert [r.lme4() for r in h1.random] == [
+    assert [r.label for r in h1.random] == [
         "(1 | participant_id)",
         "(1 | participant_id:period)",
     ]
@@ -407,8 +409,75 @@ def test_file_errors(tmp_path):
 
 
 def test_messages_name_the_file(tmp_path, doc):
-    hyp(doc, "H1")["family"] = "binomial"
+    hyp(doc, "H1")["family"] = "gamma"  # not a family studykit fits
     path = tmp_path / "p.yaml"
     path.write_text(yaml.safe_dump(doc), encoding="utf-8")
     with pytest.raises(ProtocolError, match=re.escape(f"Protocol {path}, hypothesis 'H1'.family")):
         load_protocol(path, dictionary=DD)
+
+
+# --------------------------------------------------------------------------- strict YAML (#13)
+TEXT = PROTOCOL.read_text(encoding="utf-8")
+
+
+def test_duplicate_key_is_refused_with_its_line():
+    # YAML would keep the last 'direction' silently (H1 'greater' -> 'less')
+    text = TEXT.replace(
+        "    direction: greater\n", "    direction: greater\n    direction: less\n", 1
+    )
+    line = text.splitlines().index("    direction: less") + 1  # 1-based, counted here
+    with pytest.raises(ProtocolError, match=rf"key 'direction' is given twice \(line {line},"):
+        parse_protocol(text, dictionary=DD)
+
+
+def test_duplicate_top_level_key_is_refused():
+    with pytest.raises(ProtocolError, match="key 'multiplicity' is given twice"):
+        parse_protocol(TEXT + "\nmultiplicity: {}\n", dictionary=DD)
+
+
+def test_merge_keys_may_be_overridden():
+    # '<<: *population' then an explicit key is YAML's override, not a duplicate
+    proto = parse_protocol(TEXT, dictionary=DD)
+    assert proto.get("H1").estimand.population.startswith("Adults with depression")
+
+
+@pytest.mark.parametrize("value", [".inf", "-.inf", ".nan", ".NaN", "+.Inf"])
+def test_non_finite_numbers_are_refused(value):
+    text = TEXT.replace("    effect_of_interest: 5\n", f"    effect_of_interest: {value}\n", 1)
+    with pytest.raises(ProtocolError, match="not a finite number"):
+        parse_protocol(text, dictionary=DD)
+
+
+def test_deep_yaml_is_a_protocol_error(tmp_path):
+    # 50,000 nested lists: a clear protocol error (exit 2), not a RecursionError (exit 1)
+    deep = "a: " + "[" * 50_000 + "]" * 50_000 + "\n"
+    with pytest.raises(ProtocolError, match="nested too deeply"):
+        parse_protocol(deep, dictionary=DD)
+    path = tmp_path / "deep.yaml"
+    path.write_text(deep, encoding="utf-8")
+    out = subprocess.run(
+        [sys.executable, "-m", "studykit", "fit", str(path), "--data", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert out.returncode == 2, out.stderr
+    assert "nested too deeply" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_plans_compiled_once_at_load(proto):
+    plans = {p.id: p for p in proto.plans}
+    assert list(plans) == [h.id for h in proto.hypotheses]
+    h2 = plans["H2"]
+    assert (h2.model.kind, h2.model.df_method, h2.test.df_label) == (
+        "glmm",
+        "z",
+        "z (asymptotic Wald)",
+    )
+    assert plans["E7"].model.kind == "correlation"
+    assert plans["E7"].selection.model_variables == ("madrs_day0",)
+    # the engine's random-effects type (models.lmm.RandomEffect) is the protocol's
+    assert [r.label for r in plans["H1"].model.random] == [
+        "(1 | participant_id)",
+        "(1 | participant_id:period)",
+    ]

@@ -68,7 +68,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--scheduler", metavar="ADDR", help="Dask scheduler address, e.g. tcp://host:8786"
     )
     p.add_argument("--seed", type=int, default=20261125, help="random seed (default 20261125)")
-    p.add_argument("--engine", choices=["studykit", "auto", "fast"], default="studykit",
+    p.add_argument("--engine", choices=["studykit"], default="studykit",
                    help="per-replicate analysis engine (default studykit: the analysis engine)")  # fmt: skip
     p.add_argument(
         "--out", metavar="DIR", default="power", help="output directory (default ./power)"

@@ -287,7 +287,7 @@ def emm_contrast(
     rows_L, labels, meta = [], [], []
     for bl in by_levels:
         at_b = dict(at or {})
-        if bl is not None:
+        if by is not None and bl is not None:
             at_b[by] = [bl]
         cells, Lc = emmeans_matrix(result, specs, at=at_b)
         idx = {c: i for i, c in enumerate(cells[specs].astype(str))}

@@ -213,7 +213,7 @@ def adjusted_intervals(hypotheses: pd.DataFrame) -> pd.DataFrame:
     Notes
     -----
     With ``m`` rows in a multiplicity family whose method adjusts p-values (Holm, Bonferroni,
-    Hochberg), each row's interval becomes the Bonferroni (simultaneous) interval at level
+    Hochberg; counted within each ``analysis`` when the table has that column), each row's interval becomes the Bonferroni (simultaneous) interval at level
     ``1 - (1 - conf_level) / m``: for a one-sided test at alpha reported with its two-sided
     ``1 - 2 alpha`` interval this is the two-sided ``1 - 2 alpha / m`` interval, whose limit on
     the claimed side excludes the null exactly when the Bonferroni test at ``alpha / m``
@@ -236,8 +236,11 @@ def adjusted_intervals(hypotheses: pd.DataFrame) -> pd.DataFrame:
     h = hypotheses.reset_index(drop=True)
     method = h["adjust_method"].astype(str).str.lower()
     family = h["multiplicity_family"].astype(str)
+    # rows of different analyses (primary, sensitivity analyses) are separate families
+    analyses = h["analysis"] if "analysis" in h.columns else pd.Series("", index=h.index)
+    key = pd.Series([f"{a}\x1f{f}" for a, f in zip(analyses, family, strict=True)], index=h.index)
     adjusting = method.isin(P_ADJUSTING).to_numpy()
-    m = family.map(family[adjusting].value_counts()).fillna(1).astype(int).to_numpy()
+    m = key.map(key[adjusting].value_counts()).fillna(1).astype(int).to_numpy()
     rows = []
     for i, r in enumerate(h.itertuples(index=False)):
         level = float(r.conf_level)

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from studykit.errors import InputError, ProtocolError
-from studykit.models.multiplicity import adjust_pvalues
+from studykit.models.multiplicity import P_ADJUSTING, adjust_pvalues
 from studykit.power.engine import ENGINES, make_analyser
 from studykit.power.simulate import OutcomePlan
 from studykit.power.spec import (
@@ -24,6 +24,7 @@ from studykit.power.spec import (
     design_from_protocol,
     load_design,
 )
+from studykit.protocol.plan import verdict
 
 __all__ = [
     "PowerResult",
@@ -98,16 +99,22 @@ def replicate_intervals(
 
 
 def replicate_verdicts(
-    h: Any, p_adjusted: np.ndarray, est: np.ndarray, se: np.ndarray, df: np.ndarray
+    h: Any,
+    p_adjusted: np.ndarray,
+    est: np.ndarray,
+    se: np.ndarray,
+    df: np.ndarray,
+    m: int = 1,
 ) -> np.ndarray:
-    """The protocol's verdict (:func:`studykit.analysis.verdict`) of each replicate of ``h``.
+    """The protocol's verdict (:func:`studykit.protocol.plan.verdict`) of each replicate of ``h``.
 
-    The interval is the one the analysis reports (two-sided, ``h.conf_level``), on the rate
-    ratio scale for counts; a failed fit is "inconclusive".
+    The interval is the one the analysis rules effects out with: two-sided at ``h.conf_level``,
+    or the family's simultaneous (Bonferroni) interval at ``1 - (1 - conf_level) / m`` when
+    the family adjusts p-values over ``m`` rows (as
+    :func:`studykit.models.multiplicity.adjusted_intervals`); on the rate ratio scale for
+    counts; a failed fit is "inconclusive".
     """
-    from studykit.analysis import verdict
-
-    lo, hi = replicate_intervals(est, se, df, h.conf_level)
+    lo, hi = replicate_intervals(est, se, df, 1 - (1 - h.conf_level) / m)
     scale = "difference"
     if h.family != "gaussian":
         lo, hi, scale = np.exp(lo), np.exp(hi), "rate ratio"
@@ -700,7 +707,7 @@ def power_analysis(
         that cluster instead of locally.
     progress : bool, default True
         Progress bar on stderr.
-    engine : {"studykit", "auto", "fast"}, default "studykit"
+    engine : {"studykit"}, default "studykit"
         Per-replicate analysis (see :mod:`studykit.power.engine`).
     hypotheses : sequence of str, optional
         Only these hypothesis ids.
@@ -835,6 +842,7 @@ def _summarise(
                     stack["estimate"][:, j],
                     stack["std_error"][:, j],
                     stack["df"][:, j],
+                    m=len(families[h.multiplicity_family]) if h.adjust_method in P_ADJUSTING else 1,
                 )
                 for j, (h, _) in enumerate(rows_meta)
             ]

@@ -1,24 +1,12 @@
 """Per-replicate analysis: refit the pre-specified model and test its contrasts.
 
-Two engines give the same inference:
-
-``"studykit"``
-    The analysis engine itself: :func:`studykit.models.lmm.fit_lmm` (REML, Satterthwaite df
-    via ``contrast_df``) for Gaussian outcomes and :func:`studykit.models.glmm.fit_glmm`
-    (Laplace, z tests) for counts. Any random-effects structure the engine supports.
-``"fast"``
-    For Gaussian models whose random part is one random intercept ``(1 | participant_id)`` or
-    two nested ones ``(1 | participant_id) + (1 | participant_id:period)``: the closed-form
-    REML + Satterthwaite of :mod:`studykit.power.reml`, the same estimator and df (it
-    reproduces lme4/lmerTest and ``fit_lmm``: about 1e-8 for one intercept, 1e-5 for the
-    nested pair), 10-50x quicker.
-
-``"studykit"`` is the default: power uses the very engine the analysis uses (issue #9). When a
+Power uses the very engine the analysis uses (issue #9): :func:`studykit.models.lmm.fit_lmm`
+(REML, Satterthwaite df via ``contrast_df``) for Gaussian outcomes and
+:func:`studykit.models.glmm.fit_glmm` (Laplace, z tests) for counts, with any random-effects
+structure they support, and p-values from :func:`studykit.models.inference.wald_test`. When a
 replicate keeps every row of the design, the first fit is reused through ``LMMResult.refit``
-(lme4's ``refit``), which makes it as quick as ``"fast"`` (about 1.5 ms per n=40 replicate).
-``"auto"`` uses ``"fast"`` where it applies and ``"studykit"`` elsewhere; ``"fast"`` remains
-as an independent cross-check (the tests compare both). The engine used for each hypothesis is
-reported in the power table.
+(lme4's ``refit``). The closed-form REML of earlier versions is now a test oracle
+(``tests/reml_oracle.py``) that checks ``fit_lmm``.
 """
 
 from __future__ import annotations
@@ -33,18 +21,16 @@ import pandas as pd
 
 from studykit import estimators
 from studykit.errors import ModelError, StudykitError
-from studykit.models.design import build_design
 from studykit.models.glmm import fit_glmm
-from studykit.models.inference import contrast_table, wald_test
+from studykit.models.inference import contrast_table
 from studykit.models.lmm import fit_lmm
-from studykit.power.reml import fit_nested_intercepts, fit_random_intercept
 from studykit.power.spec import PowerHypothesis
 
 __all__ = ["ENGINES", "Analyser", "make_analyser"]
 
 logger = logging.getLogger(__name__)
 
-ENGINES = ("auto", "fast", "studykit")
+ENGINES = ("studykit",)
 
 
 @dataclass
@@ -93,49 +79,6 @@ class Analyser:
 
     def __call__(self, y: np.ndarray, keep: np.ndarray) -> ContrastResults:  # pragma: no cover
         raise NotImplementedError
-
-
-class FastAnalyser(Analyser):
-    """Closed-form REML + Satterthwaite for Gaussian random-intercept models."""
-
-    engine = "fast"
-
-    def __init__(self, hyp: PowerHypothesis, template: pd.DataFrame) -> None:
-        super().__init__(hyp, template)
-        if not hyp.fast_path:
-            raise ModelError(
-                f"Hypothesis {hyp.id}: the fast engine handles Gaussian models with one random "
-                "intercept or two nested ones only (this one: family "
-                f"{hyp.family}, random {hyp.random}); use engine='studykit' or 'auto'."
-            )
-        design = build_design(template, list(hyp.fixed), levels=dict(hyp.levels))
-        self.X = design.X
-        self.L = self._L(design.columns)
-        self.groups = [_codes(template, g) for g, _ in hyp.random]
-
-    def __call__(self, y: np.ndarray, keep: np.ndarray) -> ContrastResults:
-        full = keep.all()
-        X, yy = (self.X, y) if full else (self.X[keep], y[keep])
-        gs = self.groups if full else [g[keep] for g in self.groups]
-        try:
-            if len(gs) == 1:
-                fit = fit_random_intercept(yy, X, gs[0])
-            else:
-                fit = fit_nested_intercepts(yy, X, gs[0], gs[1])
-        except ModelError:
-            return self._failed()
-        est = self.L @ fit.beta
-        se = np.sqrt(np.einsum("ij,jk,ik->i", self.L, fit.vcov, self.L))
-        df = fit.contrast_df(self.L)
-        _, p = wald_test(est, se, df, self.hyp.alternative)
-        return ContrastResults(est, se, df, p, singular=fit.singular)
-
-
-def _codes(frame: pd.DataFrame, group: str) -> np.ndarray:
-    cols = group.split(":")
-    if len(cols) == 1:
-        return pd.factorize(frame[cols[0]])[0]
-    return pd.factorize(frame[cols].astype(str).agg("\x1f".join, axis=1))[0]
 
 
 class EngineAnalyser(Analyser):
@@ -260,11 +203,9 @@ class EstimatorAnalyser(Analyser):
 def make_analyser(
     hyp: PowerHypothesis, template: pd.DataFrame, engine: str = "studykit"
 ) -> Analyser:
-    """The analyser of ``hyp`` for the given engine (``"auto"``, ``"fast"``, ``"studykit"``)."""
+    """The analyser of ``hyp`` (the engine is always studykit's own, ``"studykit"``)."""
     if engine not in ENGINES:
         raise ModelError(f"Invalid engine {engine!r}. Expected one of: {', '.join(ENGINES)}.")
     if hyp.estimator != "did":
         return EstimatorAnalyser(hyp, template)
-    if engine == "fast" or (engine == "auto" and hyp.fast_path):
-        return FastAnalyser(hyp, template)
     return EngineAnalyser(hyp, template)

@@ -311,24 +311,6 @@ class PowerHypothesis:
     effect_of_interest: float | None = None
     conf_level: float = 0.95
 
-    @property
-    def single_intercept(self) -> bool:
-        """True for ``(1 | participant_id)`` only: the closed-form REML fast path applies."""
-        return len(self.random) == 1 and tuple(self.random[0][1]) == ("1",)
-
-    @property
-    def nested_intercepts(self) -> bool:
-        """True for ``(1 | g) + (1 | g:h)`` (e.g. participant and participant x period)."""
-        if len(self.random) != 2 or any(tuple(t) != ("1",) for _, t in self.random):
-            return False
-        (g1, _), (g2, _) = self.random
-        return g2.split(":")[: len(g1.split(":"))] == g1.split(":") and g2 != g1
-
-    @property
-    def fast_path(self) -> bool:
-        """Gaussian with random intercepts only (one, or two nested): exact closed-form REML."""
-        return self.family == "gaussian" and (self.single_intercept or self.nested_intercepts)
-
 
 @dataclass(frozen=True)
 class PowerDesign:
@@ -784,7 +766,7 @@ def design_from_protocol(
                 outcome=h.outcome,
                 family=h.family,
                 fixed=tuple(h.fixed),
-                random=tuple((r.group_name, ("1", *r.slopes)) for r in h.random),
+                random=tuple((r.group, r.terms) for r in h.random),
                 levels=levels,
                 contrasts=tuple(
                     (lab, w)

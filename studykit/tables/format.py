@@ -176,8 +176,9 @@ def format_hypothesis_table(hypotheses: pd.DataFrame, *, digits: int = 2) -> pd.
     Returns
     -------
     pandas.DataFrame
-        String columns ``Hypothesis, Outcome, Contrast, Role, n (K/P), Excluded,
-        Estimate [CI], CI level, df, p, Adjusted p, Effect size, Verdict``. The model,
+        String columns ``Hypothesis, Analysis, Outcome, Contrast, Role, n (K/P), Excluded,
+        Estimate [CI], CI level, df, Test, p, Adjusted p, Effect size, Verdict, Claim
+        verdict``; ``Test`` says the alternative (``one-sided, > 0``). The model,
         its warnings and the effect-size definition stay in the CSV (and the report's
         diagnostics and definitions); they are too long for a readable table.
 
@@ -218,9 +219,16 @@ def format_hypothesis_table(hypotheses: pd.DataFrame, *, digits: int = 2) -> pd.
         if adj and txt(r["adjust_method"]):
             adj += f" ({txt(r['adjust_method'])})"
         es = num(r["effect_size"])
+        null = "1" if _is_ratio(r["scale"]) else "0"
+        test = {
+            "greater": f"one-sided, > {null}",
+            "less": f"one-sided, < {null}",
+            "two-sided": f"two-sided, != {null}",
+        }.get(txt(r["alternative"]), txt(r["alternative"]))
         rows.append(
             {
                 "Hypothesis": txt(r["hypothesis_id"]),
+                "Analysis": txt(r.get("analysis")),
                 "Outcome": txt(r["outcome"]),
                 "Contrast": txt(r["contrast"]),
                 "Role": txt(r["role"]),
@@ -230,10 +238,12 @@ def format_hypothesis_table(hypotheses: pd.DataFrame, *, digits: int = 2) -> pd.
                 "CI level": "" if level is None or pd.isna(level) else f"{float(level):.0%}",
                 "df": num(r["df"], 1)
                 + (f" ({txt(r['df_method'])})" if txt(r["df_method"]) else ""),
+                "Test": test,
                 "p": p(r["p_value"]),
                 "Adjusted p": adj,
                 "Effect size": es,
                 "Verdict": txt(r["verdict"]),
+                "Claim verdict": txt(r.get("claim_verdict")),
             }
         )
     return pd.DataFrame(rows, columns=list(rows[0]) if rows else None)

@@ -1,9 +1,10 @@
-"""Exact REML fit and Satterthwaite tests for a linear mixed model with one random intercept.
+"""TEST ORACLE: closed-form REML + Satterthwaite for one or two nested random intercepts.
 
-This is the per-replicate fast path of the power simulation for models of the form
-``y ~ fixed + (1 | group)``: the same estimator and the same inference as lme4 + lmerTest
-(and as :func:`studykit.models.lmm.fit_lmm` with ``df_method="satterthwaite"``), computed from
-per-group sums in closed form so that one fit costs well under a millisecond. Balanced and
+Not part of studykit: an independent implementation used by the tests to check
+:func:`studykit.models.lmm.fit_lmm` (and, through it, the power simulation) on models
+``y ~ fixed + (1 | group)`` and ``y ~ fixed + (1 | g) + (1 | g:h)``. It computes the same
+estimator and inference as lme4 + lmerTest from per-group sums in closed form; it was the power
+simulation's "fast" engine until studykit kept one REML engine (issue #18). Balanced and
 unbalanced data (missing nights) are both handled exactly.
 
 Notes
@@ -36,11 +37,10 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import special
 
 from studykit.errors import ModelError
 
-__all__ = ["RIFit", "fit_random_intercept", "fit_nested_intercepts", "t_test"]
+__all__ = ["RIFit", "fit_random_intercept", "fit_nested_intercepts"]
 
 _LOG2PI = math.log(2.0 * math.pi)
 
@@ -283,25 +283,6 @@ def fit_random_intercept(y: np.ndarray, X: np.ndarray, groups: np.ndarray) -> RI
         _dvcov=dvcov,
         _avar=avar,
     )
-
-
-def t_test(
-    estimate: np.ndarray, std_error: np.ndarray, df: np.ndarray, alternative: str
-) -> np.ndarray:
-    """p-values of t (or z, ``df = inf``) tests of ``estimate / std_error``.
-
-    Examples
-    --------
-    >>> float(t_test(np.array(2.0), np.array(1.0), np.array(np.inf), "two-sided")).__round__(4)
-    0.0455
-    """
-    t = np.asarray(estimate, float) / np.asarray(std_error, float)
-    df = np.asarray(df, float)
-    if alternative == "greater":
-        return special.stdtr(df, -t)
-    if alternative == "less":
-        return special.stdtr(df, t)
-    return np.minimum(1.0, 2.0 * special.stdtr(df, -np.abs(t)))
 
 
 def _projected_newton(f, g: np.ndarray, *, maxiter: int = 100) -> np.ndarray:

@@ -1,13 +1,10 @@
-"""Pre-registered hypotheses from a YAML protocol, checked against the data dictionary.
+"""Strict loading of a protocol YAML file into :class:`~studykit.protocol.model.Protocol`.
 
-A protocol file states, before any data are analysed, every hypothesis: the claim and where it
-comes from, the outcome (a data-dictionary variable), the analysis set, the contrast, the
-direction, the model (distribution family, fixed terms, covariates, random effects as
-structured fields), the multiplicity family, the ICH E9(R1) estimand and the rule that turns a
-result into a verdict. :func:`load_protocol` reads it with ``yaml.safe_load`` (no Python
-objects can be constructed), checks every key against a strict schema and every name against
-the dictionary, and records the SHA-256 of the file bytes so each result row names the locked
-plan that produced it.
+The file is read with a safe YAML loader that builds plain types only, refuses duplicate keys
+and non-finite numbers, and reports nesting too deep to be a protocol as a
+:class:`~studykit.errors.ProtocolError`. Every key is checked against a strict schema and
+every name against the data dictionary; the SHA-256 of the file bytes is recorded so each
+result row names the locked plan that produced it.
 
 Nothing in a protocol is ever evaluated: model terms are variable names, or names joined by
 ``:``, checked with :func:`studykit.models.design.parse_term`; anything that looks like code
@@ -16,421 +13,56 @@ Nothing in a protocol is ever evaluated: model terms are variable names, or name
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import math
 import os
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from studykit.dictionary import DataDictionary, Variable, load_dictionary
 from studykit.errors import ModelError, ProtocolError
 from studykit.models.design import parse_term
 from studykit.models.multiplicity import METHODS
+from studykit.models.random_effects import RandomEffect
+from studykit.protocol.model import (
+    CONTRAST_TYPES,
+    DF_METHODS,
+    DIRECTIONS,
+    EVIDENCE,
+    FAMILIES,
+    OUTCOME_TABLES,
+    PARTICIPANT,
+    ROLES,
+    SCHEMA_VERSION,
+    SENSITIVITY_STRATEGIES,
+    STRATEGIES,
+    AnalysisSet,
+    Contrast,
+    Estimand,
+    Hypothesis,
+    IntercurrentEvent,
+    MultiplicityFamily,
+    NotTested,
+    Protocol,
+    SensitivityAnalysis,
+    Source,
+)
+from studykit.protocol.plan import compile_plans
 
-__all__ = [
-    "AnalysisSet",
-    "Contrast",
-    "Estimand",
-    "Hypothesis",
-    "IntercurrentEvent",
-    "MultiplicityFamily",
-    "NotTested",
-    "Protocol",
-    "RandomEffect",
-    "Source",
-    "load_protocol",
-    "parse_protocol",
-]
+__all__ = ["load_protocol", "parse_protocol"]
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
-ROLES = ("confirmatory", "exploratory")
-DIRECTIONS = ("greater", "less", "two-sided")
-FAMILIES = ("gaussian", "poisson", "negbin")
-EVIDENCE = {
-    "supported": "supported by primary research",
-    "partial": "partly supported by primary research",
-    "mixed": "primary research is mixed",
-    "contradicted": "contradicted by primary research",
-    "none": "from the articles, not from primary research",
-}
-STRATEGIES = {
-    # ICH E9(R1) strategy -> allowed handling of the affected data
-    "hypothetical": ("exclude_period", "exclude_participant"),
-    "treatment_policy": ("include",),
-}
-CONTRAST_TYPES = ("difference_in_differences", "change_correlation")
-DF_METHODS = ("satterthwaite", "kenward-roger")
-#: Tables a hypothesis' outcome may come from.
-OUTCOME_TABLES = ("nights", "diary", "periods")
-#: The participant identifier, the grouping factor of every random effect.
-PARTICIPANT = "participant_id"
-
-
-# --------------------------------------------------------------------------- data classes
-@dataclass(frozen=True)
-class Source:
-    """Where a claim comes from and how well primary research supports it."""
-
-    articles: tuple[str, ...]
-    primary_research: str
-    evidence: str
-
-    @property
-    def evidence_text(self) -> str:
-        """The evidence code in words (``"none"`` -> "from the articles, not from ...")."""
-        return EVIDENCE[self.evidence]
-
-    def text(self, article_names: Mapping[str, str] | None = None) -> str:
-        """One-line description: articles, then the primary research."""
-        names = article_names or {}
-        arts = ", ".join(
-            f"article {a}" + (f" ({names[a]})" if a in names else "") for a in self.articles
-        )
-        return f"{arts}; primary research: {self.primary_research}"
-
-
-@dataclass(frozen=True)
-class RandomEffect:
-    """A random-effects term: intercept (and optional slopes) varying by ``group``.
-
-    ``group`` is ``("participant_id",)`` or ``("participant_id", "period")`` (participant x
-    period, nested). :meth:`lme4` renders it the way lme4 writes it.
-    """
-
-    group: tuple[str, ...]
-    slopes: tuple[str, ...] = ()
-    correlated: bool = True
-
-    @property
-    def group_name(self) -> str:
-        """The grouping factor as ``a:b``."""
-        return ":".join(self.group)
-
-    def lme4(self) -> str:
-        """The term as lme4 writes it, e.g. ``(1 | participant_id:period)``."""
-        lhs = " + ".join(("1", *self.slopes))
-        bar = "|" if self.correlated or not self.slopes else "||"
-        return f"({lhs} {bar} {self.group_name})"
-
-
-@dataclass(frozen=True)
-class Contrast:
-    """The comparison a hypothesis tests, as structured fields.
-
-    For ``difference_in_differences``: (treatment ``level`` minus ``reference``) of the change
-    from the time ``reference`` to each of ``time_levels``; ``window`` lists the time levels
-    modelled (reference first). For ``change_correlation``: the correlation, among periods of
-    treatment ``level``, between the change in a night-table predictor (``predictor`` from
-    ``time_reference`` to ``time_levels[0]``) and the change in the outcome from
-    ``outcome_reference_variable`` to the outcome.
-    """
-
-    type: str
-    description: str
-    treatment_variable: str
-    treatment_level: str
-    treatment_reference: str
-    time_variable: str
-    time_levels: tuple[str, ...]
-    time_reference: str
-    window: tuple[str, ...]
-    predictor_table: str | None = None
-    predictor: str | None = None
-    outcome_reference_variable: str | None = None
-
-    def labels(self, outcome: str | None = None) -> list[str]:
-        """One label per contrast row, e.g. ``ketamine - placebo, change baseline -> post1``.
-
-        ``outcome`` names the outcome variable in a correlation's label (the contrast itself
-        only knows the outcome's reference variable).
-        """
-        if self.type == "change_correlation":
-            out = outcome or "outcome"
-            return [
-                f"correlation in {self.treatment_level} periods: change in {self.predictor} "
-                f"({self.time_reference} -> {self.time_levels[0]}) vs change in {out} "
-                f"({self.outcome_reference_variable} -> {out})"
-            ]
-        return [
-            f"{self.treatment_level} - {self.treatment_reference}, change from "
-            f"{self.time_variable} {self.time_reference} to {lev}"
-            for lev in self.time_levels
-        ]
-
-
-@dataclass(frozen=True)
-class IntercurrentEvent:
-    """An ICH E9(R1) intercurrent event and how it is handled.
-
-    ``variable`` is a boolean of the periods or roster table flagging the event (``None`` for
-    events defined otherwise, e.g. withdrawal = roster ``status == "withdrawn"`` with
-    ``level``). ``handling``: ``exclude_period`` drops the affected participant-period's
-    observations, ``exclude_participant`` drops all of the participant's observations,
-    ``include`` keeps the data as observed.
-    """
-
-    event: str
-    variable: str | None
-    table: str | None
-    level: str | None
-    strategy: str
-    handling: str
-    rationale: str
-
-    def text(self) -> str:
-        """The event, strategy and handling in words."""
-        strategy = self.strategy.replace("_", " ")
-        handling = {
-            "exclude_period": "data of the affected period excluded",
-            "exclude_participant": "the participant's data excluded",
-            "include": "data used as observed",
-        }[self.handling]
-        return f"{self.event}: {strategy} strategy ({handling})"
-
-
-@dataclass(frozen=True)
-class Estimand:
-    """The ICH E9(R1) estimand attributes."""
-
-    population: str
-    treatment: str
-    variable: str
-    intercurrent_events: tuple[IntercurrentEvent, ...]
-    summary_measure: str
-
-    def text(self) -> str:
-        """The estimand on one line (for result tables)."""
-        ices = "; ".join(e.text() for e in self.intercurrent_events) or "none"
-        return (
-            f"population: {self.population} | treatment: {self.treatment} | variable: "
-            f"{self.variable} | intercurrent events: {ices} | summary: {self.summary_measure}"
-        )
-
-
-@dataclass(frozen=True)
-class AnalysisSet:
-    """Which participants and periods an analysis uses."""
-
-    name: str
-    description: str
-    exclude_status: tuple[str, ...] = ()
-    require_both_treatments: bool = False
-    require_reference_time: bool = False
-    exclude_flagged_nights: bool = False
-
-
-@dataclass(frozen=True)
-class MultiplicityFamily:
-    """A family of hypotheses whose p-values are adjusted together."""
-
-    name: str
-    method: str
-    alpha: float
-    order: tuple[str, ...] = ()
-    description: str = ""
-
-
-@dataclass(frozen=True)
-class NotTested:
-    """A claim the protocol states but does not test, with the reason."""
-
-    claim_id: str
-    claim: str
-    source: str
-    reason: str
-
-
-@dataclass(frozen=True)
-class Hypothesis:
-    """One pre-registered hypothesis (see the module docstring and ``protocols/``)."""
-
-    id: str
-    claim_id: str
-    claim: str
-    source: Source
-    role: str
-    outcome_table: str
-    outcome: str
-    analysis_set: AnalysisSet
-    family: str
-    fixed: tuple[str, ...]
-    covariates: tuple[str, ...]
-    random: tuple[RandomEffect, ...]
-    levels: dict[str, tuple[str, ...]]
-    contrast: Contrast
-    direction: str
-    multiplicity_family: str
-    adjust_method: str
-    alpha: float
-    effect_of_interest: float
-    estimand: Estimand
-    df_method: str = "satterthwaite"
-    #: Dictionary missing-value codes of the outcome (e.g. ``("-99",)``): treated as missing.
-    outcome_missing_codes: tuple[str, ...] = ()
-    #: Dictionary range of the outcome; values outside it mean the data were not validated.
-    outcome_range: tuple[float | None, float | None] = (None, None)
-
-    @property
-    def terms(self) -> list[str]:
-        """Fixed terms followed by covariates (model order)."""
-        return [*self.fixed, *self.covariates]
-
-    @property
-    def conf_level(self) -> float:
-        """Confidence level of the reported two-sided interval.
-
-        ``1 - 2 alpha`` for a one-sided test (the interval excludes 0 on the claimed side
-        exactly when the unadjusted one-sided p-value is below alpha), ``1 - alpha`` for a
-        two-sided test.
-        """
-        return 1 - 2 * self.alpha if self.direction != "two-sided" else 1 - self.alpha
-
-    @property
-    def scale(self) -> str:
-        """Scale of ``estimate`` in the results: mean difference, rate ratio or correlation."""
-        if self.contrast.type == "change_correlation":
-            return "correlation"
-        return "rate ratio" if self.family in ("poisson", "negbin") else "difference"
-
-    @property
-    def model_text(self) -> str:
-        """The model in lme4 notation (display only; never evaluated)."""
-        rhs = " + ".join(self.terms) or "1"
-        if self.contrast.type == "change_correlation":
-            return (
-                f"Pearson correlation of change in {self.contrast.predictor} and change in "
-                f"{self.outcome} (t test with n - 2 df, Fisher z interval)"
-            )
-        rand = " + ".join(r.lme4() for r in self.random)
-        fam = {
-            "gaussian": "linear mixed model, REML",
-            "poisson": "Poisson GLMM, log link, Laplace",
-            "negbin": "negative-binomial GLMM, log link, Laplace",
-        }[self.family]
-        return f"{self.outcome} ~ {rhs} + {rand} [{fam}]"
-
-    @property
-    def verdict_rule(self) -> str:
-        """The verdict rule in words, generated from the fields that the code applies."""
-        return verdict_rule_text(self)
-
-
-@dataclass(frozen=True)
-class Protocol:
-    """A loaded, validated protocol.
-
-    Attributes
-    ----------
-    id, version, title : str
-        From the ``protocol`` section.
-    sha256 : str
-        SHA-256 (hex) of the file bytes: recorded in every result row.
-    hypotheses : list of Hypothesis
-        In file order.
-    families : dict
-        Multiplicity family name -> :class:`MultiplicityFamily`.
-    analysis_sets : dict
-        Name -> :class:`AnalysisSet`.
-    not_tested : list of NotTested
-        Claims stated but not tested, with reasons.
-    """
-
-    id: str
-    version: str
-    title: str
-    sha256: str
-    hypotheses: list[Hypothesis]
-    families: dict[str, MultiplicityFamily]
-    analysis_sets: dict[str, AnalysisSet]
-    not_tested: list[NotTested]
-    articles: dict[str, str] = field(default_factory=dict)
-    path: str | None = None
-    description: str = ""
-
-    def get(self, hypothesis_id: str) -> Hypothesis:
-        """The hypothesis with this id (:class:`ProtocolError` if there is none)."""
-        for h in self.hypotheses:
-            if h.id == hypothesis_id:
-                return h
-        raise ProtocolError(
-            f"Protocol {self.id!r} has no hypothesis {hypothesis_id!r}. Hypotheses: "
-            f"{', '.join(h.id for h in self.hypotheses)}."
-        )
-
-    def summary(self):
-        """One row per hypothesis: id, claim, role, outcome, contrast, direction, family ...
-
-        Returns
-        -------
-        pandas.DataFrame
-        """
-        import pandas as pd
-
-        rows = [
-            {
-                "hypothesis_id": h.id,
-                "claim_id": h.claim_id,
-                "claim": h.claim,
-                "evidence": h.source.evidence_text,
-                "role": h.role,
-                "outcome": f"{h.outcome_table}.{h.outcome}",
-                "contrast": h.contrast.description,
-                "direction": h.direction,
-                "family": h.family,
-                "model": h.model_text,
-                "multiplicity_family": h.multiplicity_family,
-                "adjust_method": h.adjust_method,
-                "alpha": h.alpha,
-                "verdict_rule": h.verdict_rule,
-            }
-            for h in self.hypotheses
-        ]
-        return pd.DataFrame(rows)
-
-
-# --------------------------------------------------------------------------- verdict text
-def verdict_rule_text(h: Hypothesis) -> str:
-    """The verdict rule of a hypothesis in words (what :mod:`studykit.analysis` applies)."""
-    lvl = f"{100 * h.conf_level:g}%"
-    adj = (
-        f"{h.adjust_method}-adjusted p-value within family {h.multiplicity_family!r}"
-        if h.adjust_method != "none"
-        else "unadjusted p-value (exploratory family, no multiplicity adjustment)"
-    )
-    d = h.effect_of_interest
-    if h.scale == "rate ratio":
-        unit = "rate ratio"
-        null = "1"
-        if h.direction == "greater":
-            excl = f"the upper limit of the {lvl} CI is below {d:g} (a rate ratio of {d:g} or more is ruled out)"
-        elif h.direction == "less":
-            excl = f"the lower limit of the {lvl} CI is above {d:g} (a rate ratio of {d:g} or less is ruled out)"
-        else:
-            excl = f"the {lvl} CI lies within ({1 / d if d > 1 else d:.3g}, {d if d > 1 else 1 / d:.3g})"
-    else:
-        unit = "correlation" if h.scale == "correlation" else "difference"
-        null = "0"
-        if h.direction == "greater":
-            excl = f"the upper limit of the {lvl} CI is below {d:g} (an effect of {d:g} or more is ruled out)"
-        elif h.direction == "less":
-            excl = f"the lower limit of the {lvl} CI is above {-d:g} (an effect of {-d:g} or less is ruled out)"
-        else:
-            excl = f"the {lvl} CI lies within ({-d:g}, {d:g}) (effects of size {d:g} or more are ruled out)"
-    side = {"greater": f"> {null}", "less": f"< {null}", "two-sided": f"!= {null}"}[h.direction]
-    test = "one-sided" if h.direction != "two-sided" else "two-sided"
-    return (
-        f"supported if the {adj} of the {test} test of {unit} {side} is < {h.alpha:g}; "
-        f"not supported if not supported and {excl}; inconclusive otherwise, and whenever the "
-        "model did not converge or could not be fitted. Each contrast row gets its own verdict."
-    )
-
 
 # --------------------------------------------------------------------------- loading
-def load_protocol(path: str | os.PathLike[str], *, dictionary: Any = None) -> Protocol:
+def load_protocol(
+    path: str | os.PathLike[str], *, dictionary: DataDictionary | None = None
+) -> Protocol:
     """Load and validate a protocol YAML file.
 
     Parameters
@@ -459,7 +91,7 @@ def load_protocol(path: str | os.PathLike[str], *, dictionary: Any = None) -> Pr
     The shipped protocol (in a source checkout, ``protocols/ketamine_sleep.yaml``):
 
     >>> from pathlib import Path
-    >>> p = Path(__file__).parents[1] / "protocols" / "ketamine_sleep.yaml"
+    >>> p = Path(__file__).parents[2] / "protocols" / "ketamine_sleep.yaml"
     >>> proto = load_protocol(p)
     >>> proto.id, len(proto.sha256)
     ('ketamine_sleep', 64)
@@ -494,43 +126,121 @@ def load_protocol(path: str | os.PathLike[str], *, dictionary: Any = None) -> Pr
 
 
 def parse_protocol(
-    text: str | bytes, *, dictionary: Any = None, source: str = "<string>"
+    text: str | bytes, *, dictionary: DataDictionary | None = None, source: str = "<string>"
 ) -> Protocol:
     """Parse and validate protocol YAML given as text or bytes (see :func:`load_protocol`).
 
     The SHA-256 is computed over the UTF-8 bytes (for ``str`` input) or the bytes as given.
-    """
-    import yaml
 
+    Examples
+    --------
+    A key given twice is refused (YAML itself would keep the last one silently):
+
+    >>> try:
+    ...     parse_protocol("protocol: {id: a}\\nprotocol: {id: b}\\n")
+    ... except ProtocolError as exc:
+    ...     print(str(exc).split(": ", 1)[1][:40])
+    key 'protocol' is given twice (line 2, c
+    """
     raw = text.encode("utf-8") if isinstance(text, str) else bytes(text)
     sha = hashlib.sha256(raw).hexdigest()
     try:
         decoded = raw.decode("utf-8")
     except UnicodeDecodeError:
         raise ProtocolError(f"Protocol {source}: not UTF-8 text.") from None
+    doc = read_yaml(decoded, source)
+    dd = load_dictionary() if dictionary is None else dictionary
+    proto = _Builder(doc, _DictView(dd), source, sha).build()
+    return dataclasses.replace(proto, plans=compile_plans(proto))
+
+
+# --------------------------------------------------------------------------- strict YAML
+class _Refused(yaml.YAMLError):
+    """A YAML construct that is valid YAML but not accepted in a protocol."""
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """yaml.SafeLoader (plain types only) that also refuses duplicate keys and .inf / .nan."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, yaml.Node] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # '<<: *anchor' merges: explicit keys then override merged ones
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.get(key)
+            except TypeError:  # unhashable key: SafeLoader reports it below
+                continue
+            if first is not None:
+                raise _Refused(
+                    f"key {key!r} is given twice (line {key_node.start_mark.line + 1}, "
+                    f"column {key_node.start_mark.column + 1}; first on line "
+                    f"{first.start_mark.line + 1}). Each key may appear once in a mapping: "
+                    "remove one of them."
+                )
+            seen[key] = key_node
+        return super().construct_mapping(node, deep=deep)
+
+    def construct_yaml_float(self, node: yaml.ScalarNode) -> float:
+        value = super().construct_yaml_float(node)
+        if not math.isfinite(value):
+            raise _Refused(
+                f"{node.value!r} (line {node.start_mark.line + 1}) is not a finite number; "
+                "a protocol states finite numbers only."
+            )
+        return value
+
+
+_StrictLoader.add_constructor("tag:yaml.org,2002:float", _StrictLoader.construct_yaml_float)
+_StrictLoader.add_constructor("tag:yaml.org,2002:map", _StrictLoader.construct_yaml_map)
+
+
+def read_yaml(text: str, source: str = "<string>") -> Any:
+    """Plain YAML (safe loader), refusing duplicate keys, non-finite numbers, deep nesting.
+
+    Raises
+    ------
+    ProtocolError
+        Invalid YAML, a tag that would build a Python object, a duplicate key, ``.inf`` /
+        ``.nan``, or nesting deeper than a protocol can have (the parser's recursion limit).
+
+    Examples
+    --------
+    >>> read_yaml("a: [1, 2.5]")
+    {'a': [1, 2.5]}
+    >>> try:
+    ...     read_yaml("alpha: .inf")
+    ... except ProtocolError as exc:
+    ...     print(str(exc).split(": ", 1)[1][:24])
+    '.inf' (line 1) is not a
+    """
     try:
-        doc = yaml.safe_load(decoded)  # plain types only: no Python objects, no code
+        return yaml.load(text, Loader=_StrictLoader)
+    except _Refused as exc:
+        raise ProtocolError(f"Protocol {source}: {exc}") from None
     except yaml.YAMLError as exc:
         raise ProtocolError(
             f"Protocol {source}: not valid YAML (only plain YAML is accepted; tags that build "
             f"Python objects are refused): {exc}"
         ) from None
-    if dictionary is None:
-        from studykit.dictionary import load_dictionary
-
-        dictionary = load_dictionary()
-    return _Builder(doc, _DictView(dictionary), source, sha).build()
+    except RecursionError:
+        raise ProtocolError(
+            f"Protocol {source}: the YAML is nested too deeply to be a protocol (lists or "
+            "mappings inside each other hundreds of levels deep). Check the file: a protocol "
+            "nests a few levels only."
+        ) from None
 
 
 # --------------------------------------------------------------------------- dictionary view
 class _DictView:
-    """What the loader needs from a DataDictionary, via its public contract only."""
+    """What the loader needs from a DataDictionary (its public contract only)."""
 
-    def __init__(self, dictionary: Any) -> None:
+    def __init__(self, dictionary: DataDictionary) -> None:
         self.d = dictionary
-        self._names: dict[str, list[str]] = {}
-        for table in dictionary.tables:
-            self._names[table] = [getattr(v, "name", v) for v in dictionary.variables(table)]
+        self._names: dict[str, list[str]] = {
+            table: [v.name for v in dictionary.variables(table)] for table in dictionary.tables
+        }
 
     def has(self, table: str, name: str) -> bool:
         return name in self._names.get(table, [])
@@ -538,35 +248,31 @@ class _DictView:
     def names(self, table: str) -> list[str]:
         return list(self._names.get(table, []))
 
-    def var(self, table: str, name: str) -> Any:
+    def var(self, table: str, name: str) -> Variable:
         return self.d.get(table, name)
 
     def type(self, table: str, name: str) -> str:
-        return str(self.var(table, name).type)
+        return self.var(table, name).type
 
     def unit(self, table: str, name: str) -> str:
-        return str(getattr(self.var(table, name), "unit", "") or "")
+        return self.var(table, name).unit
 
     def role(self, table: str, name: str) -> str:
-        return str(getattr(self.var(table, name), "role", "") or "")
+        return self.var(table, name).role
 
     def identifier(self, table: str, name: str) -> bool:
-        return bool(getattr(self.var(table, name), "identifier", False))
+        return self.var(table, name).identifier
 
     def missing_codes(self, table: str, name: str) -> list[str]:
-        codes = getattr(self.var(table, name), "missing_codes", ()) or ()
-        if isinstance(codes, str):
-            codes = [c for c in codes.replace("|", ",").split(",")]
-        return [str(c).strip() for c in codes if str(c).strip()]
+        return [c.strip() for c in self.var(table, name).missing_codes if c.strip()]
 
     def codes(self, table: str, name: str) -> list[str]:
         return [str(c) for c in self.d.levels(table, name)]
 
     def bounds(self, table: str, name: str) -> tuple[float | None, float | None]:
         v = self.var(table, name)
-        lo, hi = getattr(v, "minimum", None), getattr(v, "maximum", None)
 
-        def num(x: Any) -> float | None:
+        def num(x: float | str | None) -> float | None:
             if x is None or x == "":
                 return None
             try:
@@ -575,7 +281,7 @@ class _DictView:
                 return None
             return None if math.isnan(f) else f
 
-        return num(lo), num(hi)
+        return num(v.minimum), num(v.maximum)
 
 
 # --------------------------------------------------------------------------- the builder
@@ -587,6 +293,7 @@ _TOP_KEYS = {
     "multiplicity": True,
     "hypotheses": True,
     "not_tested": False,
+    "sensitivity": False,
     "_shared": False,  # free-form block holding YAML anchors; not read
 }
 _PROTOCOL_KEYS = {
@@ -656,10 +363,17 @@ _ICE_KEYS = {
     "handling": True,
     "rationale": False,
 }
+_SENSITIVITY_KEYS = {
+    "name": True,
+    "description": True,
+    "analysis_set": False,
+    "intercurrent_events": False,
+    "hypotheses": False,
+}
 _NOT_TESTED_KEYS = {"claim_id": True, "claim": True, "source": True, "reason": True}
 
 
-def _cap(values: Sequence[Any], n: int = 8) -> str:
+def _cap(values: Iterable[Any], n: int = 8) -> str:
     vals = [str(v) for v in values]
     more = f" ... ({len(vals) - n} more)" if len(vals) > n else ""
     return ", ".join(vals[:n]) + more
@@ -806,6 +520,7 @@ class _Builder:
             hyps.append(hyp)
         self.check_families(families, hyps)
         not_tested = [self.not_tested(x, i) for i, x in enumerate(doc.get("not_tested") or [])]
+        sensitivity = self.sensitivity(doc.get("sensitivity"), sets, hyps)
         return Protocol(
             id=pid,
             version=self.text(meta["version"], "protocol.version"),
@@ -815,6 +530,7 @@ class _Builder:
             families=families,
             analysis_sets=sets,
             not_tested=not_tested,
+            sensitivity=sensitivity,
             articles=articles,
             path=self.source,
             description=str(meta.get("description") or "").strip(),
@@ -900,6 +616,55 @@ class _Builder:
                     f"({_cap([h.id for h in confirm])}) and more than one test, so it needs a "
                     "multiplicity method (holm, bonferroni, hochberg or fixed-sequence), not 'none'.",
                 )
+
+    def sensitivity(
+        self, raw: Any, sets: dict[str, AnalysisSet], hyps: list[Hypothesis]
+    ) -> tuple[SensitivityAnalysis, ...]:
+        if raw is None:
+            return ()
+        if not isinstance(raw, list):
+            raise self.fail("sensitivity", "expected a list of sensitivity analyses.")
+        ids = [h.id for h in hyps]
+        out: list[SensitivityAnalysis] = []
+        for i, x in enumerate(raw):
+            where = f"sensitivity[{i}]"
+            s = self.mapping(x, where, _SENSITIVITY_KEYS)
+            name = self.name(s["name"], f"{where}.name")
+            if name == "primary" or name in {a.name for a in out}:
+                raise self.fail(f"{where}.name", f"{name!r} is reserved or used twice.")
+            aset = None
+            if s.get("analysis_set") is not None:
+                aset = self.text(s["analysis_set"], f"{where}.analysis_set")
+                if aset not in sets:
+                    raise self.fail(
+                        f"{where}.analysis_set",
+                        f"{aset!r} is not defined in analysis_sets ({_cap(sets)}).",
+                    )
+            ice = None
+            if s.get("intercurrent_events") is not None:
+                ice = self.choice(
+                    s["intercurrent_events"],
+                    f"{where}.intercurrent_events",
+                    SENSITIVITY_STRATEGIES,
+                )
+            if aset is None and ice is None:
+                raise self.fail(
+                    where, "a sensitivity analysis changes analysis_set or intercurrent_events."
+                )
+            targets = self.str_list(s.get("hypotheses"), f"{where}.hypotheses")
+            bad = [t for t in targets if t not in ids]
+            if bad:
+                raise self.fail(f"{where}.hypotheses", f"{_cap(bad)} are not hypotheses.")
+            out.append(
+                SensitivityAnalysis(
+                    name=name,
+                    description=self.text(s["description"], f"{where}.description"),
+                    analysis_set=aset,
+                    intercurrent_events=ice,
+                    hypotheses=tuple(targets),
+                )
+            )
+        return tuple(out)
 
     def not_tested(self, raw: Any, i: int) -> NotTested:
         where = f"not_tested[{i}]"
@@ -1259,16 +1024,17 @@ class _Builder:
                 f"'{tv}:{time_var}' in fixed; got {fixed}.",
             )
         for t in all_terms:
-            parts = t.split(":")
-            if len(parts) > 1:
-                for p in parts:
+            pieces = t.split(":")
+            if len(pieces) > 1:
+                for p in pieces:
                     if p not in all_terms:
                         raise self.fail(
                             f"{where}.fixed", f"interaction {t!r} needs its main effect {p!r}."
                         )
 
-        # random effects
+        # random effects (the engine's one random-effects type, models.lmm.RandomEffect)
         random: list[RandomEffect] = []
+        groups: list[tuple[str, ...]] = []
         for j, r in enumerate(m.get("random") or []):
             rw = f"{where}.random[{j}]"
             rs = self.mapping(r, rw, _RANDOM_KEYS)
@@ -1290,23 +1056,19 @@ class _Builder:
                 if self.dd.type(st, sl[0]) not in ("integer", "number"):
                     raise self.fail(f"{rw}.slopes[{k}]", f"random slope {sl[0]!r} must be numeric.")
                 slopes.append(sl[0])
-            random.append(
-                RandomEffect(
-                    group=group,
-                    slopes=tuple(slopes),
-                    correlated=self.boolean(rs.get("correlated"), f"{rw}.correlated", True),
-                )
-            )
+            correlated = self.boolean(rs.get("correlated"), f"{rw}.correlated", True)
+            random.append(RandomEffect(":".join(group), ("1", *slopes), correlated=correlated))
+            groups.append(group)
         if not random:
             raise self.fail(
                 f"{where}.random",
                 f"at least one random effect is needed (repeated measures): e.g. "
                 f"- {{group: {PARTICIPANT}}}.",
             )
-        if len({r.group for r in random}) != len(random):
+        if len(set(groups)) != len(groups):
             raise self.fail(f"{where}.random", "a grouping factor is listed twice.")
         if family != "gaussian":
-            if len(random) != 1 or random[0].slopes or random[0].group != (PARTICIPANT,):
+            if len(random) != 1 or random[0].terms != ("1",) or random[0].group != PARTICIPANT:
                 raise self.fail(
                     f"{where}.random",
                     f"the {family} mixed model supports one random intercept for "
