@@ -261,6 +261,8 @@ class Hypothesis:
     effect_of_interest: float
     estimand: Estimand
     df_method: str = "satterthwaite"
+    #: The analysis of a difference_in_differences contrast (:data:`studykit.estimators.ESTIMATORS`).
+    estimator: str = "did"
     #: Dictionary missing-value codes of the outcome (e.g. ``("-99",)``): treated as missing.
     outcome_missing_codes: tuple[str, ...] = ()
     #: Dictionary range of the outcome; values outside it mean the data were not validated.
