@@ -15,12 +15,18 @@ fit. All data here are SIMULATED.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _same_run_r import r_median_seconds
 
 from studykit.models.glmm import fit_glmm
 
@@ -115,13 +121,77 @@ def large(seed: int) -> None:
         )
 
 
+def crossed_target(seed: int, runs: int = 3) -> None:
+    """#15 target: Poisson GLMM, two crossed random intercepts, 2,000 participants (SIMULATED)."""
+    rng = np.random.default_rng(seed)
+    n_id, n_scorer = 2000, 40
+    ids = np.repeat(np.arange(n_id), 3)
+    night = np.tile(LEVELS["night"], n_id)
+    arm = np.where(ids % 2 == 0, "placebo", "ketamine")
+    scorer = rng.integers(0, n_scorer, ids.size)
+    eta = (
+        1.0
+        - 0.2 * ((arm == "ketamine") & (night != "baseline"))
+        + rng.normal(0, 0.35, n_id)[ids]
+        + rng.normal(0, 0.2, n_scorer)[scorer]
+    )
+    df = pd.DataFrame(
+        {
+            "id": [f"P{i:04d}" for i in ids],
+            "scorer": [f"S{s:02d}" for s in scorer],
+            "arm": arm,
+            "night": night,
+            "awakenings": rng.poisson(np.exp(eta)),
+        }
+    )
+    random = [("id", ["1"]), ("scorer", ["1"])]
+    print("\n#15 target: Poisson, (1|id) + (1|scorer), 2,000 participants x 3 nights, 40 scorers")
+    print(f"load average now: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
+    fit = None
+
+    def one() -> None:
+        nonlocal fit
+        fit = fit_glmm(df, "awakenings", TERMS, random=random, levels=LEVELS)
+
+    ours = _median_time(one, runs)
+    assert fit is not None
+    r_default = r_median_seconds(
+        df,
+        "glmer(awakenings ~ arm * night + (1 | id) + (1 | scorer), d, family = poisson)",
+        factors=["id", "scorer"],
+        levels=LEVELS,
+        runs=runs,
+    )
+    r_tight = r_median_seconds(
+        df,
+        "glmer(awakenings ~ arm * night + (1 | id) + (1 | scorer), d, family = poisson, "
+        "control = glmerControl(optimizer = 'bobyqa', optCtrl = list(maxfun = 1e5)))",
+        factors=["id", "scorer"],
+        levels=LEVELS,
+        runs=runs,
+    )
+
+    def fmt(x: float | None) -> str:
+        return "n/a (no Rscript)" if x is None else f"{x:.2f} s"
+
+    print(
+        f"  studykit (Laplace, fit + SEs) {ours:.2f} s  [{fit.n_eval} likelihood evaluations, "
+        f"converged={fit.converged}]\n  glmer default {fmt(r_default)}; glmer bobyqa maxfun=1e5 "
+        f"{fmt(r_tight)} (medians of {runs}; target: studykit <= glmer)"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--replicates", type=int, default=200)
     parser.add_argument("--repeat", type=int, default=20, help="repeats per single-fit timing")
     parser.add_argument("--seed", type=int, default=20240601)
     parser.add_argument("--skip-large", action="store_true")
+    parser.add_argument("--target-only", action="store_true", help="only the #15 crossed target")
     args = parser.parse_args()
+    crossed_target(args.seed)
+    if args.target_only:
+        return
     trial = pd.read_csv(TRIAL)
     single_fits(trial, args.repeat)
     simulate_refit(trial, args.replicates, args.seed)

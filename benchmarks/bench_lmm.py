@@ -34,6 +34,9 @@ sys.path.insert(0, str(ROOT))
 
 from studykit.models.lmm import fit_lmm  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _same_run_r import r_median_seconds  # noqa: E402
+
 DATA = ROOT / "tests" / "data" / "lme4"
 LEVELS = {"arm": ["placebo", "ketamine"], "night": ["baseline", "post1", "post2"]}
 MODELS = {
@@ -102,11 +105,110 @@ def simulate_cohort(n_participants: int, *, slope: bool, seed: int = 1) -> pd.Da
     )
 
 
+def simulate_crossed(n_id: int = 300, n_scorer: int = 40, seed: int = 2) -> pd.DataFrame:
+    """SIMULATED inter-scorer study: every participant scored by every scorer."""
+    rng = np.random.default_rng(seed)
+    ids = np.repeat(np.arange(n_id), n_scorer)
+    sc = np.tile(np.arange(n_scorer), n_id)
+    arm = np.where(ids % 2 == 0, "placebo", "ketamine")
+    y = (
+        50
+        + 2 * (arm == "ketamine")
+        + rng.normal(0, 4, n_id)[ids]
+        + rng.normal(0, 2, n_scorer)[sc]
+        + rng.normal(0, 3, ids.size)
+    )
+    return pd.DataFrame(
+        {"id": [f"P{i:04d}" for i in ids], "scorer": [f"S{s:02d}" for s in sc], "arm": arm, "y": y}
+    )
+
+
+def targets(runs: int, quick: bool) -> None:
+    """The #15 targets, studykit and lme4 timed in this same run (R via Rscript)."""
+    print("\n#15 targets: studykit vs lme4::lmer (REML fit), both timed in this run")
+    print(f"load average now: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores")
+    ham = pd.read_csv(DATA / "crossed" / "ham.csv", dtype={"Consumer": str, "Product": str})
+    ham = ham.astype({"Information": str, "Gender": str}).rename(
+        columns={"Informed.liking": "liking"}
+    )
+    large_ri = pd.read_csv(DATA / "large" / "large_ri.csv")
+    nested = simulate_cohort(20_000 if quick else 100_000, slope=False, seed=3)
+    hl = {"Information": ["1", "2"], "Gender": ["1", "2"]}
+    cases = [
+        (
+            "crossed 300 x 40, (1|id) + (1|scorer)",
+            simulate_crossed(),
+            "y",
+            ["arm"],
+            [("id", ["1"]), ("scorer", ["1"])],
+            {"arm": ["placebo", "ketamine"]},
+            "lmer(y ~ arm + (1 | id) + (1 | scorer), d)",
+            ["id", "scorer"],
+        ),
+        (
+            "ham (1|Consumer) + (1|Product) + (1|Consumer:Product)",
+            ham,
+            "liking",
+            ["Information", "Gender", "Information:Gender"],
+            [("Consumer", ["1"]), ("Product", ["1"]), ("Consumer:Product", ["1"])],
+            hl,
+            "lmer(liking ~ Information * Gender + (1 | Consumer) + (1 | Product) + "
+            "(1 | Consumer:Product), d)",
+            ["Consumer", "Product", "Information", "Gender"],
+        ),
+        (
+            f"nested {len(nested) // 3:,} x 3, (1|id)",
+            nested,
+            "y",
+            ["arm", "night", "arm:night"],
+            [("id", ["1"])],
+            LEVELS,
+            "lmer(y ~ arm * night + (1 | id), d)",
+            ["id"],
+        ),
+        (
+            "random intercept 2,000 x 3 (large_ri)",
+            large_ri,
+            "y",
+            ["arm", "night", "arm:night"],
+            [("id", ["1"])],
+            LEVELS,
+            "lmer(y ~ arm * night + (1 | id), d)",
+            ["id"],
+        ),
+    ]
+    rows = []
+    for label, data, y, fixed, random, levels, r_call, factors in cases:
+        fit_lmm(data, y, fixed, random=random, levels=levels)  # warm-up
+
+        def one(data=data, y=y, fixed=fixed, random=random, levels=levels):
+            return fit_lmm(data, y, fixed, random=random, levels=levels)
+
+        med, mn = timings(one, runs)
+        r_levels = {k: v for k, v in levels.items() if k in data.columns}
+        r_sec = r_median_seconds(
+            data.rename(columns={"liking": "liking"}),
+            r_call,
+            factors=[f for f in factors if f not in r_levels],
+            levels=r_levels,
+            runs=max(3, runs // 2),
+        )
+        rows.append((label, med, mn, r_sec if r_sec is not None else float("nan")))
+    tab = pd.DataFrame(rows, columns=["model", "studykit_median", "studykit_min", "lme4_median"])
+    tab["ratio"] = tab["studykit_median"] / tab["lme4_median"]
+    print(tab.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+    print("target: ratio <= 1 (studykit no slower than lme4); lme4 nan = Rscript not available")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="skip statsmodels and 20,000 x 3")
     ap.add_argument("--runs", type=int, default=7, help="repeats for medians (default 7)")
+    ap.add_argument("--targets-only", action="store_true", help="only the #15 targets vs lme4")
     args = ap.parse_args(argv)
+    targets(args.runs, args.quick)
+    if args.targets_only:
+        return 0
     r = r_figures()
     print(f"studykit LMM benchmark (seconds; median and min of {args.runs} runs)")
     print(f"load average now: {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores "

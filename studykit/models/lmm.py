@@ -169,7 +169,8 @@ class _Structure:
         return self.re.lam_A(theta)
 
     def evaluate(self, theta: np.ndarray, reml: bool, level: int = 0) -> dict[str, Any]:
-        """Profiled deviance (level 0), + gradient (1), + Hessian pieces (2)."""
+        """Profiled deviance (level 0), + gradient (1), + Hessian pieces (2: for Newton steps;
+        3: as accurate as the evaluator allows, for Satterthwaite's df)."""
         if self.crossed:
             return self._evaluate_crossed(theta, reml, level)
         return self._evaluate_nested(theta, reml, level)
@@ -248,14 +249,20 @@ class _Structure:
             l_kl[k, k] = (lp[k] - 2.0 * l0 + ln_[k]) / h[k] ** 2
             r2_kl[k, k] = (rp[k] - 2.0 * r0 + rn[k]) / h[k] ** 2
             for j in range(k):
-                vals = []
-                for sk, sj in ((1, 1), (1, -1), (-1, 1), (-1, -1)):
-                    e = np.zeros(K)
-                    e[k] = sk * h[k]
-                    e[j] = sj * h[j]
-                    vals.append(f(theta + e)[:2])
-                a = np.array(vals)
-                d = (a[0] - a[1] - a[2] + a[3]) / (4.0 * h[k] * h[j])
+                e = np.zeros(K)
+                e[k], e[j] = h[k], h[j]
+                if level >= 3:  # four-point central difference: error ~ h^2
+                    vals = []
+                    for sk, sj in ((1, 1), (1, -1), (-1, 1), (-1, -1)):
+                        e = np.zeros(K)
+                        e[k] = sk * h[k]
+                        e[j] = sj * h[j]
+                        vals.append(f(theta + e)[:2])
+                    a = np.array(vals)
+                    d = (a[0] - a[1] - a[2] + a[3]) / (4.0 * h[k] * h[j])
+                else:  # Newton steps only: one-point forward difference, error ~ h
+                    fkj = np.array(f(theta + e)[:2])
+                    d = (fkj - [lp[k], rp[k]] - [lp[j], rp[j]] + [l0, r0]) / (h[k] * h[j])
                 l_kl[k, j] = l_kl[j, k] = d[0]
                 r2_kl[k, j] = r2_kl[j, k] = d[1]
         M = np.linalg.inv(out["Minv"])
@@ -526,7 +533,7 @@ class LMMResult(ResultDisplay):
         """(Jacobian of vcov(beta) w.r.t. (theta, sigma), asymptotic covariance of them)."""
         if "jac" not in self._cache:
             st = self._struct
-            ev = self._cache.get("ev2") or st.evaluate(self.theta, self.reml, level=2)
+            ev = self._cache.get("ev2") or st.evaluate(self.theta, self.reml, level=3)
             H = _vp_hessian(ev, self.sigma)
             Minv = ev["Minv"]
             s2 = self.sigma**2
@@ -552,8 +559,11 @@ class LMMResult(ResultDisplay):
         """
         from studykit.models.inference import satterthwaite_df
 
-        with single_threaded_blas():
-            jac, avar = self._satterthwaite_parts()
+        if "jac" in self._cache:
+            jac, avar = self._cache["jac"], self._cache["avar"]
+        else:
+            with single_threaded_blas():
+                jac, avar = self._satterthwaite_parts()
         return float(satterthwaite_df(np.atleast_2d(np.asarray(L, float)), self.vcov, jac, avar)[0])
 
     def refit(self, y: Any) -> LMMResult:
@@ -866,7 +876,7 @@ def _optimize(st: _Structure, reml: bool) -> tuple[np.ndarray, dict[str, Any], d
     if res.ev is not None and np.array_equal(res.ev["theta"], theta):
         ev = res.ev
     else:
-        ev = st.evaluate(theta, reml, level=2)
+        ev = st.evaluate(theta, reml, level=3)
     grad = ev["grad"]
     # lme4's convergence check: gradient scaled by the Cholesky factor of the Hessian
     try:
@@ -1093,5 +1103,7 @@ def _fit_structure(
         deviance=dev,
         optimizer=info,
         _struct=st,
-        _cache={"ev2": ev},
+        # crossed designs: the Newton iterations' Hessian is a cheap one; Satterthwaite's df
+        # recompute the accurate one when first asked for
+        _cache={} if st.crossed else {"ev2": ev},
     )

@@ -553,6 +553,7 @@ class ReStructure:
                     rows_l.append(base + i)
                     cols_l.append(base + j)
                     tidx.append(t.theta_start + kk)
+        self.lamA_diagonal = all(terms[k].q == 1 for k in self.a_terms)
         self.lamA_rows = np.array(rows_l, dtype=np.int64)
         self.lamA_cols = np.array(cols_l, dtype=np.int64)
         self.lamA_tidx = np.array(tidx, dtype=np.int64)
@@ -702,11 +703,19 @@ class ReStructure:
             C = np.concatenate([CB, CE], axis=2)
             CL = C / LA
         else:
-            A = LamA.T[None] @ cr.AA @ LamA[None]
+            if self.lamA_diagonal:  # scalar terms only: Lambda_A is diagonal
+                lam = np.diag(LamA)
+                A = cr.AA * np.outer(lam, lam)[None]
+            else:
+                A = LamA.T[None] @ cr.AA @ LamA[None]
             A[:, np.arange(m), np.arange(m)] += 1.0
             LA = np.linalg.cholesky(A)
-            CB = LamA.T[None] @ self.lam_B_right(cr.AB, theta) if qB else cr.AB
-            CE = LamA.T[None] @ cr.AE
+            if self.lamA_diagonal:
+                CB = lam[None, :, None] * self.lam_B_right(cr.AB, theta) if qB else cr.AB
+                CE = lam[None, :, None] * cr.AE
+            else:
+                CB = LamA.T[None] @ self.lam_B_right(cr.AB, theta) if qB else cr.AB
+                CE = LamA.T[None] @ cr.AE
             C = np.concatenate([CB, CE], axis=2)
             CL = np.linalg.solve(LA, C)
         e = cr.EE.shape[0]

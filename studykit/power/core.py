@@ -376,9 +376,13 @@ class PowerResult:
         """A paragraph for a grant's statistical section: what was simulated, how analysed."""
         s = self.settings
         a = self.assumptions()
+        from studykit.estimators import ESTIMATOR_LABELS
+
         hyps = "; ".join(
             f"{r.hypothesis_id} ({r.outcome}, {r.contrast}: assumed effect {r.assumed_effect:.3g}"
             f"{' on the log scale' if self.design.outcomes[r.outcome].family != 'gaussian' else ''}"
+            f"; true model {r.true_model}; analysed by "
+            f"{ESTIMATOR_LABELS.get(str(r.estimator), str(r.estimator))}"
             f", {r.alternative} test at alpha {r.alpha:g}, {r.adjust_method} within the "
             f"{r.multiplicity_family} family)"
             for r in a.itertuples()
@@ -393,9 +397,9 @@ class PowerResult:
             f"(or dispersion) were {' / '.join(origin)} (table of assumptions). Each of "
             f"{s.get('reps')} replicates per sample size (n = "
             f"{', '.join(map(str, s.get('n', [])))}; seed {s.get('seed')}; common random "
-            "numbers across sample sizes) was analysed exactly as pre-registered: the "
-            "protocol's mixed model was refitted (REML; Satterthwaite degrees of freedom for "
-            "linear models, Wald z tests for counts), its contrast tested in the stated "
+            "numbers across sample sizes) was analysed as pre-registered: each hypothesis' mixed "
+            "model was refitted (REML; Satterthwaite degrees of freedom for linear models, "
+            "Wald z tests for counts), its contrast tested in the stated "
             f"direction and the p-values adjusted within each multiplicity family. Hypotheses: "
             f"{hyps}. Power is the share of replicates with a 'supported' verdict (adjusted "
             "p-value below alpha); its Monte Carlo standard error is sqrt(p(1-p)/replicates) "
