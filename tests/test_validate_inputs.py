@@ -299,3 +299,10 @@ def test_huge_bad_value_is_not_echoed_in_full(tmp_path):
     r = validate_table(p, "diary")
     value = r.issues["value"].iloc[0]
     assert len(value) < 300 and "2,000,000 characters" in value
+
+
+def test_huge_column_name_is_not_echoed_in_full():
+    name = "y" * 3_000_000
+    with pytest.raises(InputError) as err:
+        validate_table(pd.DataFrame({name: ["1"]}), "diary")
+    assert len(str(err.value)) < 1000 and "3,000,000 characters" in str(err.value)

@@ -196,7 +196,8 @@ def validate_table(
     dupes = sorted(c for c, k in Counter(colnames).items() if k > 1)
     if dupes:
         raise InputError(
-            f"{src} has duplicate column names: {', '.join(dupes)}. Each column needs its own "
+            f"{src} has duplicate column names: {', '.join(shorten(d, 40) for d in dupes[:10])}. "
+            "Each column needs its own "
             "name; rename or delete the repeated column(s)."
         )
     mapping: dict[str, str] = {}  # raw column -> variable
@@ -215,7 +216,7 @@ def validate_table(
                 target,
                 "column_name",
                 "warning",
-                f"column {name!r} read as {target!r}; rename it to the dictionary name",
+                f"column {shorten(name, 60)!r} read as {target!r}; rename it to the dictionary name",
                 values=name,
             )
         else:
@@ -224,7 +225,7 @@ def validate_table(
                 name,
                 "unknown_column",
                 "warning",
-                f"column {name!r} is not in the data dictionary for table {table!r}: it is "
+                f"column {shorten(name, 60)!r} is not in the data dictionary for table {table!r}: it is "
                 "ignored. Rename it to a dictionary name, or add it to data_dictionary.csv",
                 values="",
             )
@@ -360,9 +361,11 @@ def validate_table(
 
 
 def _no_columns_message(src: str, table: str, colnames: list[str], expected: list[str]) -> str:
-    shown = ", ".join(repr(c) for c in colnames[:8]) + (" ..." if len(colnames) > 8 else "")
+    shown = ", ".join(repr(shorten(c, 40)) for c in colnames[:8]) + (
+        " ..." if len(colnames) > 8 else ""
+    )
     hint = ""
-    if len(colnames) == 1 and re.search(r"[\s:/]", colnames[0]):
+    if len(colnames) == 1 and re.search(r"[\s:/]", colnames[0][:10_000]):
         hint = (
             " The header was read as a single column, so the file seems to use a delimiter "
             "studykit does not recognise (spaces? colons?): save it with commas, tabs or "
