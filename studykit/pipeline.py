@@ -40,7 +40,14 @@ from studykit.manifest import build_manifest, environment, git_commit, write_man
 from studykit.models.multiplicity import adjusted_intervals
 from studykit.privacy import identifier_columns, redact_identifier_values
 from studykit.protocol import Protocol, load_protocol
-from studykit.report import ReportFigure, ReportTable, write_report
+from studykit.report import (
+    ReportFigure,
+    ReportTable,
+    consort_tables,
+    draw_report_figures,
+    results_sections,
+    write_report,
+)
 from studykit.simulate import simulate_study, write_study
 from studykit.validate import Study, load_study, readme_says_simulated
 
@@ -319,7 +326,7 @@ def run(
     # simulated data are always labelled: generated here, or a directory whose README says so
     simulated = simulate or readme_says_simulated(data_dir)
     result = RunResult(out=out, simulated=simulated)
-    state: dict[str, Any] = {}
+    state: dict[str, Any] = {"simulated": simulated}
     meta = _Meta()
 
     def do(stage: str, where: str, fn: Callable[[], str | None]) -> None:
@@ -619,6 +626,11 @@ def _build_tables(
             notes="Randomized, completed and withdrawn per sequence; analysed and excluded per "
             "hypothesis (first contrast).",
         )
+    if "sequence" in roster.columns:
+        for name, (title, data, notes) in consort_tables(
+            study, analysis, sequence_order=meta.levels("roster", "sequence")
+        ).items():
+            specs[name] = _TableSpec(data, title, notes=notes)
     nights = study.nights
     if {"treatment", "night"} <= set(nights.columns):
         proto_outcomes = [o for o in dict.fromkeys(h["outcome"].dropna()) if o in nights.columns]
@@ -725,7 +737,7 @@ def _build_figures(state: Mapping[str, Any], meta: _Meta, fdir: Path) -> dict[st
     captions: dict[str, tuple[str, str]] = {}
 
     def keep(name: str, fig: Figure, title: str, caption: str) -> None:
-        figs[name] = P.save_figure(fig, fdir, name)
+        figs[name] = P.save_figure(fig, fdir, name, simulated=bool(state["simulated"]))
         captions[name] = (title, caption)
 
     nights = study.nights
@@ -786,7 +798,13 @@ def _build_figures(state: Mapping[str, Any], meta: _Meta, fdir: Path) -> dict[st
                 time=time_col,
                 arm_order=arm_order,
                 time_order=[str(t) for t in t_order] if time_col == "time" else t_order,
-                label=(meta.axis_label(table, o) if o else "mean") + (" (rate)" if rate else ""),
+                label=(
+                    f"{meta.label(table, o)} (rate per {tv})"
+                    if rate and o
+                    else meta.axis_label(table, o)
+                    if o
+                    else "mean"
+                ),
                 title=f"{hid}: {meta.label(table, o) if o else ''}",
                 ax=ax,
             )
@@ -801,17 +819,23 @@ def _build_figures(state: Mapping[str, Any], meta: _Meta, fdir: Path) -> dict[st
             "Model-based means (rates for count outcomes) with confidence intervals by night or "
             "day and arm, one panel per hypothesis with a model.",
         )
-    keep(
-        "forest",
-        P.plot_forest(
-            h,
-            adjusted=adjusted_intervals(h),
-            units={o: meta.unit("nights", o) or meta.unit("diary", o) for o in h["outcome"]},
-        ),
-        "Hypothesis effects",
-        "Estimates with unadjusted (thin) and multiplicity-adjusted (thick) confidence "
-        "intervals; dashed line: no effect. Ratios on a log axis.",
-    )
+    outcomes_all = [str(o) for o in dict.fromkeys(h["outcome"].dropna())]
+    table_of = {
+        o: next((t for t in ("nights", "diary", "periods") if o in meta.names(t)), "nights")
+        for o in outcomes_all
+    }
+    for name, rf in draw_report_figures(
+        analysis,
+        study,
+        fdir,
+        simulated=bool(state["simulated"]),
+        labels={o: meta.label(table_of[o], o) for o in outcomes_all},
+        units={o: meta.unit(table_of[o], o) for o in outcomes_all},
+        sequence_labels=meta.code_labels("roster", "sequence"),
+        sequence_order=meta.levels("roster", "sequence"),
+    ).items():
+        figs[name] = {"svg": rf.path, "png": rf.path.with_suffix(".png")}
+        captions[name] = (rf.title, rf.caption)
     epochs = study.epochs
     tp = _treatment_of_period(study)
     if epochs is not None and not epochs.empty and tp is not None:
@@ -870,38 +894,37 @@ def _write_report(
     h = state["hypotheses"]
     proto: Protocol = state["protocol"]
     displays: Mapping[str, _TableSpec] = state["displays"]
-    tables = [
-        ReportTable(
+    tables = {
+        name: ReportTable(
             name,
             spec.title,
             spec.display if spec.display is not None else T.format_display(spec.data),
             spec.notes,
         )
         for name, spec in displays.items()
-    ]
-    figures = [
-        ReportFigure(name, v["_title"], v["svg"], v["_caption"])
+    }
+    figures = {
+        name: ReportFigure(name, v["_title"], v["svg"], v["_caption"])
         for name, v in state["figures"].items()
-    ]
-    first = h.drop_duplicates("hypothesis_id")
-    short = [
-        c
-        for c in ("hypothesis_id", "claim", "evidence", "outcome", "role", "multiplicity_family")
-        if c in h.columns
-    ]
-    protocol_table = T.format_display(first[short])
-    full = [
-        c
-        for c in ("hypothesis_id", "source", "estimand", "effect_size_definition", "verdict_rule")
-        if c in h.columns
-    ]
-    definitions = T.format_display(first[full])
-    diag_cols = [
-        c
-        for c in ("hypothesis_id", "contrast", "model", "converged", "singular", "warnings")
-        if c in h.columns
-    ]
-    diagnostics = T.format_display(h[diag_cols])
+    }
+    outcomes = [str(o) for o in dict.fromkeys(h["outcome"].dropna())]
+    sections = results_sections(
+        analysis=state["analysis_obj"],
+        tables=tables,
+        figures=figures,
+        protocol=proto,
+        manifest=manifest_summary,
+        labels={
+            o: next(
+                (meta.label(t, o) for t in ("nights", "diary", "periods") if o in meta.names(t)),
+                o,
+            )
+            for o in outcomes
+        },
+        flows=(
+            {"consort_flow": displays["consort_flow"].data} if "consort_flow" in displays else None
+        ),
+    )
     pid = proto.id
     sha = proto.sha256
     protocol_summary = {
@@ -919,11 +942,6 @@ def _write_report(
         out / "report.html",
         title=f"studykit results: {pid}",
         protocol=protocol_summary,
-        protocol_table=protocol_table,
-        tables=tables,
-        figures=figures,
-        diagnostics=diagnostics,
-        definitions=definitions,
-        manifest=manifest_summary,
+        sections=sections,
         simulated=simulated,
     )

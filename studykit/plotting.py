@@ -1,64 +1,81 @@
-"""Figures of a study: trajectories, marginal means, forest plot, hypnograms, sleepiness.
+"""Figures of a study: CONSORT flow, trajectories, marginal means, forest plots, model
+diagnostics, within-participant differences, hypnograms, sleepiness.
 
 Every function takes tidy data frames with the columns named in the data dictionary and
 returns a :class:`matplotlib.figure.Figure` built without ``pyplot`` (so no global figure
 state and no GUI backend is touched); :func:`save_figure` writes it as PNG and SVG with fixed
-metadata (``svg.hashsalt``, no date), so re-running gives byte-identical files.
+metadata (``svg.hashsalt``, no date), so re-running gives byte-identical files, and labels
+every figure of simulated data (a watermark on the figure, and the file's metadata).
 
-Colours come from seaborn's colour-blind palette (:data:`COLORBLIND`), the reference arm
-(placebo) first.
+seaborn gives the palette and draws the residual scatter of the diagnostics; figures whose
+intervals come from a model (marginal means, forest plots) are drawn with matplotlib from
+those intervals, so they show exactly what the tables report; the box plot and the jittered
+points are matplotlib's too (seaborn 0.13's box plot uses an argument matplotlib 3.11
+deprecates, its jitter draws from numpy's global random state: files would differ per run).
+Colours: seaborn's colour-blind palette (:data:`COLORBLIND`), the reference arm first.
+Numbers printed on figures use the tables' formatter (``studykit.tables.format_number`` /
+``format_p``), so a figure and a table never print the same number differently.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import re
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import matplotlib as mpl
 import numpy as np
 import pandas as pd
+import seaborn as sns
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.layout_engine import ConstrainedLayoutEngine
+from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullLocator
+from scipy import stats
 
 from studykit.errors import InputError
+from studykit.hypnogram import plot_hypnogram
 from studykit.models.multiplicity import adjusted_intervals
+from studykit.tables import format_number, format_p
 
 __all__ = [
     "save_figure",
+    "mark_simulated",
+    "SIMULATED_LABEL",
     "plot_trajectories",
     "plot_emmeans",
     "plot_forest",
+    "plot_consort_flow",
+    "plot_within_differences",
+    "plot_diagnostics",
     "plot_hypnograms",
     "plot_sleepiness",
-    "HYPNOGRAM_ORDER",
     "COLORBLIND",
+    "VERDICT_COLORS",
 ]
 
 logger = logging.getLogger(__name__)
 
-#: Vertical order of stages in a hypnogram, top to bottom (wake on top, N3 at the bottom).
-HYPNOGRAM_ORDER: tuple[str, ...] = ("W", "R", "N1", "N2", "N3")
 
-#: rcParams fixed while saving, for byte-identical SVG output.
-_SAVE_RC = {"svg.hashsalt": "studykit", "svg.fonttype": "path", "path.simplify": True}
+#: seaborn's "colorblind" palette (10 colours), as hex.
+COLORBLIND: tuple[str, ...] = tuple(c.upper() for c in sns.color_palette("colorblind").as_hex())
 
+#: Marker colour of each verdict in forest plots.
+VERDICT_COLORS: dict[str, str] = {
+    "supported": COLORBLIND[2],
+    "not supported": COLORBLIND[3],
+    "inconclusive": COLORBLIND[7],
+}
 
-#: seaborn's "colorblind" palette (10 colours), as hex: fixed here so drawing a figure does
-#: not import seaborn (about a second of start-up) for eight numbers.
-COLORBLIND = (
-    "#0173B2",
-    "#DE8F05",
-    "#029E73",
-    "#D55E00",
-    "#CC78BC",
-    "#CA9161",
-    "#FBAFE4",
-    "#949494",
-    "#ECE133",
-    "#56B4E9",
-)
+#: Text of the watermark and of the file metadata of figures of simulated data.
+SIMULATED_LABEL = "SIMULATED DATA - not evidence"
+
+#: ``gid`` of the watermark artists (``<g id="simulated-watermark">`` in the SVG).
+_WATERMARK_GID = "simulated-watermark"
 
 
 def _palette(n: int) -> list[str]:
@@ -83,15 +100,69 @@ def _require(data: pd.DataFrame, columns: Sequence[str], what: str) -> None:
         )
 
 
+def mark_simulated(fig: Figure) -> Figure:
+    """Label a figure as showing simulated data: a diagonal watermark and a red footer.
+
+    Parameters
+    ----------
+    fig : matplotlib.figure.Figure
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The same figure (marked once, however often this is called).
+
+    Examples
+    --------
+    >>> fig = mark_simulated(Figure(figsize=(3, 2)))
+    >>> sorted(t.get_text() for t in fig.texts)
+    ['SIMULATED DATA', 'SIMULATED DATA - not evidence']
+    """
+    if any(t.get_gid() == _WATERMARK_GID for t in fig.texts):
+        return fig
+    w, h = fig.get_size_inches()
+    engine = fig.get_layout_engine()
+    if isinstance(engine, ConstrainedLayoutEngine):
+        strip = 0.2 / h  # keep the footer clear of the axes' labels
+        engine.set(rect=(0.0, strip, 1.0, 1.0 - strip))
+    fig.text(
+        0.5,
+        0.5,
+        "SIMULATED DATA",
+        fontsize=max(14.0, min(60.0, 7.0 * min(w, 1.6 * h))),
+        color="#b00020",
+        alpha=0.13,
+        rotation=math.degrees(math.atan2(h, w)),
+        ha="center",
+        va="center",
+        zorder=100,
+        gid=_WATERMARK_GID,
+    )
+    fig.text(
+        0.005,
+        0.004,
+        SIMULATED_LABEL,
+        fontsize=7,
+        color="#b00020",
+        fontweight="bold",
+        ha="left",
+        va="bottom",
+        zorder=100,
+        gid=_WATERMARK_GID,
+    )
+    return fig
+
+
 def save_figure(
     fig: Figure,
     directory: str | Path,
     name: str,
     *,
+    simulated: bool,
     formats: Sequence[str] = ("png", "svg"),
     dpi: int = 150,
 ) -> dict[str, Path]:
-    """Save a figure as PNG and SVG, deterministically.
+    """Save a figure as PNG and SVG, deterministically; label simulated data.
 
     Parameters
     ----------
@@ -101,6 +172,11 @@ def save_figure(
         Output directory (created if needed).
     name : str
         File stem.
+    simulated : bool
+        Whether the figure shows simulated data: then it gets the watermark of
+        :func:`mark_simulated` and the files say so in their metadata (PNG ``Description``
+        text chunk, SVG ``<dc:description>``). Keyword-only and without default, so no caller
+        can forget it.
     formats : sequence of str, default ("png", "svg")
         Any of ``"png"``, ``"svg"``, ``"pdf"``.
     dpi : int, default 150
@@ -122,20 +198,30 @@ def save_figure(
     >>> import tempfile
     >>> fig = Figure(figsize=(2, 2)); _ = fig.subplots().plot([0, 1], [0, 1])
     >>> with tempfile.TemporaryDirectory() as tmp:
-    ...     a = save_figure(fig, tmp, "a")["svg"].read_bytes()
-    ...     b = save_figure(fig, tmp, "b")["svg"].read_bytes()
-    >>> a == b
-    True
+    ...     a = save_figure(fig, tmp, "a", simulated=True)["svg"].read_bytes()
+    ...     b = save_figure(fig, tmp, "b", simulated=True)["svg"].read_bytes()
+    >>> a == b, b"simulated-watermark" in a
+    (True, True)
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    meta = {
-        "png": {"Software": None},
-        "svg": {"Date": None},
-        "pdf": {"CreationDate": None, "ModDate": None},
+    note = {"Description": SIMULATED_LABEL} if simulated else {}
+    meta: dict[str, dict[str, Any]] = {
+        "png": {"Software": None, **note},
+        "svg": {"Date": None, **note},
+        "pdf": {
+            "CreationDate": None,
+            "ModDate": None,
+            **({"Subject": SIMULATED_LABEL} if simulated else {}),
+        },
     }
+    if simulated:
+        mark_simulated(fig)
     out: dict[str, Path] = {}
-    with mpl.rc_context(_SAVE_RC):
+    # fixed rcParams while saving, for byte-identical SVG output
+    with mpl.rc_context(
+        {"svg.hashsalt": "studykit", "svg.fonttype": "path", "path.simplify": True}
+    ):
         for fmt in formats:
             if fmt not in meta:
                 raise InputError(f"Invalid figure format {fmt!r}. Expected one of {sorted(meta)}.")
@@ -224,7 +310,7 @@ def plot_trajectories(
         ax.plot(xs, ys, color=color, linewidth=2.5, marker="o", label=f"{a} mean")
         ax.set_title(str(a))
         ax.set_xticks(range(len(times)), [str(t) for t in times])
-        ax.set_xlabel(time)
+        ax.set_xlabel(str(time))
         ax.grid(axis="y", alpha=0.3)
     axes[0].set_ylabel(label or outcome)
     fig.suptitle(f"{label or outcome}: individual trajectories and arm means")
@@ -292,7 +378,10 @@ def plot_emmeans(
         fig = Figure(figsize=(max(4.0, 1.3 * len(times) + 2), 3.6), layout="constrained")
         ax = fig.subplots()
     else:
-        fig = ax.get_figure()
+        root = ax.get_figure(root=True)
+        if root is None:
+            raise InputError("Cannot draw marginal means into an axes without a figure.")
+        fig = root
     for a, color, off in zip(arms, colors, offsets, strict=False):
         sub = emmeans[emmeans[arm] == a]
         xs, ys, lo, hi = [], [], [], []
@@ -312,7 +401,7 @@ def plot_emmeans(
         )
     ax.set_xticks(range(len(times)), ["" if t is None else str(t) for t in times])
     if use_time:
-        ax.set_xlabel(time)
+        ax.set_xlabel(str(time))
     ax.set_ylabel(label or "estimated marginal mean")
     ax.legend(title=arm, frameon=False, fontsize=7, title_fontsize=7)
     ax.grid(axis="y", alpha=0.3)
@@ -324,103 +413,146 @@ def plot_emmeans(
 # forest plot
 # --------------------------------------------------------------------------------------
 
+_RATIO_TICKS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0)
 
-def _forest_panel_key(scale: object, unit: str) -> str:
+
+def _ratio_ticks(lo: float, hi: float) -> list[float]:
+    """Readable ticks of a log axis: 0.5, 1, 2 ... (powers of two) when at least three fit,
+    1-2-5 per decade on wide ranges, round linear steps (0.8, 0.9, 1, 1.1) on narrow ones."""
+    k0, k1 = math.floor(math.log2(lo)), math.ceil(math.log2(hi))
+    if k1 - k0 > 7:
+        return [t for t in _RATIO_TICKS if lo <= t <= hi]
+    twos = [2.0**k for k in range(k0, k1 + 1) if lo <= 2.0**k <= hi]
+    if len(twos) >= 3:
+        return twos
+    return [
+        float(t)
+        for t in MaxNLocator(nbins=5, steps=[1, 2, 2.5, 5, 10]).tick_values(lo, hi)
+        if lo <= t <= hi
+    ]
+
+
+def _tick_label(v: float, _pos: object = None) -> str:
+    return f"{v:g}"
+
+
+def _kind(scale: object, unit: str) -> str:
     sc = str(scale or "").lower()
     if "ratio" in sc:
         return f"{sc} (log scale)"
-    if sc in ("", "difference", "mean difference"):
-        return f"difference ({unit})" if unit else "difference"
-    return sc
+    if "correlation" in sc:
+        return "correlation"
+    return f"difference ({unit})" if unit else "difference"
+
+
+def _short_contrast(contrast: object, width: int = 58) -> str:
+    text = str(contrast)
+    if ", change from " in text:
+        head, _, tail = text.partition(", change from ")
+        text = f"{head}, change {tail}"
+    return "\n".join(textwrap.wrap(text, width)[:2])
 
 
 def plot_forest(
     hypotheses: pd.DataFrame,
     *,
-    adjusted: pd.DataFrame | None = None,
+    labels: Mapping[str, str] | None = None,
     units: Mapping[str, str] | None = None,
+    title: str | None = None,
 ) -> Figure:
-    """Forest plot of the hypothesis effects with multiplicity-adjusted intervals.
+    """Forest plot of one multiplicity family: estimates, adjusted intervals and verdicts.
 
     Parameters
     ----------
     hypotheses : pandas.DataFrame
-        Hypothesis results (contract columns, see ``studykit.tables.HYPOTHESIS_COLUMNS``).
-    adjusted : pandas.DataFrame, optional
-        Adjusted intervals (columns ``conf_low_adjusted, conf_high_adjusted``) in the same
-        row order, e.g. from ``AnalysisResults.adjusted_intervals()``; computed with
-        ``studykit.models.multiplicity.adjusted_intervals`` when not given.
+        Rows of the hypothesis results table (``studykit.analysis.HYPOTHESIS_COLUMNS``),
+        typically one multiplicity family. The adjusted intervals are computed from these
+        rows by ``studykit.models.multiplicity.adjusted_intervals``, the function the results
+        tables use, so figure and table agree by construction.
+    labels : mapping, optional
+        Display label per outcome (the dictionary's labels, e.g. "N3 (slow-wave sleep)
+        minutes"); default the variable name.
     units : mapping, optional
-        Unit per outcome (from the dictionary): differences in the same unit share a panel.
+        Unit per outcome (from the dictionary); differences in the same unit share a panel.
+    title : str, optional
+        Figure title; default names the family and its p-value adjustment.
 
     Returns
     -------
     matplotlib.figure.Figure
-        One panel per kind of effect (differences per unit, rate ratios on a log axis,
-        correlations), one row per hypothesis x contrast in the input order: the point
-        estimate, the unadjusted interval (thin black) and the adjusted interval (thick
-        blue), a dashed line at no effect (0, or 1 for ratios) and, on the right, the
-        estimate with its adjusted interval and adjusted p-value.
+        One panel per kind of effect (differences per unit; rate ratios on a log axis with
+        ticks 0.5, 1, 2 ...; correlations), one row per hypothesis x contrast in input
+        order: the estimate (a diamond coloured by verdict), the unadjusted interval (thin
+        black) and the multiplicity-adjusted interval (thick blue), a dashed line at no
+        effect and, on the right, the estimate with its adjusted interval, the adjusted
+        p-value and the verdict, formatted as in the tables.
 
     Examples
     --------
-    >>> from studykit.tables import HYPOTHESIS_COLUMNS
+    >>> from studykit.analysis import HYPOTHESIS_COLUMNS
     >>> h = pd.DataFrame({c: [None] for c in HYPOTHESIS_COLUMNS})
     >>> h.loc[0, ["hypothesis_id", "outcome", "contrast", "scale", "estimate", "conf_low",
-    ...           "conf_high", "conf_level", "df", "alternative", "adjust_method"]] = [
+    ...           "conf_high", "conf_level", "df", "alternative", "adjust_method",
+    ...           "multiplicity_family", "verdict"]] = [
     ...     "H1", "n3_min", "ketamine - placebo", "difference", 8.0, 2.0, 14.0, 0.95,
-    ...     30.0, "two-sided", "none"]
-    >>> len(plot_forest(h).axes)
+    ...     30.0, "two-sided", "none", "confirmatory", "supported"]
+    >>> len(plot_forest(h, labels={"n3_min": "N3 minutes"}, units={"n3_min": "min"}).axes)
     1
     """
-    import textwrap
-
     if len(hypotheses) == 0:
         raise InputError("Cannot draw a forest plot: the hypothesis results table is empty.")
     h = hypotheses.reset_index(drop=True)
-    adj = adjusted_intervals(h) if adjusted is None else adjusted.reset_index(drop=True)
-    if len(adj) != len(h):
-        raise InputError(
-            f"Adjusted intervals have {len(adj)} rows for {len(h)} hypothesis rows; pass them "
-            "in the same row order."
-        )
+    adj = adjusted_intervals(h).reset_index(drop=True)
+    labels = labels or {}
     units = units or {}
     keys = [
-        _forest_panel_key(h.loc[i, "scale"], units.get(str(h.loc[i, "outcome"]), ""))
-        for i in range(len(h))
+        _kind(h.loc[i, "scale"], units.get(str(h.loc[i, "outcome"]), "")) for i in range(len(h))
     ]
     panels = list(dict.fromkeys(keys))
-    row_in = 0.42  # inches per row
-    gap_in = 0.75  # inches for a panel's x axis and title
+    row_in, gap_in, top_in, foot_in = 0.5, 0.62, 0.95, 0.75
     sizes = [keys.count(k) for k in panels]
-    height = sum(n * row_in + gap_in for n in sizes) + 0.5
-    fig = Figure(figsize=(10.0, height))
-    ratios = []
-    for n in sizes:
-        ratios += [n * row_in, gap_in]
-    gs = fig.add_gridspec(
-        len(ratios),
-        1,
-        height_ratios=ratios,
-        hspace=0.0,
-        left=0.37,
-        right=0.75,
-        top=1 - 0.45 / height,
-        bottom=0.02,
+    height = sum(n * row_in + gap_in for n in sizes) + top_in + foot_in
+    left_in, plot_in = 3.9, 3.4
+    columns_in = (0.0, 1.75, 2.55)  # estimate [CI], adjusted p, verdict: offsets in inches
+    width = left_in + plot_in + 0.25 + columns_in[-1] + 1.0
+    fig = Figure(figsize=(width, height))
+    text_x = (left_in + plot_in + 0.25) / width
+    offsets = [c / width for c in columns_in]
+    y_top = height - top_in
+    family = str(h.loc[0, "multiplicity_family"] or "")
+    methods = ", ".join(dict.fromkeys(str(m) for m in h["adjust_method"].dropna())) or "none"
+    fig.suptitle(
+        title or f"{family.capitalize()} hypotheses (p adjustment: {methods})",
+        fontsize=10,
+        x=0.02,
+        ha="left",
+        y=1 - 0.18 / height,
     )
-    for p, key in enumerate(panels):
-        ax = fig.add_subplot(gs[2 * p, 0])
+    header_y = 1 - (top_in - 0.22) / height
+    for x, text in zip(
+        (text_x + o for o in offsets),
+        ("Estimate [adjusted CI]", "Adjusted p", "Verdict"),
+        strict=True,
+    ):
+        fig.text(x, header_y, text, fontsize=7.5, fontweight="bold", va="bottom")
+    for key, n in zip(panels, sizes, strict=True):
         rows = [i for i, k in enumerate(keys) if k == key]
+        ax = fig.add_axes(
+            (left_in / width, (y_top - n * row_in) / height, plot_in / width, n * row_in / height)
+        )
+        y_top -= n * row_in + gap_in
         ratio = "ratio" in key
         null = 1.0 if ratio else 0.0
         values = [null]
-        labels = []
+        ticks = []
+        # x in figure coordinates, y in the panel's rows: the text columns right of the plot
+        row_tr = mpl.transforms.blended_transform_factory(fig.transFigure, ax.transData)
         for j, i in enumerate(rows):
             r = h.loc[i]
-            y = len(rows) - 1 - j
-            est = float(r["estimate"]) if pd.notna(r["estimate"]) else math.nan
-            lo, hi = (
-                float(r[c]) if pd.notna(r[c]) else math.nan for c in ("conf_low", "conf_high")
+            y = n - 1 - j
+            est, lo, hi = (
+                float(r[c]) if pd.notna(r[c]) else math.nan
+                for c in ("estimate", "conf_low", "conf_high")
             )
             alo, ahi = (
                 float(adj.loc[i, c]) if pd.notna(adj.loc[i, c]) else math.nan
@@ -429,62 +561,472 @@ def plot_forest(
             values += [
                 v for v in (est, lo, hi, alo, ahi) if math.isfinite(v) and (v > 0 or not ratio)
             ]
-            ax.hlines(y, alo, ahi, color="C0", linewidth=5, alpha=0.45)
+            ax.hlines(y, alo, ahi, color=COLORBLIND[0], linewidth=6, alpha=0.45)
             ax.hlines(y, lo, hi, color="black", linewidth=1.2)
-            ax.plot([est], [y], marker="D", color="black", markersize=5, linestyle="none")
-            contrast = textwrap.shorten(str(r["contrast"]), width=70, placeholder=" ...")
-            labels.append(
+            verdict = str(r.get("verdict") or "")
+            ax.plot(
+                [est],
+                [y],
+                marker="D",
+                color=VERDICT_COLORS.get(verdict, "black"),
+                markeredgecolor="black",
+                markersize=7,
+                linestyle="none",
+            )
+            outcome = str(r["outcome"])
+            ticks.append(
                 (
                     y,
-                    f"{r['hypothesis_id']} {r['outcome']}\n"
-                    + "\n".join(textwrap.wrap(contrast, 44)[:2]),
+                    f"{r['hypothesis_id']}  {labels.get(outcome, outcome)}\n{_short_contrast(r['contrast'])}",
                 )
             )
             p_adj = r.get("p_adjusted")
-            text = f"{est:.3g} [{alo:.3g}, {ahi:.3g}]"
-            if p_adj is not None and pd.notna(p_adj):
-                text += f"  p adj {float(p_adj):.3g}"
-            ax.text(1.02, y, text, transform=ax.get_yaxis_transform(), fontsize=7, va="center")
-        lo_v, hi_v = min(values), max(values)
+            cells = (
+                f"{format_number(est)} [{format_number(alo)}, {format_number(ahi)}]",
+                format_p(float(p_adj)) if p_adj is not None and pd.notna(p_adj) else "",
+                verdict,
+            )
+            for x_off, cell in zip(offsets, cells, strict=True):
+                fig.text(text_x + x_off, y, cell, fontsize=7.5, va="center", transform=row_tr)
+        finite = [v for v in values if math.isfinite(v)]
+        lo_v, hi_v = min(finite), max(finite)
         if ratio:
             ax.set_xscale("log")
             pad = (hi_v / lo_v) ** 0.06 if hi_v > lo_v else 1.2
             ax.set_xlim(lo_v / pad, hi_v * pad)
+            ax.xaxis.set_major_locator(FixedLocator(_ratio_ticks(lo_v / pad, hi_v * pad)))
+            ax.xaxis.set_major_formatter(FuncFormatter(_tick_label))
+            ax.xaxis.set_minor_locator(NullLocator())
         else:
             pad = 0.06 * (hi_v - lo_v) if hi_v > lo_v else 1.0
             ax.set_xlim(lo_v - pad, hi_v + pad)
         ax.axvline(null, color="grey", linestyle="--", linewidth=0.8)
-        ax.set_ylim(-0.6, len(rows) - 0.4)
-        ax.set_yticks([y for y, _ in labels], [t for _, t in labels], fontsize=7)
-        ax.tick_params(axis="x", labelsize=7)
+        ax.set_ylim(-0.6, n - 0.4)
+        ax.set_yticks([y for y, _ in ticks], [t for _, t in ticks], fontsize=7.5)
+        ax.tick_params(axis="x", labelsize=7.5)
         ax.set_xlabel(key, fontsize=8, labelpad=2)
         for side in ("top", "right"):
             ax.spines[side].set_visible(False)
-    fig.suptitle(
-        "Hypothesis effects: estimate, unadjusted CI (thin), multiplicity-adjusted CI (thick)",
-        fontsize=9,
+    methods_ci = "; ".join(dict.fromkeys(str(m) for m in adj["ci_adjustment"].dropna()))
+    levels = sorted({float(v) for v in h["conf_level"].dropna()})
+    level = f"{levels[0]:.0%}" if len(levels) == 1 else "reported"
+    fig.text(
+        0.02,
+        (foot_in - 0.12) / height,
+        "\n".join(
+            textwrap.wrap(
+                f"Thin line: {level} CI; thick band: multiplicity-adjusted CI ({methods_ci}). "
+                "Diamond colour: verdict (green supported, red not supported, grey "
+                "inconclusive). Dashed line: no effect.",
+                150,
+            )
+        ),
+        fontsize=7,
+        va="top",
     )
     return fig
 
 
 # --------------------------------------------------------------------------------------
-# hypnograms
+# CONSORT flow diagram of a crossover
 # --------------------------------------------------------------------------------------
 
 
-def _fallback_plot_hypnogram(stages: Sequence[str], *, ax, epoch_length: float, title):
-    """Step plot of a hypnogram (W top ... N3 bottom); MT/ART/UNS drawn as gaps."""
-    level = {s: i for i, s in enumerate(reversed(HYPNOGRAM_ORDER))}
-    y = np.array([level.get(str(s), np.nan) for s in stages], dtype=float)
-    hours = np.arange(len(y) + 1) * epoch_length / 3600.0
-    ax.step(hours, np.append(y, y[-1] if len(y) else np.nan), where="post", color="black", lw=0.8)
-    rem = np.where(np.array([str(s) for s in stages]) == "R", y, np.nan)
-    ax.step(hours, np.append(rem, np.nan), where="post", color="C3", lw=2.5)
-    ax.set_yticks(range(len(HYPNOGRAM_ORDER)), list(reversed(HYPNOGRAM_ORDER)))
-    ax.set_xlabel("hours from recording start")
-    if title:
-        ax.set_title(title, fontsize=9)
-    return ax
+def _box(
+    ax: Axes,
+    x: float,
+    y: float,
+    text: str,
+    *,
+    width: int = 34,
+    color: str = "#f3f6fa",
+    edge: str = "#4a5a6a",
+) -> None:
+    lines = []
+    for part in text.split("\n"):
+        lines += textwrap.wrap(part, width) or [""]
+    ax.text(
+        x,
+        y,
+        "\n".join(lines),
+        ha="center",
+        va="center",
+        fontsize=7.5,
+        bbox={
+            "boxstyle": "round,pad=0.45",
+            "facecolor": color,
+            "edgecolor": edge,
+            "linewidth": 0.8,
+        },
+    )
+
+
+def _arrow(ax: Axes, x0: float, y0: float, x1: float, y1: float, text: str = "") -> None:
+    ax.annotate(
+        "",
+        xy=(x1, y1),
+        xytext=(x0, y0),
+        arrowprops={"arrowstyle": "-|>", "color": "#4a5a6a", "linewidth": 0.8},
+    )
+    if text:
+        ax.text(
+            (x0 + x1) / 2 + 0.01,
+            (y0 + y1) / 2,
+            text,
+            fontsize=7,
+            ha="left",
+            va="center",
+            color="#333333",
+            style="italic",
+        )
+
+
+def plot_consort_flow(
+    flow: pd.DataFrame,
+    *,
+    washout: pd.DataFrame | None = None,
+    analysed: pd.DataFrame | None = None,
+    sequence_labels: Mapping[str, str] | None = None,
+) -> Figure:
+    """CONSORT flow diagram of a crossover trial, drawn from :func:`studykit.consort.crossover_flow`.
+
+    Parameters
+    ----------
+    flow : pandas.DataFrame
+        ``studykit.consort.crossover_flow`` output.
+    washout : pandas.DataFrame, optional
+        ``studykit.consort.washout`` output: the washout per sequence labels the arrow
+        between periods.
+    analysed : pandas.DataFrame, optional
+        ``studykit.consort.analysed_by_period`` output of one hypothesis (the first one's
+        rows are shown when several are given): participants analysed and
+        participant-periods excluded, with the reasons, per sequence and period.
+    sequence_labels : mapping, optional
+        Display label per sequence code (e.g. ``{"KP": "Ketamine then placebo"}``).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Randomised participants on top, one column per sequence with a box per period
+        (participants who received the period's treatment, nights recorded of planned,
+        nights missing by night, the washout before it), participants lost before a period
+        with the reasons in a red box and the analysed counts at the bottom.
+        Participant counts and night counts are on separate, labelled lines.
+
+    Examples
+    --------
+    >>> from studykit.consort import crossover_flow
+    >>> roster = pd.DataFrame({"participant_id": ["P1", "P2"], "sequence": ["KP", "PK"]})
+    >>> periods = pd.DataFrame({"participant_id": ["P1", "P1", "P2", "P2"], "period": [1, 2, 1, 2],
+    ...     "treatment": ["ketamine", "placebo", "placebo", "ketamine"]})
+    >>> fig = plot_consort_flow(crossover_flow(roster, periods))
+    >>> any("Randomised" in t.get_text() for t in fig.axes[0].texts)
+    True
+    """
+    _require(flow, ["step", "sequence", "period", "unit", "n", "reason"], "the CONSORT flow")
+    labels = dict(sequence_labels or {})
+    seqs = [s for s in dict.fromkeys(flow["sequence"]) if s != "all"]
+    periods = sorted(int(p) for p in flow["period"].unique() if int(p) > 0)
+    lost_before = [p for p in periods if ((flow["step"] == "lost") & (flow["period"] == p)).any()]
+    hid = None
+    if analysed is not None and len(analysed):
+        hid = str(analysed["hypothesis_id"].iloc[0])
+        analysed = analysed[analysed["hypothesis_id"] == hid]
+    n_rows = 2 + len(periods) + len(lost_before) + (1.6 if hid is not None else 0)
+    row_in = 1.05
+    fig = Figure(figsize=(max(7.5, 3.8 * len(seqs)), row_in * n_rows + 0.5))
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.set_axis_off()
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    step = row_in / (row_in * n_rows + 0.5)
+    gap = 0.36 * step  # half the height reserved for a box
+
+    def get(step_name: str, seq: str, period: int = 0) -> pd.DataFrame:
+        return flow[
+            (flow["step"] == step_name) & (flow["sequence"] == seq) & (flow["period"] == period)
+        ]
+
+    y = 1 - 0.65 * step
+    total = get("randomised", "all")
+    n_all = (
+        int(total["n"].sum())
+        if len(total)
+        else int(flow.loc[flow["step"] == "randomised", "n"].sum())
+    )
+    _box(ax, 0.5, y, f"Randomised\n{n_all} participants", color="#e8eef6")
+    xs = [(k + 0.5) / len(seqs) for k in range(len(seqs))]
+    y_seq = y - step
+    for x, s in zip(xs, seqs, strict=True):
+        _arrow(ax, 0.5, y - gap, x, y_seq + gap)
+        n = int(get("randomised", s)["n"].sum())
+        name = f"Sequence {s}" + (f": {labels[s]}" if s in labels else "")
+        _box(ax, x, y_seq, f"{name}\nallocated: {n} participants")
+    for x, s in zip(xs, seqs, strict=True):
+        yy = y_seq
+        for p in periods:
+            if p in lost_before:
+                y_lost = yy - step
+                lost = get("lost", s, p)
+                if len(lost):
+                    n_lost = int(lost["n"].sum())
+                    why = "; ".join(
+                        str(r) if len(lost) == 1 else f"{r} ({int(c)})"
+                        for r, c in zip(lost["reason"], lost["n"], strict=True)
+                    )
+                    _box(
+                        ax,
+                        x + 0.24 / len(seqs),
+                        y_lost,
+                        f"Lost before period {p}: {n_lost} "
+                        f"participant{'s' if n_lost != 1 else ''}\n{why}",
+                        width=32,
+                        color="#fdecea",
+                        edge="#b00020",
+                    )
+                y_p = yy - 2 * step
+            else:
+                y_p = yy - step
+            _arrow(ax, x - 0.12 / len(seqs), yy - gap, x - 0.12 / len(seqs), y_p + gap)
+            got = get("received", s, p)
+            treat = str(got["treatment"].iloc[0]) if len(got) else ""
+            lines = [f"Period {p}: {treat}"]
+            w = (
+                washout[(washout["sequence"] == s) & (washout["to_period"] == p)]
+                if washout is not None and len(washout)
+                else pd.DataFrame()
+            )
+            if len(w) and int(w["n"].iloc[0]) > 0:
+                lines.append(
+                    f"after a washout of {format_number(float(w['median_days'].iloc[0]), 1)} days "
+                    f"(median; {format_number(float(w['min_days'].iloc[0]), 1)}-"
+                    f"{format_number(float(w['max_days'].iloc[0]), 1)})"
+                )
+            lines.append(f"received: {int(got['n'].sum())} participants")
+            planned = get("nights planned", s, p)
+            if len(planned):
+                rec = int(get("nights recorded", s, p)["n"].sum())
+                lines.append(f"nights recorded: {rec} of {int(planned['n'].sum())} planned")
+                miss = get("nights missing", s, p)
+                if len(miss):
+                    lines.append(
+                        "missing nights: "
+                        + ", ".join(
+                            f"{str(r).replace(' not recorded', '')} {int(c)}"
+                            for r, c in zip(miss["reason"], miss["n"], strict=True)
+                        )
+                    )
+            _box(ax, x - 0.12 / len(seqs), y_p, "\n".join(lines), width=44)
+            yy = y_p
+        if hid is not None and analysed is not None:
+            a = analysed[analysed["sequence"] == s]
+            y_a = yy - 1.25 * step
+            _arrow(ax, x - 0.12 / len(seqs), yy - gap, x - 0.12 / len(seqs), y_a + gap)
+            parts = [f"Analysed for {hid}"]
+            for p in periods:
+                ap = a[a["period"] == p]
+                if not len(ap):
+                    continue
+                r = ap.iloc[0]
+                text = f"period {p}: {int(r['participants'])} participants"
+                if int(r["periods_excluded"]):
+                    why = re.sub(r" \([^()]*strategy[^()]*\)", "", str(r["excluded_reasons"]))
+                    text += f"; {int(r['periods_excluded'])} excluded: {why}"
+                parts.append(text)
+            _box(
+                ax,
+                x - 0.12 / len(seqs),
+                y_a,
+                "\n".join(parts),
+                width=48,
+                color="#eef6ee",
+                edge="#2e6b3a",
+            )
+    return fig
+
+
+# --------------------------------------------------------------------------------------
+# within-participant differences
+# --------------------------------------------------------------------------------------
+
+
+def plot_within_differences(
+    differences: pd.DataFrame,
+    *,
+    label: str,
+    sequence_order: Sequence[str] | None = None,
+    title: str | None = None,
+) -> Figure:
+    """Within-participant treatment differences by sequence (box plot and points).
+
+    Parameters
+    ----------
+    differences : pandas.DataFrame
+        ``studykit.consort.within_participant_differences`` output (``sequence,
+        difference``).
+    label : str
+        What the difference is, with its unit (x-axis label).
+    sequence_order : sequence of str, optional
+    title : str, optional
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+
+    Examples
+    --------
+    >>> w = pd.DataFrame({"sequence": ["KP", "KP", "PK", "PK"], "difference": [4.0, 6, 1, -2]})
+    >>> len(plot_within_differences(w, label="N3 (min)").axes)
+    1
+    """
+    _require(differences, ["sequence", "difference"], "within-participant differences")
+    order = _order(differences["sequence"].astype(str), sequence_order)
+    d = differences.assign(sequence=differences["sequence"].astype(str))
+    fig = Figure(figsize=(6.0, 1.0 + 0.7 * max(len(order), 1)), layout="constrained")
+    ax = fig.subplots()
+    # the box plot is matplotlib's: seaborn 0.13's passes the deprecated ``vert`` argument
+    ax.boxplot(
+        [d.loc[d["sequence"] == s_, "difference"].to_numpy(dtype=float) for s_ in order],
+        positions=list(range(len(order))),
+        orientation="horizontal",
+        widths=0.5,
+        showfliers=False,
+        patch_artist=True,
+        boxprops={"facecolor": "#dde6f0", "linewidth": 0.8},
+        medianprops={"color": "#333333"},
+    )
+    # points with a fixed (seeded) vertical jitter: the same data give the same file
+    rng = np.random.default_rng(0)
+    for k, s_ in enumerate(order):
+        x = d.loc[d["sequence"] == s_, "difference"].to_numpy(dtype=float)
+        ax.scatter(
+            x, k + rng.uniform(-0.15, 0.15, len(x)), s=16, color=COLORBLIND[0], alpha=0.8, zorder=3
+        )
+    ax.axvline(0, color="grey", linestyle="--", linewidth=0.8)
+    ax.set_yticks(range(len(order)), order)
+    ax.set_xlabel(label)
+    ax.set_ylabel("sequence")
+    ax.set_title(title or "Within-participant differences by sequence", fontsize=9)
+    return fig
+
+
+# --------------------------------------------------------------------------------------
+# model diagnostics
+# --------------------------------------------------------------------------------------
+
+
+def _random_effects(model: Any) -> dict[str, np.ndarray]:
+    """Grouping factor (and term) -> conditional modes of the random effects."""
+    re = model.ranef() if callable(getattr(model, "ranef", None)) else model.ranef
+    if isinstance(re, pd.Series):
+        return {f"{getattr(model, 'group', 'group')}": re.to_numpy(dtype=float)}
+    out = {}
+    for group, g in re.groupby("group", sort=False):
+        for col in [c for c in g.columns if c not in ("group", "level")]:
+            name = str(group) if col == "(Intercept)" else f"{group}: {col}"
+            out[name] = g[col].to_numpy(dtype=float)
+    return out
+
+
+def _conditional_fit(model: Any, data: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, str]:
+    """Fitted values (conditional on the random effects) and residuals of a fitted model.
+
+    LMM: ``y - (X beta + Z b)``. GLMM: Pearson residuals ``(y - mu) / sqrt(V(mu))`` with
+    ``mu = exp(X beta + b)`` (log link; Poisson ``V = mu``, negative binomial
+    ``V = mu + mu^2 / theta``).
+    """
+    eta = model.design.X @ model.beta
+    y = pd.to_numeric(data[model.outcome], errors="coerce").to_numpy(dtype=float)
+    re = model.ranef() if callable(getattr(model, "ranef", None)) else None
+    if re is not None:
+        for group, g in re.groupby("group", sort=False):
+            parts = str(group).split(":")
+            key = data[parts].astype(str).agg(":".join, axis=1)
+            for col in [c for c in g.columns if c not in ("group", "level")]:
+                b = key.map(dict(zip(g["level"].astype(str), g[col], strict=True))).to_numpy(
+                    dtype=float
+                )
+                x = (
+                    1.0
+                    if col == "(Intercept)"
+                    else pd.to_numeric(data[col], errors="coerce").to_numpy(dtype=float)
+                )
+                eta = eta + b * x
+        return eta, y - eta, "residual"
+    b = data[model.group].astype(str).map(model.ranef.rename(index=str)).to_numpy(dtype=float)
+    mu = np.exp(eta + b)
+    theta = getattr(model, "theta", None)
+    var = mu + (mu**2 / theta if theta else 0.0)
+    return mu, (y - mu) / np.sqrt(var), "Pearson residual"
+
+
+def plot_diagnostics(model: Any, data: pd.DataFrame, *, title: str) -> Figure:
+    """Residuals vs fitted, normal QQ of the residuals and of the random effects.
+
+    Parameters
+    ----------
+    model : LMMResult or GLMMResult
+        A fitted model of ``studykit.models`` (``design.X``, ``beta``, ``outcome``, ``ranef``).
+    data : pandas.DataFrame
+        The data the model was fitted to, in the fitted row order (``HypothesisFit.data``).
+    title : str
+        Figure title (hypothesis and outcome).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Three panels. Residuals are conditional on the random effects (Pearson residuals
+        for count models); QQ plots compare sorted values with normal quantiles at
+        ``(i - 0.5) / n``, with a line through the quartiles.
+    """
+    fitted, resid, what = _conditional_fit(model, data)
+    ok = np.isfinite(fitted) & np.isfinite(resid)
+    fitted, resid = fitted[ok], resid[ok]
+    fig = Figure(figsize=(11.0, 3.3), layout="constrained")
+    a1, a2, a3 = fig.subplots(1, 3)
+    sns.scatterplot(
+        x=fitted,
+        y=resid,
+        ax=a1,
+        s=12,
+        color=COLORBLIND[0],
+        edgecolor="none",
+        alpha=0.7,
+        rasterized=True,  # hundreds of points: a bitmap inside the SVG keeps it small
+    )
+    a1.axhline(0, color="grey", linestyle="--", linewidth=0.8)
+    a1.set_xlabel("fitted value" + (" (mean)" if what.startswith("Pearson") else ""))
+    a1.set_ylabel(what)
+    a1.set_title("Residuals vs fitted", fontsize=9)
+    _qq(a2, {what: resid})
+    a2.set_title(f"Normal QQ: {what}s", fontsize=9)
+    _qq(a3, _random_effects(model))
+    a3.set_title("Normal QQ: random effects", fontsize=9)
+    fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def _qq(ax: Axes, series: Mapping[str, np.ndarray]) -> None:
+    for (name, v), color in zip(series.items(), COLORBLIND, strict=False):
+        v = np.sort(np.asarray(v, dtype=float)[np.isfinite(v)])
+        if len(v) < 2:
+            continue
+        q = stats.norm.ppf((np.arange(1, len(v) + 1) - 0.5) / len(v))
+        ax.plot(
+            q, v, "o", markersize=3, color=color, label=f"{name} (n = {len(v)})", rasterized=True
+        )
+        q1, q3 = np.quantile(v, [0.25, 0.75])
+        z1, z3 = stats.norm.ppf([0.25, 0.75])
+        slope = (q3 - q1) / (z3 - z1)
+        ax.plot(q[[0, -1]], q1 + slope * (q[[0, -1]] - z1), color=color, linewidth=0.8)
+    ax.set_xlabel("normal quantile")
+    ax.set_ylabel("sample quantile")
+    ax.legend(fontsize=7, frameon=False)
+
+
+# --------------------------------------------------------------------------------------
+# hypnograms
+# --------------------------------------------------------------------------------------
 
 
 def plot_hypnograms(
@@ -513,20 +1055,17 @@ def plot_hypnograms(
     Returns
     -------
     matplotlib.figure.Figure
-
-    Notes
-    -----
-    Uses ``studykit.hypnogram.plot_hypnogram`` when available, else a step plot with
-    stages ordered W, R, N1, N2, N3 from the top (movement, artefact and unscored epochs
-    left as gaps).
+        One panel per night drawn by ``studykit.hypnogram.plot_hypnogram``, on a shared
+        time axis long enough for the longest night.
 
     Examples
     --------
     >>> e = pd.DataFrame({"participant_id": "P1", "period": 1,
-    ...     "night": ["baseline"] * 4 + ["post1"] * 4, "epoch": [0, 1, 2, 3] * 2,
-    ...     "stage": ["W", "N1", "N2", "N3", "W", "N2", "N3", "R"]})
-    >>> len(plot_hypnograms(e, participant_id="P1").axes)
-    2
+    ...     "night": ["baseline"] * 4 + ["post1"] * 6, "epoch": [0, 1, 2, 3, 0, 1, 2, 3, 4, 5],
+    ...     "stage": ["W", "N1", "N2", "N3", "W", "N2", "N3", "R", "R", "W"]})
+    >>> fig = plot_hypnograms(e, participant_id="P1")
+    >>> len(fig.axes), bool(fig.axes[0].get_xlim()[1] == 6 * 30 / 3600)
+    (2, True)
     """
     _require(epochs, ["participant_id", "night", "stage"], "hypnograms")
     sub = epochs[epochs["participant_id"] == participant_id]
@@ -544,26 +1083,28 @@ def plot_hypnograms(
             else:
                 period = sorted(sub["period"].dropna().unique())[0]
         sub = sub[sub["period"] == period]
-    try:
-        from studykit.hypnogram import plot_hypnogram as _plot
-    except ImportError:
-        _plot = None
     fig = Figure(figsize=(8, 2.0 * len(nights) + 0.6), layout="constrained")
     axes = fig.subplots(len(nights), 1, sharex=True, squeeze=False)[:, 0]
+    longest = 0.0
     for ax, night in zip(axes, nights, strict=True):
         night_epochs = sub[sub["night"] == night]
         if "epoch" in night_epochs.columns:
             night_epochs = night_epochs.sort_values("epoch")
-        stages = night_epochs["stage"].astype(str).tolist()
         title = f"{participant_id}, period {period}, night {night}"
-        if not stages:
+        if night_epochs.empty:
             ax.text(0.5, 0.5, f"no epochs for night {night}", ha="center", transform=ax.transAxes)
             ax.set_title(title, fontsize=9)
             continue
-        if _plot is not None:
-            _plot(stages, ax=ax, epoch_length=epoch_length, title=title)
-        else:
-            _fallback_plot_hypnogram(stages, ax=ax, epoch_length=epoch_length, title=title)
+        plot_hypnogram(
+            night_epochs["stage"].astype(str).tolist(),
+            ax=ax,
+            epoch_length=epoch_length,
+            title=title,
+        )
+        ax.title.set_fontsize(9)
+        longest = max(longest, len(night_epochs) * epoch_length / 3600.0)
+    if longest > 0:
+        axes[0].set_xlim(0, longest)  # shared: every night fits, none is clipped
     return fig
 
 
@@ -612,8 +1153,6 @@ def plot_sleepiness(
     >>> len(plot_sleepiness(d, arm_order=["placebo", "ketamine"]).axes[0].lines) >= 2
     True
     """
-    from scipy import stats
-
     _require(diary, [outcome, day, arm], "daytime sleepiness")
     d = diary[diary[day].isin(list(days))]
     arms = _order(d[arm], arm_order)

@@ -242,5 +242,8 @@ def test_analysis_notebook_equals_studykit_run(tmp_path, monkeypatch):
             a = ours[column].fillna("").astype(str).tolist()
             b = theirs[column].fillna("").astype(str).tolist()
             assert a == b, f"column {column} differs"
-    for figure in ("emmeans.png", "emmeans.svg", "forest.png", "forest.svg"):
-        assert (nb_out / figure).stat().st_size > 0
+    figures = ["emmeans"] + [f"forest_{f}" for f in dict.fromkeys(theirs["multiplicity_family"])]
+    for name in figures:  # one forest plot per multiplicity family, as `studykit run` draws
+        for suffix in (".png", ".svg"):
+            assert (nb_out / (name + suffix)).stat().st_size > 0
+            assert (run_out / "figures" / (name + suffix)).is_file()

@@ -57,13 +57,23 @@ def test_run_writes_every_output(small_run):
         for suffix in (".csv", ".md", ".html", ".tex"):
             assert (out / "tables" / f"{name}{suffix}").is_file(), name + suffix
     assert (out / "tables" / "analysis_nights.csv").is_file()
-    for name in ("forest", "trajectories_n3_min", "emmeans", "hypnograms", "sleepiness"):
+    families = list(
+        dict.fromkeys(
+            r["multiplicity_family"]
+            for r in csv.DictReader(io.StringIO((out / "tables" / "hypotheses.csv").read_text()))
+        )
+    )
+    forests = [f"forest_{f}" for f in families]  # one forest plot per multiplicity family
+    for name in (*forests, "consort_flow", "trajectories_n3_min", "emmeans", "hypnograms"):
         for suffix in (".png", ".svg"):
             assert (out / "figures" / f"{name}{suffix}").is_file(), name + suffix
+    assert (out / "figures" / "sleepiness.png").is_file()
     assert (out / "protocol" / "small_protocol.yaml").is_file()
     assert not (out / "data").exists()  # --data is read in place, never copied
     page = (out / "report.html").read_text()
-    assert 'id="simulated-banner"' in page and 'id="table-hypotheses"' in page
+    assert 'id="simulated-banner"' in page
+    for f in families:
+        assert f'id="table-hypotheses-{f}"' in page and f'id="fig-forest_{f}"' in page
     # the hypotheses table: 5 rows (H1, H2, E3 with days 1-3), each says simulated
     hyp = list(csv.DictReader(io.StringIO((out / "tables" / "hypotheses.csv").read_text())))
     assert [r["hypothesis_id"] for r in hyp] == ["H1", "H2", "E3", "E3", "E3"]

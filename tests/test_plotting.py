@@ -1,7 +1,6 @@
 """Figures: deterministic files, and the plotted numbers are the data's (hand-computed)."""
 
 import math
-import sys
 
 import numpy as np
 import pandas as pd
@@ -42,8 +41,12 @@ def _hyp(rows):
 
 
 def test_save_figure_is_byte_identical_across_runs(tmp_path):
-    a = save_figure(plot_trajectories(_nights(), outcome="n3_min"), tmp_path / "a", "f")
-    b = save_figure(plot_trajectories(_nights(), outcome="n3_min"), tmp_path / "b", "f")
+    a = save_figure(
+        plot_trajectories(_nights(), outcome="n3_min"), tmp_path / "a", "f", simulated=True
+    )
+    b = save_figure(
+        plot_trajectories(_nights(), outcome="n3_min"), tmp_path / "b", "f", simulated=True
+    )
     assert a["png"].read_bytes() == b["png"].read_bytes()
     assert a["svg"].read_bytes() == b["svg"].read_bytes()
     svg = a["svg"].read_text()
@@ -57,6 +60,7 @@ def test_save_figure_rejects_unknown_format(tmp_path):
             plot_sleepiness(pd.DataFrame({"day": [0], "kss": [3], "treatment": ["placebo"]})),
             tmp_path,
             "x",
+            simulated=False,
             formats=["bmp"],
         )
 
@@ -103,8 +107,8 @@ def test_emmeans_requires_interval_columns():
         plot_emmeans(pd.DataFrame({"treatment": ["placebo"], "estimate": [1.0]}))
 
 
-def test_forest_adjusted_interval_and_log_axis_for_ratios():
-    h = _hyp(
+def _forest_rows():
+    return _hyp(
         [
             dict(
                 hypothesis_id="H1",
@@ -120,6 +124,7 @@ def test_forest_adjusted_interval_and_log_axis_for_ratios():
                 adjust_method="holm",
                 multiplicity_family="primary",
                 p_adjusted=0.01,
+                verdict="supported",
             ),
             dict(
                 hypothesis_id="H2",
@@ -135,10 +140,18 @@ def test_forest_adjusted_interval_and_log_axis_for_ratios():
                 adjust_method="holm",
                 multiplicity_family="primary",
                 p_adjusted=0.1,
+                verdict="inconclusive",
             ),
         ]
     )
-    fig = plot_forest(h)
+
+
+def test_forest_adjusted_interval_and_log_axis_for_ratios():
+    fig = plot_forest(
+        _forest_rows(),
+        labels={"n3_min": "N3 (slow-wave sleep) minutes", "n_awakenings": "Number of awakenings"},
+        units={"n3_min": "min", "n_awakenings": "count"},
+    )
     ax1, ax2 = fig.axes
     assert ax1.get_xscale() == "linear" and ax2.get_xscale() == "log"
     # thick (adjusted) line of H1: Bonferroni m = 2, normal quantiles (df inf):
@@ -150,6 +163,52 @@ def test_forest_adjusted_interval_and_log_axis_for_ratios():
     assert list(thin) == [4.0, 12.0]
     # reference line at 1 for the ratio
     assert any(list(ln.get_xdata()) == [1.0, 1.0] for ln in ax2.lines)
+    # dictionary labels, not variable names; unit on the axis
+    assert "N3 (slow-wave sleep) minutes" in ax1.get_yticklabels()[0].get_text()
+    assert "n3_min" not in ax1.get_yticklabels()[0].get_text()
+    assert ax1.get_xlabel() == "difference (min)"
+    # readable ratio ticks (no 10^0): plain numbers
+    labels = [t.get_text() for t in ax2.get_xticklabels()]
+    assert labels and all("$" not in t and "^" not in t for t in labels)
+    assert "1" in labels
+
+
+def test_forest_prints_the_tables_numbers_and_verdicts():
+    from studykit.models.multiplicity import adjusted_intervals
+    from studykit.tables import format_number, format_p
+
+    h = _forest_rows()
+    texts = [t.get_text() for t in plot_forest(h).texts]
+    adj = adjusted_intervals(h)
+    for i in range(len(h)):
+        cell = (
+            f"{format_number(h.loc[i, 'estimate'])} "
+            f"[{format_number(adj.loc[i, 'conf_low_adjusted'])}, "
+            f"{format_number(adj.loc[i, 'conf_high_adjusted'])}]"
+        )
+        assert cell in texts
+        assert format_p(h.loc[i, "p_adjusted"]) in texts
+        assert h.loc[i, "verdict"] in texts
+
+
+def test_ratio_ticks_are_readable():
+    from studykit.plotting import _ratio_ticks
+
+    assert _ratio_ticks(0.3, 3.5) == [0.5, 1.0, 2.0]
+    assert _ratio_ticks(0.7, 1.2) == [0.8, 0.9, 1.0, 1.1, 1.2] or 1.0 in _ratio_ticks(0.7, 1.2)
+    assert _ratio_ticks(0.01, 200) == [0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100]
+
+
+def test_simulated_figures_are_labelled_in_every_file(tmp_path):
+    paths = save_figure(
+        plot_forest(_forest_rows()), tmp_path, "forest", simulated=True, formats=["png", "svg"]
+    )
+    svg = paths["svg"].read_text()
+    assert 'id="simulated-watermark' in svg and "SIMULATED DATA" in svg
+    assert b"SIMULATED DATA" in paths["png"].read_bytes()  # PNG tEXt Description chunk
+    real = save_figure(plot_forest(_forest_rows()), tmp_path, "real", simulated=False)
+    assert "simulated-watermark" not in real["svg"].read_text()
+    assert b"SIMULATED" not in real["png"].read_bytes()
 
 
 def test_forest_empty_table_raises():
@@ -169,15 +228,17 @@ def _epochs():
     )
 
 
-def test_hypnograms_fallback_step_plot(monkeypatch):
-    monkeypatch.setitem(sys.modules, "studykit.hypnogram", None)  # forces ImportError
-    fig = plot_hypnograms(_epochs(), participant_id="P1")
+def test_hypnograms_use_the_hypnogram_plot_and_fit_the_longest_night():
+    e = _epochs()
+    longer = e[(e["night"] == "post1") & (e["period"] == 1)].assign(epoch=lambda d: d["epoch"] + 4)
+    e = pd.concat([e, longer], ignore_index=True)  # post1 of period 1: 8 epochs, baseline 4
+    fig = plot_hypnograms(e, participant_id="P1")
     top, bottom = fig.axes
     assert "night baseline" in top.get_title() and "period 1" in top.get_title()
-    # levels bottom-up N3=0, N2=1, N1=2, R=3, W=4; ART is a gap (NaN); last value repeated
-    y = bottom.lines[0].get_ydata()
-    assert y[0] == 4 and math.isnan(y[1]) and y[2] == 0 and y[3] == 3
-    assert [t.get_text() for t in top.get_yticklabels()] == ["N3", "N2", "N1", "R", "W"]
+    # studykit.hypnogram.plot_hypnogram's layout: a row for MT/ART/UNS above W
+    assert "MT/ART/UNS" in [t.get_text() for t in top.get_yticklabels()]
+    # shared axis: the 8-epoch night (8 x 30 s = 4 min) is not clipped to the 4-epoch one
+    assert top.get_xlim()[1] == pytest.approx(8 * 30 / 3600)
 
 
 def test_hypnograms_period_and_unknown_participant():

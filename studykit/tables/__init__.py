@@ -26,6 +26,8 @@ from studykit.tables.format import (
     format_descriptive_table,
     format_display,
     format_hypothesis_table,
+    format_number,
+    format_p,
 )
 from studykit.tables.write import FLOAT_FORMAT, TABLE_FORMATS, to_csv_text, write_table
 
@@ -39,6 +41,8 @@ __all__ = [
     "format_display",
     "hypothesis_table",
     "format_hypothesis_table",
+    "format_number",
+    "format_p",
     "baseline_characteristics",
     "format_baseline_table",
     "descriptive_outcomes",

@@ -13,6 +13,8 @@ from typing import Any
 import pandas as pd
 
 __all__ = [
+    "format_number",
+    "format_p",
     "DEFAULT_LABELS",
     "format_display",
     "format_hypothesis_table",
@@ -58,13 +60,35 @@ _P_COLUMNS = frozenset({"p_value", "p_adjusted"})
 _RATIO_WORDS = ("ratio",)
 
 
-def _fmt_float(v: float, digits: int) -> str:
+def format_number(v: float, digits: int = 2) -> str:
+    """THE number format of every table and figure: fixed decimals, infinity as the sign.
+
+    A non-zero value that would print as zero gets two significant digits instead, so an
+    interval limit of -0.003 does not read "-0.00".
+
+    Examples
+    --------
+    >>> format_number(8.3507), format_number(float("inf")), format_number(1.5, 1)
+    ('8.35', '∞', '1.5')
+    >>> format_number(-0.0031), format_number(0.0)
+    ('-0.0031', '0.00')
+    """
     if math.isinf(v):
         return "∞" if v > 0 else "-∞"
-    return f"{v:.{digits}f}"
+    text = f"{v:.{digits}f}"
+    if v != 0 and float(text) == 0:
+        return f"{v:.2g}"
+    return text
 
 
-def _fmt_p(v: float) -> str:
+def format_p(v: float) -> str:
+    """THE p-value format of every table and figure: three decimals, ``<0.001`` below.
+
+    Examples
+    --------
+    >>> format_p(0.04567), format_p(0.0002)
+    ('0.046', '<0.001')
+    """
     if v < 0.001:
         return "<0.001"
     return f"{v:.3f}"
@@ -112,7 +136,7 @@ def format_display(
         elif pd.api.types.is_float_dtype(s):
             vals = s.map(
                 lambda v, is_p=is_p: (
-                    "" if pd.isna(v) else (_fmt_p(v) if is_p else _fmt_float(float(v), digits))
+                    "" if pd.isna(v) else (format_p(v) if is_p else format_number(float(v), digits))
                 )
             )
         else:
@@ -171,10 +195,10 @@ def format_hypothesis_table(hypotheses: pd.DataFrame, *, digits: int = 2) -> pd.
     def num(v: Any, d: int = digits) -> str:
         if v is None or pd.isna(v):
             return ""
-        return _fmt_float(float(v), d)
+        return format_number(float(v), d)
 
     def p(v: Any) -> str:
-        return "" if v is None or pd.isna(v) else _fmt_p(float(v))
+        return "" if v is None or pd.isna(v) else format_p(float(v))
 
     def txt(v: Any) -> str:
         if v is None or (not isinstance(v, list | tuple) and pd.isna(v)):
