@@ -6,7 +6,7 @@ from pathlib import Path
 import pandas as pd
 
 from studykit.cli import main
-from studykit.hypnogram import OUTCOMES
+from studykit.hypnogram.derive import DERIVED_COLUMNS
 
 DATA = Path(__file__).parent / "data" / "hypnograms"
 
@@ -15,10 +15,17 @@ def test_derive_directory(tmp_path, capsys):
     out = tmp_path / "out" / "nights.csv"
     assert main(["derive", str(DATA), "-o", str(out), "--min-bout-epochs", "2"]) == 0
     table = pd.read_csv(out)
-    assert list(table.columns) == ["participant_id", "period", "night", *OUTCOMES]
+    assert list(table.columns) == list(DERIVED_COLUMNS)
     assert len(table) == 6
     # hand count of the fixture night (tests/test_hypnogram_statistics.py)
     assert (table["tst_min"] == 6.5).all() and (table["waso_min"] == 0.5).all()
+    # the EDF+ fixture has a "Lights off" annotation at 5 s: its first epoch (0-30 s, W) is
+    # out of bed; lights on is nowhere, so the night runs to the end (make_fixtures.py)
+    lights = table.set_index("file")[["tib_min", "lights_off_s", "lights_source"]]
+    edf = lights.loc[str(DATA / "P01_p1_baseline.edf")]
+    assert edf.tolist() == [9.0, 5.0, "file/none"]
+    others = lights.drop(str(DATA / "P01_p1_baseline.edf"))
+    assert (others["tib_min"] == 9.5).all() and (others["lights_source"] == "none").all()
     assert (table["n_awakenings"] == 0).all()  # its only wake bout is 1 epoch < 2
     assert set(table["quality_flag"]) == {1}
     captured = capsys.readouterr()
@@ -35,7 +42,8 @@ def test_derive_reports_bad_files_and_exits_2(tmp_path, capsys):
     assert main(["derive", str(src), "-o", str(out)]) == 2
     assert len(pd.read_csv(out)) == 1  # the good night is still written
     problems = pd.read_csv(tmp_path / "nights_problems.csv")
-    assert problems["file"].tolist() == ["P09_p1_baseline.txt"]
+    problems = problems[problems["severity"] == "error"]
+    assert problems["file"].tolist() == [str(src / "P09_p1_baseline.txt")]
     assert "1 file(s) could not be read" in capsys.readouterr().err
     assert main(["derive", str(src), "-o", str(out), "--allow-problems"]) == 0
 

@@ -50,3 +50,18 @@ def test_plot_rejects_several_nights_and_empty():
         plot_hypnogram(epochs)
     with pytest.raises(HypnogramError, match="no epoch"):
         plot_hypnogram([])
+
+
+def test_plot_shows_unstaged_kinds_and_lights():
+    # the fixture night has movement (epoch 15) and unscored epochs (17, 18) and a
+    # "Lights off" annotation at 5 s (make_fixtures.py)
+    table = read_hypnogram(DATA / "P01_p1_baseline.edf")
+    ax = plot_hypnogram(table, lights_on_s=540)
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == ["REM", "movement", "unscored", "lights off", "lights on"]
+    lines = {line.get_label(): line.get_xdata()[0] for line in ax.get_lines()}
+    assert lines == {"lights off": pytest.approx(5 / 3600), "lights on": pytest.approx(0.15)}
+    colors = {p.get_label(): matplotlib.colors.to_hex(p.get_edgecolor()) for p in ax.patches
+              if p.get_label() in ("movement", "unscored")}  # fmt: skip
+    assert len(set(colors.values())) == 2  # each kind its own colour
+    plt.close(ax.figure)

@@ -56,6 +56,7 @@ def test_non_stage_annotations_are_kept_as_events():
 def test_read_hypnograms_directory():
     epochs, problems = read_hypnograms(DATA)
     assert list(epochs.columns) == [
+        "recording_id",
         "participant_id",
         "period",
         "night",
@@ -73,9 +74,15 @@ def test_read_hypnograms_directory():
         ("P03", "1", "baseline"),
         ("P03", "1", "post1"),
     }
-    # the generator script is not a hypnogram: reported, not silently ignored
-    assert problems[["file", "severity", "rule"]].to_dict("records") == [
-        {"file": "make_fixtures.py", "severity": "warning", "rule": "skipped"}
+    # the generator script is not a hypnogram: reported, not silently ignored; the nights
+    # without lights in the file (all but the EDF+, which has "Lights off" at 5 s) are warned
+    rules = problems.assign(file=problems["file"].map(lambda f: Path(f).name))
+    assert rules[["file", "severity", "rule"]].to_dict("records") == [
+        {"file": "make_fixtures.py", "severity": "warning", "rule": "skipped"},
+        *[
+            {"file": name, "severity": "warning", "rule": "no_lights"}
+            for name in sorted(p.name for p in DATA.iterdir() if p.suffix != ".py")
+        ],
     ]
     stats = sleep_statistics(epochs)
     assert len(stats) == 6
@@ -90,16 +97,18 @@ def test_read_hypnograms_collects_problems_and_keeps_going(tmp_path):
     (tmp_path / "A1_p1_baseline.csv").write_text("stage\nW\n")
     (tmp_path / "A2_p1_baseline.txt").write_text("")
     epochs, problems = read_hypnograms(tmp_path)
-    assert epochs["participant_id"].astype(str).unique().tolist() == ["A1"]
-    assert len(epochs) == 1  # the .csv of A1 baseline comes first in sorted order
-    rules = dict(zip(problems["file"], problems["rule"], strict=True))
+    # a file with a name no rule reads is still read, with its stem as recording_id
+    assert epochs["recording_id"].astype(str).unique().tolist() == ["A1_p1_baseline", "badname"]
+    assert epochs["participant_id"].unique().tolist() == ["A1", np.nan]
+    assert len(epochs) == 2  # the .csv of A1 baseline comes first in sorted order
+    problems = problems[problems["rule"] != "no_lights"]
+    rules = dict(zip(problems["file"].map(lambda f: Path(f).name), problems["rule"], strict=True))
     assert rules == {
-        "A1_p1_baseline.txt": "duplicate_night",
+        "A1_p1_baseline.txt": "duplicate_recording",
         "A1_p1_post1.txt": "read_error",
         "A2_p1_baseline.txt": "read_error",
-        "badname.txt": "file_name",
     }
-    msg = problems.set_index("file")["message"]
+    msg = problems.set_index(problems["file"].map(lambda f: Path(f).name))["message"]
     assert "N9" in msg["A1_p1_post1.txt"] and "line 2" in msg["A1_p1_post1.txt"]
     assert "empty" in msg["A2_p1_baseline.txt"]
 

@@ -4,8 +4,10 @@
 >>> STAGES
 ('W', 'N1', 'N2', 'N3', 'R', 'MT', 'ART', 'UNS')
 
-The submodules are ``stages`` (labels -> codes), ``readers`` (files -> epoch tables),
-``statistics`` (epoch tables -> per-night outcomes) and ``plot``. matplotlib is imported only
+The submodules are ``files`` (THE scanner: which files are hypnograms and whose night each
+is), ``readers`` (files -> epoch tables), ``lights`` (lights off / on and their source),
+``stages`` (labels -> codes), ``statistics`` (epoch tables -> per-night outcomes), ``derive``
+(a folder of nights -> one table, in parallel) and ``plot``. matplotlib is imported only
 when :func:`plot_hypnogram` is called.
 """
 
@@ -13,9 +15,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from studykit.hypnogram.readers import (
-    HypnogramSet,
+from studykit.hypnogram.files import (
+    HypnogramFile,
+    identify_file,
     parse_hypnogram_name,
+    scan_hypnograms,
+)
+from studykit.hypnogram.readers import (
+    MAX_NIGHT_HOURS,
+    HypnogramSet,
     read_hypnogram,
     read_hypnograms,
 )
@@ -38,7 +46,11 @@ __all__ = [
     "STAGE_DTYPE",
     "KEYS",
     "OUTCOMES",
+    "MAX_NIGHT_HOURS",
     "HypnogramSet",
+    "HypnogramFile",
+    "scan_hypnograms",
+    "identify_file",
     "normalize_stages",
     "stage_codes",
     "to_yasa_int",

@@ -86,10 +86,13 @@ def sleep_statistics(
         fastest as the categorical :func:`read_hypnogram` returns), optionally ``epoch``
         (consecutive integers within a night), ``onset_s`` and the night keys
         ``participant_id``, ``period``, ``night`` (whichever of them are present identify
-        the night). An array-like of stages is one night.
+        the night; with a ``recording_id`` column, it alone identifies the night and the
+        other keys, which may be empty, are carried to the result). An array-like of stages
+        is one night.
     nights : pandas.DataFrame, optional
-        Lights off / on per night, to crop each night to time in bed: the key columns present
-        in ``epochs`` plus either ``lights_off_s`` / ``lights_on_s`` (seconds from the start
+        Lights off / on per night, to crop each night to time in bed (e.g. the
+        ``recordings`` table of :func:`read_hypnograms`): the key columns present in
+        ``epochs`` (``recording_id``, else ``participant_id, period, night``) plus either ``lights_off_s`` / ``lights_on_s`` (seconds from the start
         of the recording, i.e. on the ``onset_s`` scale) or the datetimes ``lights_off`` /
         ``lights_on`` with ``recording_start`` (the clock time of ``onset_s = 0``). Missing
         values mean "no crop at that end". Nights absent from this table are not cropped.
@@ -198,14 +201,22 @@ def sleep_statistics(
     """
     _check_parameters(epoch_length, min_bout_epochs, persistent_sleep_min, max_bad_fraction)
     frame = _as_frame(epochs)
-    keys = [k for k in KEYS if k in frame.columns]
+    carry: list[str] = []
+    if "recording_id" in frame.columns:  # one recording = one night; design keys carried
+        keys = ["recording_id"]
+        carry = [k for k in KEYS if k in frame.columns]
+    else:
+        keys = [k for k in KEYS if k in frame.columns]
     codes = stage_codes(frame["stage"])
     order, starts, night_keys = _night_blocks(frame, keys)
     if order is not None:
         frame = frame.iloc[order]
         codes = codes[order]
+    for k in carry:
+        night_keys[k] = frame[k].iloc[starts[:-1]].reset_index(drop=True)
     if nights is not None:
-        codes, starts = _crop(frame, keys, codes, starts, nights, epoch_length)
+        match = keys if (not carry or "recording_id" in nights.columns) else carry
+        codes, starts = _crop(frame, match, codes, starts, nights, epoch_length)
     out = _compute(
         codes,
         starts,
@@ -215,8 +226,8 @@ def sleep_statistics(
         waso_until_lights_on=bool(waso_until_lights_on),
         max_bad_fraction=float(max_bad_fraction),
     )
-    columns = {k: night_keys[k] for k in keys}  # Series: keys keep their dtype
-    result = pd.DataFrame({**columns, **out}, columns=[*keys, *OUTCOMES])
+    columns = {k: night_keys[k] for k in (*keys, *carry)}  # Series: keys keep their dtype
+    result = pd.DataFrame({**columns, **out}, columns=[*keys, *carry, *OUTCOMES])
     result.attrs["parameters"] = {
         "epoch_length": float(epoch_length),
         "min_bout_epochs": int(min_bout_epochs),
@@ -345,6 +356,7 @@ def _scan_rows(n: int, keys: list[_Key], epoch: np.ndarray | None) -> tuple[np.n
         if keys:
             key_changes.append(np.flatnonzero(changed[:k]) + lo)
         if epoch is not None:
+            assert step is not None  # allocated with epoch
             np.subtract(epoch[lo + 1 : lo + 1 + k], epoch[lo : lo + k], out=step[:k])
             np.not_equal(step[:k], 1, out=tmp[:k])
             epoch_breaks.append(np.flatnonzero(tmp[:k]) + lo)
@@ -378,14 +390,17 @@ def _night_blocks(
     for attempt in range(2):
         key_changes, breaks = _scan_rows(n, values, epoch)
         starts = np.concatenate([[0], key_changes + 1])
-        head = frame[keys].iloc[starts if order is None else order[starts]] if keys else None
+        head = frame[keys].iloc[starts if order is None else order[starts]]
         if attempt == 0 and keys:
             for k in keys:  # a missing key starts a block (see _key_values)
                 if head[k].isna().any():
                     raise _missing_key(k, np.flatnonzero(frame[k].isna().to_numpy()))
         contiguous = not keys or not head.duplicated().any()
         inner = breaks[~np.isin(breaks, key_changes, assume_unique=True)]  # within a night
-        ordered = not (epoch[inner + 1] <= epoch[inner]).any() if inner.size else True
+        ordered = True
+        if inner.size:  # epoch breaks exist only with an epoch column
+            assert epoch is not None
+            ordered = not (epoch[inner + 1] <= epoch[inner]).any()
         if (contiguous and ordered) or attempt == 1:
             break  # after the sort, blocks are contiguous; duplicates are reported below
         key_codes = [np.asarray(pd.factorize(frame[k])[0]) for k in keys]
@@ -396,6 +411,7 @@ def _night_blocks(
             epoch = epoch[order]
         logger.info("epoch table not ordered by night and epoch: sorted before deriving")
     if inner.size:
+        assert epoch is not None
         rows = inner + 1
         dup = rows[epoch[rows] == epoch[rows - 1]]
         kind = "duplicated" if dup.size else "missing (a gap in the epoch numbers)"
@@ -406,7 +422,7 @@ def _night_blocks(
             f"{epoch[first - 1]:g} followed by {epoch[first]:g}). Epochs of a night must be "
             "consecutive integers; write '?' (unscored) for epochs that were not scored."
         )
-    night_keys = head.reset_index(drop=True) if keys else pd.DataFrame(index=range(len(starts)))
+    night_keys = head.reset_index(drop=True)  # no columns when there are no keys
     return order, np.append(starts, n), night_keys
 
 
@@ -549,6 +565,7 @@ class _Selection:
 
     def night_epochs(self) -> np.ndarray:
         """Epochs in the selected runs, per night (float64)."""
+        assert self.cum_len is not None  # built with run lengths
         return (self.cum_len[self.at[1:]] - self.cum_len[self.at[:-1]]).astype(np.float64)
 
     def first(self) -> tuple[np.ndarray, np.ndarray]:
@@ -574,6 +591,7 @@ class _Selection:
 
     def epochs_between(self, i: np.ndarray, j: np.ndarray) -> np.ndarray:
         """Epochs in ``runs[i:j]`` (per night, float64), ``(i, j)`` from :meth:`between`."""
+        assert self.cum_len is not None  # built with run lengths
         return (self.cum_len[j] - self.cum_len[i]).astype(np.float64)
 
 

@@ -10,7 +10,6 @@ each participant x period has a baseline night (a warning when not). Hypnograms 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +20,7 @@ import pandas as pd
 
 from studykit.dictionary import DataDictionary, load_dictionary
 from studykit.errors import HypnogramError, InputError, StudykitError
-from studykit.hypnogram import read_hypnogram, sleep_statistics
+from studykit.hypnogram import identify_file, read_hypnogram, scan_hypnograms, sleep_statistics
 from studykit.hypnogram.statistics import KEYS
 from studykit.io import EXCEL_SUFFIXES, PARQUET_SUFFIXES, read_table, refuse_special_file
 from studykit.validate.identify import table_by_columns
@@ -105,7 +104,6 @@ OUTCOME_SOURCES: tuple[str, ...] = ("hypnograms", "typed")
 #: which night: read with the hypnograms).
 AUXILIARY_FILES = ("import_report", "recordings")
 _READABLE = (".csv", ".tsv", ".txt", *EXCEL_SUFFIXES, *PARQUET_SUFFIXES)
-_HYPNOGRAM_NAME = re.compile(r"^(?P<pid>.+)_p(?P<period>\d+)_(?P<night>[A-Za-z0-9]+)$")
 
 
 def load_study(
@@ -778,10 +776,7 @@ def hypnogram_keys(path: str | Path) -> tuple[str, int, str] | None:
     >>> hypnogram_keys("nights.csv") is None
     True
     """
-    m = _HYPNOGRAM_NAME.match(Path(path).stem)
-    if m is None:
-        return None
-    return m["pid"], int(m["period"]), m["night"]
+    return identify_file(path).keys  # the one scanner of hypnogram names
 
 
 def read_hypnogram_file(path: str | Path) -> pd.DataFrame:
@@ -860,20 +855,29 @@ def _load_hypnograms(
         "errors": 0,
         "warnings": 0,
     }
-    for path in sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")):
-        m = _HYPNOGRAM_NAME.match(path.stem)
-        if m is None:
+    scan = scan_hypnograms(folder)  # THE scanner: recordings.csv, names, NSRR, Sleep-EDF
+    for problem in scan.problems.itertuples():
+        issues.append(
+            one_issue(str(problem.file), "", "hypnogram", str(problem.severity), problem.message)
+        )
+        summary["errors" if problem.severity == "error" else "warnings"] += 1
+    for hypnogram_file in scan.files:
+        path, keys = hypnogram_file.path, hypnogram_file.keys
+        if keys is None:
             issues.append(
                 one_issue(
                     str(path),
                     "",
                     "hypnogram",
                     "warning",
-                    f"{path.name} is not named {{participant_id}}_p{{period}}_{{night}}.ext: ignored",
+                    f"{path.name}: its night (participant_id, period, night) is not known from "
+                    "its name or a recordings.csv row: ignored. Name it "
+                    "{participant_id}_p{period}_{night}.ext or list it in recordings.csv.",
                 )
             )
+            summary["warnings"] += 1
             continue
-        pid, period, night = m["pid"], int(m["period"]), m["night"]
+        pid, period, night = keys
         try:
             ep = read_hypnogram(path)
         except StudykitError as exc:
