@@ -14,12 +14,13 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from studykit import estimators
 from studykit.errors import ModelError, ProtocolError, ValidationError
 from studykit.models.clmm import CLMMResult, fit_clmm
 from studykit.models.emmeans import did_matrix, emmeans
@@ -717,6 +718,8 @@ def _fit_did(plan: HypothesisPlan, study: Any) -> HypothesisFit:
             f"{c.time_variable}): the contrast is not estimable"
         )
         return _failed(plan, df, ex, counts, notes, msg)
+    if plan.model.estimator != "did":
+        return _fit_estimator(plan_fit, df, ex, counts, notes)
     try:
         model = _fit_model(df, plan_fit)
     except ModelError as exc:
@@ -741,6 +744,84 @@ def _fit_did(plan: HypothesisPlan, study: Any) -> HypothesisFit:
         contrasts=contrasts,
         coefficients=coefs,
         emmeans=emm,
+        exclusions=ex.frame(),
+        counts=counts,
+        warnings=warnings + notes,
+    )
+
+
+def _fit_estimator(
+    plan: HypothesisPlan,
+    df: pd.DataFrame,
+    ex: _Exclusions,
+    counts: dict[str, int],
+    notes: list[str],
+) -> HypothesisFit:
+    """A crossover estimator of :mod:`studykit.estimators` (cLDA, KR-2010 ANCOVA, post-only)
+    on the selected data; its contrast tested by models.inference as the DiD is."""
+    c = plan.contrast
+    spec = estimators.CrossoverSpec(
+        outcome=plan.model.outcome,
+        family=plan.model.family,
+        treatment=c.treatment_variable,
+        treatment_levels=(c.treatment_reference, c.treatment_level),
+        time=c.time_variable,
+        baseline=c.time_reference,
+        window=tuple(c.window),
+        levels=tuple(c.time_levels),
+        period="period" if "period" in plan.model.levels else None,
+        period_levels=tuple(plan.model.levels.get("period", ())),
+    )
+    try:
+        prep = estimators.prepare(df.drop(columns="_period"), plan.model.estimator, spec)
+        model = estimators.fit_prepared(prep)
+    except ModelError as exc:
+        return _failed(plan, df, ex, counts, notes, f"model could not be fitted: {exc}")
+    if prep.n_excluded:
+        notes.append(f"{prep.n_excluded} rows left out by the {plan.model.estimator} estimator")
+    L = np.vstack(
+        [
+            estimators.contrast_matrix(model, prep, replace(spec, levels=(lv,)))
+            for lv in c.time_levels
+        ]
+    )
+    tab = contrast_table(
+        model,
+        L,
+        names=c.labels(),
+        df_method=plan.model.df_method,
+        alpha=1 - plan.test.conf_level,
+        alternative=plan.test.alternative,
+        interval="two-sided",
+    )
+    rr = plan.test.scale == "rate ratio"
+    contrasts = pd.DataFrame(
+        {
+            "term": tab["term"],
+            "estimate": np.exp(tab["estimate"]) if rr else tab["estimate"],
+            "std_error": tab["std_error"],
+            "statistic": tab["statistic"],
+            "df": tab["df"],
+            "p_value": tab["p_value"],
+            "conf_low": np.exp(tab["conf_low"]) if rr else tab["conf_low"],
+            "conf_high": np.exp(tab["conf_high"]) if rr else tab["conf_high"],
+            "df_method": plan.test.df_label,
+            "alternative": plan.test.alternative,
+            "conf_level": plan.test.conf_level,
+            "scale": plan.test.scale,
+        }
+    )
+    warnings = [str(w) for w in model.warnings]
+    if not model.converged:
+        warnings.append("model did not converge: verdict set to inconclusive")
+    return HypothesisFit(
+        hypothesis=plan.hypothesis,
+        plan=plan,
+        data=prep.data,
+        model=model,
+        contrasts=contrasts,
+        coefficients=model.coef_table(),
+        emmeans=None,
         exclusions=ex.frame(),
         counts=counts,
         warnings=warnings + notes,

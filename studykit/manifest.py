@@ -13,7 +13,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import platform
+import re
 import subprocess
 import sys
 from collections.abc import Iterable, Mapping, Sequence
@@ -26,6 +28,8 @@ from studykit.errors import InputError
 
 __all__ = [
     "MANIFEST_NAME",
+    "DIGEST_NAME",
+    "read_digest",
     "RTOL",
     "ATOL",
     "PACKAGES",
@@ -42,6 +46,11 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.json"
+#: The manifest's digest file (``sha256sum`` format), written beside it.
+DIGEST_NAME = "manifest.json.sha256"
+#: Largest manifest :func:`load_manifest` reads (a real one is a few hundred kB).
+MAX_MANIFEST_BYTES = 64 * 1024 * 1024
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 #: Default relative tolerance of numbers in :func:`studykit.verify.verify`.
 RTOL = 1e-6
 #: Default absolute tolerance of numbers in :func:`studykit.verify.verify`.
@@ -226,7 +235,7 @@ def build_manifest(
     """
     out = Path(out_dir).resolve()
     data = Path(data_dir).resolve()
-    exclude = [MANIFEST_NAME]
+    exclude = [MANIFEST_NAME, DIGEST_NAME]
     if data == out or out in data.parents:
         exclude.append(data.relative_to(out).as_posix())
     manifest: dict[str, Any] = {
@@ -235,6 +244,9 @@ def build_manifest(
         "command": list(command),
         "arguments": dict(arguments),
         "simulated": bool(simulated),
+        "data_label": "SIMULATED DATA: not evidence about any real participant"
+        if simulated
+        else "real data",
         "seeds": dict(seeds),
         "protocol": {
             "path": str(Path(protocol_path).resolve()),
@@ -261,35 +273,161 @@ def build_manifest(
 
 
 def write_manifest(manifest: Mapping[str, object], directory: str | Path) -> Path:
-    """Write ``manifest.json`` (sorted keys, 2-space indent, ``\\n`` line ends)."""
+    """Write ``manifest.json`` (sorted keys, 2-space indent, ``\\n`` line ends) and its digest.
+
+    The digest file ``manifest.json.sha256`` beside it holds the manifest's SHA-256 in the
+    format of ``sha256sum`` (``<hex>  manifest.json``; ``sha256sum -c manifest.json.sha256``
+    checks it), so that an edit of the manifest is detected by :func:`studykit.verify.verify`.
+    """
     path = Path(directory) / MANIFEST_NAME
     text = json.dumps(manifest, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False)
     with open(path, "w", encoding="utf-8", newline="\n") as fh:
         fh.write(text + "\n")
+    with open(Path(directory) / DIGEST_NAME, "w", encoding="utf-8", newline="\n") as fh:
+        fh.write(f"{sha256_file(path)}  {MANIFEST_NAME}\n")
     return path
 
 
-def load_manifest(results_dir: str | Path) -> dict:
-    """Read ``results_dir/manifest.json``.
+def read_digest(results_dir: str | Path) -> str | None:
+    """The SHA-256 recorded in ``manifest.json.sha256`` (None: missing or unreadable).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (d / DIGEST_NAME).write_text("ab" * 32 + "  manifest.json\\n")
+    >>> read_digest(d) == "ab" * 32
+    True
+    """
+    try:
+        text = (Path(results_dir) / DIGEST_NAME).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    first = text.split()[0] if text.split() else ""
+    return first.lower() if _HEX64.fullmatch(first) else None
+
+
+def _manifest_problems(data: object) -> list[str]:
+    """What is wrong with the structure of a loaded manifest (empty: usable)."""
+    if not isinstance(data, dict):
+        return [f"the top level is a {type(data).__name__}, not an object"]
+    problems = []
+
+    def need(obj: object, key: str, types: type | tuple[type, ...], where: str) -> object:
+        if not isinstance(obj, dict) or key not in obj:
+            problems.append(f"'{where}{key}' is missing")
+            return None
+        value = obj[key]
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in _tuple(types)):
+            names = " or ".join(t.__name__ for t in _tuple(types))
+            problems.append(f"'{where}{key}' is a {type(value).__name__}, expected {names}")
+            return None
+        return value
+
+    args = need(data, "arguments", dict, "")
+    if isinstance(args, dict):
+        need(args, "protocol", str, "arguments.")
+        need(args, "data", (str, type(None)), "arguments.")
+        need(args, "seed", (int, type(None)), "arguments.")
+        if "allow_errors" in args:
+            need(args, "allow_errors", bool, "arguments.")
+        if "outcomes" in args:
+            need(args, "outcomes", str, "arguments.")
+    cmd = need(data, "command", list, "")
+    if isinstance(cmd, list) and not all(isinstance(c, str) for c in cmd):
+        problems.append("'command' must be a list of strings")
+    need(data, "simulated", bool, "")
+    proto = need(data, "protocol", dict, "")
+    if isinstance(proto, dict):
+        sha = need(proto, "sha256", str, "protocol.")
+        if isinstance(sha, str) and not _HEX64.fullmatch(sha):
+            problems.append("'protocol.sha256' is not 64 hex digits")
+        copy = need(proto, "copy", (str, type(None)), "protocol.")
+        if isinstance(copy, str) and not _safe_relative(copy):
+            problems.append(f"'protocol.copy' {copy!r} is not a path inside the results folder")
+    inputs = need(data, "inputs", dict, "")
+    if isinstance(inputs, dict):
+        need(inputs, "data_dir", (str, type(None)), "inputs.")
+        files = need(inputs, "files", dict, "inputs.")
+        if isinstance(files, dict):
+            problems += _hash_map_problems(files, "inputs.files")
+    outputs = need(data, "outputs", dict, "")
+    if isinstance(outputs, dict):
+        problems += _hash_map_problems(outputs, "outputs")
+        bad = [k for k in outputs if not _safe_relative(k)]
+        if bad:
+            problems.append(f"'outputs' names paths outside the results folder: {bad[:3]}")
+    if "tolerance" in data:
+        tol = need(data, "tolerance", dict, "")
+        if isinstance(tol, dict):
+            for k in ("rtol", "atol"):
+                if k in tol:
+                    v = need(tol, k, (int, float), "tolerance.")
+                    if isinstance(v, int | float) and not (math.isfinite(v) and v >= 0):
+                        problems.append(f"'tolerance.{k}' must be a finite number >= 0")
+    return problems
+
+
+def _tuple(types: type | tuple[type, ...]) -> tuple[type, ...]:
+    return types if isinstance(types, tuple) else (types,)
+
+
+def _hash_map_problems(files: dict, where: str) -> list[str]:
+    bad = [k for k, v in files.items() if not isinstance(v, str) or not _HEX64.fullmatch(v)]
+    return [f"'{where}' has values that are not SHA-256 hex digests: {bad[:3]}"] if bad else []
+
+
+def _safe_relative(path: str) -> bool:
+    p = Path(path)
+    return bool(path) and not p.is_absolute() and ".." not in p.parts and "\x00" not in path
+
+
+def load_manifest(results_dir: str | Path) -> dict[str, Any]:
+    """Read and check ``results_dir/manifest.json``.
 
     Raises
     ------
     InputError
-        When the directory or the manifest is missing or not valid JSON.
+        When the folder or the manifest is missing, unreadable, too large, not JSON, or not
+        shaped like a studykit run manifest (every field of the wrong type is named).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (d / MANIFEST_NAME).write_text('{"arguments": [], "outputs": {"a": 1}}')
+    >>> load_manifest(d)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    studykit.errors.InputError: ... is not a usable studykit run manifest: 'arguments' is a list, expected dict; ...
     """
-    path = Path(results_dir) / MANIFEST_NAME
+    results = Path(results_dir)
+    path = results / MANIFEST_NAME
+    if not results.is_dir():
+        raise InputError(
+            f"{str(results_dir)!r} is not a folder. Give the results folder of 'studykit run' "
+            "(its --out), e.g. 'studykit verify results'."
+        )
     if not path.is_file():
         raise InputError(
-            f"No {MANIFEST_NAME} in {str(results_dir)!r}. Give the output directory of "
+            f"No {MANIFEST_NAME} in {str(results_dir)!r}. Give the results folder of "
             "'studykit run' (its --out), e.g. 'studykit verify results'."
         )
     try:
+        if path.stat().st_size > MAX_MANIFEST_BYTES:
+            raise InputError(
+                f"{path} is {path.stat().st_size} bytes, more than a manifest can be "
+                f"({MAX_MANIFEST_BYTES} bytes). Re-create it with 'studykit run'."
+            )
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"Cannot read {path}: {exc}. Re-create it with 'studykit run'.") from exc
-    if not isinstance(data, dict) or "arguments" not in data:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        what = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise InputError(f"Cannot read {path}: {what}. Re-create it with 'studykit run'.") from exc
+    problems = _manifest_problems(data)
+    if problems:
         raise InputError(
-            f"{path} is not a studykit run manifest (no 'arguments'). Re-create it with "
-            "'studykit run'."
+            f"{path} is not a usable studykit run manifest: {'; '.join(problems[:8])}"
+            f"{' ...' if len(problems) > 8 else ''}. Re-create it with 'studykit run'."
         )
+    assert isinstance(data, dict)
     return data

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import shutil
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -36,9 +37,17 @@ from studykit import tables as T
 from studykit.analysis import AnalysisResults, run_analysis
 from studykit.dictionary import load_dictionary
 from studykit.errors import InputError, StudykitError, ValidationError
-from studykit.manifest import build_manifest, environment, git_commit, write_manifest
+from studykit.manifest import (
+    DIGEST_NAME,
+    MANIFEST_NAME,
+    build_manifest,
+    environment,
+    git_commit,
+    write_manifest,
+)
 from studykit.models.multiplicity import adjusted_intervals
-from studykit.privacy import identifier_columns, redact_identifier_values
+from studykit.outdir import USER_FIXABLE_ERRNOS, StagedOutput, os_error_message
+from studykit.privacy import Identifiers, identifier_columns, mask_identifiers, study_identifiers
 from studykit.protocol import Protocol, load_protocol
 from studykit.report import (
     ReportFigure,
@@ -82,8 +91,8 @@ CORE_NIGHT_OUTCOMES = (
 )
 DIARY_OUTCOMES = ("kss", "dream_vividness", "nightmares")
 _KEYS = ["participant_id", "period", "night"]
-_MARKER = ".studykit-results"
-_OWNED = ("tables", "figures", "report.html", "manifest.json", "protocol")
+#: What a run writes into OUT (replaced by the next run; anything else in OUT is kept).
+_OWNED = ("tables", "figures", "report.html", MANIFEST_NAME, DIGEST_NAME, "protocol")
 
 _HINTS = {
     "simulate": "this is the built-in demo study; re-run with --debug and report the bug",
@@ -187,32 +196,13 @@ class _Meta:
 # --------------------------------------------------------------------------------------
 
 
-def _prepare_out(out: Path, *, simulate: bool, data: Path | None) -> None:
-    """Create OUT; clear what a previous run wrote there; refuse a foreign non-empty dir."""
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out {str(out)!r} is a file; give a directory for the results.")
-    if out.is_dir() and any(out.iterdir()):
-        if not (out / "manifest.json").is_file() and not (out / _MARKER).is_file():
-            raise InputError(
-                f"--out {str(out)!r} exists, is not empty and holds no studykit results "
-                "(no manifest.json). Choose a new or empty directory so nothing of yours is "
-                "overwritten."
-            )
-        owned = list(_OWNED)
-        if simulate:
-            owned.append("data")
-        for name in owned:
-            p = out / name
-            if data is not None and (p.resolve() == data or p.resolve() in data.parents):
-                continue  # never delete the input data
-            if p.is_dir():
-                shutil.rmtree(p)
-            elif p.exists():
-                p.unlink()
-    out.mkdir(parents=True, exist_ok=True)
-    (out / _MARKER).write_text(
-        "This directory holds results written by 'studykit run'; a new run replaces them.\n"
-    )
+def _out_as_given(command: Sequence[str], out: Path) -> str:
+    """OUT as the command gives it (so that a re-run elsewhere writes the same report)."""
+    cmd = list(command)
+    for flag in ("--out", "-o"):
+        if flag in cmd[:-1]:
+            return cmd[cmd.index(flag) + 1]
+    return str(out)
 
 
 def _relative_files(frame: pd.DataFrame | None, root: Path) -> pd.DataFrame | None:
@@ -308,8 +298,7 @@ def run(
     protocol = Path(protocol)
     out = Path(out)
     simulate = data is None
-    data_dir = out / "data" if data is None else Path(data)
-    if not simulate and not data_dir.is_dir():
+    if data is not None and not Path(data).is_dir():
         raise InputError(
             f"--data {str(data)!r} is not a directory. Give a study directory holding "
             "roster.csv, periods.csv, nights.csv, diary.csv and hypnograms/ (or omit --data to "
@@ -321,11 +310,77 @@ def run(
             "protocols/ketamine_sleep.yaml."
         )
     seed = DEFAULT_SEED if seed is None else int(seed)
-    _prepare_out(out, simulate=simulate, data=None if simulate else data_dir.resolve())
     stages = [s for s in STAGES if simulate or s != "simulate"]
-    # simulated data are always labelled: generated here, or a directory whose README says so
-    simulated = simulate or readme_says_simulated(data_dir)
-    result = RunResult(out=out, simulated=simulated)
+    arguments = {
+        "protocol": str(protocol.resolve()),
+        "data": None if data is None else str(Path(data).resolve()),
+        "out": str(out.resolve()),
+        "seed": seed,
+        "allow_errors": bool(allow_errors),
+        "outcomes": outcomes,
+    }
+    if command is None:
+        command = ["studykit", "run", str(protocol), "--out", str(out), "--seed", str(seed)]
+        if data is not None:
+            command[3:3] = ["--data", str(data)]
+        if allow_errors:
+            command.append("--allow-errors")
+        if outcomes != "hypnograms":
+            command += ["--outcomes", outcomes]
+    owned = [*_OWNED, "data"] if simulate else list(_OWNED)
+    with StagedOutput(out, owned=owned) as staged:
+        work = staged.path
+        data_dir = work / "data" if data is None else Path(data)
+        # simulated data are always labelled: generated here, or a folder whose README says so
+        simulated = simulate or readme_says_simulated(data_dir)
+        result = RunResult(out=out, simulated=simulated)
+        _run_stages(
+            result,
+            protocol=protocol,
+            data_dir=data_dir,
+            shown_data_dir=out / "data" if simulate else data_dir,
+            work=work,
+            out=out,
+            seed=seed,
+            simulate=simulate,
+            simulated=simulated,
+            allow_errors=allow_errors,
+            outcomes=outcomes,
+            stages=stages,
+            command=list(command),
+            arguments=arguments,
+            say=say,
+        )
+        staged.commit()
+    result.tables = {k: out / v.relative_to(work) for k, v in result.tables.items()}
+    result.figures = {k: out / v.relative_to(work) for k, v in result.figures.items()}
+    result.report = out / "report.html"
+    result.manifest = out / MANIFEST_NAME
+    say(f"done in {time.perf_counter() - t_start:.2f} s: {out / 'report.html'}")
+    if result.simulated:
+        say("NOTE: the data are SIMULATED (demo study); the results are not evidence.")
+    return result
+
+
+def _run_stages(
+    result: RunResult,
+    *,
+    protocol: Path,
+    data_dir: Path,
+    shown_data_dir: Path,
+    work: Path,
+    out: Path,
+    seed: int,
+    simulate: bool,
+    simulated: bool,
+    allow_errors: bool,
+    outcomes: str,
+    stages: list[str],
+    command: list[str],
+    arguments: dict[str, Any],
+    say: Callable[[str], object],
+) -> None:
+    """The stages of :func:`run`, writing into ``work`` (moved to ``out`` on success)."""
     state: dict[str, Any] = {"simulated": simulated}
     meta = _Meta()
 
@@ -333,12 +388,28 @@ def run(
         i = stages.index(stage) + 1
         t0 = time.perf_counter()
         c0 = time.process_time()
+
+        def failed() -> None:
+            say(f"[{i}/{len(stages)}] {stage:<9} FAILED after {time.perf_counter() - t0:.2f} s")
+
         try:
             detail = fn()
         except StudykitError as exc:
-            say(f"[{i}/{len(stages)}] {stage:<9} FAILED after {time.perf_counter() - t0:.2f} s")
+            failed()
             raise _stage_error(stage, exc, where) from None
-        except Exception as exc:
+        except OSError as exc:
+            failed()
+            if exc.errno not in USER_FIXABLE_ERRNOS:
+                exc.add_note(f"studykit run: in stage '{stage}' ({where})")
+                raise
+            if exc.filename:  # name the file where it will be, not in the staging folder
+                name = str(exc.filename)
+                exc.filename = name.replace(str(work), str(out), 1)
+            raise _stage_error(
+                stage, InputError(os_error_message(exc, f"results folder {out}")), where
+            ) from exc
+        except BaseException as exc:
+            failed()
             exc.add_note(f"studykit run: in stage '{stage}' ({where})")
             raise
         dt = time.perf_counter() - t0
@@ -352,7 +423,7 @@ def run(
         def _simulate() -> str:
             study = simulate_study(seed=seed)
             write_study(study, data_dir)
-            return f"SIMULATED demo study (seed {seed}) -> {data_dir}"
+            return f"SIMULATED demo study (seed {seed}) -> {shown_data_dir}"
 
         do("simulate", f"seed {seed}", _simulate)
 
@@ -360,14 +431,15 @@ def run(
     def _protocol() -> str:
         proto = load_protocol(protocol)
         state["protocol"] = proto
-        (out / "protocol").mkdir(exist_ok=True)
-        shutil.copyfile(protocol, out / "protocol" / protocol.name)
+        (work / "protocol").mkdir(exist_ok=True)
+        shutil.copyfile(protocol, work / "protocol" / protocol.name)
         return f"{proto.id}: {len(proto.hypotheses)} hypotheses"
 
     do("protocol", f"file {protocol}", _protocol)
 
     # ---------------------------------------------------------------- validate
     def _validate() -> str:
+        state["identifiers"] = study_identifiers(data_dir)
         study = load_study(data_dir, outcomes=outcomes)
         state["study"] = study
         state["issues"] = _relative_files(study.issues, data_dir)
@@ -377,8 +449,8 @@ def run(
         state["n_errors"] = n_err
         if n_err and not allow_errors:
             raise ValidationError(
-                f"{n_err} validation error(s) in the data of {data_dir}; rows with errors would "
-                "be left out of the analysis. Fix the listed rows, or re-run with "
+                f"{n_err} validation error(s) in the data of {shown_data_dir}; rows with errors "
+                "would be left out of the analysis. Fix the listed rows, or re-run with "
                 "--allow-errors to analyse the accepted rows only (recorded in the manifest "
                 "and the report).",
                 study.issues,
@@ -386,16 +458,21 @@ def run(
         return f"{len(study.roster)} participants; {len(issues)} issues ({n_err} errors)"
 
     try:
-        do("validate", f"data directory {data_dir}", _validate)
+        do("validate", f"data directory {shown_data_dir}", _validate)
     except ValidationError as exc:
         issues = exc.issues
         if isinstance(issues, pd.DataFrame) and len(issues):
-            path = T.write_table(
-                redact_identifier_values(_relative_files(issues, data_dir)),
-                out,
+            # the results folder is left as it was: the issue table goes beside it
+            path = out.parent / f"{out.name}.validation_issues.csv"
+            tmp = T.write_table(
+                _relative_files(issues, data_dir),
+                work,
                 "validation_issues",
                 formats=["csv"],
+                identifiers=state.get("identifiers") or study_identifiers(data_dir),
+                simulated=simulated,
             )["csv"]
+            os.replace(tmp, path)
             exc.args = (f"{exc.args[0]} The full issue table is in {path}.", *exc.args[1:])
         raise
 
@@ -414,7 +491,7 @@ def run(
             f"{n_diff} typed value(s) differ)"
         )
 
-    do("derive", f"hypnograms under {data_dir / 'hypnograms'}", _derive)
+    do("derive", f"hypnograms under {shown_data_dir / 'hypnograms'}", _derive)
 
     # ---------------------------------------------------------------- fit
     def _fit() -> str:
@@ -430,42 +507,27 @@ def run(
     # ---------------------------------------------------------------- tables
     def _tables() -> str:
         tables, displays = _build_tables(state, meta)
+        idents: Identifiers = state["identifiers"]
         state["displays"] = displays
-        tdir = out / "tables"
         for name, spec in tables.items():
-            paths = write_table_spec(spec, tdir, name)
+            paths = write_table_spec(
+                spec, work / "tables", name, identifiers=idents, simulated=simulated
+            )
             result.tables[name] = paths["csv"]
-        return f"{len(tables)} tables -> {tdir}"
+        return f"{len(tables)} tables -> {out / 'tables'}"
 
-    do("tables", f"directory {out / 'tables'}", _tables)
+    do("tables", f"folder {out / 'tables'}", _tables)
 
     # ---------------------------------------------------------------- figures
     def _figures() -> str:
-        figs = _build_figures(state, meta, out / "figures")
+        figs = _build_figures(state, meta, work / "figures")
         state["figures"] = figs
         result.figures.update({k: v["svg"] for k, v in figs.items()})
         return f"{len(figs)} figures (PNG + SVG) -> {out / 'figures'}"
 
-    do("figures", f"directory {out / 'figures'}", _figures)
+    do("figures", f"folder {out / 'figures'}", _figures)
 
     # ---------------------------------------------------------------- report
-    arguments = {
-        "protocol": str(protocol.resolve()),
-        "data": None if simulate else str(data_dir.resolve()),
-        "out": str(out.resolve()),
-        "seed": seed,
-        "allow_errors": bool(allow_errors),
-        "outcomes": outcomes,
-    }
-    if command is None:
-        command = ["studykit", "run", str(protocol), "--out", str(out), "--seed", str(seed)]
-        if not simulate:
-            command[3:3] = ["--data", str(data)]
-        if allow_errors:
-            command.append("--allow-errors")
-        if outcomes != "hypnograms":
-            command += ["--outcomes", outcomes]
-
     def _report() -> str:
         env = environment()
         summary = {
@@ -489,11 +551,10 @@ def run(
                 if state["n_errors"]
                 else "none"
             ),
-            "verify": f"studykit verify {out}",
+            "verify": f"studykit verify {_out_as_given(command, out)}",
         }
-        path = _write_report(state, meta, out, simulated=simulated, manifest_summary=summary)
-        result.report = path
-        return f"{path} ({path.stat().st_size / 1024:.0f} kB)"
+        path = _write_report(state, meta, work, simulated=simulated, manifest_summary=summary)
+        return f"{out / 'report.html'} ({path.stat().st_size / 1024:.0f} kB)"
 
     do("report", f"file {out / 'report.html'}", _report)
 
@@ -501,7 +562,7 @@ def run(
     def _manifest() -> str:
         proto: Protocol = state["protocol"]
         m = build_manifest(
-            out_dir=out,
+            out_dir=work,
             command=command,
             arguments=arguments,
             protocol_path=protocol,
@@ -513,14 +574,11 @@ def run(
             seeds={"simulate": seed if simulate else None},
             timings=result.timings,
         )
-        result.manifest = write_manifest(m, out)
+        m["inputs"]["data_dir"] = str(shown_data_dir.resolve())
+        write_manifest(m, work)
         return f"{len(m['outputs'])} outputs, {len(m['inputs']['files'])} inputs hashed"
 
-    do("manifest", f"file {out / 'manifest.json'}", _manifest)
-    say(f"done in {time.perf_counter() - t_start:.2f} s: {out / 'report.html'}")
-    if simulated:
-        say("NOTE: the data are SIMULATED (demo study); the results are not evidence.")
-    return result
+    do("manifest", f"file {out / MANIFEST_NAME}", _manifest)
 
 
 # --------------------------------------------------------------------------------------
@@ -538,7 +596,15 @@ class _TableSpec:
     in_report: bool = True
 
 
-def write_table_spec(spec: _TableSpec, directory: Path, name: str) -> dict[str, Path]:
+def write_table_spec(
+    spec: _TableSpec,
+    directory: Path,
+    name: str,
+    *,
+    identifiers: Identifiers,
+    simulated: bool,
+) -> dict[str, Path]:
+    """Write one table of a run (every format, identifiers masked, simulated labelled)."""
     return T.write_table(
         spec.data,
         directory,
@@ -547,6 +613,8 @@ def write_table_spec(spec: _TableSpec, directory: Path, name: str) -> dict[str, 
         display=spec.display,
         title=spec.title,
         notes=spec.notes or None,
+        identifiers=identifiers,
+        simulated=simulated,
     )
 
 
@@ -695,7 +763,7 @@ def _build_tables(
     )
     if issues is not None and len(issues):
         specs["validation_issues"] = _TableSpec(
-            redact_identifier_values(issues),
+            issues,
             "Validation issues",
             formats=("csv",),
             in_report=False,
@@ -894,11 +962,16 @@ def _write_report(
     h = state["hypotheses"]
     proto: Protocol = state["protocol"]
     displays: Mapping[str, _TableSpec] = state["displays"]
+    idents: Identifiers = state["identifiers"]
     tables = {
         name: ReportTable(
             name,
             spec.title,
-            spec.display if spec.display is not None else T.format_display(spec.data),
+            mask_identifiers(
+                spec.display if spec.display is not None else T.format_display(spec.data),
+                idents,
+                name=name,
+            ),
             spec.notes,
         )
         for name, spec in displays.items()

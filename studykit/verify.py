@@ -1,9 +1,23 @@
-"""``verify``: re-run the analysis a manifest names and compare every result.
+"""``verify``: check a results folder against its manifest and a fresh re-run.
 
-:func:`verify` re-runs the analysis the manifest names into a temporary directory and
-compares every result CSV with the stored one: numbers within a stated tolerance
-(``|a - b| <= atol + rtol * |b|``, numpy's ``isclose``; defaults ``rtol = 1e-6``,
-``atol = 1e-9``), text exactly. It returns the list of differences (empty: identical).
+:func:`verify` checks, and names each difference it finds:
+
+1. the manifest itself: its SHA-256 against ``manifest.json.sha256`` (kind ``manifest``);
+2. every output the manifest lists (tables in every format, figures, report, protocol
+   copy): present (``deleted``) and with the recorded SHA-256 (``hash``); a file in the
+   results' own folders that the manifest does not list (``unlisted``);
+3. the inputs: the protocol (``protocol``) and every data file (``input``) against their
+   recorded SHA-256;
+4. a re-run of the recorded analysis in a temporary folder (simulated data re-simulated with
+   the recorded seed: ``simulation``): every CSV table cell by cell, numbers within
+   ``|a - b| <= atol + rtol * |b|`` (defaults ``rtol = 1e-6``, ``atol = 1e-9``; kinds
+   ``number``, ``text``, ``rows``, ``columns``), every other output byte for byte
+   (``content``), outputs only one side has (``missing``: not re-made / ``extra``: not
+   stored).
+
+A manifest that cannot be used (missing, unreadable, wrong-typed fields) or a protocol or
+data folder that is gone raises :class:`~studykit.errors.InputError`: "could not verify"
+(the command line exits 2). Differences found: the command line exits 1.
 """
 
 from __future__ import annotations
@@ -14,13 +28,52 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
-
 from studykit import pipeline
 from studykit.errors import InputError
-from studykit.manifest import ATOL, RTOL, hash_tree, load_manifest, sha256_file
+from studykit.manifest import (
+    ATOL,
+    DIGEST_NAME,
+    MANIFEST_NAME,
+    RTOL,
+    hash_tree,
+    load_manifest,
+    read_digest,
+    sha256_file,
+)
+from studykit.outdir import MARKER
+from studykit.tables.write import read_table_csv
 
-__all__ = ["RTOL", "ATOL", "Difference", "compare_csv", "compare_results", "verify"]
+__all__ = [
+    "RTOL",
+    "ATOL",
+    "KINDS",
+    "Difference",
+    "compare_csv",
+    "compare_results",
+    "stored_output_differences",
+    "verify",
+]
+
+#: Kinds of :class:`Difference`, with what each means.
+KINDS: dict[str, str] = {
+    "manifest": "manifest.json differs from its digest manifest.json.sha256 (or that is gone)",
+    "deleted": "an output listed in the manifest is not in the results folder",
+    "missing": "a stored output that the re-run does not make",
+    "extra": "an output the re-run makes that the stored results do not have",
+    "hash": "a stored output's SHA-256 differs from the manifest's",
+    "unlisted": "a file in the results' folders that the manifest does not list",
+    "columns": "a CSV table's columns differ from the re-run's",
+    "rows": "a CSV table's row count differs from the re-run's",
+    "number": "a number differs from the re-run's beyond the tolerance",
+    "text": "a text cell differs from the re-run's",
+    "content": "a non-CSV output (Markdown, HTML, LaTeX, figure, report) differs from the re-run's",
+    "protocol": "the protocol file differs from the one the results were computed from",
+    "input": "a data file differs from the one the results were computed from",
+    "simulation": "the re-simulated demo data differ from the recorded ones",
+}
+#: Folders of a results folder whose every file the manifest must list.
+_OWN_FOLDERS = ("tables", "figures", "protocol")
+_OWN_FILES = ("report.html", MARKER)
 
 
 @dataclass(frozen=True)
@@ -32,10 +85,7 @@ class Difference:
     file : str
         Path relative to the results directory.
     kind : str
-        ``"missing"`` (stored, not re-computed), ``"extra"`` (re-computed, not stored),
-        ``"columns"``, ``"rows"``, ``"number"``, ``"text"``, ``"input"`` (an input file
-        differs from the one the results were computed from), ``"simulation"`` (the
-        re-simulated demo data differ from the recorded ones) or ``"protocol"``.
+        One of :data:`KINDS`.
     row : int or None
         1-based data row (header excluded).
     column : str or None
@@ -119,13 +169,7 @@ def compare_csv(
     """
     label = name or Path(stored).name
 
-    def read(p: str | Path) -> pd.DataFrame:
-        try:
-            return pd.read_csv(p, dtype=str, keep_default_na=False, na_filter=False)
-        except pd.errors.EmptyDataError:
-            return pd.DataFrame()
-
-    a, b = read(stored), read(recomputed)
+    a, b = read_table_csv(stored), read_table_csv(recomputed)
     if list(a.columns) != list(b.columns):
         return [
             Difference(
@@ -147,43 +191,104 @@ def compare_csv(
     return diffs
 
 
-def _result_csvs(directory: Path, exclude: Iterable[str]) -> dict[str, Path]:
-    skip = {e.strip("/") for e in exclude}
-    out = {}
-    for p in sorted(directory.rglob("*.csv")):
-        rel = p.relative_to(directory).as_posix()
-        if any(rel == s or rel.startswith(s + "/") for s in skip):
-            continue
-        out[rel] = p
-    return out
+def _same_bytes(stored: Path, recomputed: Path, replace: Mapping[str, str]) -> bool:
+    a, b = stored.read_bytes(), recomputed.read_bytes()
+    if a == b:
+        return True
+    for old, new in replace.items():
+        b = b.replace(old.encode(), new.encode())
+    return a == b
 
 
 def compare_results(
     stored_dir: str | Path,
     recomputed_dir: str | Path,
     *,
-    exclude: Iterable[str] = ("data",),
+    stored_outputs: Iterable[str] | None = None,
+    recomputed_outputs: Iterable[str] | None = None,
     rtol: float = RTOL,
     atol: float = ATOL,
+    replace: Mapping[str, str] | None = None,
 ) -> list[Difference]:
-    """Compare every result CSV of two results directories (inputs under ``data/`` excluded).
+    """Compare the outputs of two results folders: CSV tables by cell, the rest by bytes.
+
+    Parameters
+    ----------
+    stored_dir, recomputed_dir : str or Path
+        The stored results and a re-run's.
+    stored_outputs, recomputed_outputs : iterable of str, optional
+        Relative paths of the outputs (the manifests' ``outputs``); default every file
+        under the folder except ``data/`` and the manifest files.
+    rtol, atol : float
+        Tolerances of numbers in CSV tables (see :func:`compare_csv`).
+    replace : mapping, optional
+        Text replaced in the re-run's non-CSV files before comparing (e.g. its temporary
+        path by the stored one).
 
     Returns
     -------
     list of Difference
-        Files present in only one directory (``missing`` / ``extra``) and cell differences.
+        ``missing`` (stored, not re-made) / ``extra`` (re-made, not stored) outputs, CSV
+        cell differences and ``content`` differences.
     """
-    exclude = list(exclude)
-    a = _result_csvs(Path(stored_dir), exclude)
-    b = _result_csvs(Path(recomputed_dir), exclude)
+    a_dir, b_dir = Path(stored_dir), Path(recomputed_dir)
+    skip = ["data", MANIFEST_NAME, DIGEST_NAME]
+    a = set(stored_outputs) if stored_outputs is not None else set(hash_tree(a_dir, exclude=skip))
+    b = (
+        set(recomputed_outputs)
+        if recomputed_outputs is not None
+        else set(hash_tree(b_dir, exclude=skip))
+    )
     diffs: list[Difference] = []
-    for rel in sorted(set(a) | set(b)):
+    for rel in sorted(a | b):
         if rel not in b:
             diffs.append(Difference(rel, "missing", stored="present", recomputed="absent"))
         elif rel not in a:
             diffs.append(Difference(rel, "extra", stored="absent", recomputed="present"))
-        else:
-            diffs.extend(compare_csv(a[rel], b[rel], name=rel, rtol=rtol, atol=atol))
+        elif not (a_dir / rel).is_file():
+            continue  # listed but gone: reported by stored_output_differences
+        elif rel.endswith(".csv"):
+            diffs.extend(compare_csv(a_dir / rel, b_dir / rel, name=rel, rtol=rtol, atol=atol))
+        elif not _same_bytes(a_dir / rel, b_dir / rel, replace or {}):
+            diffs.append(
+                Difference(
+                    rel,
+                    "content",
+                    stored=sha256_file(a_dir / rel),
+                    recomputed=sha256_file(b_dir / rel),
+                )
+            )
+    return diffs
+
+
+def stored_output_differences(results_dir: str | Path, manifest: Mapping) -> list[Difference]:
+    """The stored outputs against the manifest: deleted, changed (SHA-256), unlisted files.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (d / "report.html").write_text("edited")
+    >>> [str(x) for x in stored_output_differences(d, {"outputs": {"report.html": "0" * 64}})]
+    ["report.html: hash: stored '0000000000000000000000000000000000000000000000000000000000000000', re-computed '1fb9f4097256db2d7b1e13aff79cee44339891a31c556b9cf6093885773b3618'"]
+    """
+    results = Path(results_dir)
+    listed: Mapping[str, str] = manifest["outputs"]
+    diffs: list[Difference] = []
+    for rel, sha in sorted(listed.items()):
+        p = results / rel
+        if not p.is_file():
+            diffs.append(Difference(rel, "deleted", stored=sha, recomputed="absent"))
+            continue
+        now = sha256_file(p)
+        if now != sha:
+            diffs.append(Difference(rel, "hash", stored=sha, recomputed=now))
+    present = hash_tree(results, exclude=[]) if results.is_dir() else {}
+    for rel in sorted(present):
+        top = rel.split("/", 1)[0]
+        own = top in _OWN_FOLDERS or rel in _OWN_FILES
+        if own and rel not in listed:
+            diffs.append(Difference(rel, "unlisted", stored="absent", recomputed=present[rel]))
     return diffs
 
 
@@ -204,45 +309,87 @@ def _input_differences(
     return out
 
 
+def _recorded_out(manifest: Mapping) -> str:
+    """OUT as the user gave it (the value after ``--out`` in the recorded command)."""
+    cmd = list(manifest.get("command") or [])
+    for flag in ("--out", "-o"):
+        if flag in cmd[:-1]:
+            return str(cmd[cmd.index(flag) + 1])
+    return str(manifest["arguments"].get("out", ""))
+
+
 def verify(
     results_dir: str | Path,
     *,
-    rtol: float = RTOL,
-    atol: float = ATOL,
+    rtol: float | None = None,
+    atol: float | None = None,
     progress: bool = False,
 ) -> list[Difference]:
-    """Re-run the analysis named in ``results_dir/manifest.json`` and compare the results.
+    """Check a results folder against its manifest and a fresh re-run; list the differences.
 
     Parameters
     ----------
     results_dir : str or Path
-        Output directory of ``studykit run``.
-    rtol, atol : float
-        Tolerances of numbers (see :func:`compare_csv`).
+        Output folder of ``studykit run``.
+    rtol, atol : float, optional
+        Tolerances of numbers (see :func:`compare_csv`); default the manifest's
+        ``tolerance`` (:data:`RTOL`, :data:`ATOL`).
     progress : bool, default False
         Print the re-run's stage progress.
 
     Returns
     -------
     list of Difference
-        Empty when every result table agrees. Also reports a protocol or input data file
-        whose SHA-256 differs from the manifest's (``kind`` ``"protocol"`` / ``"input"``).
+        Empty when everything agrees; otherwise each difference, kinds in :data:`KINDS`.
+
+    Raises
+    ------
+    InputError
+        Could not verify: no usable manifest, or the protocol or data folder it names is
+        gone (the message says which and how to fix it).
 
     Notes
     -----
     The protocol is read from the recorded path; when that file is gone, from the copy
-    stored with the results (``protocol/<name>``). Input files on disk are checked against
-    the manifest's hashes. Simulated data are re-simulated with the recorded seed into the
-    temporary directory (so the simulation's reproducibility is checked too); real data are
-    read from the recorded directory.
+    stored with the results (``protocol/<name>``). Simulated data are re-simulated with the
+    recorded seed into the temporary folder (so the simulation's reproducibility is checked
+    too); real data are read from the recorded folder. The manifest digest guards against an
+    edited manifest; an edit of both the manifest and its digest is still caught by the
+    re-run, which recomputes every output from the inputs.
     """
     results = Path(results_dir)
-    manifest = load_manifest(results)
-    args = manifest["arguments"]
     diffs: list[Difference] = []
+    manifest_path = results / MANIFEST_NAME
+    if manifest_path.is_file():
+        actual = sha256_file(manifest_path)
+        recorded_digest = read_digest(results)
+        if recorded_digest != actual:
+            diffs.append(
+                Difference(
+                    MANIFEST_NAME,
+                    "manifest",
+                    stored=recorded_digest or f"{DIGEST_NAME} missing or unreadable",
+                    recomputed=actual,
+                )
+            )
+    try:
+        manifest = load_manifest(results)
+    except InputError as exc:
+        if diffs:
+            exc.args = (
+                f"{exc.args[0]} (Its SHA-256 also differs from {DIGEST_NAME}: it was changed "
+                "after the run.)",
+                *exc.args[1:],
+            )
+        raise
+    tol = manifest.get("tolerance") or {}
+    rtol = float(tol.get("rtol", RTOL)) if rtol is None else rtol
+    atol = float(tol.get("atol", ATOL)) if atol is None else atol
+    args = manifest["arguments"]
+    diffs.extend(stored_output_differences(results, manifest))
 
-    proto = manifest.get("protocol", {})
-    recorded = Path(str(args.get("protocol", "")))
+    proto = manifest["protocol"]
+    recorded = Path(args["protocol"])
     copy = results / str(proto.get("copy") or "protocol")
     path = recorded if recorded.is_file() else copy
     if not path.is_file():
@@ -250,18 +397,18 @@ def verify(
             f"Cannot verify: the protocol {str(recorded)!r} is gone and the results have no "
             f"copy ({copy}). Restore the protocol file."
         )
-    if proto.get("sha256") and sha256_file(path) != proto["sha256"]:
+    if sha256_file(path) != proto["sha256"]:
         diffs.append(
             Difference(str(path), "protocol", stored=proto["sha256"], recomputed=sha256_file(path))
         )
 
-    simulated = args.get("data") is None  # the data were generated by the run
-    stored_inputs: dict[str, str] = manifest.get("inputs", {}).get("files", {})
-    recorded_data = manifest.get("inputs", {}).get("data_dir")
-    data_dir = None if simulated else args.get("data")
+    simulated = args["data"] is None  # the data were generated by the run
+    stored_inputs: dict[str, str] = manifest["inputs"]["files"]
+    recorded_data = manifest["inputs"].get("data_dir")
+    data_dir = None if simulated else args["data"]
     if data_dir is not None and not Path(data_dir).is_dir():
         raise InputError(
-            f"Cannot verify: the data directory {data_dir!r} recorded in the manifest is gone. "
+            f"Cannot verify: the data folder {data_dir!r} recorded in the manifest is gone. "
             "Restore it (same files) and re-run 'studykit verify'."
         )
     # the input files on disk must be those the results were computed from
@@ -278,13 +425,24 @@ def verify(
             data=data_dir,
             out=out,
             seed=args.get("seed"),
-            command=manifest.get("command"),
+            command=manifest["command"],
             progress=progress,
             allow_errors=bool(args.get("allow_errors", False)),
             outcomes=str(args.get("outcomes", "hypnograms")),
         )
+        rerun = load_manifest(out)
         if simulated:  # the simulation itself must reproduce the same data files
-            rerun_inputs = load_manifest(out).get("inputs", {}).get("files", {})
+            rerun_inputs = rerun["inputs"]["files"]
             diffs.extend(_input_differences(stored_inputs, rerun_inputs, "data/", "simulation"))
-        diffs.extend(compare_results(results, out, rtol=rtol, atol=atol))
+        diffs.extend(
+            compare_results(
+                results,
+                out,
+                stored_outputs=manifest["outputs"],
+                recomputed_outputs=rerun["outputs"],
+                rtol=rtol,
+                atol=atol,
+                replace={str(out): _recorded_out(manifest)},
+            )
+        )
     return diffs

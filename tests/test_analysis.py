@@ -974,3 +974,32 @@ def test_sensitivity_section_is_checked():
     bad = SENSITIVITY.replace("intercurrent_events: treatment_policy", "intercurrent_events: x")
     with pytest.raises(ProtocolError, match="invalid value 'x'"):
         parse_protocol(text + bad)
+
+
+# ------------------------------------------------------------------ estimator per hypothesis
+def test_protocol_names_an_estimator_and_the_analysis_dispatches_to_it():
+    # H1 with the constrained-baseline estimator (studykit.estimators, helper 'design'): the
+    # analysis must give what studykit.estimators.estimate gives on the same rows (complete,
+    # balanced SIMULATED crossover without intercurrent events: every night is analysed)
+    from studykit import estimators
+
+    text = (ROOT / "protocols" / "ketamine_sleep.yaml").read_text(encoding="utf-8")
+    text = text.replace(
+        "    effect_of_interest: 5\n", "    effect_of_interest: 5\n    estimator: clda\n", 1
+    )
+    proto = parse_protocol(text)
+    assert proto.plan("H1").model.estimator == "clda"
+    s = make_crossover()
+    r = A.run_analysis(proto, s, hypotheses=["H1"]).hypotheses.iloc[0]
+    data = s.nights.copy()
+    data["period"] = data["period"].astype(str)
+    spec = estimators.CrossoverSpec(
+        "n3_min", window=("baseline", "post1", "post2", "day7"), period_levels=("1", "2")
+    )
+    ref = estimators.estimate(data, "clda", spec, alternative="greater").table.iloc[0]
+    assert r["estimate"] == pytest.approx(ref["estimate"], rel=1e-8)
+    assert r["std_error"] == pytest.approx(ref["std_error"], rel=1e-8)
+    assert r["p_value"] == pytest.approx(ref["p_value"], rel=1e-6)
+    assert "cLDA" in r["model"]
+    with pytest.raises(ProtocolError, match="estimator"):
+        parse_protocol(text.replace("estimator: clda", "estimator: magic"))

@@ -153,8 +153,53 @@ def test_load_manifest_errors(tmp_path):
     with pytest.raises(InputError, match="Cannot read"):
         load_manifest(tmp_path)
     _write(tmp_path / "manifest.json", "{}")
-    with pytest.raises(InputError, match="not a studykit run manifest"):
+    with pytest.raises(InputError, match="not a usable studykit run manifest"):
         load_manifest(tmp_path)
+    _write(tmp_path / "manifest.json", "[" * 100_000 + "]" * 100_000)
+    with pytest.raises(InputError, match="nested too deeply|not a usable"):
+        load_manifest(tmp_path)
+    with pytest.raises(InputError, match="is not a folder"):
+        load_manifest(tmp_path / "manifest.json")
+
+
+def _valid_manifest() -> dict:
+    return {
+        "arguments": {"protocol": "p.yaml", "data": None, "out": "o", "seed": 1},
+        "command": ["studykit", "run", "p.yaml"],
+        "simulated": True,
+        "protocol": {"path": "p.yaml", "sha256": "a" * 64, "copy": "protocol/p.yaml"},
+        "inputs": {"data_dir": "o/data", "files": {"roster.csv": "b" * 64}},
+        "outputs": {"tables/h.csv": "c" * 64},
+        "tolerance": {"rtol": 1e-6, "atol": 1e-9},
+    }
+
+
+@pytest.mark.parametrize(
+    ("edit", "named"),
+    [
+        (lambda m: m.update(arguments="p.yaml"), "'arguments' is a str"),
+        (lambda m: m["arguments"].update(seed="7"), "'arguments.seed' is a str"),
+        (lambda m: m["arguments"].update(seed=True), "'arguments.seed' is a bool"),
+        (lambda m: m.update(outputs=["tables/h.csv"]), "'outputs' is a list"),
+        (lambda m: m["outputs"].update({"tables/x.csv": 5}), "not SHA-256 hex digests"),
+        (lambda m: m["outputs"].update({"../../etc/passwd": "d" * 64}), "outside the results"),
+        (lambda m: m["protocol"].update(copy="/etc/passwd"), "'protocol.copy'"),
+        (lambda m: m["protocol"].update(sha256=None), "'protocol.sha256' is a NoneType"),
+        (lambda m: m.update(command="studykit run"), "'command' is a str"),
+        (lambda m: m.update(tolerance={"rtol": -1}), "finite number >= 0"),
+        (lambda m: m.pop("inputs"), "'inputs' is missing"),
+    ],
+)
+def test_wrong_typed_manifest_is_named_not_a_crash(tmp_path, edit, named):
+    """#13 item 9: a wrong-typed manifest is a user error (exit 2) naming the field."""
+    m = _valid_manifest()
+    _write(tmp_path / "manifest.json", json.dumps(m))
+    assert load_manifest(tmp_path) == m
+    edit(m)
+    _write(tmp_path / "manifest.json", json.dumps(m))
+    with pytest.raises(InputError, match="not a usable studykit run manifest") as exc:
+        load_manifest(tmp_path)
+    assert named in str(exc.value)
 
 
 # ---------------------------------------------------------------- verify (a small real study)
@@ -174,7 +219,7 @@ def test_verify_identical_then_detects_changes(demo):
     f = out / "tables" / "descriptive_nights.csv"
     text = f.read_text()
     lines = text.splitlines()
-    lines[1] = lines[1].rsplit(",", 1)[0] + ",12345"  # last column: max
+    lines[2] = lines[2].rsplit(",", 1)[0] + ",12345"  # first row, last column: max
     f.write_text("\n".join(lines) + "\n")
     # a changed input file, and a changed protocol (a comment added: same analysis)
     (study / "README.md").write_text((study / "README.md").read_text() + "edited\n")

@@ -19,6 +19,7 @@ from studykit.cli import main
 from studykit.errors import InputError, ProtocolError, ValidationError
 from studykit.manifest import sha256_file
 from studykit.pipeline import run
+from studykit.tables import SIMULATED_LABEL, read_table_csv
 from studykit.verify import verify
 
 TEXT_SUFFIXES = {".csv", ".md", ".html", ".tex", ".json", ".yaml", ".svg"}
@@ -58,10 +59,7 @@ def test_run_writes_every_output(small_run):
             assert (out / "tables" / f"{name}{suffix}").is_file(), name + suffix
     assert (out / "tables" / "analysis_nights.csv").is_file()
     families = list(
-        dict.fromkeys(
-            r["multiplicity_family"]
-            for r in csv.DictReader(io.StringIO((out / "tables" / "hypotheses.csv").read_text()))
-        )
+        dict.fromkeys(read_table_csv(out / "tables" / "hypotheses.csv")["multiplicity_family"])
     )
     forests = [f"forest_{f}" for f in families]  # one forest plot per multiplicity family
     for name in (*forests, "consort_flow", "trajectories_n3_min", "emmeans", "hypnograms"):
@@ -75,9 +73,9 @@ def test_run_writes_every_output(small_run):
     for f in families:
         assert f'id="table-hypotheses-{f}"' in page and f'id="fig-forest_{f}"' in page
     # the hypotheses table: 5 rows (H1, H2, E3 with days 1-3), each says simulated
-    hyp = list(csv.DictReader(io.StringIO((out / "tables" / "hypotheses.csv").read_text())))
-    assert [r["hypothesis_id"] for r in hyp] == ["H1", "H2", "E3", "E3", "E3"]
-    assert {r["simulated"] for r in hyp} == {"True"}
+    hyp = read_table_csv(out / "tables" / "hypotheses.csv")
+    assert hyp["hypothesis_id"].tolist() == ["H1", "H2", "E3", "E3", "E3"]
+    assert set(hyp["simulated"]) == {"True"}
     assert set(res.timings) == {ln.split()[1] for ln in stage_lines}
 
 
@@ -153,8 +151,9 @@ def test_run_on_given_data_is_not_labelled_simulated(small_study, small_protocol
     assert "simulated-banner" not in res.report.read_text()
     m = json.loads(res.manifest.read_text())
     assert m["simulated"] is False and m["arguments"]["data"] == str(small_study.resolve())
-    hyp = list(csv.DictReader(io.StringIO(res.tables["hypotheses"].read_text())))
-    assert {r["simulated"] for r in hyp} == {"False"}
+    assert set(read_table_csv(res.tables["hypotheses"])["simulated"]) == {"False"}
+    for f in (res.out / "tables").iterdir():  # real data: no SIMULATED label anywhere
+        assert "SIMULATED" not in f.read_text(), f
 
 
 def test_protocol_error_names_stage_file_and_fix(small_study_template, tmp_path):
@@ -189,12 +188,14 @@ def test_validation_error_stops_the_run_and_writes_redacted_issues(
         run(small_protocol, data=small_study, out=tmp_path / "out", progress=False)
     msg = str(exc.value)
     assert "stage 'validate' failed" in msg and "--allow-errors" in msg
-    assert "validation_issues.csv" in msg
-    text = (tmp_path / "out" / "validation_issues.csv").read_text()
-    assert "abc" in text  # not an identifier: kept so the user can find it
+    # the results folder is not created by a failed run: the issue table goes beside it
+    issues = tmp_path / "out.validation_issues.csv"
+    assert str(issues) in msg and not (tmp_path / "out").exists()
+    text = issues.read_text()
     assert "1999-13-45" not in text and "[redacted" in text
-    assert "roster.csv,1," in text or "roster.csv,2," in text
-    assert not (tmp_path / "out" / "manifest.json").exists()
+    # row 1 is damaged (an implausible cell), so any of its cells could be a misplaced
+    # identifier: 'abc' is masked too, but file, row (2 = first data row) and column remain
+    assert "roster.csv,2,P01,,age," in text
 
 
 def test_allow_errors_is_recorded_in_manifest_and_report(small_study, small_protocol, tmp_path):
@@ -232,15 +233,16 @@ def test_cli_run_then_verify(small_study_template, small_protocol, tmp_path, cap
     assert "verified" in capsys.readouterr().out
     # tamper with one number: verify exits 1 and names file, row and column
     f = out / "tables" / "hypotheses.csv"
-    rows = list(csv.reader(io.StringIO(f.read_text())))
-    j = rows[0].index("n_observations")
-    rows[1][j] = str(int(rows[1][j]) + 1)
+    rows = list(csv.reader(io.StringIO(f.read_text())))  # rows[0]: the SIMULATED label
+    j = rows[1].index("n_observations")
+    rows[2][j] = str(int(rows[2][j]) + 1)
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerows(rows)
     f.write_text(buf.getvalue())
     assert main(["verify", str(out)]) == 1
     cap = capsys.readouterr()
     assert "tables/hypotheses.csv row 1 column 'n_observations': number" in cap.out
+    assert "tables/hypotheses.csv: hash" in cap.out  # and its SHA-256 differs from the manifest
 
 
 def test_cli_run_error_exit_code_2(small_study_template, tmp_path, capsys):
@@ -262,3 +264,47 @@ def test_real_demo_run_end_to_end(tmp_path):
     assert res.report.is_file() and res.manifest.is_file()
     assert json.loads(res.manifest.read_text())["seeds"] == {"simulate": 20261125}
     assert verify(tmp_path / "out") == []
+
+
+def test_every_table_format_of_simulated_data_says_simulated(small_run):
+    """#17: CSV (first comment line), Markdown, HTML and LaTeX (caption) all say SIMULATED."""
+    out = small_run[0].out
+    files = sorted((out / "tables").iterdir())
+    assert len(files) > 30
+    for f in files:
+        text = f.read_text()
+        if f.suffix == ".csv":
+            assert text.splitlines()[0] == f"# {SIMULATED_LABEL}", f
+        elif f.suffix == ".tex":
+            assert "\\caption{SIMULATED DATA" in text, f
+        else:
+            assert "SIMULATED DATA" in text, f
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["simulated"] is True and m["data_label"].startswith("SIMULATED DATA")
+
+
+def test_a_failed_rerun_leaves_the_previous_results_intact(
+    small_run, small_study, small_protocol, tmp_path
+):
+    out = Path(shutil.copytree(small_run[0].out, tmp_path / "out"))
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    _break_roster(small_study)
+    with pytest.raises(ValidationError):
+        run(small_protocol, data=small_study, out=out, progress=False)
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert after == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "out",
+        "out.validation_issues.csv",
+        "study",
+    ]
+
+
+def test_out_pointing_to_a_file_is_a_user_error(small_study_template, small_protocol, tmp_path):
+    f = tmp_path / "results.txt"
+    f.write_text("mine")
+    with pytest.raises(InputError, match="is a file, not a folder"):
+        run(small_protocol, data=small_study_template, out=f, progress=False)
+    assert f.read_text() == "mine"
+    code = main(["run", str(small_protocol), "--data", str(small_study_template), "-o", str(f)])
+    assert code == 2

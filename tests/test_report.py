@@ -193,7 +193,7 @@ def test_report_sections_in_paper_order(demo):
     assert positions == sorted(positions)
     assert [s for s in SECTION_IDS if s in expected] == expected
     # one model-details subsection per hypothesis
-    h = pd.read_csv(demo.tables["hypotheses"])
+    h = pd.read_csv(demo.tables["hypotheses"], skiprows=1)  # line 1: the SIMULATED label
     for hid in h["hypothesis_id"].unique():
         assert f'<section id="model-{hid}">' in page
 

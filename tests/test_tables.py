@@ -4,6 +4,7 @@ Every expected number below is a hand computation on the small frames built in t
 (stated next to it); none comes from running the code under test.
 """
 
+import csv
 import math
 
 import numpy as np
@@ -335,3 +336,35 @@ def test_participant_flow():
     assert got[("analysed", "H2", "")] == 18
     assert got[("excluded", "H10", "P07: withdrawn before post1")] == 1
     assert f["stage"].tolist()[:3] == ["randomized"] * 3
+
+
+def test_exports_neutralize_formulas_and_escape_markup(tmp_path):
+    """#13 item 7: OWASP CSV injection; Markdown / HTML / LaTeX injection (hand-made cells)."""
+    d = pd.DataFrame(
+        {
+            "claim": ['=HYPERLINK("http://evil")', "+1+cmd|' /C calc'!A0", "@SUM(A1)"],
+            "note": ["\tTAB", "\rCR", "-2+3"],
+            "text_number": ["-5", "+1.5e3", "-inf"],  # numbers written as text: unchanged
+            "estimate": [-1.5, 2.0, -0.25],  # negative numbers stay numbers
+            "markup": ["a | b", "<script>alert(1)</script>", "\\input{/etc/passwd}"],
+        }
+    )
+    paths = write_table(d, tmp_path, "t", title="<b>T|itle</b>")
+    with open(paths["csv"], newline="", encoding="utf-8") as fh:
+        rows = list(csv.reader(fh))
+    assert [r[0] for r in rows[1:]] == [
+        '\'=HYPERLINK("http://evil")',
+        "'+1+cmd|' /C calc'!A0",
+        "'@SUM(A1)",
+    ]
+    assert [r[1] for r in rows[1:]] == ["'\tTAB", "'\nCR", "'-2+3"]  # CR: a quoted LF
+    assert [r[2] for r in rows[1:]] == ["-5", "+1.5e3", "-inf"]
+    assert [r[3] for r in rows[1:]] == ["-1.5", "2", "-0.25"]
+    md = paths["md"].read_text()
+    assert "a \\| b" in md and "<script>" not in md and "&lt;script>" in md
+    assert "&lt;b>T\\|itle&lt;/b>" in md
+    assert all(line.count("|") - line.count("\\|") == 6 for line in md.splitlines()[2:5])
+    html = paths["html"].read_text()
+    assert "<script>" not in html and "&lt;script&gt;" in html and "&lt;b&gt;" in html
+    tex = paths["tex"].read_text()
+    assert "\\input{" not in tex and "\\textbackslash" in tex

@@ -29,7 +29,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "default: simulate the demo study",
     )
     p.add_argument(
-        "--out", metavar="OUT", default="results", help="results directory (default: results)"
+        "-o",
+        "--out",
+        metavar="OUT",
+        default="results",
+        help="results folder (default: results). Written beside it first and moved into place "
+        "only when the run succeeds; a previous run's results survive a failed run",
     )
     p.add_argument(
         "--seed",
@@ -56,6 +61,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
+    # imported here: the pipeline's imports (models, plotting) are only needed by this command
     from studykit.pipeline import DEFAULT_SEED, run
 
     seed = DEFAULT_SEED if args.seed is None else args.seed

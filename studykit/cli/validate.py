@@ -82,6 +82,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     """Run ``studykit validate``; return the exit code."""
+    # imported here: studykit.tables loads the analysis stack, needed only with issues to mask
+    from studykit.privacy import mask_identifiers, study_identifiers
+    from studykit.tables.write import write_csv
+
     dd = load_dictionary(args.dictionary)
     if args.table is not None and args.table not in dd.tables:
         raise InputError(
@@ -139,10 +143,13 @@ def handle(args: argparse.Namespace) -> int:
         issues.append(result.issues)
     issues = [i for i in issues if len(i)]
     all_issues = pd.concat(issues, ignore_index=True) if issues else empty_issues()
+    # identifier values never leave the machine: masked on screen and in --report
+    identifiers = study_identifiers(args.files, dictionary=dd)
+    all_issues = mask_identifiers(all_issues, identifiers, name="validation issues")
     summary = pd.DataFrame(summaries)
     _print_report(summary, all_issues, report=args.report)
     if args.report:
-        all_issues.to_csv(args.report, index=False)
+        write_csv(all_issues, args.report, identifiers=identifiers)
     return 2 if (all_issues["severity"] == "error").any() else 0
 
 

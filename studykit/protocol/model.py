@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from studykit.errors import ProtocolError
-from studykit.models.glmm import FAMILIES as COUNT_FAMILIES
+from studykit.models.glmm import FAMILIES as GLMM_FAMILIES
 from studykit.models.inference import ALTERNATIVES
 from studykit.models.inference import DF_METHODS as _ENGINE_DF_METHODS
 from studykit.models.random_effects import RandomEffect
@@ -43,8 +43,10 @@ SCHEMA_VERSION = 1
 ROLES = ("confirmatory", "exploratory")
 #: A hypothesis' direction is a test's alternative (models.inference.ALTERNATIVES).
 DIRECTIONS = ALTERNATIVES
-#: Distribution families of a hypothesis' model: Gaussian (LMM) or a count GLMM family.
-FAMILIES = ("gaussian", *COUNT_FAMILIES, "ordinal")
+#: Distribution families a protocol supports: Gaussian (LMM), a count family of the GLMM
+#: engine (models.glmm.FAMILIES also has binomial, which no protocol outcome uses yet) or
+#: ordinal (CLMM).
+FAMILIES = ("gaussian", *(f for f in GLMM_FAMILIES if f in ("poisson", "negbin")), "ordinal")
 #: Scales whose estimates are ratios (null value 1; reported as exp of the log-scale contrast).
 RATIO_SCALES = ("rate ratio", "odds ratio")
 EVIDENCE = {
@@ -264,6 +266,8 @@ class Hypothesis:
     effect_of_interest: float
     estimand: Estimand
     df_method: str = "satterthwaite"
+    #: The analysis of a difference_in_differences contrast (:data:`studykit.estimators.ESTIMATORS`).
+    estimator: str = "did"
     #: Dictionary missing-value codes of the outcome (e.g. ``("-99",)``): treated as missing.
     outcome_missing_codes: tuple[str, ...] = ()
     #: Dictionary range of the outcome; values outside it mean the data were not validated.

@@ -26,6 +26,7 @@ import yaml
 
 from studykit.dictionary import DataDictionary, Variable, load_dictionary
 from studykit.errors import FormulaError, ModelError, ProtocolError
+from studykit.estimators import ESTIMATORS
 from studykit.models.design import parse_term
 from studykit.models.formula import parse_formula
 from studykit.models.multiplicity import METHODS
@@ -332,6 +333,7 @@ _HYP_KEYS = {
     "effect_of_interest": True,
     "estimand": True,
     "df_method": False,
+    "estimator": False,
 }
 _SOURCE_KEYS = {"articles": True, "primary_research": True, "evidence": True}
 _OUTCOME_KEYS = {"table": True, "variable": True}
@@ -763,6 +765,11 @@ class _Builder:
             h["effect_of_interest"], f"{w}.effect_of_interest", family, direction, contrast
         )
         estimand = self.estimand(h["estimand"], f"{w}.estimand")
+        estimator = self.choice(h.get("estimator", "did"), f"{w}.estimator", ESTIMATORS)
+        if estimator != "did" and contrast.type != "difference_in_differences":
+            raise self.fail(
+                f"{w}.estimator", "an estimator is chosen for a difference_in_differences contrast."
+            )
         return Hypothesis(
             id=hid,
             claim_id=self.text(h["claim_id"], f"{w}.claim_id"),
@@ -785,6 +792,7 @@ class _Builder:
             effect_of_interest=eoi,
             estimand=estimand,
             df_method=df_method,
+            estimator=estimator,
             outcome_missing_codes=tuple(self.dd.missing_codes(table, outcome)),
             outcome_range=self.dd.bounds(table, outcome),
         )

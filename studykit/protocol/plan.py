@@ -14,6 +14,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
+from studykit.estimators import ESTIMATOR_LABELS
 from studykit.models.random_effects import RandomEffect
 from studykit.protocol.model import (
     RATIO_SCALES,
@@ -103,6 +104,8 @@ class ModelSpec:
     #: df method asked of models.inference: satterthwaite, kenward-roger, or z (counts).
     df_method: str
     text: str
+    #: The crossover estimator (:mod:`studykit.estimators`); "did" fits ``terms`` as stated.
+    estimator: str = "did"
 
 
 @dataclass(frozen=True)
@@ -263,7 +266,10 @@ def compile_plan(protocol: Protocol, h: Hypothesis) -> HypothesisPlan:
         random=tuple(h.random),
         levels=dict(h.levels),
         df_method=df_method,
-        text=h.model_text,
+        text=h.model_text
+        if h.estimator == "did"
+        else f"{ESTIMATOR_LABELS[h.estimator]} ({h.family}; studykit.estimators.{h.estimator})",
+        estimator=h.estimator,
     )
     rule = VerdictRule(
         alternative=h.direction,
@@ -288,7 +294,9 @@ def compile_plan(protocol: Protocol, h: Hypothesis) -> HypothesisPlan:
         "scale": scale,
         "adjust_method": h.adjust_method,
         "verdict_rule": h.verdict_rule,
-        "model": h.model_text,
+        "model": h.model_text
+        if h.estimator == "did"
+        else f"{ESTIMATOR_LABELS[h.estimator]} ({h.family}; studykit.estimators.{h.estimator})",
     }
     return HypothesisPlan(
         id=h.id,

@@ -29,14 +29,25 @@ from studykit.tables.format import (
     format_number,
     format_p,
 )
-from studykit.tables.write import FLOAT_FORMAT, TABLE_FORMATS, to_csv_text, write_table
+from studykit.tables.write import (
+    FLOAT_FORMAT,
+    SIMULATED_LABEL,
+    TABLE_FORMATS,
+    read_table_csv,
+    to_csv_text,
+    write_csv,
+    write_table,
+)
 
 __all__ = [
     "HYPOTHESIS_COLUMNS",
     "FLOAT_FORMAT",
     "TABLE_FORMATS",
     "DEFAULT_LABELS",
+    "SIMULATED_LABEL",
     "write_table",
+    "write_csv",
+    "read_table_csv",
     "to_csv_text",
     "format_display",
     "hypothesis_table",
