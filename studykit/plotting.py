@@ -40,6 +40,7 @@ from scipy import stats
 from studykit.errors import InputError
 from studykit.hypnogram import plot_hypnogram
 from studykit.models.multiplicity import adjusted_intervals
+from studykit.protocol.plan import VERDICTS
 from studykit.tables import format_number, format_p
 
 __all__ = [
@@ -64,12 +65,11 @@ logger = logging.getLogger(__name__)
 #: seaborn's "colorblind" palette (10 colours), as hex.
 COLORBLIND: tuple[str, ...] = tuple(c.upper() for c in sns.color_palette("colorblind").as_hex())
 
-#: Marker colour of each verdict in forest plots.
-VERDICT_COLORS: dict[str, str] = {
-    "supported": COLORBLIND[2],
-    "not supported": COLORBLIND[3],
-    "inconclusive": COLORBLIND[7],
-}
+#: Marker colour of each verdict in forest plots (the verdicts of protocol.plan.VERDICTS:
+#: supported, effect ruled out, inconclusive).
+VERDICT_COLORS: dict[str, str] = dict(
+    zip(VERDICTS, (COLORBLIND[2], COLORBLIND[3], COLORBLIND[7]), strict=True)
+)
 
 #: Text of the watermark and of the file metadata of figures of simulated data.
 SIMULATED_LABEL = "SIMULATED DATA - not evidence"
@@ -616,7 +616,7 @@ def plot_forest(
         "\n".join(
             textwrap.wrap(
                 f"Thin line: {level} CI; thick band: multiplicity-adjusted CI ({methods_ci}). "
-                "Diamond colour: verdict (green supported, red not supported, grey "
+                "Diamond colour: verdict (green supported, red effect ruled out, grey "
                 "inconclusive). Dashed line: no effect.",
                 150,
             )

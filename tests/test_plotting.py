@@ -279,3 +279,13 @@ def test_palette_is_seaborns_colorblind():
         for rgb in sns.color_palette("colorblind")
     ]
     assert list(COLORBLIND) == expected
+
+
+def test_every_verdict_has_its_colour():
+    # the forest plot colours markers by the analysis' verdict labels (protocol.plan.VERDICTS);
+    # a label without a colour was drawn black ("effect ruled out" was once missing)
+    from studykit.plotting import VERDICT_COLORS
+    from studykit.protocol.plan import VERDICTS
+
+    assert set(VERDICT_COLORS) == set(VERDICTS)
+    assert len(set(VERDICT_COLORS.values())) == len(VERDICTS)
