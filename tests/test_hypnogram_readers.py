@@ -5,6 +5,7 @@ tests/data/hypnograms/make_fixtures.py (Sleep-EDF EDF+, NSRR XML, Profusion XML,
 UTF-16 text with R&K labels, BIDS-style onset/duration TSV).
 """
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -296,3 +297,20 @@ def test_input_frame_round_trip(tmp_path):
     table.to_csv(tmp_path / "r.csv", index=False)
     again = read_hypnogram(tmp_path / "r.csv")
     pd.testing.assert_frame_equal(table, again, check_like=False)
+
+
+def test_damaged_utf16_text_is_a_clear_error(tmp_path):
+    # a UTF-16 byte-order mark, then an odd number of bytes (a truncated file): this was an
+    # "internal error" (UnicodeDecodeError, exit 1) before
+    p = tmp_path / "P01_p1_baseline.csv"
+    p.write_bytes(b"\xff\xfee\x00p\x00o\x00\x00\xd8")
+    with pytest.raises(HypnogramError, match="UTF-16 byte-order mark but is not valid UTF-16"):
+        read_hypnogram(p)
+
+
+def test_fifo_is_refused_without_reading(tmp_path):
+    # reading a named pipe would wait forever
+    p = tmp_path / "P01_p1_baseline.csv"
+    os.mkfifo(p)
+    with pytest.raises(HypnogramError, match="FIFO"):
+        read_hypnogram(p)

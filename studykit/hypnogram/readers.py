@@ -42,6 +42,7 @@ from studykit.hypnogram.files import (
 )
 from studykit.hypnogram.lights import resolve_lights
 from studykit.hypnogram.stages import STAGE_DTYPE, stage_codes
+from studykit.io import refuse_special_file
 
 __all__ = [
     "FORMATS",
@@ -203,6 +204,9 @@ def read_hypnogram(
         raise HypnogramError(f"{path}: no such file.")
     if path.is_dir():
         raise HypnogramError(f"{path}: is a directory; use read_hypnograms() for a directory.")
+    special = refuse_special_file(path)
+    if special is not None:
+        raise HypnogramError(f"{path}: {special}")
     data = path.read_bytes()
     if not data.strip():
         raise HypnogramError(f"{path}: the file is empty; there is no epoch to read.")
@@ -622,10 +626,22 @@ def _read_profusion(
 
 
 def _decode(data: bytes) -> str:
-    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
-        return data.decode("utf-16")
-    if data[:3] == b"\xef\xbb\xbf":
-        return data[3:].decode("utf-8")
+    bom = (
+        "utf-16"
+        if data[:2] in (b"\xff\xfe", b"\xfe\xff")
+        else "utf-8"
+        if data[:3] == b"\xef\xbb\xbf"
+        else None
+    )
+    if bom is not None:
+        try:
+            return data.decode("utf-8-sig" if bom == "utf-8" else bom)
+        except UnicodeDecodeError as exc:
+            raise HypnogramError(
+                f"starts with a {bom.upper()} byte-order mark but is not valid {bom.upper()} "
+                f"text (byte {exc.start}: {exc.reason}); the file may be truncated or damaged. "
+                "Export the hypnogram again (UTF-8 is safest)."
+            ) from exc
     if b"\x00" in data[:1000]:
         raise HypnogramError(
             "looks binary (NUL bytes) and is not EDF or XML; for UTF-16 text, save it with a "
