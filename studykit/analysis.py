@@ -533,10 +533,16 @@ def _contrast_rows(model: Any, plan: HypothesisPlan) -> pd.DataFrame:
         baseline=c.time_reference,
         at_times=c.time_levels,
     )
+    return _planned_contrasts(model, L, plan)
+
+
+def _planned_contrasts(model: Any, L: np.ndarray, plan: HypothesisPlan) -> pd.DataFrame:
+    """The rows of contrasts ``L``: the test in the protocol's direction, the two-sided
+    interval at ``conf_level`` (models.inference), exponentiated on a ratio scale."""
     tab = contrast_table(
         model,
         L,
-        names=c.labels(),
+        names=plan.contrast.labels(),
         df_method=plan.model.df_method,
         alpha=1 - plan.test.conf_level,
         alternative=plan.test.alternative,
@@ -785,32 +791,7 @@ def _fit_estimator(
             for lv in c.time_levels
         ]
     )
-    tab = contrast_table(
-        model,
-        L,
-        names=c.labels(),
-        df_method=plan.model.df_method,
-        alpha=1 - plan.test.conf_level,
-        alternative=plan.test.alternative,
-        interval="two-sided",
-    )
-    rr = plan.test.scale == "rate ratio"
-    contrasts = pd.DataFrame(
-        {
-            "term": tab["term"],
-            "estimate": np.exp(tab["estimate"]) if rr else tab["estimate"],
-            "std_error": tab["std_error"],
-            "statistic": tab["statistic"],
-            "df": tab["df"],
-            "p_value": tab["p_value"],
-            "conf_low": np.exp(tab["conf_low"]) if rr else tab["conf_low"],
-            "conf_high": np.exp(tab["conf_high"]) if rr else tab["conf_high"],
-            "df_method": plan.test.df_label,
-            "alternative": plan.test.alternative,
-            "conf_level": plan.test.conf_level,
-            "scale": plan.test.scale,
-        }
-    )
+    contrasts = _planned_contrasts(model, L, plan)
     warnings = [str(w) for w in model.warnings]
     if not model.converged:
         warnings.append("model did not converge: verdict set to inconclusive")
