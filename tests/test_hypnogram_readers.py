@@ -314,3 +314,24 @@ def test_fifo_is_refused_without_reading(tmp_path):
     os.mkfifo(p)
     with pytest.raises(HypnogramError, match="FIFO"):
         read_hypnogram(p)
+
+
+def test_scanner_refuses_links_leaving_the_folder_and_special_files(tmp_path):
+    from studykit.hypnogram.files import scan_hypnograms
+
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "P09_p1_baseline.csv").write_text("epoch,onset_s,stage\n1,0,W\n")
+    study = tmp_path / "hypnograms"
+    study.mkdir()
+    (study / "P09_p1_baseline.csv").symlink_to(outside / "P09_p1_baseline.csv")
+    (study / "loop").symlink_to(study)
+    os.mkfifo(study / "P02_p1_baseline.csv")
+    problems = scan_hypnograms(study).problems
+    refused = problems[problems["rule"] == "refused"]
+    assert sorted(Path(f).name for f in refused["file"]) == [
+        "P02_p1_baseline.csv",
+        "P09_p1_baseline.csv",
+        "loop",
+    ]
+    assert (refused["severity"] == "error").all()

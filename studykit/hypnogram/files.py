@@ -41,6 +41,7 @@ import numpy as np
 import pandas as pd
 
 from studykit.errors import HypnogramError, InputError
+from studykit.io import refuse_special_file
 
 __all__ = [
     "EXTENSIONS",
@@ -356,12 +357,22 @@ def _problem(
     }
 
 
-def _walk(item: Path, files: list[Path], skipped: list[Path]) -> None:
+def _walk(
+    item: Path, files: list[Path], skipped: list[Path], refused: list[tuple[Path, str]], root: Path
+) -> None:
     for child in sorted(item.iterdir()):
         if child.name.startswith("."):
             continue
-        if child.is_dir():
-            _walk(child, files, skipped)
+        why = refuse_special_file(child, root)
+        if why is None and child.is_symlink() and child.is_dir():
+            why = (
+                f"{child.name} is a symbolic link to a folder: not followed (it could loop or "
+                "leave the study). Put the files themselves in the folder."
+            )
+        if why is not None:
+            refused.append((child, why))
+        elif child.is_dir():
+            _walk(child, files, skipped, refused, root)
         elif child.name.lower() == RECORDINGS_FILE:
             continue
         elif child.suffix.lower() in EXTENSIONS:
@@ -446,10 +457,11 @@ def scan_hypnograms(
     compiled = _compile_pattern(pattern)
     files: list[Path] = []
     skipped: list[Path] = []
+    refused: list[tuple[Path, str]] = []
     table_path: Path | None = None
     for item in items:
         if item.is_dir():
-            _walk(item, files, skipped)
+            _walk(item, files, skipped, refused, item)
             if recordings is None and table_path is None:
                 table_path = find_recordings_table(item)
         else:
@@ -466,7 +478,9 @@ def scan_hypnograms(
         table, base = None, None
     index = _recordings_index(table) if table is not None else None
 
-    problems: list[dict[str, object]] = []
+    problems: list[dict[str, object]] = [
+        _problem(p, None, "error", "refused", why) for p, why in refused
+    ]
     for p in skipped:
         problems.append(
             _problem(
