@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -1080,6 +1081,23 @@ def _sensitivity_plan(
     return plan
 
 
+@contextmanager
+def _model_logs_held() -> Iterator[None]:
+    """Hold back the models' per-fit warning log lines during an analysis.
+
+    Every fit's warnings are in its result row (``warnings``) and the console summary says
+    each once with the hypotheses it concerns; logging them per fit as well repeated the same
+    sentence for every hypothesis (``studykit run``).
+    """
+    log = logging.getLogger("studykit.models")
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
 def _execute(
     plans: dict[str, HypothesisPlan],
     wanted: Sequence[str],
@@ -1089,6 +1107,18 @@ def _execute(
     simulated: bool,
 ) -> tuple[pd.DataFrame, dict[str, HypothesisFit]]:
     """Fit the wanted plans (and their adjusted families' members), one results table."""
+    with _model_logs_held():
+        return _execute_plans(plans, wanted, study, analysis, note, simulated)
+
+
+def _execute_plans(
+    plans: dict[str, HypothesisPlan],
+    wanted: Sequence[str],
+    study: Any,
+    analysis: str,
+    note: str | None,
+    simulated: bool,
+) -> tuple[pd.DataFrame, dict[str, HypothesisFit]]:
     fams = {plans[hid].multiplicity_family for hid in wanted}
     to_fit = [
         p

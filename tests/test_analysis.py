@@ -1003,3 +1003,21 @@ def test_protocol_names_an_estimator_and_the_analysis_dispatches_to_it():
     assert "cLDA" in r["model"]
     with pytest.raises(ProtocolError, match="estimator"):
         parse_protocol(text.replace("estimator: clda", "estimator: magic"))
+
+
+def test_fit_warnings_are_in_the_rows_not_logged_per_fit(caplog, tmp_path):
+    # `studykit run` on the SIMULATED demo printed the same "Singular (boundary) fit" sentence
+    # once per fit; the warnings belong in each row's `warnings` (the console says each once)
+    import logging
+
+    from studykit.simulate import simulate_study, write_study
+    from studykit.validate import load_study
+
+    write_study(simulate_study(), tmp_path / "demo")
+    demo = load_study(tmp_path / "demo")
+    with caplog.at_level(logging.WARNING, logger="studykit.models"):
+        res = A.run_analysis(PROTO, demo)
+    assert res.hypotheses["warnings"].fillna("").str.contains("ingular").any()
+    assert not [r for r in caplog.records if r.name.startswith("studykit.models")]
+    # and the models' logger is left as it was
+    assert logging.getLogger("studykit.models").level == logging.NOTSET

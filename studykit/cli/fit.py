@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import math
 import textwrap
 from pathlib import Path
@@ -245,17 +244,11 @@ def handle(args: argparse.Namespace) -> int:
         )
     protocol = _load_protocol(args.protocol)
     study = _load_study(str(data), args.outcomes)
-    # the models log each fit's warnings as they happen; the summary below says each warning
-    # once, with the hypotheses it concerns, so the per-fit log lines are held back here
-    models_log = logging.getLogger("studykit.models")
-    level = models_log.level
-    models_log.setLevel(logging.ERROR)
-    try:
-        results = run_analysis(
-            protocol, study, hypotheses=args.hypothesis, analysis_set=args.analysis_set
-        )
-    finally:
-        models_log.setLevel(level)
+    # run_analysis holds back the models' per-fit log lines; the summary below says each
+    # warning once, with the hypotheses it concerns
+    results = run_analysis(
+        protocol, study, hypotheses=args.hypothesis, analysis_set=args.analysis_set
+    )
     print(format_results(results))
     print(_outcome_source(study))
     if args.csv:
