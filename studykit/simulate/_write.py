@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from studykit.errors import InputError
+from studykit.hypnogram import sleep_statistics
 
 if TYPE_CHECKING:
     from studykit.simulate import SimulatedStudy
@@ -152,18 +153,7 @@ def write_study(study: SimulatedStudy, directory: str | Path, *, overwrite: bool
 
 
 def _nights_with_outcomes(study: SimulatedStudy) -> tuple[pd.DataFrame, str]:
-    """Design columns + derived outcomes when studykit.hypnogram is available."""
-    try:
-        from studykit.hypnogram import sleep_statistics
-    except ImportError:
-        logger.warning(
-            "studykit.hypnogram is not available: nights.csv gets the design columns only"
-        )
-        return study.nights, (
-            "nights.csv holds the design columns only: studykit.hypnogram (per-night sleep "
-            "statistics) was not available when these files were written. Derive the "
-            "outcomes with `studykit derive` or `load_study`."
-        )
+    """Design columns + the per-night outcomes derived from the simulated hypnograms."""
     stats = sleep_statistics(study.epochs, nights=study.nights)
     got = stats[_NIGHT_KEYS].astype({"period": "int64"})
     want = study.nights[_NIGHT_KEYS]
