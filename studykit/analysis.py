@@ -26,7 +26,7 @@ from studykit.errors import ModelError, ProtocolError, ValidationError
 from studykit.models.clmm import CLMMResult, fit_clmm
 from studykit.models.emmeans import did_matrix, emmeans
 from studykit.models.glmm import GLMMResult, fit_glmm
-from studykit.models.inference import contrast_table, correlation_test
+from studykit.models.inference import TABLE_COLUMNS, contrast_table, correlation_test
 from studykit.models.lmm import LMMResult, fit_lmm
 from studykit.models.multiplicity import adjust_pvalues, adjusted_intervals
 from studykit.protocol import Hypothesis, HypothesisPlan, Protocol
@@ -89,20 +89,8 @@ HYPOTHESIS_COLUMNS = [
     "simulated",
 ]
 
-_CONTRAST_COLUMNS = [
-    "term",
-    "estimate",
-    "std_error",
-    "statistic",
-    "df",
-    "p_value",
-    "conf_low",
-    "conf_high",
-    "df_method",
-    "alternative",
-    "conf_level",
-    "scale",
-]
+#: A planned contrast's row: the tidy inference columns, the interval's level and the scale.
+_CONTRAST_COLUMNS = [*TABLE_COLUMNS, "conf_level", "scale"]
 #: Column carrying the number of treatments a participant's periods cover (correlations).
 _N_TREATMENTS = "_n_treatments"
 _EXCLUSION_COLUMNS = ["hypothesis_id", "participant_id", "period", "n_observations", "reason"]
@@ -575,19 +563,7 @@ def _emmeans(model: Any, plan: HypothesisPlan) -> pd.DataFrame:
     tv, time = c.treatment_variable, c.time_variable
     if plan.model.kind == "clmm":  # latent scale: x'beta - mean(thresholds), as R's emmeans
         em = model.emmeans([time, tv], alpha=1 - plan.test.conf_level)
-        return pd.DataFrame(
-            {
-                tv: em[tv].astype(str),
-                time: em[time].astype(str),
-                "estimate": em["estimate"],
-                "std_error": em["std_error"],
-                "df": em["df"],
-                "conf_low": em["conf_low"],
-                "conf_high": em["conf_high"],
-                "conf_level": plan.test.conf_level,
-                "scale": "latent",
-            }
-        )
+        return _cell_means(em, plan, "latent")
     rr = plan.model.family != "gaussian"
     em = emmeans(
         model,
@@ -596,6 +572,12 @@ def _emmeans(model: Any, plan: HypothesisPlan) -> pd.DataFrame:
         alpha=1 - plan.test.conf_level,
         type="response" if rr else "link",
     )
+    return _cell_means(em, plan, "rate" if rr else "mean")
+
+
+def _cell_means(em: pd.DataFrame, plan: HypothesisPlan, scale: str) -> pd.DataFrame:
+    """An emmeans table as the results' cell-mean rows (treatment and time as text)."""
+    tv, time = plan.contrast.treatment_variable, plan.contrast.time_variable
     return pd.DataFrame(
         {
             tv: em[tv].astype(str),
@@ -606,7 +588,7 @@ def _emmeans(model: Any, plan: HypothesisPlan) -> pd.DataFrame:
             "conf_low": em["conf_low"],
             "conf_high": em["conf_high"],
             "conf_level": plan.test.conf_level,
-            "scale": "rate" if rr else "mean",
+            "scale": scale,
         }
     )
 
