@@ -1,7 +1,7 @@
 """Protocol amendment logs: parsed into ``Protocol.amendments``, versions ordered, every
 replaced version archived unchanged (its SHA-256 checked on loading).
 
-Fixtures: tests/data/protocols/amendments/ (written by its make_fixtures.py from the small
+Fixtures: tests/data/protocols/amendments/ (written by its make_amendment_fixtures.py from the small
 trial_sim protocol; SIMULATED-data protocol, no real rationale). The hashes stated in the
 fixtures are `sha256sum` of the archived files beside them.
 """

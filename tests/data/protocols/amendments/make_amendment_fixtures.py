@@ -1,6 +1,6 @@
 """Write the amendment-log fixtures of tests/test_protocol_amendments.py (run from this folder).
 
-    python make_fixtures.py
+    python make_amendment_fixtures.py
 
 Every file is derived from ../trial_sim.yaml (a small protocol for SIMULATED data): version 1.0
 (archived), 1.1 (one amendment), 1.2 (two amendments) and broken variants. The SHA-256 values
