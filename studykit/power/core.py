@@ -497,7 +497,7 @@ def with_estimators(design: PowerDesign, estimators: Mapping[str, str]) -> Power
 
     Examples
     --------
-    >>> from studykit.power.spec import TRIAL_SIM_EXAMPLE
+    >>> from studykit.power.spec import TRIAL_SIM_EXAMPLE, design_from_dict
     >>> with_estimators(design_from_dict(TRIAL_SIM_EXAMPLE), {"H9": "clda"})
     Traceback (most recent call last):
     ...
@@ -538,7 +538,7 @@ def true_contrasts(design: PowerDesign, h: Any, n: int = 4) -> np.ndarray:
 
     Examples
     --------
-    >>> from studykit.power.spec import TRIAL_SIM_EXAMPLE
+    >>> from studykit.power.spec import TRIAL_SIM_EXAMPLE, design_from_dict
     >>> d = design_from_dict(TRIAL_SIM_EXAMPLE)
     >>> true_contrasts(d, d.hypotheses[0]).tolist()
     [10.0]
@@ -634,7 +634,7 @@ def power_analysis(
 
     Examples
     --------
-    >>> from studykit.power.spec import TRIAL_SIM_EXAMPLE
+    >>> from studykit.power.spec import TRIAL_SIM_EXAMPLE, design_from_dict
     >>> res = power_analysis(TRIAL_SIM_EXAMPLE, n=[40], reps=50, seed=1, progress=False)
     >>> res.table[["hypothesis_id", "n", "reps", "power"]].to_dict("records")
     [{'hypothesis_id': 'H1', 'n': 40, 'reps': 50, 'power': 0.48}]
