@@ -45,6 +45,7 @@ from scipy import linalg, optimize
 from studykit.errors import ModelError
 from studykit.models import fitwarn
 from studykit.models.design import Design, build_design, parse_term
+from studykit.models.inference import contrast_table, kenward_roger, satterthwaite_df
 from studykit.models.random_effects import (
     Factor,
     RandomEffect,
@@ -630,8 +631,6 @@ class LMMResult(ResultDisplay):
         L : array_like
             Contrast weights, length ``p`` (one contrast).
         """
-        from studykit.models.inference import satterthwaite_df
-
         if "jac" in self._cache:
             jac, avar = self._cache["jac"], self._cache["avar"]
         else:
@@ -759,8 +758,6 @@ class LMMResult(ResultDisplay):
 
     def kenward_roger(self, L: Any) -> tuple[np.ndarray, np.ndarray]:
         """Kenward-Roger adjusted covariance of ``L @ beta`` and df per row (REML fits)."""
-        from studykit.models.inference import kenward_roger
-
         return kenward_roger(self, np.atleast_2d(np.asarray(L, float)))
 
     def coef_table(
@@ -771,8 +768,6 @@ class LMMResult(ResultDisplay):
         alternative: str = "two-sided",
     ) -> pd.DataFrame:
         """Fixed effects with t tests: lmerTest's ``summary`` (see ``inference.contrast_table``)."""
-        from studykit.models.inference import contrast_table
-
         return contrast_table(
             self,
             np.eye(len(self.beta)),
@@ -792,8 +787,6 @@ class LMMResult(ResultDisplay):
         alpha: float = 0.05,
     ) -> pd.DataFrame:
         """Tests of linear contrasts ``L @ beta`` (rows of ``L``), one row each."""
-        from studykit.models.inference import contrast_table
-
         return contrast_table(
             self, L, names=names, df_method=df_method, alpha=alpha, alternative=alternative
         )
