@@ -187,10 +187,10 @@ class AnalysisResults:
         """The :class:`HypothesisFit` of one hypothesis."""
         try:
             return self.fits[hypothesis_id]
-        except KeyError:
+        except KeyError as exc:
             raise ProtocolError(
                 f"No results for hypothesis {hypothesis_id!r}; analysed: {', '.join(self.fits)}."
-            ) from None
+            ) from exc
 
     @property
     def emmeans(self) -> pd.DataFrame:

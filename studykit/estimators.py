@@ -69,6 +69,11 @@ import numpy as np
 import pandas as pd
 
 from studykit.errors import ModelError
+from studykit.models.emmeans import did_matrix, emmeans_matrix
+from studykit.models.glmm import fit_glmm
+from studykit.models.inference import contrast_table
+from studykit.models.lmm import fit_lmm
+from studykit.models.random_effects import RandomEffect
 
 __all__ = [
     "ESTIMATORS",
@@ -190,7 +195,7 @@ class PreparedModel:
     family : str
     fixed : list of str
         Fixed terms for :func:`~studykit.models.design.build_design`.
-    random : list of (group, terms)
+    random : list of RandomEffect
         Random intercepts (Gaussian); counts use the first (participant) only.
     levels : dict
         Categorical variables and their levels, reference first.
@@ -207,7 +212,7 @@ class PreparedModel:
     outcome: str
     family: str
     fixed: list[str]
-    random: list[tuple[str, list[str]]]
+    random: list[RandomEffect]
     levels: dict[str, list[Any]]
     contrast: dict[str, Any]
     n_excluded: int = 0
@@ -226,7 +231,7 @@ class PreparedModel:
         >>> prepare(df, "clda", spec).formula()
         'y ~ night + tx_post1 + (1 | participant_id)'
         """
-        rnd = " + ".join(f"(1 | {g})" for g, _ in self.random)
+        rnd = " + ".join(r.label for r in self.random)
         return f"{self.outcome} ~ {' + '.join(self.fixed)} + {rnd}"
 
 
@@ -289,10 +294,10 @@ def _window_rows(data: pd.DataFrame, spec: CrossoverSpec) -> pd.DataFrame:
     return d.reset_index(drop=True)
 
 
-def _random(spec: CrossoverSpec, *, nested: bool) -> list[tuple[str, list[str]]]:
-    out = [(spec.participant, ["1"])]
+def _random(spec: CrossoverSpec, *, nested: bool) -> list[RandomEffect]:
+    out = [RandomEffect(spec.participant)]
     if nested and spec.period is not None and spec.family == _GAUSSIAN:
-        out.append((f"{spec.participant}:{spec.period}", ["1"]))
+        out.append(RandomEffect(f"{spec.participant}:{spec.period}"))
     return out
 
 
@@ -442,22 +447,23 @@ def _add_baseline_covariates(d: pd.DataFrame, spec: CrossoverSpec) -> pd.DataFra
 
 # --------------------------------------------------------------------------- fitting
 def fit_prepared(prep: PreparedModel, *, nagq: int = 1) -> Any:
-    """Fit the prepared model with the studykit engine (``fit_lmm`` or ``fit_glmm``)."""
+    """Fit the prepared model with the studykit engine (``fit_lmm`` or ``fit_glmm``); the
+    result's ``formula`` is the estimator's model (:meth:`PreparedModel.formula`)."""
     if prep.family == _GAUSSIAN:
-        from studykit.models.lmm import fit_lmm
-
-        return fit_lmm(prep.data, prep.outcome, prep.fixed, random=prep.random, levels=prep.levels)
-    from studykit.models.glmm import fit_glmm
-
-    return fit_glmm(
-        prep.data,
-        prep.outcome,
-        prep.fixed,
-        group=prep.random[0][0],
-        family=prep.family,
-        levels=prep.levels,
-        nagq=nagq,
-    )
+        fit: Any = fit_lmm(
+            prep.data, prep.outcome, prep.fixed, random=prep.random, levels=prep.levels
+        )
+    else:
+        fit = fit_glmm(
+            prep.data,
+            prep.outcome,
+            prep.fixed,
+            random=prep.random,
+            family=prep.family,
+            levels=prep.levels,
+            nagq=nagq,
+        )
+    return replace(fit, formula=prep.formula())
 
 
 def contrast_matrix(fit: Any, prep: PreparedModel, spec: CrossoverSpec) -> np.ndarray:
@@ -469,8 +475,6 @@ def contrast_matrix(fit: Any, prep: PreparedModel, spec: CrossoverSpec) -> np.nd
     (averaged over period and, where present, at the covariates' means: no interaction, so
     their values do not matter). ``coefficients``: the named coefficients with their weights.
     """
-    from studykit.models.emmeans import did_matrix, emmeans_matrix
-
     cols = list(fit.columns)
     kind = prep.contrast["type"]
     ref, act = (str(x) for x in spec.treatment_levels)
@@ -542,8 +546,6 @@ def estimate(
     >>> r.table[["estimator", "term", "df_method", "alternative"]].values.tolist()
     [['clda', 'ketamine-placebo at post1', 'satterthwaite', 'two-sided']]
     """
-    from studykit.models.inference import contrast_table
-
     prep = prepare(data, estimator, spec)
     fit = fit_prepared(prep, nagq=nagq)
     L = contrast_matrix(fit, prep, spec)

@@ -16,9 +16,13 @@ from dataclasses import replace
 from typing import Any
 
 import pandas as pd
+import yaml
 
 from studykit.errors import InputError, ModelError
-from studykit.power.spec import OutcomeTruth, PowerDesign, PowerHypothesis
+from studykit.power.engine import _engine_fit
+from studykit.power.spec import OutcomeTruth, PowerDesign, PowerHypothesis, as_design
+from studykit.protocol import load_protocol
+from studykit.validate import validate_table
 
 __all__ = ["read_pilot", "design_from_pilot", "truth_from_fit"]
 
@@ -41,8 +45,6 @@ def read_pilot(pilot: pd.DataFrame | str | os.PathLike[str]) -> pd.DataFrame:
             f"Pilot data {os.fspath(pilot)!r} not found: give a CSV file or a study directory "
             "containing nights.csv."
         )
-    from studykit.validate import validate_table
-
     res = validate_table(path, "nights")  # typed against the data dictionary
     if len(res.issues):
         logger.warning(
@@ -72,8 +74,6 @@ def truth_from_fit(
         )
     data = data.dropna(subset=list(dict.fromkeys(cols)))
     hyp = _observed_levels(hyp, data)
-    from studykit.power.engine import _engine_fit
-
     res: Any = _engine_fit(hyp)(data)
     coefs = dict(zip(res.columns, map(float, res.beta), strict=True))
     ct = res.coef_table()
@@ -167,8 +167,6 @@ def design_from_pilot(
     -------
     PowerDesign
     """
-    import yaml
-
     data = read_pilot(pilot)
     if effects is not None and not isinstance(effects, Mapping):
         with open(os.fspath(effects), encoding="utf-8") as fh:
@@ -178,8 +176,6 @@ def design_from_pilot(
         design = design_like
     else:
         # placeholders for outcomes the pilot will supply
-        from studykit.power.core import _as_design
-
         placeholder = {"sd_residual": 1.0, "dispersion": 1.0}
         eff = dict(effects)
         raw_outs = {k: dict(v) for k, v in dict(eff.get("outcomes", {})).items()}
@@ -190,8 +186,6 @@ def design_from_pilot(
             if isinstance(doc, Mapping) and "outcomes" in doc and "hypotheses" in doc:
                 design_like = dict(doc)
             else:
-                from studykit.protocol import load_protocol
-
                 design_like = load_protocol(design_like)
                 protocol_like = True
         if protocol_like:
@@ -203,14 +197,14 @@ def design_from_pilot(
                 }
                 for n in names
             }
-            design = _as_design(design_like, eff, hypotheses)
+            design = as_design(design_like, eff, hypotheses)
         else:
             doc = dict(design_like)
             names = {str(h.get("outcome")) for h in doc.get("hypotheses", [])}
             doc["outcomes"] = {
                 n: {**placeholder, **dict(doc.get("outcomes", {}).get(n, {}))} for n in names
             }
-            design = _as_design(doc, None, hypotheses)
+            design = as_design(doc, None, hypotheses)
     outs: dict[str, OutcomeTruth] = {}
     for name in design.outcomes:
         hyp = next(h for h in design.hypotheses if h.outcome == name)

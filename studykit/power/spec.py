@@ -30,8 +30,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from studykit.errors import InputError, ProtocolError
+from studykit.estimators import CrossoverSpec
+from studykit.protocol import load_protocol
 
 __all__ = [
     "Layout",
@@ -41,6 +44,7 @@ __all__ = [
     "design_from_dict",
     "design_from_protocol",
     "load_design",
+    "as_design",
     "TRIAL_SIM_EXAMPLE",
 ]
 
@@ -350,8 +354,8 @@ class PowerDesign:
 def _num(value: Any, where: str, *, lo: float | None = None, positive: bool = False) -> float:
     try:
         x = float(value)
-    except (TypeError, ValueError):
-        raise _fail(where, f"expected a number, got {value!r}.") from None
+    except (TypeError, ValueError) as exc:
+        raise _fail(where, f"expected a number, got {value!r}.") from exc
     if not math.isfinite(x) or (positive and x <= 0) or (lo is not None and x < lo):
         cond = "> 0" if positive else (f">= {lo}" if lo is not None else "finite")
         raise _fail(where, f"expected a finite number {cond}, got {value!r}.")
@@ -643,8 +647,6 @@ def _outcomes(raw: Any, hyps: Sequence[PowerHypothesis]) -> dict[str, OutcomeTru
 
 
 def _read_yaml(path: str | os.PathLike[str]) -> Any:
-    import yaml
-
     p = os.fspath(path)
     if not os.path.isfile(p):
         raise InputError(f"Power design file {p!r} does not exist or is not a file.")
@@ -652,7 +654,7 @@ def _read_yaml(path: str | os.PathLike[str]) -> Any:
         with open(p, encoding="utf-8") as fh:
             return yaml.safe_load(fh)
     except yaml.YAMLError as exc:
-        raise InputError(f"Power design file {p!r} is not valid YAML: {exc}") from None
+        raise InputError(f"Power design file {p!r} is not valid YAML: {exc}") from exc
 
 
 def load_design(path: str | os.PathLike[str]) -> PowerDesign:
@@ -662,8 +664,6 @@ def load_design(path: str | os.PathLike[str]) -> PowerDesign:
 
 def _estimand(h: Any, layout: Layout, levels: Mapping[str, Sequence[str]]) -> Any:
     """The :class:`~studykit.estimators.CrossoverSpec` of a protocol DiD hypothesis."""
-    from studykit.estimators import CrossoverSpec
-
     c = h.contrast
     return CrossoverSpec(
         outcome=h.outcome,
@@ -842,3 +842,79 @@ TRIAL_SIM_EXAMPLE: dict[str, Any] = {
     ],
     "multiplicity": {"confirmatory": {"method": "holm", "alpha": 0.025}},
 }
+
+
+def as_design(obj: Any, effects: Any, hypotheses: Sequence[str] | None) -> PowerDesign:
+    """A :class:`PowerDesign` from a design, a mapping, a design or protocol YAML, or a Protocol.
+
+    ``effects`` (a mapping or YAML file) supply what a protocol does not state (layout, outcomes)
+    or override a design's ``outcomes.<name>`` fields; ``hypotheses`` selects ids.
+    """
+    if isinstance(obj, PowerDesign):
+        design = obj
+    elif isinstance(obj, Mapping):
+        design = design_from_dict(obj)
+    elif isinstance(obj, (str, os.PathLike)):
+        path = os.fspath(obj)
+        if not os.path.isfile(path):
+            raise InputError(
+                f"{path!r} does not exist or is not a file (a protocol or power design YAML)."
+            )
+        with open(path, encoding="utf-8") as fh:
+            try:
+                doc = yaml.safe_load(fh)
+            except yaml.YAMLError as exc:
+                raise InputError(f"{path!r} is not valid YAML: {exc}") from exc
+        if isinstance(doc, Mapping) and "outcomes" in doc and "hypotheses" in doc:
+            design = load_design(path)
+        else:
+            if effects is None:
+                raise ProtocolError(
+                    f"Protocol {path!r} states the analyses but not the effects to simulate: "
+                    "give effects (an effects YAML with layout and outcomes) or pilot data."
+                )
+            return design_from_protocol(load_protocol(path), effects, hypotheses=hypotheses)
+    elif hasattr(obj, "hypotheses") and hasattr(obj, "sha256"):
+        if effects is None:
+            raise ProtocolError("A protocol needs effects (layout and outcomes) to simulate from.")
+        return design_from_protocol(obj, effects, hypotheses=hypotheses)
+    else:
+        raise InputError(
+            f"Cannot simulate from a {type(obj).__name__}: give a PowerDesign, a mapping, a "
+            "path to a power design or protocol YAML, or a loaded Protocol."
+        )
+    if effects is not None:
+        design = _override(design, effects)
+    if hypotheses is not None:
+        design = design.select(list(hypotheses))
+    return design
+
+
+def _override(design: PowerDesign, effects: Any) -> PowerDesign:
+    """Apply an effects mapping/file ({outcomes: {name: {field: value}}}) to a design."""
+    if not isinstance(effects, Mapping):
+        path = os.fspath(effects)
+        if not os.path.isfile(path):
+            raise InputError(f"Effects file {path!r} does not exist.")
+        with open(path, encoding="utf-8") as fh:
+            effects = yaml.safe_load(fh) or {}
+    outs = dict(design.outcomes)
+    for name, fields in dict(effects.get("outcomes", {})).items():
+        if name not in outs:
+            raise ProtocolError(f"Effects: unknown outcome {name!r}; outcomes: {sorted(outs)}.")
+        fields = dict(fields)
+        if "coefficients" in fields:
+            fields["coefficients"] = {
+                **outs[name].coefficients,
+                **{str(k): float(v) for k, v in fields["coefficients"].items()},
+            }
+        allowed = {"coefficients", "sd", "sd_residual", "dispersion", "slopes", "corr", "round_to"}
+        bad = sorted(set(fields) - allowed)
+        if bad:
+            raise ProtocolError(
+                f"Effects for {name!r}: unknown key(s) {bad}; allowed: {sorted(allowed)}."
+            )
+        if "sd" in fields and not isinstance(fields["sd"], Mapping):
+            fields["sd"] = {"participant_id": float(fields["sd"])}
+        outs[name] = replace(outs[name], **fields)
+    return replace(design, outcomes=outs)

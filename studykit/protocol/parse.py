@@ -118,12 +118,12 @@ def load_protocol(
     p = Path(path)
     try:
         raw = p.read_bytes()
-    except FileNotFoundError:
-        raise ProtocolError(f"Protocol file {str(p)!r} does not exist.") from None
-    except IsADirectoryError:
-        raise ProtocolError(f"Protocol path {str(p)!r} is a directory, not a YAML file.") from None
+    except FileNotFoundError as exc:
+        raise ProtocolError(f"Protocol file {str(p)!r} does not exist.") from exc
+    except IsADirectoryError as exc:
+        raise ProtocolError(f"Protocol path {str(p)!r} is a directory, not a YAML file.") from exc
     except OSError as exc:
-        raise ProtocolError(f"Cannot read protocol file {str(p)!r}: {exc}.") from None
+        raise ProtocolError(f"Cannot read protocol file {str(p)!r}: {exc}.") from exc
     return parse_protocol(raw, dictionary=dictionary, source=str(p))
 
 
@@ -148,8 +148,8 @@ def parse_protocol(
     sha = hashlib.sha256(raw).hexdigest()
     try:
         decoded = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ProtocolError(f"Protocol {source}: not UTF-8 text.") from None
+    except UnicodeDecodeError as exc:
+        raise ProtocolError(f"Protocol {source}: not UTF-8 text.") from exc
     doc = read_yaml(decoded, source)
     dd = load_dictionary() if dictionary is None else dictionary
     proto = _Builder(doc, _DictView(dd), source, sha).build()
@@ -220,18 +220,18 @@ def read_yaml(text: str, source: str = "<string>") -> Any:
     try:
         return yaml.load(text, Loader=_StrictLoader)
     except _Refused as exc:
-        raise ProtocolError(f"Protocol {source}: {exc}") from None
+        raise ProtocolError(f"Protocol {source}: {exc}") from exc
     except yaml.YAMLError as exc:
         raise ProtocolError(
             f"Protocol {source}: not valid YAML (only plain YAML is accepted; tags that build "
             f"Python objects are refused): {exc}"
-        ) from None
-    except RecursionError:
+        ) from exc
+    except RecursionError as exc:
         raise ProtocolError(
             f"Protocol {source}: the YAML is nested too deeply to be a protocol (lists or "
             "mappings inside each other hundreds of levels deep). Check the file: a protocol "
             "nests a few levels only."
-        ) from None
+        ) from exc
 
 
 # --------------------------------------------------------------------------- dictionary view
@@ -480,7 +480,7 @@ class _Builder:
         try:
             parts = parse_term(s)
         except ModelError as exc:
-            raise self.fail(where, str(exc)) from None
+            raise self.fail(where, str(exc)) from exc
         if not parts:
             raise self.fail(where, "the intercept is implicit; do not list '1' as a term.")
         return parts
@@ -866,10 +866,10 @@ class _Builder:
         if typ == "integer":
             try:
                 iv = int(s)
-            except ValueError:
+            except ValueError as exc:
                 raise self.fail(
                     where, f"level {s!r} of integer variable {var!r} is not an integer."
-                ) from None
+                ) from exc
             lo, hi = self.dd.bounds(table, var)
             if (lo is not None and iv < lo) or (hi is not None and iv > hi):
                 raise self.fail(
@@ -1214,7 +1214,7 @@ class _Builder:
         try:
             f = parse_formula(text)
         except FormulaError as exc:
-            raise self.fail(where, str(exc)) from None
+            raise self.fail(where, str(exc)) from exc
         if f.response.failures is not None or f.response.value.function is not None:
             raise self.fail(where, f"the response must be the outcome {outcome!r} itself.")
         if f.response.value.column != outcome:

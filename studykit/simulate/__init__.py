@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from studykit.errors import InputError
-from studykit.simulate._night import STAGE_LABELS, NightParameters, simulate_night
+from studykit.simulate._night import ART, STAGE_LABELS, UNS, NightParameters, simulate_night
 from studykit.simulate._write import write_study
 
 __all__ = [
@@ -197,8 +197,8 @@ def _merge_effects(effects: Mapping[str, Any] | None) -> dict[str, Any]:
         else:
             try:
                 merged[key] = float(value)
-            except (TypeError, ValueError):
-                raise InputError(f"Effect {key!r} must be a number, got {value!r}.") from None
+            except (TypeError, ValueError) as exc:
+                raise InputError(f"Effect {key!r} must be a number, got {value!r}.") from exc
     if float(merged["awakenings_rate_ratio"]) <= 0 or float(merged["waso_ratio"]) <= 0:
         raise InputError("Effects 'awakenings_rate_ratio' and 'waso_ratio' must be > 0.")
     if not -1.0 <= float(merged["n3_madrs_correlation"]) <= 1.0:
@@ -223,8 +223,8 @@ def _merge_nuisance(nuisance: Mapping[str, Any] | str | None) -> dict[str, float
     for key, value in nuisance.items():
         try:
             merged[key] = float(value)
-        except (TypeError, ValueError):
-            raise InputError(f"Nuisance {key!r} must be a number, got {value!r}.") from None
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"Nuisance {key!r} must be a number, got {value!r}.") from exc
         if not math.isfinite(merged[key]):
             raise InputError(f"Nuisance {key!r} must be finite, got {value!r}.")
     if not 0.0 <= merged["period_share"] < 1.0:
@@ -761,8 +761,6 @@ def _apply_epoch_mess(
     params: list[dict[str, Any]],
 ) -> None:
     """Artefact blocks and a long unscored stretch, in place on the stage arrays."""
-    from studykit.simulate._night import ART, UNS
-
     rng = _rng(seed, 5)
     index = {(pid, per, night): j for j, (pid, per, night, _) in enumerate(parts)}
     for pid, per, night in info.get("artefact_nights", []):
