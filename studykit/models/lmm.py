@@ -47,6 +47,7 @@ from studykit.models import fitwarn
 from studykit.models.design import Design, build_design, parse_term
 from studykit.models.inference import contrast_table, kenward_roger, satterthwaite_df
 from studykit.models.random_effects import (
+    Factor,
     RandomEffect,
     ReStructure,
     build_terms,
@@ -74,6 +75,9 @@ R2_FLOOR = 1e-300  # penalized RSS floor: keeps log(r2) finite for an exact fit
 FD_STEP = 1e-3
 FD_GRAD_STEP = 1e-5
 FD_STEP_FLOOR = 0.05
+# Newton steps on crossed designs: Hessian by forward differences of the analytic gradient
+# (error ~ h; the Hessian only shapes the steps and the convergence check's scaling)
+FD_HESS_GRAD_STEP = 1e-6
 # Newton optimizer
 NEWTON_MAXIT = 100  # iteration cap (a warning names it when reached)
 NEWTON_GRAD_RTOL = 1e-10  # stop: max |gradient| below this x max(1, |deviance|)
@@ -208,7 +212,43 @@ class _Structure:
             "nprime": nprime,
             "Minv": Minv,
             "factor": F,
+            "reml": reml,
         }
+
+    def _analytic_gradient(self, pc: dict[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:
+        """Gradients in theta of the deviance pieces ``ldet`` and ``r2`` (crossed designs).
+
+        ``ldet``: :meth:`ReStructure.logdet_gradient` of the leading block of the factor
+        (random effects, plus the fixed effects for REML). ``r2`` is the minimum over ``u``
+        and ``beta`` of ``|y - X beta - Z Lambda u|^2 + |u|^2``, so (envelope theorem)
+        ``d r2 / d theta_k = -2 (Z' res)' (d Lambda / d theta_k) u`` at the solution, with
+        ``Z' res`` from the cross-products (no pass over the observations). None where
+        ``Lambda`` is (nearly) singular: the caller uses central differences there.
+        """
+        re, p, cr = self.re, self.p, self.cross
+        F: Factor = pc["factor"]
+        theta = pc["theta"]
+        qB = re.qB
+        LS = F.LS
+        d1 = qB + p
+        LSinv = linalg.solve_triangular(LS[:d1, :d1], np.eye(d1), lower=True, check_finite=False)
+        s = d1 if pc["reml"] else qB
+        l_k = re.logdet_gradient(theta, F, LSinv[:s, :s])
+        if l_k is None:
+            return None
+        # the solution [u; beta] of the (q + p) system: L11' x = last row of the factor
+        xB = LSinv.T @ LS[d1, :d1]
+        uB, beta = xB[:qB], xB[qB:]
+        r = F.CL[:, :, d1] - F.CL[:, :, :d1] @ xB
+        uA = (np.swapaxes(F.LAinv, 1, 2) @ r[:, :, None])[:, :, 0]
+        bA, bB = re.lam_times(uA, uB, theta)
+        zrA = cr.AE[:, :, p] - cr.AE[:, :, :p] @ beta - (cr.AA @ bA[:, :, None])[:, :, 0]
+        zrB = cr.BE[:, p] - cr.BE[:, :p] @ beta
+        if qB:
+            zrA = zrA - cr.AB @ bB
+            zrB = zrB - cr.AB.reshape(-1, qB).T @ bA.ravel() - cr.BB @ bB
+        r2_k = -2.0 * re.lam_derivative_forms(zrA, zrB, uA, uB)
+        return l_k, r2_k
 
     def _evaluate_crossed(self, theta: np.ndarray, reml: bool, level: int) -> dict[str, Any]:
         out = self._pieces(theta, reml)
@@ -216,6 +256,40 @@ class _Structure:
             return out
         K = self.ntheta
         nprime = out["nprime"]
+        scale = np.maximum(np.abs(theta), FD_STEP_FLOOR)
+        if level <= 2:
+            ag = self._analytic_gradient(out)
+            if ag is not None:
+                l_k, r2_k = ag
+                out.update(grad=l_k + nprime * r2_k / out["r2"], Lam=self.lam(theta), K=K)
+                if level == 1:
+                    return out
+                # Newton steps: Hessian pieces by forward differences of the analytic
+                # gradient (K evaluations instead of the 2K + 2K + K(K-1)/2 of differences of
+                # the deviance)
+                h = FD_HESS_GRAD_STEP * scale
+                l_kl = np.empty((K, K))
+                r2_kl = np.empty((K, K))
+                dMinv = np.empty((K, self.p, self.p))
+                for j in range(K):
+                    e = np.zeros(K)
+                    e[j] = h[j]
+                    pc = self._pieces(theta + e, reml)
+                    agj = self._analytic_gradient(pc)
+                    if agj is None:
+                        break
+                    l_kl[:, j] = (agj[0] - l_k) / h[j]
+                    r2_kl[:, j] = (agj[1] - r2_k) / h[j]
+                    dMinv[j] = (pc["Minv"] - out["Minv"]) / h[j]
+                else:
+                    M = np.linalg.inv(out["Minv"])
+                    out.update(
+                        r2_k=r2_k,
+                        r2_kl=0.5 * (r2_kl + r2_kl.T),
+                        H_tt_nosigma=0.5 * (l_kl + l_kl.T),
+                        U=M[None] @ dMinv @ M[None],
+                    )
+                    return out
 
         def f(th: np.ndarray) -> tuple[float, float, np.ndarray]:
             pc = self._pieces(th, reml)
@@ -232,7 +306,6 @@ class _Structure:
                 dMinv[k] = (Mp - Mn) / (2.0 * h[k])
             return lp, ln_, rp, rn, dMinv
 
-        scale = np.maximum(np.abs(theta), FD_STEP_FLOOR)
         l0, r0 = out["ldet"], out["r2"]
         hg = FD_GRAD_STEP * scale
         lp, ln_, rp, rn, _ = sides(hg)
