@@ -36,7 +36,7 @@ from studykit.protocol.model import (
     IntercurrentEvent,
     SensitivityAnalysis,
 )
-from studykit.protocol.plan import claim_verdict
+from studykit.protocol.plan import claim_verdict, compile_plan
 
 __all__ = [
     "HYPOTHESIS_COLUMNS",
@@ -1127,6 +1127,9 @@ def _sensitivity_plan(
     """The plan of one hypothesis under a pre-specified sensitivity analysis."""
     if sa.hypotheses and plan.id not in sa.hypotheses:
         return plan
+    variant = sa.variant(plan.id)
+    if variant is not None:  # restated (estimator, family, model, effect of interest)
+        plan = compile_plan(protocol, variant)
     if sa.analysis_set is not None:
         plan = plan.with_analysis_set(protocol.analysis_sets[sa.analysis_set])
     if sa.intercurrent_events == "treatment_policy":

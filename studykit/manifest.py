@@ -198,6 +198,7 @@ def build_manifest(
     seeds: Mapping[str, int | None],
     timings: Mapping[str, float] | None = None,
     tolerance: Mapping[str, float] | None = None,
+    protocol_version: str | None = None,
 ) -> dict[str, Any]:
     """Assemble the manifest of a run (hashes are computed here, from the files on disk).
 
@@ -214,6 +215,9 @@ def build_manifest(
         Files whose SHA-256 is recorded (``dictionary_path`` None: not recorded).
     protocol_id : str, optional
         The protocol's id.
+    protocol_version : str, optional
+        The protocol's version (``protocol.version``; amended protocols log the versions
+        they replace, with their SHA-256).
     protocol_copy : str, optional
         Path (relative to ``out_dir``) of the copy of the protocol stored with the results.
     data_dir : str or Path
@@ -251,6 +255,7 @@ def build_manifest(
         "protocol": {
             "path": str(Path(protocol_path).resolve()),
             "id": protocol_id,
+            "version": protocol_version,
             "sha256": sha256_file(protocol_path),
             "copy": protocol_copy,
         },
@@ -342,6 +347,8 @@ def _manifest_problems(data: object) -> list[str]:
         sha = need(proto, "sha256", str, "protocol.")
         if isinstance(sha, str) and not _HEX64.fullmatch(sha):
             problems.append("'protocol.sha256' is not 64 hex digits")
+        if "version" in proto:  # recorded since protocol amendments (older manifests lack it)
+            need(proto, "version", (str, type(None)), "protocol.")
         copy = need(proto, "copy", (str, type(None)), "protocol.")
         if isinstance(copy, str) and not _safe_relative(copy):
             problems.append(f"'protocol.copy' {copy!r} is not a path inside the results folder")

@@ -433,7 +433,16 @@ def _run_stages(
         state["protocol"] = proto
         (work / "protocol").mkdir(exist_ok=True)
         shutil.copyfile(protocol, work / "protocol" / protocol.name)
-        return f"{proto.id}: {len(proto.hypotheses)} hypotheses"
+        # the archived versions its amendment log names (hash-checked on loading), so that the
+        # copy stored with the results loads too
+        for a in proto.amendments:
+            rel = Path(a.replaces_file)
+            src = protocol.parent / rel
+            if not rel.is_absolute() and ".." not in rel.parts and src.is_file():
+                (work / "protocol" / rel).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src, work / "protocol" / rel)
+        amended = f", version {proto.version}" if proto.amendments else ""
+        return f"{proto.id}{amended}: {len(proto.hypotheses)} hypotheses"
 
     do("protocol", f"file {protocol}", _protocol)
 
@@ -567,6 +576,7 @@ def _run_stages(
             arguments=arguments,
             protocol_path=protocol,
             protocol_id=proto.id,
+            protocol_version=proto.version,
             protocol_copy=f"protocol/{protocol.name}",
             dictionary_path=_dictionary_path(),
             data_dir=data_dir,
@@ -1002,6 +1012,7 @@ def _write_report(
     sha = proto.sha256
     protocol_summary = {
         "id": pid,
+        "version": proto.version,
         "sha256": sha,
         "title": proto.title,
         "hypotheses": len(h["hypothesis_id"].unique()),

@@ -728,6 +728,21 @@ def _adjusted_cells(rows: pd.DataFrame) -> list[str]:
     ]
 
 
+def _beside_primary(primary: pd.DataFrame, sens: pd.DataFrame) -> pd.DataFrame:
+    """The sensitivity rows, each hypothesis x contrast after its primary row."""
+    keys = ["hypothesis_id", "contrast"]
+    wanted = set(map(tuple, sens[keys].astype(str).to_numpy()))
+    prim = primary[[tuple(k) in wanted for k in primary[keys].astype(str).to_numpy()]]
+    rows = pd.concat([prim, sens], ignore_index=True)
+    order = {tuple(k): i for i, k in enumerate(primary[keys].astype(str).to_numpy())}
+    rows = rows.assign(
+        _key=[order.get(tuple(k), len(order)) for k in rows[keys].astype(str).to_numpy()]
+    ).sort_values("_key", kind="stable")
+    cols = ["analysis", "hypothesis_id", "outcome", "contrast", "model", "estimate", "conf_low",
+            "conf_high", "p_value", "p_adjusted", "verdict"]  # fmt: skip
+    return rows[[c for c in cols if c in rows.columns]].reset_index(drop=True)
+
+
 def _short_contrast(contrast: object) -> str:
     text = str(contrast)
     return text.split(", change from ")[-1] if ", change from " in text else text
@@ -921,32 +936,10 @@ def results_sections(
             Section(
                 "sensitivity",
                 "Sensitivity analyses",
-                "The same hypotheses under the protocol's sensitivity analyses (column "
-                "'analysis').",
-                tables=[
-                    _display(
-                        "hypotheses-sensitivity",
-                        "",
-                        sens[
-                            [
-                                c
-                                for c in (
-                                    "analysis",
-                                    "hypothesis_id",
-                                    "outcome",
-                                    "contrast",
-                                    "estimate",
-                                    "conf_low",
-                                    "conf_high",
-                                    "p_value",
-                                    "p_adjusted",
-                                    "verdict",
-                                )
-                                if c in sens.columns
-                            ]
-                        ],
-                    )
-                ],
+                "Each hypothesis' primary result (analysis 'primary') followed by its results "
+                "under the protocol's pre-specified sensitivity analyses (column 'analysis'; "
+                "'model' says which analysis ran).",
+                tables=[_display("hypotheses-sensitivity", "", _beside_primary(primary, sens))],
             )
         )
     subs = []

@@ -31,8 +31,14 @@ from studykit.protocol.plan import claim_verdict, verdict
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data" / "protocols"
 SHIPPED = ROOT / "protocols" / "ketamine_sleep.yaml"
+#: Version 1.0 of the shipped protocol, archived byte for byte when 1.1 replaced it: difference
+#: in differences for every DiD hypothesis, Holm in the confirmatory family, linear E3/E4, no
+#: sensitivity section. The mechanics tests on hand-built studies run it (it exercises the
+#: DiD / Holm paths); the shipped 1.1 is tested on the demo study below.
+V10 = ROOT / "protocols" / "archive" / "ketamine_sleep_v1.0.yaml"
 DD = load_dictionary()
-PROTO = load_protocol(SHIPPED, dictionary=DD)
+PROTO = load_protocol(V10, dictionary=DD)
+PROTO11 = load_protocol(SHIPPED, dictionary=DD)
 
 
 # ------------------------------------------------------------------ study inputs built here
@@ -786,7 +792,8 @@ def test_emmeans_module_labels_glmm_rows_z(trial):
 
 # ------------------------------------------------------------------ the demo study, end to end
 # The demo is SIMULATED (studykit.simulate, seed 20261125, 36 participants): written as a study
-# directory, loaded back with load_study, analysed with the shipped protocol. The simulator's
+# directory, loaded back with load_study, analysed with the shipped protocol (version 1.1:
+# cLDA for H1/H3/E1, fixed sequence H1 -> H2 -> H3, ordinal E3/E4, seven sensitivity analyses). The simulator's
 # assumptions (its README): N3 +8 min on post1 under ketamine, awakenings rate ratio 0.85,
 # TST unchanged, KSS +1.5 / +0.7 / +0.2 on days 1-3, dream vividness +1 on day 1.
 @pytest.fixture(scope="module")
@@ -804,11 +811,18 @@ def demo(demo_dir):
     return A.run_analysis(load_protocol(SHIPPED), study)
 
 
+def _primary(res):
+    t = res.hypotheses
+    return t[t["analysis"] == "primary"].reset_index(drop=True)
+
+
 def test_demo_every_hypothesis_fits_and_converges(demo):
-    t = demo.hypotheses
-    assert t["hypothesis_id"].tolist() == [h.id for h in PROTO.hypotheses for _ in
+    t = _primary(demo)
+    assert t["hypothesis_id"].tolist() == [h.id for h in PROTO11.hypotheses for _ in
                                            h.contrast.labels()]  # fmt: skip
     assert all(f.error is None for f in demo.fits.values())
+    assert all(f.error is None for fits in demo.sensitivity_fits.values() for f in fits.values())
+    assert demo.hypotheses["converged"].all()
     assert t["converged"].all()
     assert t[["estimate", "std_error", "p_value", "p_adjusted"]].notna().all().all()
     # the simulated file's README says SIMULATED: every row is labelled simulated
@@ -821,58 +835,139 @@ def test_demo_every_hypothesis_fits_and_converges(demo):
 
 
 def test_demo_exclusions_follow_the_planted_mess(demo):
-    # README of the demo: sedative use P14 period 2, alcohol use P05 period 1 (3 nights each);
-    # P16 withdrew after period 1 (kept in the full analysis set: one placebo-less person)
+    # README of the demo: sedative use P14 period 2 (from night 1 on), alcohol use P05 period 1
+    # (from night 0, the evening before the baseline night), 3 nights each; P16 withdrew after
+    # period 1 (kept in the full analysis set: one placebo-less person). Protocol 1.1 excludes
+    # the data from the event on: P14's baseline night is kept, P05's period is excluded whole.
     ex = demo.exclusions()
     h1 = ex[ex["hypothesis_id"] == "H1"].set_index("participant_id")
     assert sorted(h1.index) == ["P05", "P14"]
     assert h1.loc["P14", "period"] == "2" and "sedative" in h1.loc["P14", "reason"]
     assert h1.loc["P05", "period"] == "1" and "alcohol" in h1.loc["P05", "reason"]
-    r = demo.hypotheses.set_index("hypothesis_id").loc["H1"]
-    assert r["n_excluded"] == 6 and r["n_participants"] == 36
-    # 211 nights recorded (README) - 6 excluded
-    assert r["n_observations"] == 205
+    assert (h1.loc["P14", "n_observations"], h1.loc["P05", "n_observations"]) == (2, 3)
+    assert "from the event on excluded" in h1.loc["P14", "reason"]
+    r = _primary(demo).set_index("hypothesis_id").loc["H1"]
+    assert r["n_excluded"] == 5 and r["n_participants"] == 36
+    # 211 nights recorded (README) - 5 excluded
+    assert r["n_observations"] == 206
 
 
 def test_demo_verdicts_plausible_under_the_simulation(demo):
-    t = demo.hypotheses
+    t = _primary(demo)
     by = t.drop_duplicates("hypothesis_id").set_index("hypothesis_id")
     # N3 up, awakenings down: estimates in the simulated direction
     assert by.loc["H1", "estimate"] > 0 and by.loc["H2", "estimate"] < 1
     # TST is not increased in the simulation: H3 must not come out supported
     assert by.loc["H3", "verdict"] in ("effect ruled out", "inconclusive")
     assert by.loc["H3", "conf_low"] < 0 < by.loc["H3", "conf_high"]
-    # sleepiness up on day 1 (simulated +1.5): supported; fades by day 3
+    # sleepiness up on day 1 (simulated +1.5): supported; fades by day 3 (odds ratios, CLMM)
     kss = t[t["hypothesis_id"] == "E3"]
     assert kss["verdict"].iloc[0] == "supported"
+    assert (kss["scale"] == "odds ratio").all()
     assert kss["estimate"].iloc[0] > kss["estimate"].iloc[2]
-    # Holm within H1-H3 (one row each)
+    # fixed sequence H1 -> H2 -> H3 (one row each, in that order in the protocol)
     conf = t[t["multiplicity_family"] == "confirmatory"]
-    np.testing.assert_allclose(conf["p_adjusted"], adjust_pvalues(conf["p_value"], "holm"))
+    assert conf["hypothesis_id"].tolist() == ["H1", "H2", "H3"]
+    assert set(conf["adjust_method"]) == {"fixed-sequence"}
+    np.testing.assert_allclose(
+        conf["p_adjusted"], adjust_pvalues(conf["p_value"], "fixed-sequence")
+    )
+
+
+def test_demo_results_of_protocol_1_1(demo):
+    """The shipped protocol's primary results on the SIMULATED demo, as `studykit run
+    protocols/ketamine_sleep.yaml --out results` writes them (tables/hypotheses.csv) and the
+    docs quote them (docs/protocols.md). studykit's output at the amendment (the cLDA matches
+    lmerTest/emmeans on tests/data/estimators; issue 14 reported 10.06, SE 3.95 for H1 when the
+    whole period of an intercurrent event was excluded; 1.1 keeps P14's pre-event baseline
+    night), pinned so that a change of the demo's results is a visible decision."""
+    t = _primary(demo)
+    by = t.drop_duplicates("hypothesis_id").set_index("hypothesis_id")
+    assert by.loc["H1", "estimate"] == pytest.approx(10.08, abs=0.005)
+    assert by.loc["H1", "std_error"] == pytest.approx(3.93, abs=0.005)
+    got = {h: by.loc[h, "verdict"] for h in ("H1", "H2", "H3")}
+    assert got == {"H1": "supported", "H2": "inconclusive", "H3": "effect ruled out"}
+    # under the fixed sequence H1 is tested at the full one-sided 0.025: adjusted p = raw p
+    assert by.loc["H1", "p_adjusted"] == by.loc["H1", "p_value"] < 0.025
+    assert by.loc["H2", "estimate"] == pytest.approx(0.905, abs=0.0005)  # rate ratio
+    assert by.loc["H3", "estimate"] == pytest.approx(-14.27, abs=0.005)
+    # ordinal E3 (days 1-3) and E4 (day 1): cumulative odds ratios
+    e3 = t[t["hypothesis_id"] == "E3"]
+    np.testing.assert_allclose(e3["estimate"], [23.60, 5.03, 1.25], atol=0.005)
+    assert e3["verdict"].tolist() == ["supported", "supported", "inconclusive"]
+    assert by.loc["E4", "estimate"] == pytest.approx(8.92, abs=0.005)
+    # the version 1.0 analysis, as a sensitivity analysis (the estimands helper's note: 8.3329)
+    did = demo.hypotheses.set_index(["analysis", "hypothesis_id"]).loc[("did_version_1_0", "H1")]
+    assert did["estimate"] == pytest.approx(8.333, abs=0.0005)
+
+
+def test_demo_prespecified_sensitivity_analyses(demo, demo_dir):
+    from studykit.validate import load_study
+
+    t = demo.hypotheses
+    names = [sa.name for sa in PROTO11.sensitivity]
+    assert names == ["did_version_1_0", "ancova_kr2010", "post_only", "linear_kss",
+                     "linear_dream_vividness", "per_protocol", "treatment_policy"]  # fmt: skip
+    assert t["analysis"].drop_duplicates().tolist() == ["primary", *names]
+    rows = {a: g.set_index(["hypothesis_id", "contrast"]) for a, g in t.groupby("analysis")}
+    assert rows["did_version_1_0"].index.get_level_values(0).unique().tolist() == ["H1", "H3", "E1"]
+    assert rows["linear_kss"].index.get_level_values(0).unique().tolist() == ["E3"]
+    assert set(rows["per_protocol"].index.get_level_values(0)) == {h.id for h in PROTO11.hypotheses}
+    # the model column says which analysis ran
+    assert rows["primary"].loc["H1", "model"].str.contains("cLDA").all()
+    assert rows["did_version_1_0"].loc["H1", "model"].str.contains(r"n3_min ~ treatment").all()
+    assert rows["ancova_kr2010"].loc["H1", "model"].str.contains("Kenward-Roger 2010").all()
+    assert rows["post_only"].loc["H1", "model"].str.contains("post nights only").all()
+    assert (rows["linear_kss"]["scale"] == "difference").all()
+    assert (rows["primary"].loc["E3", "scale"] == "odds ratio").all()
+    # restated analyses equal the version 1.0 primary analysis on the same rows (same
+    # estimator / family / model): did_version_1_0 for H1, H3, E1; linear_* for E3, E4. 1.1
+    # keeps pre-event data of a period with an intercurrent event (1.0 dropped the period), so
+    # both are compared on the demo with the intercurrent-event flags cleared.
+    study = load_study(demo_dir)
+    study.periods[["sedative_use", "alcohol_use"]] = False
+    study.periods[["sedative_first_night", "alcohol_first_night"]] = pd.NA
+    rows = {a: g.set_index(["hypothesis_id", "contrast"])
+            for a, g in A.run_analysis(PROTO11, study).hypotheses.groupby("analysis")}  # fmt: skip
+    v10 = A.run_analysis(PROTO, study, sensitivity=False).hypotheses
+    v10 = v10.set_index(["hypothesis_id", "contrast"])
+    cols = ["estimate", "std_error", "df", "p_value", "conf_low", "conf_high"]
+    for name, hids in (("did_version_1_0", ["H1", "H3", "E1"]), ("linear_kss", ["E3"]),
+                       ("linear_dream_vividness", ["E4"])):  # fmt: skip
+        for hid in hids:
+            np.testing.assert_allclose(
+                rows[name].loc[hid, cols].to_numpy(float),
+                v10.loc[hid, cols].to_numpy(float),
+                rtol=1e-10,
+                err_msg=f"{name} {hid}",
+            )
+    # a restated hypothesis keeps its verdict rule on its own scale: 1 KSS point (1.0's value)
+    assert "1 or more is ruled out" in rows["linear_kss"]["verdict_rule"].iloc[0]
+    assert "odds ratio of 2.5" in rows["primary"].loc["E3", "verdict_rule"].iloc[0]
 
 
 def test_demo_per_protocol_sensitivity(demo_dir, demo):
     from studykit.validate import load_study
 
-    sens = A.run_analysis(PROTO, load_study(demo_dir), analysis_set="per_protocol")
+    sens = A.run_analysis(PROTO11, load_study(demo_dir), analysis_set="per_protocol")
     t = sens.hypotheses.set_index("hypothesis_id")
-    fas = demo.hypotheses.set_index("hypothesis_id")
+    fas = _primary(demo).set_index("hypothesis_id")
     # per protocol drops the withdrawn P16, and P17 / P32 (missing nights) where the set
     # requires a baseline night and both treatments (demo README)
     assert t.loc["H1", "n_participants"] < fas.loc["H1", "n_participants"]
     assert "status withdrawn (analysis set per_protocol)" in t.loc["H1", "excluded_reasons"]
     assert "not observed under both treatments" in t.loc["H1", "excluded_reasons"]
     assert sens.hypotheses["warnings"].str.startswith("sensitivity analysis: analysis set").all()
-    assert (sens.hypotheses["protocol_sha256"] == PROTO.sha256).all()
-    assert sens.protocol is PROTO  # the locked protocol, not modified
-    assert PROTO.get("H1").analysis_set.name == "full_analysis_set"
+    assert (sens.hypotheses["protocol_sha256"] == PROTO11.sha256).all()
+    assert sens.protocol is PROTO11  # the locked protocol, not modified
+    assert PROTO11.get("H1").analysis_set.name == "full_analysis_set"
     with pytest.raises(ProtocolError, match="no analysis set 'pp'.*per_protocol"):
-        A.run_analysis(PROTO, make_crossover(), analysis_set="pp")
+        A.run_analysis(PROTO11, make_crossover(), analysis_set="pp")
 
 
 def test_shipped_protocol_hash_in_every_result_row(demo):
     sha = hashlib.sha256(SHIPPED.read_bytes()).hexdigest()
-    assert PROTO.sha256 == sha
+    assert PROTO11.sha256 == sha
     assert (demo.hypotheses["protocol_sha256"] == sha).all()
     assert (demo.hypotheses["protocol_id"] == "ketamine_sleep").all()
 
@@ -888,13 +983,18 @@ def test_cli_fit_on_a_study_directory(demo_dir, tmp_path, capsys):
     )  # fmt: skip
     out = capsys.readouterr().out
     assert code == 0
-    assert "SIMULATED DATA" in out and PROTO.sha256 in out
+    assert "SIMULATED DATA" in out and PROTO11.sha256 in out
     table = out.split("sha256")[1].split("\n\n")[0]
     assert "H1" in table and "H2" not in table
     written = pd.read_csv(out_csv)
     assert list(written.columns) == A.HYPOTHESIS_COLUMNS
-    assert list(written["hypothesis_id"]) == ["H1"]
-    assert written["protocol_sha256"].iloc[0] == PROTO.sha256
+    # H1's primary row, then its rows under the sensitivity analyses that apply to it
+    assert set(written["hypothesis_id"]) == {"H1"}
+    assert written["analysis"].tolist() == [
+        "primary", "did_version_1_0", "ancova_kr2010", "post_only", "per_protocol",
+        "treatment_policy",
+    ]  # fmt: skip
+    assert written["protocol_sha256"].iloc[0] == PROTO11.sha256
 
 
 def test_cli_fit_bad_data_dir(tmp_path, capsys):
@@ -941,7 +1041,7 @@ sensitivity:
 def test_prespecified_sensitivity_rows_beside_primary():
     s = make_crossover()
     s.periods.loc[0, "sedative_use"] = True  # one period with an intercurrent event
-    text = (ROOT / "protocols" / "ketamine_sleep.yaml").read_text(encoding="utf-8")
+    text = V10.read_text(encoding="utf-8")
     proto = parse_protocol(text + SENSITIVITY)
     assert [a.name for a in proto.sensitivity] == ["per_protocol", "treatment_policy"]
     res = A.run_analysis(proto, s, hypotheses=["H1", "E7"])
@@ -964,7 +1064,7 @@ def test_prespecified_sensitivity_rows_beside_primary():
 
 
 def test_sensitivity_section_is_checked():
-    text = (ROOT / "protocols" / "ketamine_sleep.yaml").read_text(encoding="utf-8")
+    text = V10.read_text(encoding="utf-8")
     bad = SENSITIVITY.replace("analysis_set: per_protocol", "analysis_set: pp")
     with pytest.raises(ProtocolError, match="'pp' is not defined in analysis_sets"):
         parse_protocol(text + bad)
@@ -976,6 +1076,81 @@ def test_sensitivity_section_is_checked():
         parse_protocol(text + bad)
 
 
+RESTATED = """
+sensitivity:
+  - name: did_h1
+    description: H1 by the difference in differences
+    hypotheses: [H1]
+    estimator: did
+  - name: linear_e3
+    description: E3 by the linear mixed model
+    hypotheses: [E3]
+    family: gaussian
+    effect_of_interest: 1
+"""
+
+
+def _with_clda_and_ordinal(text):
+    """Version 1.0 with H1 by cLDA and E3 as an ordinal rating (as 1.1 states them)."""
+    text = text.replace(
+        "    effect_of_interest: 5\n", "    effect_of_interest: 5\n    estimator: clda\n", 1
+    )
+    e3 = text.index("  - id: E3")
+    head, tail = text[:e3], text[e3:]
+    tail = tail.replace("    family: gaussian\n    model: *diary_model\n", (
+        "    family: ordinal\n    model:\n"
+        "      formula: kss ~ treatment * day + period + (1 | participant_id)\n"
+        "      levels: {period: [1, 2]}\n"), 1).replace(
+        "    effect_of_interest: 1\n", "    effect_of_interest: 2.5\n", 1)  # fmt: skip
+    return head + tail
+
+
+def test_sensitivity_restates_estimator_and_family():
+    # a sensitivity entry may restate its listed hypotheses (estimator, family, model, effect
+    # of interest); the restated hypothesis is checked and compiled as a protocol's are
+    s = make_crossover()
+    proto = parse_protocol(_with_clda_and_ordinal(V10.read_text(encoding="utf-8")) + RESTATED)
+    assert proto.get("H1").estimator == "clda" and proto.get("E3").family == "ordinal"
+    did, lin = proto.sensitivity
+    assert (did.estimator, did.family, [h.id for h in did.variants]) == ("did", None, ["H1"])
+    assert lin.family == "gaussian" and lin.variant("E3").effect_of_interest == 1
+    assert lin.variant("H1") is None
+    res = A.run_analysis(proto, s, hypotheses=["H1", "E3"])
+    t = res.hypotheses.set_index(["analysis", "hypothesis_id"])
+    assert "cLDA" in t.loc[("primary", "H1"), "model"]
+    assert "cLDA" not in t.loc[("did_h1", "H1"), "model"]
+    # the restated analysis equals version 1.0's primary analysis of the same rows
+    v10 = A.run_analysis(PROTO, s, hypotheses=["H1", "E3"], sensitivity=False).hypotheses
+    v10 = v10.set_index("hypothesis_id")
+    assert t.loc[("did_h1", "H1"), "estimate"] == pytest.approx(
+        v10.loc["H1", "estimate"], rel=1e-10
+    )
+    lin_rows = t.loc[("linear_e3", "E3")]
+    assert (lin_rows["scale"] == "difference").all()
+    np.testing.assert_allclose(lin_rows["estimate"], v10.loc["E3", "estimate"], rtol=1e-10)
+    assert (t.loc[("primary", "E3"), "scale"] == "odds ratio").all()
+    assert ("linear_e3", "H1") not in t.index  # only the listed hypotheses are reported
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "match"),
+    [
+        # a family whose scale differs needs the effect of interest on that scale
+        ("    effect_of_interest: 1\n", "", "reports E3 on the difference scale.*effect_of_interest"),
+        # restating needs the hypotheses it applies to
+        ("    hypotheses: [H1]\n", "", "list the hypotheses it applies to"),
+        ("estimator: did", "estimator: magic", r"sensitivity\[0\] \('did_h1'\): restating hypothesis 'H1'.*invalid value 'magic'"),
+        ("family: gaussian", "family: poisson", r"restating hypothesis 'E3'.*needs a count outcome"),
+        ("    family: gaussian\n", "    family: gaussian\n    seed: 3\n", r"unknown key\(s\) seed"),
+    ],
+)  # fmt: skip
+def test_restating_sensitivity_entries_are_checked(old, new, match):
+    text = _with_clda_and_ordinal(V10.read_text(encoding="utf-8"))
+    assert old in RESTATED
+    with pytest.raises(ProtocolError, match=match):
+        parse_protocol(text + RESTATED.replace(old, new, 1))
+
+
 # ------------------------------------------------------------------ estimator per hypothesis
 def test_protocol_names_an_estimator_and_the_analysis_dispatches_to_it():
     # H1 with the constrained-baseline estimator (studykit.estimators, helper 'design'): the
@@ -983,7 +1158,7 @@ def test_protocol_names_an_estimator_and_the_analysis_dispatches_to_it():
     # balanced SIMULATED crossover without intercurrent events: every night is analysed)
     from studykit import estimators
 
-    text = (ROOT / "protocols" / "ketamine_sleep.yaml").read_text(encoding="utf-8")
+    text = V10.read_text(encoding="utf-8")
     text = text.replace(
         "    effect_of_interest: 5\n", "    effect_of_interest: 5\n    estimator: clda\n", 1
     )

@@ -19,6 +19,7 @@ from studykit.cli import main
 from studykit.errors import InputError, ProtocolError, ValidationError
 from studykit.manifest import sha256_file
 from studykit.pipeline import run
+from studykit.protocol import load_protocol
 from studykit.tables import SIMULATED_LABEL, read_table_csv
 from studykit.verify import verify
 
@@ -262,7 +263,21 @@ def test_real_demo_run_end_to_end(tmp_path):
     assert [ln.split()[1] for ln in lines if ln.startswith("[")][0] == "simulate"
     assert (res.out / "data" / "roster.csv").is_file()
     assert res.report.is_file() and res.manifest.is_file()
-    assert json.loads(res.manifest.read_text())["seeds"] == {"simulate": 20261125}
+    manifest = json.loads(res.manifest.read_text())
+    assert manifest["seeds"] == {"simulate": 20261125}
+    # the protocol's version (1.1, amended) is recorded, and its copy stored with the results
+    # loads: the archived version 1.0 its amendment log names is copied beside it
+    assert (manifest["protocol"]["id"], manifest["protocol"]["version"]) == (
+        "ketamine_sleep",
+        "1.1",
+    )
+    copy = res.out / manifest["protocol"]["copy"]
+    archived = res.out / "protocol" / "archive" / "ketamine_sleep_v1.0.yaml"
+    assert (
+        archived.read_bytes() == (ROOT / "protocols/archive/ketamine_sleep_v1.0.yaml").read_bytes()
+    )
+    assert load_protocol(copy).amendments[0].replaces_sha256 == sha256_file(archived)
+    assert "ketamine_sleep, version 1.1: 10 hypotheses" in "\n".join(lines)
     assert verify(tmp_path / "out") == []
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import re
 import subprocess
@@ -33,7 +34,13 @@ def doc():
 
 
 def parse(d):
-    return parse_protocol(yaml.safe_dump(d, sort_keys=False), dictionary=DD, source="test.yaml")
+    # base_dir: the amendment log's archived 1.0 is relative to the shipped protocol's folder
+    return parse_protocol(
+        yaml.safe_dump(d, sort_keys=False),
+        dictionary=DD,
+        source="test.yaml",
+        base_dir=PROTOCOL.parent,
+    )
 
 
 def hyp(d, hid):
@@ -58,8 +65,43 @@ def test_confirmatory_family(proto):
     ]
     assert {h.multiplicity_family for h in conf} == {"confirmatory"}
     fam = proto.families["confirmatory"]
-    assert (fam.method, fam.alpha) == ("holm", 0.025)
+    # amendment 1.1: fixed sequence H1 -> H2 -> H3 (version 1.0: Holm)
+    assert (fam.method, fam.alpha, fam.order) == ("fixed-sequence", 0.025, ("H1", "H2", "H3"))
     assert all(h.conf_level == pytest.approx(0.95) for h in proto.hypotheses)
+
+
+def test_shipped_protocol_is_version_1_1_with_its_amendment(proto):
+    """Version 1.1 replaces 1.0, archived byte for byte: the hash stated in the amendment is
+    `sha256sum protocols/archive/ketamine_sleep_v1.0.yaml` (a4f28c00...), the file the 1.0
+    results of the previous session were computed from."""
+    archive = PROTOCOL.parent / "archive" / "ketamine_sleep_v1.0.yaml"
+    assert proto.version == "1.1"
+    (a,) = proto.amendments
+    assert (a.version, a.replaces_version, a.replaces_file) == (
+        "1.1", "1.0", "archive/ketamine_sleep_v1.0.yaml",
+    )  # fmt: skip
+    assert a.replaces_sha256 == hashlib.sha256(archive.read_bytes()).hexdigest()
+    assert a.replaces_sha256.startswith("a4f28c00d853")
+    assert len(a.changes) == 4 and "studykit power" in a.rationale
+    v10 = load_protocol(archive, dictionary=DD)
+    assert v10.version == "1.0" and v10.families["confirmatory"].method == "holm"
+    assert {h.estimator for h in v10.hypotheses} == {"did"}
+    # what 1.1 changed: the estimator of H1, H3, E1; ordinal E3, E4
+    assert {h.id for h in proto.hypotheses if h.estimator == "clda"} == {"H1", "H3", "E1"}
+    assert {h.id for h in proto.hypotheses if h.family == "ordinal"} == {"E3", "E4"}
+    assert proto.get("E3").effect_of_interest == 2.5 and proto.get("E4").scale == "odds ratio"
+    assert [s.name for s in proto.sensitivity] == [
+        "did_version_1_0", "ancova_kr2010", "post_only", "linear_kss",
+        "linear_dream_vividness", "per_protocol", "treatment_policy",
+    ]  # fmt: skip
+    # the restated E3 of the linear sensitivity analysis is 1.0's E3, field for field, but for
+    # the estimand (its summary measure is the sensitivity analysis' description)
+    lin = proto.sensitivity[3]
+    e3 = lin.variant("E3")
+    assert e3.estimand.summary_measure == lin.description
+    for f in dataclasses.fields(e3):
+        if f.name != "estimand":
+            assert getattr(e3, f.name) == getattr(v10.get("E3"), f.name), f.name
 
 
 def test_every_claim_is_tested_or_explained(proto):
@@ -106,7 +148,7 @@ def test_structured_random_effects_and_estimand(proto):
 
 def test_verdict_rule_names_its_numbers(proto):
     rule = proto.get("H2").verdict_rule
-    assert "holm-adjusted" in rule and "< 0.025" in rule and "above 0.9" in rule
+    assert "fixed-sequence-adjusted" in rule and "< 0.025" in rule and "above 0.9" in rule
     assert "95% CI" in rule
 
 
@@ -122,8 +164,8 @@ def test_summary_table(proto):
 
 def test_hash_changes_with_one_byte():
     text = PROTOCOL.read_bytes()
-    a = parse_protocol(text, dictionary=DD)
-    b = parse_protocol(text + b"\n", dictionary=DD)
+    a = parse_protocol(text, dictionary=DD, base_dir=PROTOCOL.parent)
+    b = parse_protocol(text + b"\n", dictionary=DD, base_dir=PROTOCOL.parent)
     assert a.sha256 != b.sha256
     assert a.sha256 == hashlib.sha256(text).hexdigest()
 
@@ -218,15 +260,22 @@ def test_unknown_multiplicity_method(doc):
 
 
 def test_fixed_sequence_needs_order(doc):
-    doc["multiplicity"]["confirmatory"]["method"] = "fixed-sequence"
+    del doc["multiplicity"]["confirmatory"]["order"]
+    with pytest.raises(ProtocolError, match="needs 'order' listing each of its hypotheses"):
+        parse(doc)
+    doc["multiplicity"]["confirmatory"]["order"] = ["H1", "H3"]
     with pytest.raises(ProtocolError, match="needs 'order' listing each of its hypotheses"):
         parse(doc)
     doc["multiplicity"]["confirmatory"]["order"] = ["H1", "H3", "H2"]
     assert parse(doc).families["confirmatory"].order == ("H1", "H3", "H2")
+    doc["multiplicity"]["confirmatory"]["method"] = "holm"
+    with pytest.raises(ProtocolError, match="'order' is only used with method fixed-sequence"):
+        parse(doc)
 
 
 def test_confirmatory_family_needs_adjustment(doc):
     doc["multiplicity"]["confirmatory"]["method"] = "none"
+    del doc["multiplicity"]["confirmatory"]["order"]
     with pytest.raises(ProtocolError, match="needs a multiplicity method"):
         parse(doc)
 
@@ -437,7 +486,7 @@ def test_duplicate_top_level_key_is_refused():
 
 def test_merge_keys_may_be_overridden():
     # '<<: *population' then an explicit key is YAML's override, not a duplicate
-    proto = parse_protocol(TEXT, dictionary=DD)
+    proto = parse_protocol(TEXT, dictionary=DD, base_dir=PROTOCOL.parent)
     assert proto.get("H1").estimand.population.startswith("Adults with depression")
 
 

@@ -27,32 +27,17 @@ def doc():
 
 
 def parse(d):
-    return parse_protocol(yaml.safe_dump(d, sort_keys=False), dictionary=DD, source="test.yaml")
+    # base_dir: the amendment log's archived 1.0 is relative to the shipped protocol's folder
+    return parse_protocol(
+        yaml.safe_dump(d, sort_keys=False),
+        dictionary=DD,
+        source="test.yaml",
+        base_dir=PROTOCOL.parent,
+    )
 
 
 def hyp(d, hid):
     return next(h for h in d["hypotheses"] if h["id"] == hid)
-
-
-def ordinal(d):
-    """The change proposed for protocol 1.1 (not in the shipped 1.0): E3 (KSS) and E4 (dream
-    vividness) analysed by a cumulative logit mixed model, effect of interest an odds ratio of
-    2.5, the 1.0 linear models kept as E3_linear / E4_linear."""
-    import copy
-
-    out = copy.deepcopy(d)
-    for hid, var in (("E3", "kss"), ("E4", "dream_vividness")):
-        h = hyp(out, hid)
-        linear = copy.deepcopy(h)
-        linear["id"] = f"{hid}_linear"
-        h["family"] = "ordinal"
-        h["model"] = {
-            "formula": f"{var} ~ treatment * day + period + (1 | participant_id)",
-            "levels": {"period": [1, 2]},
-        }
-        h["effect_of_interest"] = 2.5
-        out["hypotheses"].append(linear)
-    return out
 
 
 def test_formula_gives_the_same_plan_as_lists(doc):
@@ -95,18 +80,23 @@ def test_formula_or_lists_not_both(doc):
 
 
 def test_ordinal_hypotheses_and_linear_sensitivity(doc):
-    proto = parse(ordinal(doc))
-    for hid in ("E3", "E4"):
+    # protocol 1.1 (amendment): E3 and E4 by a CLMM, the 1.0 linear models as sensitivity
+    proto = parse(doc)
+    linear = {s.name: s for s in proto.sensitivity}
+    for hid, name in (("E3", "linear_kss"), ("E4", "linear_dream_vividness")):
         h = proto.get(hid)
         assert h.family == "ordinal" and h.scale == "odds ratio"
         assert proto.plan(hid).model.kind == "clmm" and proto.plan(hid).model.df_method == "z"
-        sens = proto.get(f"{hid}_linear")
-        assert sens.family == "gaussian" and sens.outcome == h.outcome
+        assert [r.label for r in h.random] == ["(1 | participant_id)"]
+        sens = linear[name].variant(hid)
+        assert (
+            sens.family == "gaussian" and sens.outcome == h.outcome and sens.scale == "difference"
+        )
+        assert len(sens.random) == 2  # 1.0's participant and participant x period intercepts
         assert "odds ratio of 2.5 or more" in h.verdict_rule
 
 
 def test_ordinal_effect_of_interest_is_an_odds_ratio(doc):
-    doc = ordinal(doc)
     hyp(doc, "E3")["effect_of_interest"] = 0.5  # direction greater needs an odds ratio > 1
     with pytest.raises(ProtocolError, match="odds ratio"):
         parse(doc)
@@ -121,12 +111,12 @@ def test_ordinal_hypothesis_is_analysed_with_clmm(tmp_path, doc):
     # the SIMULATED demo study, small
     write_study(simulate_study(n_participants=16), tmp_path / "demo")
     study = load_study(tmp_path / "demo")
-    proto = parse(ordinal(doc))
-    res = run_analysis(proto, study, hypotheses=["E3", "E3_linear"])
+    proto = parse(doc)
+    res = run_analysis(proto, study, hypotheses=["E3"])
     fit = res.fit("E3")
     assert isinstance(fit.model, CLMMResult) and fit.model.converged
-    rows = res.hypotheses.set_index(["hypothesis_id", "contrast"])
-    e3 = rows.loc["E3"]
+    t = res.hypotheses
+    e3 = t[t["analysis"] == "primary"]
     assert (e3["scale"] == "odds ratio").all() and (e3["df_method"].str.startswith("z")).all()
     # the odds ratio is exp of the model's log-odds contrast; its interval contains it
     assert ((e3["conf_low"] < e3["estimate"]) & (e3["estimate"] < e3["conf_high"])).all()
@@ -135,7 +125,7 @@ def test_ordinal_hypothesis_is_analysed_with_clmm(tmp_path, doc):
     )  # z tests on the latent scale
     assert math.isinf(tab["df"].iloc[0])
     assert (fit.emmeans["scale"] == "latent").all()
-    lin = rows.loc["E3_linear"]
+    lin = t[t["analysis"] == "linear_kss"]
     assert (lin["scale"] == "difference").all()
     # both analyses see the same rows
-    assert fit.model.nobs == res.fit("E3_linear").model.nobs
+    assert fit.model.nobs == res.sensitivity_fits["linear_kss"]["E3"].model.nobs

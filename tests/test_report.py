@@ -183,7 +183,9 @@ def test_report_sections_in_paper_order(demo):
         "baseline",
         "confirmatory",
         "exploratory",
+        "sensitivity",
         "models",
+        "amendments",
         "descriptive",
         "data-quality",
         "reproducibility",
@@ -386,31 +388,59 @@ def test_checklist_items_are_in_the_report(demo):
                 assert f"def {name}(" in current.read_text(), (item, ref)
 
 
-def test_sensitivity_rows_and_amendment_log_get_their_sections(demo):
-    """Rows whose `analysis` column names a sensitivity analysis, and a protocol amendment
-    log, each get a section (shown only when present)."""
+def test_report_shows_the_amendment_and_sensitivity_beside_primary(demo):
+    """The demo report of protocol 1.1: its amendment (version, date, changes, rationale, the
+    replaced version and its SHA-256) and each hypothesis' primary result followed by its
+    pre-specified sensitivity analyses."""
     import dataclasses
 
     from studykit.protocol import load_protocol
     from studykit.report import results_sections
 
-    a = demo.analysis
-    h = a.hypotheses
-    assert "sensitivity" not in [s.id for s in results_sections(analysis=a, tables={}, figures={})]
-    primary = h.assign(analysis="primary")
-    sens = h.head(2).assign(
-        analysis="per_protocol (sensitivity)", estimate=h["estimate"].head(2) + 1
-    )
-    with_sens = dataclasses.replace(a, hypotheses=pd.concat([primary, sens], ignore_index=True))
-    # a protocol with an amendment log (fixture: two amendments, archived versions beside it)
-    amended = load_protocol(ROOT / "tests/data/protocols/amendments/trial_v1.2.yaml")
-    sections = results_sections(analysis=with_sens, tables={}, figures={}, protocol=amended)
-    by_id = {s.id: s for s in sections}
-    shown = by_id["sensitivity"].tables[0].display
-    assert len(shown) == 2 and set(shown["analysis"]) == {"per_protocol (sensitivity)"}
+    proto = load_protocol(PROTOCOL)
+    (a,) = proto.amendments
+    page = demo.report.read_text()
+    amend_html = page[page.index('<section id="amendments">') :]
+    amend_html = amend_html[: amend_html.index("</section>")]
+    for text in ("1.1", a.date, "version 1.0 (archive/ketamine_sleep_v1.0.yaml)",
+                 a.replaces_sha256, "now version 1.1"):  # fmt: skip
+        assert text in amend_html, text
+    assert html.escape(a.changes[0].split(";")[0]) in amend_html
+    assert html.escape(a.rationale[:60]) in amend_html
+
+    h = demo.analysis.hypotheses
+    sections = {s.id: s for s in results_sections(
+        analysis=demo.analysis, tables={}, figures={}, protocol=proto)}  # fmt: skip
+    shown = sections["sensitivity"].tables[0].display
+    h1 = shown[shown["hypothesis_id"] == "H1"]
+    assert h1["analysis"].tolist() == ["primary", "did_version_1_0", "ancova_kr2010",
+                                       "post_only", "per_protocol", "treatment_policy"]  # fmt: skip
+    assert "cLDA" in h1["model"].iloc[0] and "Kenward-Roger" in h1["model"].iloc[2]
+    # E3's three contrasts each followed by their sensitivity rows (linear model among them)
+    e3 = shown[shown["hypothesis_id"] == "E3"]
+    assert e3["analysis"].tolist()[:5] == ["primary", "linear_kss", "per_protocol",
+                                           "treatment_policy", "primary"]  # fmt: skip
     # the primary results tables keep only the primary rows
-    n_conf = int((h["multiplicity_family"] == "confirmatory").sum())
-    assert len(by_id["confirmatory"].tables[0].display) == n_conf
+    n_conf = int(
+        ((h["multiplicity_family"] == "confirmatory") & (h["analysis"] == "primary")).sum()
+    )
+    assert len(sections["confirmatory"].tables[0].display) == n_conf == 3
+
+    # no sensitivity rows and no amendment log: neither section
+    only = dataclasses.replace(demo.analysis, hypotheses=h[h["analysis"] == "primary"])
+    v10 = load_protocol(PROTOCOL.parent / "archive" / "ketamine_sleep_v1.0.yaml")
+    ids = [s.id for s in results_sections(analysis=only, tables={}, figures={}, protocol=v10)]
+    assert "sensitivity" not in ids and "amendments" not in ids
+
+
+def test_amendment_log_table_lists_every_amendment(demo):
+    from studykit.protocol import load_protocol
+    from studykit.report import results_sections
+
+    # a protocol with two amendments (fixture; archived versions beside it)
+    amended = load_protocol(ROOT / "tests/data/protocols/amendments/trial_v1.2.yaml")
+    sections = results_sections(analysis=demo.analysis, tables={}, figures={}, protocol=amended)
+    by_id = {s.id: s for s in sections}
     amend = by_id["amendments"].tables[0].display
     a11, a12 = amended.amendments
     assert amend["version"].tolist() == ["1.1", "1.2"]
@@ -423,5 +453,3 @@ def test_sensitivity_rows_and_amendment_log_get_their_sections(demo):
     ]
     assert amend["replaced SHA-256"].tolist() == [a11.replaces_sha256, a12.replaces_sha256]
     assert "now version 1.2" in by_id["amendments"].intro
-    page = render_report(title="t", sections=sections, simulated=True)
-    assert '<section id="sensitivity">' in page and '<section id="amendments">' in page

@@ -869,6 +869,7 @@ def design_from_protocol(
                     getattr(protocol.families.get(h.multiplicity_family), "order", ()) or ()
                 ),
                 estimand=_estimand(h, layout, levels),
+                estimator=h.estimator,
                 effect_of_interest=h.effect_of_interest,
                 conf_level=float(h.conf_level),
             )

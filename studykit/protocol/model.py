@@ -233,6 +233,12 @@ class SensitivityAnalysis:
     set); ``intercurrent_events`` = ``"treatment_policy"`` uses the data of periods with an
     intercurrent event as observed instead of the estimand's handling. ``hypotheses`` lists
     the hypotheses it applies to (all when empty).
+
+    A sensitivity analysis may also *restate* its listed hypotheses: ``estimator`` (another
+    crossover estimator, e.g. the difference in differences), ``family`` (e.g. the linear
+    model of an ordinal rating), ``model`` and ``effect_of_interest`` replace the
+    hypothesis' own keys; ``variants`` holds the restated hypotheses, checked as the
+    protocol's are (:meth:`variant`).
     """
 
     name: str
@@ -240,6 +246,15 @@ class SensitivityAnalysis:
     analysis_set: str | None = None
     intercurrent_events: str | None = None
     hypotheses: tuple[str, ...] = ()
+    #: The estimator / family the listed hypotheses are restated with (None: their own).
+    estimator: str | None = None
+    family: str | None = None
+    #: The listed hypotheses as this analysis restates them (empty: none restated).
+    variants: tuple[Hypothesis, ...] = ()
+
+    def variant(self, hypothesis_id: str) -> Hypothesis | None:
+        """The hypothesis as this analysis restates it (None: analysed as the protocol says)."""
+        return next((h for h in self.variants if h.id == hypothesis_id), None)
 
 
 @dataclass(frozen=True)

@@ -405,7 +405,14 @@ _SENSITIVITY_KEYS = {
     "analysis_set": False,
     "intercurrent_events": False,
     "hypotheses": False,
+    # the listed hypotheses restated: keys of a hypothesis replacing the primary's
+    "estimator": False,
+    "family": False,
+    "model": False,
+    "effect_of_interest": False,
 }
+#: Sensitivity keys that restate the listed hypotheses (each replaces the hypothesis' own key).
+_RESTATING_KEYS = ("estimator", "family", "model", "effect_of_interest")
 _NOT_TESTED_KEYS = {"claim_id": True, "claim": True, "source": True, "reason": True}
 
 
@@ -550,16 +557,16 @@ class _Builder:
         if not isinstance(hyps_raw, list) or not hyps_raw:
             raise self.fail("hypotheses", "expected a non-empty list of hypotheses.")
         hyps: list[Hypothesis] = []
-        seen: set[str] = set()
+        self.raw_hypotheses: dict[str, tuple[int, Mapping[str, Any]]] = {}
         for i, h in enumerate(hyps_raw):
             hyp = self.hypothesis(h, i, sets, families, articles)
-            if hyp.id in seen:
+            if hyp.id in self.raw_hypotheses:
                 raise self.fail(f"hypotheses[{i}]", f"duplicate hypothesis id {hyp.id!r}.")
-            seen.add(hyp.id)
+            self.raw_hypotheses[hyp.id] = (i, h)
             hyps.append(hyp)
         self.check_families(families, hyps)
         not_tested = [self.not_tested(x, i) for i, x in enumerate(doc.get("not_tested") or [])]
-        sensitivity = self.sensitivity(doc.get("sensitivity"), sets, hyps)
+        sensitivity = self.sensitivity(doc.get("sensitivity"), sets, families, articles, hyps)
         version = self.text(meta["version"], "protocol.version")
         amendments = self.amendments(doc.get("amendments"), version)
         return Protocol(
@@ -800,7 +807,12 @@ class _Builder:
                 )
 
     def sensitivity(
-        self, raw: Any, sets: dict[str, AnalysisSet], hyps: list[Hypothesis]
+        self,
+        raw: Any,
+        sets: dict[str, AnalysisSet],
+        families: dict[str, MultiplicityFamily],
+        articles: dict[str, str],
+        hyps: list[Hypothesis],
     ) -> tuple[SensitivityAnalysis, ...]:
         if raw is None:
             return ()
@@ -814,6 +826,7 @@ class _Builder:
             name = self.name(s["name"], f"{where}.name")
             if name == "primary" or name in {a.name for a in out}:
                 raise self.fail(f"{where}.name", f"{name!r} is reserved or used twice.")
+            description = self.text(s["description"], f"{where}.description")
             aset = None
             if s.get("analysis_set") is not None:
                 aset = self.text(s["analysis_set"], f"{where}.analysis_set")
@@ -829,24 +842,86 @@ class _Builder:
                     f"{where}.intercurrent_events",
                     SENSITIVITY_STRATEGIES,
                 )
-            if aset is None and ice is None:
+            restating = {k: s[k] for k in _RESTATING_KEYS if s.get(k) is not None}
+            if aset is None and ice is None and not restating:
                 raise self.fail(
-                    where, "a sensitivity analysis changes analysis_set or intercurrent_events."
+                    where,
+                    "a sensitivity analysis changes analysis_set or intercurrent_events, or "
+                    f"restates the listed hypotheses ({', '.join(_RESTATING_KEYS)}).",
                 )
             targets = self.str_list(s.get("hypotheses"), f"{where}.hypotheses")
             bad = [t for t in targets if t not in ids]
             if bad:
                 raise self.fail(f"{where}.hypotheses", f"{_cap(bad)} are not hypotheses.")
+            if len(set(targets)) != len(targets):
+                raise self.fail(f"{where}.hypotheses", "a hypothesis is listed twice.")
+            variants: list[Hypothesis] = []
+            if restating:
+                if not targets:
+                    raise self.fail(
+                        f"{where}.hypotheses",
+                        f"{', '.join(restating)} restate(s) hypotheses: list the hypotheses it "
+                        "applies to.",
+                    )
+                primary = {h.id: h for h in hyps}
+                for t in targets:
+                    variants.append(
+                        self.restated(
+                            t,
+                            restating,
+                            primary[t],
+                            description,
+                            f"{where} ({name!r})",
+                            sets,
+                            families,
+                            articles,
+                        )
+                    )
             out.append(
                 SensitivityAnalysis(
                     name=name,
-                    description=self.text(s["description"], f"{where}.description"),
+                    description=description,
                     analysis_set=aset,
                     intercurrent_events=ice,
                     hypotheses=tuple(targets),
+                    estimator=variants[0].estimator if "estimator" in restating else None,
+                    family=variants[0].family if "family" in restating else None,
+                    variants=tuple(variants),
                 )
             )
         return tuple(out)
+
+    def restated(
+        self,
+        hid: str,
+        restating: Mapping[str, Any],
+        primary: Hypothesis,
+        description: str,
+        where: str,
+        sets: dict[str, AnalysisSet],
+        families: dict[str, MultiplicityFamily],
+        articles: dict[str, str],
+    ) -> Hypothesis:
+        """Hypothesis ``hid`` with a sensitivity analysis' keys replacing its own, checked as
+        a hypothesis is (the same schema, dictionary and model checks)."""
+        i, raw = self.raw_hypotheses[hid]
+        if "effect_of_interest" not in restating and "family" in restating:
+            scale = dataclasses.replace(primary, family=str(restating["family"])).scale
+            if scale != primary.scale:
+                raise self.fail(
+                    f"{where}.effect_of_interest",
+                    f"family {restating['family']!r} reports {hid} on the {scale} scale, not "
+                    f"the {primary.scale} scale of its primary analysis: state the smallest "
+                    "effect of interest on that scale (effect_of_interest).",
+                )
+        try:
+            h = self.hypothesis({**raw, **restating}, i, sets, families, articles)
+        except ProtocolError as exc:
+            raise self.fail(where, f"restating hypothesis {hid!r}: {exc}") from exc
+        # the summary measure is the sensitivity analysis' (its description says which)
+        return dataclasses.replace(
+            h, estimand=dataclasses.replace(h.estimand, summary_measure=description)
+        )
 
     def not_tested(self, raw: Any, i: int) -> NotTested:
         where = f"not_tested[{i}]"
