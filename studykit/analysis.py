@@ -30,7 +30,12 @@ from studykit.models.inference import TABLE_COLUMNS, contrast_table, correlation
 from studykit.models.lmm import LMMResult, fit_lmm
 from studykit.models.multiplicity import adjust_pvalues, adjusted_intervals
 from studykit.protocol import Hypothesis, HypothesisPlan, Protocol
-from studykit.protocol.model import RATIO_SCALES, SensitivityAnalysis
+from studykit.protocol.model import (
+    EVENT_TIME_COLUMNS,
+    RATIO_SCALES,
+    IntercurrentEvent,
+    SensitivityAnalysis,
+)
 from studykit.protocol.plan import claim_verdict
 
 __all__ = [
@@ -93,6 +98,9 @@ HYPOTHESIS_COLUMNS = [
 _CONTRAST_COLUMNS = [*TABLE_COLUMNS, "conf_level", "scale"]
 #: Column carrying the number of treatments a participant's periods cover (correlations).
 _N_TREATMENTS = "_n_treatments"
+#: Column carrying a period-level observation's time on the event-timing scale: the latest
+#: night a correlation reads (its night_index), for intercurrent events' timing.
+_EVENT_TIME = "_event_time"
 _EXCLUSION_COLUMNS = ["hypothesis_id", "participant_id", "period", "n_observations", "reason"]
 _KEYS = {
     "nights": ["participant_id", "period", "night"],
@@ -299,6 +307,10 @@ def _join(study: Any, plan: HypothesisPlan) -> pd.DataFrame:
         r = roster[["participant_id", *rcols]].copy()
         r["participant_id"] = r["participant_id"].astype(str)
         base = base.merge(r, on="participant_id", how="left", validate="m:1")
+    # an event's timing is optional data: without the column every event is "not recorded"
+    for col in {e.timing for e in plan.selection.intercurrent_events if e.timing}:
+        if col not in base.columns:
+            base[col] = pd.NA
     missing = sorted(c for c in needed if c not in base.columns)
     if missing:
         raise ProtocolError(
@@ -435,6 +447,9 @@ def _apply_exclusions(
                     "(treatment-policy strategy)"
                 )
             continue
+        if ice.handling == "exclude_after_event":
+            df = _exclude_after_event(plan, ice, df, flag, ex, notes)
+            continue
         if ice.handling == "exclude_participant":
             pids = set(df.loc[flag, "participant_id"])
             flag = df["participant_id"].isin(pids).to_numpy(dtype=bool)
@@ -468,6 +483,50 @@ def _apply_exclusions(
         ex.add(df[drop], f"not observed under both treatments (analysis set {aset.name})")
         df = df[~drop]
     return df
+
+
+def _event_times(plan: HypothesisPlan, df: pd.DataFrame) -> np.ndarray:
+    """Each observation's time on the intercurrent events' timing scale (night_index)."""
+    col = EVENT_TIME_COLUMNS.get(plan.selection.outcome_table, _EVENT_TIME)
+    if col not in df.columns:
+        return np.full(len(df), np.nan)
+    return pd.to_numeric(df[col], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+
+
+def _exclude_after_event(
+    plan: HypothesisPlan,
+    ice: IntercurrentEvent,
+    df: pd.DataFrame,
+    flag: np.ndarray,
+    ex: _Exclusions,
+    notes: list[str],
+) -> pd.DataFrame:
+    """Hypothetical strategy keeping the data before the event: drop the flagged periods'
+    observations at or after the event's night (``ice.timing``); a flagged period without a
+    recorded timing is dropped whole (conservative), with its own reason."""
+    assert ice.timing is not None  # the parser requires it for this handling
+    when = pd.to_numeric(df[ice.timing], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    obs = _event_times(plan, df)
+    no_time = flag & np.isnan(when)
+    with np.errstate(invalid="ignore"):
+        # an observation without a time of its own cannot be shown to precede the event
+        after = flag & ~np.isnan(when) & (np.isnan(obs) | (obs >= when))
+    if no_time.any():
+        n_periods = len(df.loc[no_time, ["participant_id", "_period"]].drop_duplicates())
+        notes.append(
+            f"{ice.event}: {ice.timing} not recorded for {n_periods} affected period(s): "
+            "the whole period excluded (conservative)"
+        )
+    ex.add(
+        df[after],
+        f"{ice.event} (hypothetical strategy: observations from the event on excluded, "
+        f"{ice.timing})",
+    )
+    ex.add(
+        df[no_time],
+        f"{ice.event} (hypothetical strategy: {ice.timing} not recorded, period excluded)",
+    )
+    return df[~(after | no_time)]
 
 
 def _counts(plan: HypothesisPlan, df: pd.DataFrame, n_excluded: int) -> dict[str, int]:
@@ -847,6 +906,18 @@ def _fit_correlation(plan: HypothesisPlan, study: Any) -> HypothesisFit:
     )
     pred_change = pred_change.rename("predictor_change").reset_index()
     per = per.merge(pred_change, on=["participant_id", "_period"], how="left")
+    time_col = EVENT_TIME_COLUMNS.get(predictor_table)
+    if time_col is not None and time_col in nights.columns:
+        used = nights.loc[nn["_t"].isin([c.time_reference, c.time_levels[0]]).to_numpy()]
+        latest = (
+            pd.to_numeric(used[time_col], errors="coerce")
+            .groupby([nn.loc[used.index, "participant_id"], nn.loc[used.index, "_period"]])
+            .max()
+            .rename(_EVENT_TIME)
+            .rename_axis(["participant_id", "_period"])
+            .reset_index()
+        )
+        per = per.merge(latest, on=["participant_id", "_period"], how="left")
     per["outcome_change"] = pd.to_numeric(
         per[plan.selection.outcome], errors="coerce"
     ) - pd.to_numeric(per[ref_var], errors="coerce")

@@ -58,9 +58,12 @@ EVIDENCE = {
 }
 STRATEGIES = {
     # ICH E9(R1) strategy -> allowed handling of the affected data
-    "hypothetical": ("exclude_period", "exclude_participant"),
+    "hypothetical": ("exclude_after_event", "exclude_period", "exclude_participant"),
     "treatment_policy": ("include",),
 }
+#: Column of each outcome table on the scale of an intercurrent event's timing (the night_index
+#: of the first night after the event): a night's ``night_index``, a diary entry's ``day``.
+EVENT_TIME_COLUMNS = {"nights": "night_index", "diary": "day"}
 CONTRAST_TYPES = ("difference_in_differences", "change_correlation")
 #: df methods a protocol may choose (count models always use z tests).
 DF_METHODS = tuple(m for m in _ENGINE_DF_METHODS if m != "z")
@@ -144,9 +147,12 @@ class IntercurrentEvent:
 
     ``variable`` is a boolean of the periods or roster table flagging the event (``None`` for
     events defined otherwise, e.g. withdrawal = roster ``status == "withdrawn"`` with
-    ``level``). ``handling``: ``exclude_period`` drops the affected participant-period's
-    observations, ``exclude_participant`` drops all of the participant's observations,
-    ``include`` keeps the data as observed.
+    ``level``). ``handling``: ``exclude_after_event`` drops the affected participant-period's
+    observations at or after the event (``timing``, a column of the same table on the
+    night_index scale, :data:`EVENT_TIME_COLUMNS`) and keeps the earlier ones; a period whose
+    event has no recorded timing is dropped whole. ``exclude_period`` drops the affected
+    participant-period's observations, ``exclude_participant`` drops all of the participant's
+    observations, ``include`` keeps the data as observed.
     """
 
     event: str
@@ -156,11 +162,15 @@ class IntercurrentEvent:
     strategy: str
     handling: str
     rationale: str
+    #: Column saying when the event happened (needed by ``exclude_after_event``).
+    timing: str | None = None
 
     def text(self) -> str:
         """The event, strategy and handling in words."""
         strategy = self.strategy.replace("_", " ")
         handling = {
+            "exclude_after_event": f"data from the event on ({self.timing}) excluded, earlier "
+            "data kept; period excluded when the timing is not recorded",
             "exclude_period": "data of the affected period excluded",
             "exclude_participant": "the participant's data excluded",
             "include": "data used as observed",

@@ -370,6 +370,7 @@ _ICE_KEYS = {
     "level": False,
     "strategy": True,
     "handling": True,
+    "timing": False,
     "rationale": False,
 }
 _SENSITIVITY_KEYS = {
@@ -1253,7 +1254,7 @@ class _Builder:
             handling = self.choice(
                 s["handling"],
                 f"{iw}.handling",
-                ("exclude_period", "exclude_participant", "include"),
+                ("exclude_after_event", "exclude_period", "exclude_participant", "include"),
             )
             if handling not in STRATEGIES[strategy]:
                 raise self.fail(
@@ -1289,6 +1290,27 @@ class _Builder:
                 )
             elif s.get("table") is not None or s.get("level") is not None:
                 raise self.fail(iw, "'table' and 'level' need 'variable'.")
+            timing = None
+            if s.get("timing") is not None:
+                timing = self.name(s["timing"], f"{iw}.timing")
+                if var is None or table is None or not self.dd.has(table, timing):
+                    raise self.fail(
+                        f"{iw}.timing",
+                        f"{timing!r} is not a variable of the event's table "
+                        f"({table or 'none: give variable and table'}).",
+                    )
+                if self.dd.type(table, timing) not in ("integer", "number"):
+                    raise self.fail(
+                        f"{iw}.timing",
+                        f"{timing!r} is {self.dd.type(table, timing)!r}: the timing is a "
+                        "number on the night_index scale (the first night after the event).",
+                    )
+            elif handling == "exclude_after_event":
+                raise self.fail(
+                    f"{iw}.timing",
+                    "handling 'exclude_after_event' needs 'timing': the variable saying when "
+                    "the event happened (e.g. sedative_first_night).",
+                )
             ices.append(
                 IntercurrentEvent(
                     event=self.text(s["event"], f"{iw}.event"),
@@ -1298,6 +1320,7 @@ class _Builder:
                     strategy=strategy,
                     handling=handling,
                     rationale=str(s.get("rationale") or "").strip(),
+                    timing=timing,
                 )
             )
         return Estimand(
