@@ -663,7 +663,6 @@ def power_analysis(
             pilot,
             protocol_or_design,
             effects=effects,
-            engine=engine,
             hypotheses=hypotheses,
         )
     else:

@@ -57,14 +57,12 @@ def read_pilot(pilot: pd.DataFrame | str | os.PathLike[str]) -> pd.DataFrame:
     return res.data
 
 
-def truth_from_fit(
-    hyp: PowerHypothesis, data: pd.DataFrame, *, engine: str = "studykit"
-) -> OutcomeTruth:
+def truth_from_fit(hyp: PowerHypothesis, data: pd.DataFrame) -> OutcomeTruth:
     """Fit ``hyp``'s model to ``data`` and return it as an :class:`OutcomeTruth`."""
     cols = [
         hyp.outcome,
         *{v for t in hyp.fixed for v in t.split(":")},
-        *{g for g, _ in hyp.random for g in g.split(":")},
+        *{g for r in hyp.random for g in r.group.split(":")},
     ]
     missing = [c for c in dict.fromkeys(cols) if c not in data.columns]
     if missing:
@@ -81,30 +79,26 @@ def truth_from_fit(
         str(t): (float(a), float(b))
         for t, a, b in zip(ct["term"], ct["conf_low"], ct["conf_high"], strict=True)
     }
-    n_part = int(data[hyp.random[0][0].split(":")[0]].nunique())
+    n_part = int(data[hyp.random[0].group.split(":")[0]].nunique())
     origin = f"estimated from pilot data ({n_part} participants, {len(data)} observations)"
-    if hyp.family == "gaussian":
-        vc = res.varcorr()
-        sd: dict[str, float] = {}
-        slopes: dict[str, dict[str, float]] = {}
-        for row in vc.itertuples(index=False):
-            if row.group == "Residual" or row.var2 is not None and not pd.isna(row.var2):
-                continue
-            if row.var1 == "(Intercept)":
-                sd[row.group] = float(row.sdcor)
-            else:
-                slopes.setdefault(row.group, {})[str(row.var1)] = float(row.sdcor)
-        return OutcomeTruth(
-            name=hyp.outcome, family="gaussian", fixed=hyp.fixed, coefficients=coefs, sd=sd,
-            slopes=slopes, sd_residual=float(res.sigma), origin=origin, pilot_ci=ci,
-        )  # fmt: skip
+    sd: dict[str, float] = {}
+    slopes: dict[str, dict[str, float]] = {}
+    for row in res.varcorr().itertuples(index=False):
+        if row.group == "Residual" or row.var2 is not None and not pd.isna(row.var2):
+            continue
+        if row.var1 == "(Intercept)":
+            sd[row.group] = float(row.sdcor)
+        else:
+            slopes.setdefault(row.group, {})[str(row.var1)] = float(row.sdcor)
     return OutcomeTruth(
         name=hyp.outcome,
         family=hyp.family,
         fixed=hyp.fixed,
         coefficients=coefs,
-        sd={hyp.random[0][0]: float(res.sd_group)},
-        dispersion=None if hyp.family == "poisson" else float(res.theta),
+        sd=sd,
+        slopes=slopes,
+        sd_residual=float(res.sigma) if hyp.family == "gaussian" else None,
+        dispersion=float(res.theta) if hyp.family == "negbin" else None,
         origin=origin,
         pilot_ci=ci,
     )
@@ -147,7 +141,6 @@ def design_from_pilot(
     design_like: Any,
     *,
     effects: Mapping[str, Any] | str | os.PathLike[str] | None = None,
-    engine: str = "studykit",
     hypotheses: Any = None,
 ) -> PowerDesign:
     """A :class:`PowerDesign` whose truth is fitted to pilot data (simr's ``extend``).
@@ -209,7 +202,7 @@ def design_from_pilot(
     for name in design.outcomes:
         hyp = next(h for h in design.hypotheses if h.outcome == name)
         try:
-            truth = truth_from_fit(hyp, data, engine=engine)
+            truth = truth_from_fit(hyp, data)
         except ModelError as exc:
             raise ModelError(
                 f"Pilot data: the model of {hyp.id} ({name}) cannot be fitted: {exc}"
