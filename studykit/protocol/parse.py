@@ -39,6 +39,7 @@ from studykit.protocol.model import (
     DIRECTIONS,
     EVIDENCE,
     FAMILIES,
+    MISSING_DATA_METHODS,
     OUTCOME_TABLES,
     PARTICIPANT,
     ROLES,
@@ -51,6 +52,7 @@ from studykit.protocol.model import (
     Estimand,
     Hypothesis,
     IntercurrentEvent,
+    MissingDataAnalysis,
     MultiplicityFamily,
     NotTested,
     Protocol,
@@ -405,6 +407,7 @@ _SENSITIVITY_KEYS = {
     "analysis_set": False,
     "intercurrent_events": False,
     "hypotheses": False,
+    "missing_data": False,
     # the listed hypotheses restated: keys of a hypothesis replacing the primary's
     "estimator": False,
     "family": False,
@@ -413,6 +416,7 @@ _SENSITIVITY_KEYS = {
 }
 #: Sensitivity keys that restate the listed hypotheses (each replaces the hypothesis' own key).
 _RESTATING_KEYS = ("estimator", "family", "model", "effect_of_interest")
+_MISSING_DATA_KEYS = {"method": True, "deltas": True, "imputations": False, "seed": True}
 _NOT_TESTED_KEYS = {"claim_id": True, "claim": True, "source": True, "reason": True}
 
 
@@ -843,18 +847,40 @@ class _Builder:
                     SENSITIVITY_STRATEGIES,
                 )
             restating = {k: s[k] for k in _RESTATING_KEYS if s.get(k) is not None}
-            if aset is None and ice is None and not restating:
-                raise self.fail(
-                    where,
-                    "a sensitivity analysis changes analysis_set or intercurrent_events, or "
-                    f"restates the listed hypotheses ({', '.join(_RESTATING_KEYS)}).",
-                )
             targets = self.str_list(s.get("hypotheses"), f"{where}.hypotheses")
             bad = [t for t in targets if t not in ids]
             if bad:
                 raise self.fail(f"{where}.hypotheses", f"{_cap(bad)} are not hypotheses.")
             if len(set(targets)) != len(targets):
                 raise self.fail(f"{where}.hypotheses", "a hypothesis is listed twice.")
+            missing = None
+            if s.get("missing_data") is not None:
+                if aset is not None or ice is not None or restating:
+                    raise self.fail(
+                        where,
+                        "a missing_data analysis keeps the primary analysis set and estimand "
+                        "(and the primary analysis): give it without analysis_set, "
+                        f"intercurrent_events and {', '.join(_RESTATING_KEYS)}.",
+                    )
+                missing = self.missing_data(s["missing_data"], f"{where}.missing_data")
+                for h in hyps:
+                    if h.id in targets and (
+                        h.family != "gaussian" or h.contrast.type != "difference_in_differences"
+                    ):
+                        raise self.fail(
+                            f"{where}.hypotheses",
+                            f"{h.id} is a {h.family} {h.contrast.type.replace('_', ' ')}: the "
+                            "delta-adjusted imputation is for Gaussian outcomes analysed by a "
+                            "difference in differences (counts and ordinal ratings are not "
+                            "imputed by a normal model); leave it out of this analysis.",
+                        )
+            elif aset is None and ice is None and not restating:
+                raise self.fail(
+                    where,
+                    "a sensitivity analysis changes analysis_set or intercurrent_events, gives "
+                    f"missing_data, or restates the listed hypotheses "
+                    f"({', '.join(_RESTATING_KEYS)}).",
+                )
             variants: list[Hypothesis] = []
             if restating:
                 if not targets:
@@ -884,6 +910,7 @@ class _Builder:
                     analysis_set=aset,
                     intercurrent_events=ice,
                     hypotheses=tuple(targets),
+                    missing_data=missing,
                     estimator=variants[0].estimator if "estimator" in restating else None,
                     family=variants[0].family if "family" in restating else None,
                     variants=tuple(variants),
@@ -922,6 +949,33 @@ class _Builder:
         return dataclasses.replace(
             h, estimand=dataclasses.replace(h.estimand, summary_measure=description)
         )
+
+    def missing_data(self, raw: Any, where: str) -> MissingDataAnalysis:
+        m = self.mapping(raw, where, _MISSING_DATA_KEYS)
+        method = self.choice(m["method"], f"{where}.method", MISSING_DATA_METHODS)
+        deltas = m["deltas"]
+        if (
+            not isinstance(deltas, list)
+            or not deltas
+            or any(isinstance(d, bool) or not isinstance(d, int | float) for d in deltas)
+        ):
+            raise self.fail(
+                f"{where}.deltas", "expected a list of shift sizes (numbers), e.g. [0, 5, 10]."
+            )
+        values = [float(d) for d in deltas]
+        if any(not math.isfinite(d) or d < 0 for d in values) or values != sorted(set(values)):
+            raise self.fail(
+                f"{where}.deltas",
+                f"{deltas!r}: shift sizes must be finite, >= 0 and increasing (the shift is "
+                "applied against the claim; its sign comes from the hypothesis' direction).",
+            )
+        reps = m.get("imputations", 20)
+        if isinstance(reps, bool) or not isinstance(reps, int) or not 2 <= reps <= 1000:
+            raise self.fail(f"{where}.imputations", f"{reps!r}: an integer from 2 to 1000.")
+        seed = m["seed"]
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise self.fail(f"{where}.seed", f"{seed!r}: a non-negative integer.")
+        return MissingDataAnalysis(method=method, deltas=tuple(values), imputations=reps, seed=seed)
 
     def not_tested(self, raw: Any, i: int) -> NotTested:
         where = f"not_tested[{i}]"
