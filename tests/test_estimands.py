@@ -24,7 +24,10 @@ from studykit.validate import validate_table
 from tests.test_analysis import make_crossover
 
 ROOT = Path(__file__).resolve().parents[1]
-SHIPPED = (ROOT / "protocols" / "ketamine_sleep.yaml").read_text(encoding="utf-8")
+#: Version 1.0 of the shipped protocol (archived when amendment 1.1 replaced it): whole-period
+#: exclusion for intercurrent events, difference in differences, no sensitivity section; the
+#: tests switch its pieces on a copy (1.1 already uses exclude_after_event and a sensitivity list).
+V10 = (ROOT / "protocols" / "archive" / "ketamine_sleep_v1.0.yaml").read_text(encoding="utf-8")
 DD = load_dictionary()
 
 SEDATIVE_ICE = """      variable: sedative_use
@@ -37,8 +40,8 @@ ALCOHOL_ICE = """      variable: alcohol_use
       handling: exclude_period"""
 
 
-def after_event_protocol(text: str = SHIPPED):
-    """The shipped protocol with both events handled by exclude_after_event (a copy)."""
+def after_event_protocol(text: str = V10):
+    """Protocol 1.0 with both events handled by exclude_after_event (a copy)."""
     for old, flag in ((SEDATIVE_ICE, "sedative"), (ALCOHOL_ICE, "alcohol")):
         if old in text:
             new = old.replace("handling: exclude_period", "handling: exclude_after_event")
@@ -163,17 +166,17 @@ def test_simulator_records_when_each_event_happened():
 def test_exclude_after_event_needs_a_numeric_timing_of_the_events_table():
     with pytest.raises(ProtocolError, match="exclude_after_event' needs 'timing'"):
         parse_protocol(
-            SHIPPED.replace(
+            V10.replace(
                 SEDATIVE_ICE, SEDATIVE_ICE.replace("exclude_period", "exclude_after_event")
             ),
             dictionary=DD,
         )
     swap = SEDATIVE_ICE.replace("table: periods", "timing: treatment\n      table: periods")
     with pytest.raises(ProtocolError, match="'treatment' is 'categorical'"):
-        parse_protocol(SHIPPED.replace(SEDATIVE_ICE, swap), dictionary=DD)
+        parse_protocol(V10.replace(SEDATIVE_ICE, swap), dictionary=DD)
     swap = SEDATIVE_ICE.replace("table: periods", "timing: n3_min\n      table: periods")
     with pytest.raises(ProtocolError, match="'n3_min' is not a variable of the event's table"):
-        parse_protocol(SHIPPED.replace(SEDATIVE_ICE, swap), dictionary=DD)
+        parse_protocol(V10.replace(SEDATIVE_ICE, swap), dictionary=DD)
     ice = PROTO.get("H1").estimand.intercurrent_events[0]
     assert (ice.handling, ice.timing) == ("exclude_after_event", "sedative_first_night")
     assert "earlier data kept" in PROTO.get("H1").estimand.text()
@@ -245,7 +248,7 @@ def test_period_level_correlation_uses_the_latest_night_it_reads():
 
 
 def test_treatment_policy_sensitivity_still_uses_every_observation():
-    text = SHIPPED + (
+    text = V10 + (
         "\nsensitivity:\n  - name: treatment_policy\n    description: as observed\n"
         "    intercurrent_events: treatment_policy\n    hypotheses: [H1]\n"
     )

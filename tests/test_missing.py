@@ -31,12 +31,15 @@ from studykit.protocol import parse_protocol
 from tests.test_analysis import make_crossover
 
 ROOT = Path(__file__).resolve().parents[1]
-SHIPPED = (ROOT / "protocols" / "ketamine_sleep.yaml").read_text(encoding="utf-8")
+#: Version 1.0 of the shipped protocol (archived when amendment 1.1 replaced it): whole-period
+#: exclusion for intercurrent events, difference in differences, no sensitivity section; the
+#: tests switch its pieces on a copy (1.1 already uses exclude_after_event and a sensitivity list).
+V10 = (ROOT / "protocols" / "archive" / "ketamine_sleep_v1.0.yaml").read_text(encoding="utf-8")
 
 
 def with_tipping(deltas="[0, 20, 40, 60, 80]", hypotheses="[H1]", imputations=5, seed=11):
     return parse_protocol(
-        SHIPPED
+        V10
         + f"""
 sensitivity:
   - name: tipping_point
@@ -275,13 +278,13 @@ def test_missing_data_entry_is_checked(change, message):
 
 
 def test_missing_data_keeps_the_primary_set_and_estimand():
-    text = SHIPPED + (
+    text = V10 + (
         "\nsensitivity:\n  - name: x\n    description: d\n    analysis_set: per_protocol\n"
         "    missing_data: {method: delta_adjusted, deltas: [0], seed: 1}\n"
     )
     with pytest.raises(ProtocolError, match="keeps the primary analysis set and estimand"):
         parse_protocol(text)
-    text = SHIPPED + (
+    text = V10 + (
         "\nsensitivity:\n  - name: x\n    description: d\n"
         "    missing_data: {method: multiple, deltas: [0], seed: 1}\n"
     )
@@ -291,7 +294,7 @@ def test_missing_data_keeps_the_primary_set_and_estimand():
 
 def test_without_a_list_every_gaussian_difference_in_differences_is_analysed():
     proto = parse_protocol(
-        SHIPPED + "\nsensitivity:\n  - name: mi\n    description: d\n"
+        V10 + "\nsensitivity:\n  - name: mi\n    description: d\n"
         "    missing_data: {method: delta_adjusted, deltas: [0], imputations: 2, seed: 1}\n"
     )
     s = make_crossover(n=12)

@@ -82,7 +82,7 @@ def test_shipped_protocol_is_version_1_1_with_its_amendment(proto):
     )  # fmt: skip
     assert a.replaces_sha256 == hashlib.sha256(archive.read_bytes()).hexdigest()
     assert a.replaces_sha256.startswith("a4f28c00d853")
-    assert len(a.changes) == 4 and "studykit power" in a.rationale
+    assert len(a.changes) == 5 and "studykit power" in a.rationale
     v10 = load_protocol(archive, dictionary=DD)
     assert v10.version == "1.0" and v10.families["confirmatory"].method == "holm"
     assert {h.estimator for h in v10.hypotheses} == {"did"}
@@ -139,9 +139,10 @@ def test_structured_random_effects_and_estimand(proto):
         "(1 | participant_id:period)",
     ]
     ices = h1.estimand.intercurrent_events
-    assert [(e.variable, e.strategy, e.handling) for e in ices] == [
-        ("sedative_use", "hypothetical", "exclude_period"),
-        ("alcohol_use", "hypothetical", "exclude_period"),
+    # amendment 1.1: the data before the event are kept (1.0: exclude_period)
+    assert [(e.variable, e.strategy, e.handling, e.timing) for e in ices] == [
+        ("sedative_use", "hypothetical", "exclude_after_event", "sedative_first_night"),
+        ("alcohol_use", "hypothetical", "exclude_after_event", "alcohol_first_night"),
     ]
     assert "hypothetical strategy" in h1.estimand.text()
 
