@@ -729,15 +729,28 @@ def _adjusted_cells(rows: pd.DataFrame) -> list[str]:
 
 
 def _beside_primary(primary: pd.DataFrame, sens: pd.DataFrame) -> pd.DataFrame:
-    """The sensitivity rows, each hypothesis x contrast after its primary row."""
-    keys = ["hypothesis_id", "contrast"]
-    wanted = set(map(tuple, sens[keys].astype(str).to_numpy()))
-    prim = primary[[tuple(k) in wanted for k in primary[keys].astype(str).to_numpy()]]
-    rows = pd.concat([prim, sens], ignore_index=True)
-    order = {tuple(k): i for i, k in enumerate(primary[keys].astype(str).to_numpy())}
-    rows = rows.assign(
-        _key=[order.get(tuple(k), len(order)) for k in rows[keys].astype(str).to_numpy()]
-    ).sort_values("_key", kind="stable")
+    """The sensitivity rows, each hypothesis x contrast after its primary row.
+
+    A sensitivity row belongs to the primary row of its hypothesis whose contrast label it
+    starts with (a tipping-point row's label is the primary label plus the shift).
+    """
+    prim = primary.reset_index(drop=True)
+    labels = [
+        (str(h), str(c)) for h, c in zip(prim["hypothesis_id"], prim["contrast"], strict=True)
+    ]
+
+    def home(hid: object, contrast: object) -> int:
+        found = [
+            i for i, (h, c) in enumerate(labels) if h == str(hid) and str(contrast).startswith(c)
+        ]
+        return max(found, key=lambda i: len(labels[i][1])) if found else len(labels)
+
+    key = [home(h, c) for h, c in zip(sens["hypothesis_id"], sens["contrast"], strict=True)]
+    shown = sorted(set(key) - {len(labels)})
+    rows = pd.concat(
+        [prim.iloc[shown].assign(_key=shown, _primary=0), sens.assign(_key=key, _primary=1)],
+        ignore_index=True,
+    ).sort_values(["_key", "_primary"], kind="stable")
     cols = ["analysis", "hypothesis_id", "outcome", "contrast", "model", "estimate", "conf_low",
             "conf_high", "p_value", "p_adjusted", "verdict"]  # fmt: skip
     return rows[[c for c in cols if c in rows.columns]].reset_index(drop=True)

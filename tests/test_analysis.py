@@ -907,7 +907,8 @@ def test_demo_prespecified_sensitivity_analyses(demo, demo_dir):
     t = demo.hypotheses
     names = [sa.name for sa in PROTO11.sensitivity]
     assert names == ["did_version_1_0", "ancova_kr2010", "post_only", "linear_kss",
-                     "linear_dream_vividness", "per_protocol", "treatment_policy"]  # fmt: skip
+                     "linear_dream_vividness", "tipping_point_n3", "tipping_point_tst",
+                     "per_protocol", "treatment_policy"]  # fmt: skip
     assert t["analysis"].drop_duplicates().tolist() == ["primary", *names]
     rows = {a: g.set_index(["hypothesis_id", "contrast"]) for a, g in t.groupby("analysis")}
     assert rows["did_version_1_0"].index.get_level_values(0).unique().tolist() == ["H1", "H3", "E1"]
@@ -991,8 +992,8 @@ def test_cli_fit_on_a_study_directory(demo_dir, tmp_path, capsys):
     # H1's primary row, then its rows under the sensitivity analyses that apply to it
     assert set(written["hypothesis_id"]) == {"H1"}
     assert written["analysis"].tolist() == [
-        "primary", "did_version_1_0", "ancova_kr2010", "post_only", "per_protocol",
-        "treatment_policy",
+        "primary", "did_version_1_0", "ancova_kr2010", "post_only", *["tipping_point_n3"] * 4,
+        "per_protocol", "treatment_policy",
     ]  # fmt: skip
     assert written["protocol_sha256"].iloc[0] == PROTO11.sha256
 

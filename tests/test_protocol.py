@@ -92,7 +92,8 @@ def test_shipped_protocol_is_version_1_1_with_its_amendment(proto):
     assert proto.get("E3").effect_of_interest == 2.5 and proto.get("E4").scale == "odds ratio"
     assert [s.name for s in proto.sensitivity] == [
         "did_version_1_0", "ancova_kr2010", "post_only", "linear_kss",
-        "linear_dream_vividness", "per_protocol", "treatment_policy",
+        "linear_dream_vividness", "tipping_point_n3", "tipping_point_tst", "per_protocol",
+        "treatment_policy",
     ]  # fmt: skip
     # the restated E3 of the linear sensitivity analysis is 1.0's E3, field for field, but for
     # the estimand (its summary measure is the sensitivity analysis' description)

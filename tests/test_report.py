@@ -414,7 +414,8 @@ def test_report_shows_the_amendment_and_sensitivity_beside_primary(demo):
     shown = sections["sensitivity"].tables[0].display
     h1 = shown[shown["hypothesis_id"] == "H1"]
     assert h1["analysis"].tolist() == ["primary", "did_version_1_0", "ancova_kr2010",
-                                       "post_only", "per_protocol", "treatment_policy"]  # fmt: skip
+                                       "post_only", *["tipping_point_n3"] * 4, "per_protocol",
+                                       "treatment_policy"]  # fmt: skip
     assert "cLDA" in h1["model"].iloc[0] and "Kenward-Roger" in h1["model"].iloc[2]
     # E3's three contrasts each followed by their sensitivity rows (linear model among them)
     e3 = shown[shown["hypothesis_id"] == "E3"]

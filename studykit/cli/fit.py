@@ -134,7 +134,8 @@ def _messages(results: Any) -> list[str]:
 def format_results(results: Any) -> str:
     """A compact results summary that fits a 100-column terminal.
 
-    One block per multiplicity family (its adjustment method in the heading), one line per
+    One block per analysis (the primary, then each pre-specified sensitivity analysis) and
+    multiplicity family (its adjustment method in the heading), one line per
     hypothesis x contrast: id, outcome, contrast, estimate with its confidence interval,
     p, adjusted p and verdict. Warnings and exclusions follow, each said once with the
     hypotheses it concerns; long messages are wrapped, never cut. The full table (df,
@@ -159,9 +160,12 @@ def format_results(results: Any) -> str:
         lines.append("*** SIMULATED DATA: these results describe simulated participants. ***")
     lines.append(f"protocol {proto.id} v{proto.version}")
     lines.append(f"sha256 {proto.sha256}")
-    families = list(dict.fromkeys(t["multiplicity_family"].astype(str)))
-    for fam in families:
-        sub = t[t["multiplicity_family"].astype(str) == fam]
+    # one block per analysis (primary, then each sensitivity analysis) and multiplicity family,
+    # in the table's order
+    keys = list(zip(t["analysis"].astype(str), t["multiplicity_family"].astype(str), strict=True))
+    blocks = list(dict.fromkeys(keys))
+    for name, fam in blocks:
+        sub = t[[k == (name, fam) for k in keys]]
         methods = ", ".join(dict.fromkeys(sub["adjust_method"].astype(str)))
         levels = sorted({float(v) for v in sub["conf_level"].dropna()})
         level = f"{levels[0]:.0%} CI" if len(levels) == 1 else "CI"
@@ -180,9 +184,10 @@ def format_results(results: Any) -> str:
                     r["verdict"],
                 ]
             )
-        if fam != families[0]:
+        if (name, fam) != blocks[0]:
             lines.append("")
-        lines.append(f"{fam} (p adjustment: {methods})")
+        prefix = "" if name == "primary" else f"sensitivity analysis {name}: "
+        lines.append(f"{prefix}{fam} (p adjustment: {methods})")
         lines.append(
             tabulate(
                 rows,
