@@ -453,6 +453,17 @@ def _corr(fit: Any) -> pd.DataFrame | None:
     return pd.DataFrame(C, index=fit.columns, columns=fit.columns)
 
 
+def _likelihood_criteria(fit: Any, k: int) -> dict[str, float]:
+    """AIC, BIC, log-likelihood, deviance and residual df (``k`` estimated parameters)."""
+    return {
+        "AIC": fit.aic,
+        "BIC": fit.bic,
+        "logLik": fit.loglik,
+        "deviance": -2.0 * fit.loglik,
+        "df.resid": fit.nobs - k,
+    }
+
+
 def summarize(fit: Any) -> ModelSummary:
     """Build the :class:`ModelSummary` of a fitted LMM, GLMM or CLMM result."""
     family = getattr(fit, "family", "gaussian")
@@ -474,16 +485,11 @@ def summarize(fit: Any) -> ModelSummary:
             f"Linear mixed model fit by {'REML' if fit.reml else 'maximum likelihood'}. "
             "t-tests use Satterthwaite's method"
         )
-        if fit.reml:
-            criteria = {"REML criterion at convergence": -2.0 * fit.loglik}
-        else:
-            criteria = {
-                "AIC": fit.aic,
-                "BIC": fit.bic,
-                "logLik": fit.loglik,
-                "deviance": -2.0 * fit.loglik,
-                "df.resid": fit.nobs - (len(fit.beta) + len(fit.theta) + 1),
-            }
+        criteria = (
+            {"REML criterion at convergence": -2.0 * fit.loglik}
+            if fit.reml
+            else _likelihood_criteria(fit, len(fit.beta) + len(fit.theta) + 1)
+        )
         resid = np.quantile(fit.residuals(scaled=True), [0, 0.25, 0.5, 0.75, 1.0])
         return ModelSummary(
             title=title,
@@ -493,14 +499,7 @@ def summarize(fit: Any) -> ModelSummary:
             corr=_corr(fit),
             **common,
         )
-    k = int(getattr(fit, "df_loglik", len(fit.beta) + 1))
-    criteria = {
-        "AIC": fit.aic,
-        "BIC": fit.bic,
-        "logLik": fit.loglik,
-        "deviance": -2.0 * fit.loglik,
-        "df.resid": fit.nobs - k,
-    }
+    criteria = _likelihood_criteria(fit, int(getattr(fit, "df_loglik", len(fit.beta) + 1)))
     if family == "ordinal":
         return ModelSummary(
             title=f"Cumulative link mixed model fitted with the {fit.method} approximation",
