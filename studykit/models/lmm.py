@@ -173,11 +173,14 @@ class _Structure:
     def lam(self, theta: np.ndarray) -> np.ndarray:
         return self.re.lam_A(theta)
 
-    def evaluate(self, theta: np.ndarray, reml: bool, level: int = 0) -> dict[str, Any]:
+    def evaluate(
+        self, theta: np.ndarray, reml: bool, level: int = 0, *, known: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         """Profiled deviance (level 0), + gradient (1), + Hessian pieces (2: for Newton steps;
-        3: as accurate as the evaluator allows, for Satterthwaite's df)."""
+        3: as accurate as the evaluator allows, for Satterthwaite's df). ``known``: a level-0
+        result at the same ``theta`` (crossed designs reuse its factorization)."""
         if self.crossed:
-            return self._evaluate_crossed(theta, reml, level)
+            return self._evaluate_crossed(theta, reml, level, known)
         return self._evaluate_nested(theta, reml, level)
 
     # ------------------------------------------------------------------ crossed designs
@@ -191,13 +194,16 @@ class _Structure:
                 "The fixed-effects design is rank deficient at these variance parameters."
             ) from exc
         LS = F.LS
-        RX = LS[qB : qB + p, qB : qB + p]
+        d1 = qB + p
+        # inverse of the factor's random-effects (dense part) and fixed-effects rows: its
+        # trailing block is RX^-1, and the analytic gradient reuses it
+        LSinv, _info = linalg.lapack.dtrtri(LS[:d1, :d1], lower=1)
+        RXinv = LSinv[qB:, qB:]
         logdet_v = F.logdet_A() + F.logdet_S(qB)
-        logdet_m = 2.0 * float(np.sum(np.log(np.diag(RX))))
+        logdet_m = 2.0 * float(np.sum(np.log(np.diag(LS)[qB:d1])))
         r2 = max(float(LS[-1, -1]) ** 2, R2_FLOOR)
-        c = LS[qB + p, qB : qB + p]
-        beta = linalg.solve_triangular(RX.T, c, lower=False, check_finite=False)
-        Minv = linalg.cho_solve((RX, True), np.eye(p), check_finite=False)
+        beta = RXinv.T @ LS[d1, qB:d1]
+        Minv = RXinv.T @ RXinv
         nprime = n - p if reml else n
         ldet = logdet_v + (logdet_m if reml else 0.0)
         dev = ldet + nprime * (1.0 + _LOG2PI + math.log(r2 / nprime))
@@ -212,6 +218,7 @@ class _Structure:
             "nprime": nprime,
             "Minv": Minv,
             "factor": F,
+            "LSinv": LSinv,
             "reml": reml,
         }
 
@@ -221,37 +228,37 @@ class _Structure:
         ``ldet``: :meth:`ReStructure.logdet_gradient` of the leading block of the factor
         (random effects, plus the fixed effects for REML). ``r2`` is the minimum over ``u``
         and ``beta`` of ``|y - X beta - Z Lambda u|^2 + |u|^2``, so (envelope theorem)
-        ``d r2 / d theta_k = -2 (Z' res)' (d Lambda / d theta_k) u`` at the solution, with
-        ``Z' res`` from the cross-products (no pass over the observations). None where
-        ``Lambda`` is (nearly) singular: the caller uses central differences there.
+        ``d r2 / d theta_k = -2 (Z' res)' (d Lambda / d theta_k) u`` at the solution, where
+        ``Lambda' Z' res = u`` (the normal equations). None where ``Lambda`` is (nearly)
+        singular: the caller uses central differences there.
         """
-        re, p, cr = self.re, self.p, self.cross
+        re, p = self.re, self.p
         F: Factor = pc["factor"]
         theta = pc["theta"]
         qB = re.qB
         LS = F.LS
         d1 = qB + p
-        LSinv = linalg.solve_triangular(LS[:d1, :d1], np.eye(d1), lower=True, check_finite=False)
+        LSinv = pc["LSinv"]
         s = d1 if pc["reml"] else qB
         l_k = re.logdet_gradient(theta, F, LSinv[:s, :s])
         if l_k is None:
             return None
         # the solution [u; beta] of the (q + p) system: L11' x = last row of the factor
         xB = LSinv.T @ LS[d1, :d1]
-        uB, beta = xB[:qB], xB[qB:]
+        uB = xB[:qB]
         r = F.CL[:, :, d1] - F.CL[:, :, :d1] @ xB
         uA = (np.swapaxes(F.LAinv, 1, 2) @ r[:, :, None])[:, :, 0]
-        bA, bB = re.lam_times(uA, uB, theta)
-        zrA = cr.AE[:, :, p] - cr.AE[:, :, :p] @ beta - (cr.AA @ bA[:, :, None])[:, :, 0]
-        zrB = cr.BE[:, p] - cr.BE[:, :p] @ beta
-        if qB:
-            zrA = zrA - cr.AB @ bB
-            zrB = zrB - cr.AB.reshape(-1, qB).T @ bA.ravel() - cr.BB @ bB
+        zrA, zrB = re.lam_inv_t_times(uA, uB, theta)
         r2_k = -2.0 * re.lam_derivative_forms(zrA, zrB, uA, uB)
         return l_k, r2_k
 
-    def _evaluate_crossed(self, theta: np.ndarray, reml: bool, level: int) -> dict[str, Any]:
-        out = self._pieces(theta, reml)
+    def _evaluate_crossed(
+        self, theta: np.ndarray, reml: bool, level: int, known: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        if known is not None and known["reml"] == reml and np.array_equal(known["theta"], theta):
+            out = dict(known)
+        else:
+            out = self._pieces(theta, reml)
         if level == 0:
             return out
         K = self.ntheta
@@ -853,15 +860,15 @@ def _newton(st: _Structure, reml: bool, start: np.ndarray, maxit: int = NEWTON_M
         alpha = 1.0
         for _ in range(LINESEARCH_HALVINGS):
             xn = x + alpha * d
-            devn = st.evaluate(xn, reml, level=0)["dev"]
-            if devn <= ev["dev"] - ARMIJO_C * alpha * decrement:
+            evn = st.evaluate(xn, reml, level=0)
+            if evn["dev"] <= ev["dev"] - ARMIJO_C * alpha * decrement:
                 break
             alpha *= 0.5
         else:
             ok = decrement < NEWTON_LINESEARCH_OK_RTOL * scale
             return _OptResult(x, ev["dev"], bool(ok), "line search could not improve", it)
         x = xn
-        ev = st.evaluate(x, reml, level=2)
+        ev = st.evaluate(x, reml, level=2, known=evn)
     return _OptResult(x, ev["dev"], False, "iteration limit reached", maxit)
 
 

@@ -675,6 +675,26 @@ class ReStructure:
             out = out + np.bincount(self.lamB_tidx, weights=prod_b, minlength=K)
         return out
 
+    def lam_inv_t_times(
+        self, uA: np.ndarray, uB: np.ndarray, theta: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``Lambda'^-1 u`` in partitioned form (``Lambda`` invertible: no diagonal theta 0)."""
+        if self.lamA_diagonal:
+            aA = uA / np.diag(self.lam_A(theta))
+        else:
+            aA = uA @ linalg.lapack.dtrtri(self.lam_A(theta), lower=1)[0]
+        if not self.qB:
+            return aA, uB
+        if self.b_scalar:
+            return aA, uB / theta[self.b_theta_index]
+        aB = np.empty_like(uB)
+        for k, off in zip(self.b_terms, self.b_offsets, strict=True):
+            t = self.terms[k]
+            Tinv = linalg.lapack.dtrtri(self.term_factor(t, theta), lower=1)[0]
+            sl = uB[off : off + t.q * t.nlev].reshape(t.nlev, t.q)
+            aB[off : off + t.q * t.nlev] = (sl @ Tinv).ravel()
+        return aA, aB
+
     def logdet_gradient(self, theta: np.ndarray, F: Factor, LSinv: np.ndarray) -> np.ndarray | None:
         """Gradient in ``theta`` of ``log |Omega_s|``, the leading part of a factored matrix.
 
@@ -702,14 +722,14 @@ class ReStructure:
         LamA = self.lam_A(theta)
         out = np.zeros(K)
         if self.lamA_diagonal:
-            b_sum = np.sum(F.LAinv * F.LAinv, axis=(0, 1)) + np.sum(LV * LV, axis=(0, 2))
+            b_sum = np.einsum("gij,gij->j", F.LAinv, F.LAinv) + np.einsum("gis,gis->i", LV, LV)
             yA = (G - b_sum) / np.diag(LamA)  # sum over blocks of [(I - B_g) Lambda_A^-1]_cc
             out += np.bincount(self.lamA_tidx, weights=yA[self.lamA_cols], minlength=K)
         else:
             LAi = F.LAinv.reshape(G * m, m)
             LVt = np.swapaxes(LV, 0, 1).reshape(m, G * s)
             B_sum = LAi.T @ LAi + LVt @ LVt.T
-            LamA_inv = linalg.solve_triangular(LamA, np.eye(m), lower=True, check_finite=False)
+            LamA_inv = linalg.lapack.dtrtri(LamA, lower=1)[0]
             Y = (G * np.eye(m) - B_sum) @ LamA_inv
             out += np.bincount(
                 self.lamA_tidx, weights=Y[self.lamA_cols, self.lamA_rows], minlength=K
@@ -726,7 +746,7 @@ class ReStructure:
                     idx = off + np.arange(t.nlev)[:, None] * t.q + np.arange(t.q)[None, :]
                     blocks = Sbb[idx[:, :, None], idx[:, None, :]]  # (nlev, q, q)
                     T = self.term_factor(t, theta)
-                    Tinv = linalg.solve_triangular(T, np.eye(t.q), lower=True, check_finite=False)
+                    Tinv = linalg.lapack.dtrtri(T, lower=1)[0]
                     Y = (t.nlev * np.eye(t.q) - blocks.sum(axis=0)) @ Tinv
                     for kk, (i, j) in enumerate(_lower_pairs(t.q)):
                         out[t.theta_start + kk] += Y[j, i]

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from studykit.protocol.plan import HypothesisPlan
 
 __all__ = [
+    "Amendment",
     "AnalysisSet",
     "Contrast",
     "Estimand",
@@ -332,6 +333,46 @@ class Hypothesis:
 
 
 @dataclass(frozen=True)
+class Amendment:
+    """One entry of a protocol's amendment log (section ``amendments:``, oldest first).
+
+    Attributes
+    ----------
+    version : str
+        The protocol version this amendment produced (the newest equals ``Protocol.version``).
+    date : str
+        ISO date (YYYY-MM-DD) the amendment was made.
+    changes : tuple of str
+        What changed, one item each.
+    rationale : str
+        Why (with the commands whose output the reasons quote).
+    replaces_version : str
+        The version it replaces (the previous amendment's version, if any).
+    replaces_sha256 : str
+        SHA-256 (hex, lower case) of the bytes of the replaced version's file.
+    replaces_file : str
+        Where the replaced version is archived, relative to the protocol file; its SHA-256
+        was checked against ``replaces_sha256`` when the protocol was loaded.
+    """
+
+    version: str
+    date: str
+    changes: tuple[str, ...]
+    rationale: str
+    replaces_version: str
+    replaces_sha256: str
+    replaces_file: str
+
+    def text(self) -> str:
+        """The amendment on one line (for logs and tables)."""
+        return (
+            f"version {self.version} ({self.date}), replacing version {self.replaces_version} "
+            f"(SHA-256 {self.replaces_sha256}, {self.replaces_file}): "
+            + " ".join(f"({i}) {c}" for i, c in enumerate(self.changes, 1))
+        )
+
+
+@dataclass(frozen=True)
 class Protocol:
     """A loaded, validated protocol.
 
@@ -349,6 +390,8 @@ class Protocol:
         Name -> :class:`AnalysisSet`.
     not_tested : list of NotTested
         Claims stated but not tested, with reasons.
+    amendments : tuple of Amendment
+        The amendment log, oldest first (empty for a protocol never amended).
     """
 
     id: str
@@ -366,6 +409,8 @@ class Protocol:
     plans: tuple[HypothesisPlan, ...] = ()
     #: Pre-specified sensitivity analyses (protocol section ``sensitivity``).
     sensitivity: tuple[SensitivityAnalysis, ...] = ()
+    #: The amendment log, oldest first (protocol section ``amendments``).
+    amendments: tuple[Amendment, ...] = ()
 
     def plan(self, hypothesis_id: str) -> HypothesisPlan:
         """The compiled plan of one hypothesis (:class:`ProtocolError` if there is none)."""
