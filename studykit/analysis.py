@@ -1100,21 +1100,22 @@ def run_analysis(
     >>> tmp = tempfile.TemporaryDirectory()
     >>> folder = write_study(simulate_study(seed=3, n_participants=8), Path(tmp.name) / "demo")
     >>> proto = load_protocol(Path(__file__).parents[1] / "protocols" / "ketamine_sleep.yaml")
-    >>> res = run_analysis(proto, load_study(folder))
+    >>> res = run_analysis(proto, load_study(folder), sensitivity=False)  # primary rows only
     >>> t = res.hypotheses
     >>> t["hypothesis_id"].tolist()
     ['H1', 'H2', 'H3', 'E1', 'E2', 'E3', 'E3', 'E3', 'E4', 'E5', 'E6', 'E7']
     >>> bool((t["protocol_sha256"] == proto.sha256).all()), bool(t["simulated"].all())
     (True, True)
-    >>> t.loc[t["role"] == "confirmatory", ["df_method", "adjust_method"]].drop_duplicates()
-                 df_method adjust_method
-    0        satterthwaite          holm
-    1  z (asymptotic Wald)          holm
+    >>> t.loc[t["role"] == "confirmatory", ["hypothesis_id", "df_method", "adjust_method"]]
+      hypothesis_id            df_method   adjust_method
+    0            H1        satterthwaite  fixed-sequence
+    1            H2  z (asymptotic Wald)  fixed-sequence
+    2            H3        satterthwaite  fixed-sequence
     >>> set(t["verdict"]) <= {"supported", "effect ruled out", "inconclusive"}
     True
-    >>> h1 = res.fit("H1")
-    >>> type(h1.model).__name__, h1.emmeans.columns[:3].tolist()
-    ('LMMResult', ['treatment', 'night', 'estimate'])
+    >>> h2 = res.fit("H2")
+    >>> type(h2.model).__name__, h2.emmeans.columns[:3].tolist()
+    ('GLMMResult', ['treatment', 'night', 'estimate'])
     >>> tmp.cleanup()
 
     Notes

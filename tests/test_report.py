@@ -411,14 +411,14 @@ def test_report_shows_the_amendment_and_sensitivity_beside_primary(demo):
     h = demo.analysis.hypotheses
     sections = {s.id: s for s in results_sections(
         analysis=demo.analysis, tables={}, figures={}, protocol=proto)}  # fmt: skip
-    shown = sections["sensitivity"].tables[0].display
-    h1 = shown[shown["hypothesis_id"] == "H1"]
+    shown = sections["sensitivity"].tables[0].display  # display names: Hypothesis, Contrast ...
+    h1 = shown[shown["Hypothesis"] == "H1"]
     assert h1["analysis"].tolist() == ["primary", "did_version_1_0", "ancova_kr2010",
                                        "post_only", *["tipping_point_n3"] * 4, "per_protocol",
                                        "treatment_policy"]  # fmt: skip
     assert "cLDA" in h1["model"].iloc[0] and "Kenward-Roger" in h1["model"].iloc[2]
     # E3's three contrasts each followed by their sensitivity rows (linear model among them)
-    e3 = shown[shown["hypothesis_id"] == "E3"]
+    e3 = shown[shown["Hypothesis"] == "E3"]
     assert e3["analysis"].tolist()[:5] == ["primary", "linear_kss", "per_protocol",
                                            "treatment_policy", "primary"]  # fmt: skip
     # the primary results tables keep only the primary rows
