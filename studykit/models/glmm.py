@@ -33,6 +33,15 @@ from studykit.errors import ModelError
 from studykit.models import fitwarn
 from studykit.models.design import Design, build_design
 from studykit.models.inference import confidence_interval, wald_test
+from studykit.models.quadrature import (
+    MODE_DECREASE_RTOL,
+    MODE_HALVINGS,
+    MODE_MAXIT,
+    MODE_TOL,
+    GaussHermite,
+    check_nagq,
+    group_modes,
+)
 from studykit.models.random_effects import (
     Factor,
     RandomEffect,
@@ -55,11 +64,9 @@ VARCORR_COLUMNS = ["group", "var1", "var2", "vcov", "sdcor"]
 LINKS = {"poisson": "log", "negbin": "log", "binomial": "logit"}
 _SINGULAR_TOL = 1e-4  # lme4's isSingular() default tolerance on theta (here the SD)
 _ETA_MAX = 700.0  # exp() overflows above ~709
-# conditional modes (inner Newton iteration, per group or over all random effects)
-MODE_TOL = 1e-11  # stop when the largest Newton step on the spherical modes is below this
-MODE_MAXIT = 100  # iteration cap (a warning says when it is reached)
-MODE_HALVINGS = 60  # step halvings before a non-improving step is accepted as is
-MODE_DECREASE_RTOL = 1e-12  # a step may lower g by this x (1 + |g|) (rounding) and be kept
+# conditional modes (inner Newton iteration, per group or over all random effects): the
+# tolerances of studykit.models.quadrature (MODE_TOL, MODE_MAXIT, MODE_HALVINGS,
+# MODE_DECREASE_RTOL), shared with the per-group engine there
 # starting values: GLM by IRLS
 GLM_START_MAXIT = 50
 GLM_START_TOL = 1e-10
@@ -197,8 +204,7 @@ class _Problem:
     gidx: np.ndarray  # (n,) group index 0..G-1, sorted
     starts: np.ndarray  # (G,) first row of each group
     negbin: bool
-    nodes: np.ndarray  # (K,) Gauss-Hermite abscissae (weight exp(-x^2))
-    logw: np.ndarray  # (K,) log weights + x^2
+    quadrature: GaussHermite  # the adaptive rule (one node: Laplace)
     trials: np.ndarray | None = None  # (n,) binomial trials (None: count families)
     u: np.ndarray | None = None  # warm start for the conditional modes (spherical)
     n_eval: int = 0
@@ -233,35 +239,19 @@ class _Problem:
     ) -> np.ndarray:
         """Maximise g_i(u) = sum_j l(eta0_ij + s u_i) - u_i^2 / 2 for all groups at once."""
         y, gidx = self.y, self.gidx
-        u = np.zeros(self.ngroups) if self.u is None else self.u.copy()
 
         def g(uu: np.ndarray) -> np.ndarray:
             eta = np.minimum(eta0 + s * uu[gidx], _ETA_MAX)
             return self.gsum(_loglik_core(y, eta, theta, self.trials)) - 0.5 * uu**2
 
-        g_old = g(u)
-        for _ in range(MODE_MAXIT):
-            eta = np.minimum(eta0 + s * u[gidx], _ETA_MAX)
+        def derivatives(uu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            eta = np.minimum(eta0 + s * uu[gidx], _ETA_MAX)
             d1, w, _ = _derivs(y, eta, theta, self.trials)
-            grad = s * self.gsum(d1) - u
-            hess = s * s * self.gsum(w) + 1.0
-            step = grad / hess
-            u_new = u + step
-            g_new = g(u_new)
-            # a step is bad when it lowers g (or overflows to nan): halve it, per group
-            bad = ~(g_new >= g_old - MODE_DECREASE_RTOL * (1.0 + np.abs(g_old)))
-            halvings = 0
-            while bad.any() and halvings < MODE_HALVINGS:
-                step[bad] *= 0.5
-                u_new[bad] = u[bad] + step[bad]
-                g_new[bad] = g(u_new)[bad]
-                bad = ~(g_new >= g_old - MODE_DECREASE_RTOL * (1.0 + np.abs(g_old)))
-                halvings += 1
-            u, g_old = u_new, g_new
-            if np.max(np.abs(step)) < tol:
-                break
-        else:
-            self.mode_cap_hit = True
+            return s * self.gsum(d1) - uu, s * s * self.gsum(w) + 1.0
+
+        u0 = np.zeros(self.ngroups) if self.u is None else self.u
+        u, capped = group_modes(g, derivatives, u0, tol=tol)
+        self.mode_cap_hit |= capped
         return u
 
     # -- marginal log-likelihood and gradient ----------------------------------------------
@@ -280,22 +270,19 @@ class _Problem:
         H = s * s * self.gsum(w) + 1.0  # -g''(u_hat), per group
         tau = 1.0 / np.sqrt(H)
         const = _loglik_const(y, theta, tr)
-        K = len(self.nodes)
-        if K == 1:
+        rule = self.quadrature
+        if rule.laplace:
             # Laplace: log L_i = g_i(u_hat) - log(H_i) / 2
             lik_obs = const + _loglik_core(y, eta_hat, theta, tr)
             ll_g = self.gsum(lik_obs) - 0.5 * u**2 - 0.5 * np.log(H)
             pi = None
         else:
-            z = math.sqrt(2.0) * self.nodes  # (K,)
-            uk = u[:, None] + tau[:, None] * z[None, :]  # (G, K)
+            z = rule.z  # (K,)
+            uk, _ = rule.points(u, H)  # (G, K)
             eta_k = np.minimum(eta0[:, None] + s * uk[gidx], _ETA_MAX)  # (n, K)
             lik_obs_k = const[:, None] + _loglik_core(y[:, None], eta_k, theta, trk)
             gk = self.gsum(lik_obs_k) - 0.5 * uk**2  # (G, K)
-            a = gk + self.logw[None, :]
-            lse = special.logsumexp(a, axis=1)
-            pi = np.exp(a - lse[:, None])  # (G, K) normalised node weights
-            ll_g = -0.5 * math.log(math.pi) + np.log(tau) + lse
+            ll_g, pi = rule.integrate(gk, tau)  # pi: (G, K) normalised node weights
         value = float(np.sum(ll_g))
 
         # implicit derivatives of the mode and of H, per group
@@ -393,7 +380,6 @@ class _Laplace:
         self.u: tuple[np.ndarray, np.ndarray] | None = None
         self.n_eval = 0
         self.mode_cap_hit = False
-        self.nodes = np.zeros(1)
         # the eta-free part of the log-likelihood (fixed unless the NB2 size changes)
         self._const = None if negbin else float(np.sum(_loglik_const(y, None, trials)))
         self._last: tuple[np.ndarray, Factor, np.ndarray, float | None] | None = None
@@ -1236,12 +1222,7 @@ def fit_glmm(
         raise ModelError(f"data must be a pandas DataFrame; got {type(data).__name__}.")
     if not isinstance(family, str) or family not in FAMILIES:
         raise ModelError(f"Invalid family {family!r}. Expected one of {list(FAMILIES)}.")
-    if isinstance(nagq, bool) or not isinstance(nagq, int | np.integer) or not 1 <= nagq <= 100:
-        raise ModelError(
-            f"Invalid nagq {nagq!r}: use 1 (Laplace) or an integer 2..100 for adaptive "
-            "Gauss-Hermite quadrature (e.g. 25)."
-        )
-    nagq = int(nagq)
+    nagq = check_nagq(nagq, example=25)
     if isinstance(fixed, str):
         fixed = [fixed]
     if (group is None) == (random is None):
@@ -1333,10 +1314,9 @@ def fit_glmm(
     codes_s = codes[order]
     starts = np.flatnonzero(np.r_[True, codes_s[1:] != codes_s[:-1]])
     Xs, ys, offs = X[order], y[order], off[order]
-    nodes, weights = np.polynomial.hermite.hermgauss(nagq)
     negbin = family == "negbin"
     trs = None if n_trials is None else n_trials[order]
-    prob = _Problem(ys, Xs, offs, codes_s, starts, negbin, nodes, np.log(weights) + nodes**2, trs)
+    prob = _Problem(ys, Xs, offs, codes_s, starts, negbin, GaussHermite.rule(nagq), trs)
 
     beta0, info = _glm_start(ys, Xs, offs, trs)
     nphi = p + 1 + int(negbin)
