@@ -35,6 +35,7 @@ from studykit.models.emmeans import emmeans_matrix
 from studykit.models.inference import contrast_table
 from studykit.models.quadrature import MODE_MAXIT, GaussHermite, check_nagq, group_modes
 from studykit.models.summary import ResultDisplay
+from studykit.models.wald import WaldZTests
 
 __all__ = ["CLMMResult", "fit_clmm", "LINKS"]
 
@@ -223,19 +224,16 @@ def _fd_hessian(prob: _Problem, par: np.ndarray) -> np.ndarray:
 # result
 # ------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class _LatentParameters:
+class _LatentParameters(WaldZTests):
     """Thresholds and coefficients together, for contrasts that involve both."""
 
     beta: np.ndarray
     vcov: np.ndarray
     columns: list[str]
 
-    def contrast_df(self, L: object) -> float:
-        return math.inf
-
 
 @dataclass(frozen=True, eq=False, repr=False)
-class CLMMResult(ResultDisplay):
+class CLMMResult(WaldZTests, ResultDisplay):
     """A fitted cumulative link mixed model.
 
     Attributes
@@ -302,29 +300,6 @@ class CLMMResult(ResultDisplay):
     def method(self) -> str:
         """``"Laplace"`` or ``"AGQ(nagq)"``."""
         return "Laplace" if self.nagq == 1 else f"AGQ({self.nagq})"
-
-    def contrast_df(self, L: object) -> float:
-        """Degrees of freedom of a contrast: ``inf`` (Wald z tests, as ``summary(clmm)``)."""
-        return math.inf
-
-    def contrast(
-        self,
-        L: Any,
-        *,
-        names: Sequence[str] | None = None,
-        alternative: str = "two-sided",
-        alpha: float = 0.05,
-    ) -> pd.DataFrame:
-        """Wald z tests of contrasts ``L @ beta`` of the regression coefficients."""
-        return contrast_table(
-            self, L, names=names, df_method="z", alpha=alpha, alternative=alternative
-        )
-
-    def coef_table(self, *, alpha: float = 0.05, alternative: str = "two-sided") -> pd.DataFrame:
-        """Regression coefficients with Wald z tests (``summary(clmm)``'s Coefficients)."""
-        return self.contrast(
-            np.eye(len(self.beta)), names=list(self.columns), alpha=alpha, alternative=alternative
-        )
 
     def threshold_table(self) -> pd.DataFrame:
         """Thresholds with standard errors and z values (``summary(clmm)``'s Threshold coefficients)."""

@@ -32,7 +32,6 @@ from scipy import linalg, optimize, special
 from studykit.errors import ModelError
 from studykit.models import fitwarn
 from studykit.models.design import Design, build_design
-from studykit.models.inference import confidence_interval, wald_test
 from studykit.models.quadrature import (
     MODE_DECREASE_RTOL,
     MODE_HALVINGS,
@@ -54,8 +53,9 @@ from studykit.models.random_effects import (
     single_threaded_blas,
 )
 from studykit.models.summary import ResultDisplay
+from studykit.models.wald import WaldZTests
 
-__all__ = ["GLMMResult", "WaldZTests", "fit_glmm", "wald_z_table", "FAMILIES"]
+__all__ = ["GLMMResult", "fit_glmm", "FAMILIES"]
 
 logger = logging.getLogger(__name__)
 
@@ -666,185 +666,6 @@ def _maximise(
 # ----------------------------------------------------------------------------------------------
 # result
 # ----------------------------------------------------------------------------------------------
-def _as_contrast_matrix(
-    L: object, columns: list[str], names: Sequence[str] | None
-) -> tuple[np.ndarray, list[str]]:
-    """Turn ``L`` (vector, matrix, Series or DataFrame over the coefficient names) into rows."""
-    p = len(columns)
-    default_names: list[str] | None = None
-    if isinstance(L, pd.Series):
-        unknown = sorted(set(map(str, L.index)) - set(columns))
-        if unknown:
-            raise ModelError(
-                f"Contrast names coefficients {unknown[:5]} that are not in the model; "
-                f"coefficients are {columns}."
-            )
-        mat = L.reindex(columns, fill_value=0.0).to_numpy(dtype=float)[None, :]
-        default_names = [str(L.name)] if L.name is not None else None
-    elif isinstance(L, pd.DataFrame):
-        unknown = sorted(set(map(str, L.columns)) - set(columns))
-        if unknown:
-            raise ModelError(
-                f"Contrast columns {unknown[:5]} are not model coefficients; "
-                f"coefficients are {columns}."
-            )
-        mat = L.reindex(columns=columns, fill_value=0.0).to_numpy(dtype=float)
-        default_names = [str(i) for i in L.index]
-    else:
-        try:
-            mat = np.asarray(L, dtype=float)
-        except (TypeError, ValueError) as exc:
-            raise ModelError(
-                "A contrast must be numbers: a vector of length p, a k x p matrix, or a pandas "
-                f"Series/DataFrame indexed by coefficient names ({columns})."
-            ) from exc
-        if mat.ndim == 1:
-            mat = mat[None, :]
-        if mat.ndim != 2 or mat.shape[1] != p:
-            raise ModelError(
-                f"A contrast needs {p} weights per row (one per coefficient {columns}); "
-                f"got shape {mat.shape}."
-            )
-    if not np.all(np.isfinite(mat)):
-        raise ModelError("Contrast weights must be finite numbers.")
-    if names is None:
-        names = default_names or [f"c{i + 1}" for i in range(mat.shape[0])]
-    names = [str(n) for n in names]
-    if len(names) != mat.shape[0]:
-        raise ModelError(f"Got {len(names)} contrast names for {mat.shape[0]} contrasts.")
-    return mat, names
-
-
-def wald_z_table(
-    beta: np.ndarray,
-    vcov: np.ndarray,
-    L: object,
-    *,
-    columns: list[str],
-    names: Sequence[str] | None = None,
-    alternative: str = "two-sided",
-    alpha: float = 0.05,
-    exponentiate: bool = False,
-) -> pd.DataFrame:
-    """Wald z tests of ``L @ beta`` as a tidy table (shared by GLMM and GEE results).
-
-    See :meth:`GLMMResult.contrast` for the parameters and columns.
-
-    Examples
-    --------
-    >>> t = wald_z_table(np.array([0.5, -0.2]), np.diag([0.04, 0.01]), [0, 1],
-    ...                  columns=["(Intercept)", "armketamine"], names=["rr"], exponentiate=True)
-    >>> t[["term", "estimate", "statistic"]].round(4).to_dict("records")
-    [{'term': 'rr', 'estimate': 0.8187, 'statistic': -2.0}]
-    """
-    if not (0.0 < alpha < 1.0):
-        raise ModelError(f"alpha must be between 0 and 1; got {alpha!r}.")
-    mat, labels = _as_contrast_matrix(L, columns, names)
-    est = mat @ beta
-    se = np.sqrt(np.einsum("ij,jk,ik->i", mat, vcov, mat))
-    z, p = wald_test(est, se, np.inf, alternative)
-    lo, hi = confidence_interval(est, se, np.inf, 1.0 - alpha, alternative)
-    if exponentiate:
-        est_out = np.exp(est)
-        se = est_out * se
-        lo, hi = np.exp(lo), np.exp(hi)
-        est = est_out
-    table = pd.DataFrame(
-        {
-            "term": labels,
-            "estimate": est,
-            "std_error": se,
-            "statistic": z,
-            "df": np.inf,
-            "p_value": p,
-            "conf_low": lo,
-            "conf_high": hi,
-            "df_method": "z",
-            "alternative": alternative,
-        }
-    )
-    table.attrs["scale"] = "ratio" if exponentiate else "log"
-    return table
-
-
-class WaldZTests:
-    """Wald z inference for results with ``beta``, ``vcov`` and ``columns`` (GLMM, GEE).
-
-    Count models test on the log scale with the normal reference distribution (as glmer,
-    glmmTMB and emmeans do): contrast df are infinite.
-    """
-
-    beta: np.ndarray
-    vcov: np.ndarray
-    columns: list[str]
-
-    def contrast_df(self, L: object) -> float:
-        """Degrees of freedom of a contrast: always ``inf`` (Wald z tests, as glmer/emmeans)."""
-        return math.inf
-
-    def contrast(
-        self,
-        L: object,
-        *,
-        names: Sequence[str] | None = None,
-        alternative: str = "two-sided",
-        alpha: float = 0.05,
-        exponentiate: bool = False,
-    ) -> pd.DataFrame:
-        """Wald z tests and confidence intervals for linear contrasts ``L @ beta``.
-
-        Parameters
-        ----------
-        L : array-like, pandas.Series or pandas.DataFrame
-            One contrast (length ``p``) or ``k x p`` weights; a Series/DataFrame is matched to
-            the coefficients by name (missing names weigh 0, the index names the rows).
-        names : sequence of str, optional
-            Row labels (``term`` column).
-        alternative : {"two-sided", "greater", "less"}
-            Direction of the test on the log scale (H1: contrast > 0 for ``"greater"``).
-        alpha : float
-            1 - confidence level; one-sided alternatives give one-sided intervals.
-        exponentiate : bool
-            Report ``exp(estimate)`` (a rate ratio) and its interval; ``std_error`` becomes the
-            delta-method SE ``exp(estimate) * se`` (as emmeans' ``type = "response"``). The
-            statistic and p-value stay those of the log-scale test.
-
-        Returns
-        -------
-        pandas.DataFrame
-            Columns ``term, estimate, std_error, statistic, df, p_value, conf_low, conf_high,
-            df_method, alternative`` (``df`` is ``inf``, ``df_method`` is ``"z"``).
-        """
-        return wald_z_table(
-            self.beta,
-            self.vcov,
-            L,
-            columns=self.columns,
-            names=names,
-            alternative=alternative,
-            alpha=alpha,
-            exponentiate=exponentiate,
-        )
-
-    def coef_table(
-        self,
-        alpha: float = 0.05,
-        alternative: str = "two-sided",
-        exponentiate: bool = False,
-    ) -> pd.DataFrame:
-        """Fixed effects with Wald z tests (as ``summary(glmer_fit)``) and Wald CIs.
-
-        ``exponentiate=True`` gives rate ratios (see :meth:`contrast`).
-        """
-        return self.contrast(
-            np.eye(len(self.columns)),
-            names=self.columns,
-            alternative=alternative,
-            alpha=alpha,
-            exponentiate=exponentiate,
-        )
-
-
 @dataclass(frozen=True, eq=False, repr=False)
 class GLMMResult(WaldZTests, ResultDisplay):
     """A fitted Poisson / negative-binomial mixed model with a random intercept.
