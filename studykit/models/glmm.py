@@ -681,8 +681,11 @@ class GLMMResult(WaldZTests, ResultDisplay):
     vcov : numpy.ndarray
         Their covariance matrix: the fixed-effects block of the inverse of the negative
         Hessian of the marginal log-likelihood over ``(beta, sd[, log theta])``.
-    nobs, ngroups : int
-        Observations and groups used.
+    nobs : int
+        Observations used.
+    ngroups : dict
+        Grouping factor -> its number of levels, every random-effect term (lme4's
+        ``ngrps``), as :attr:`LMMResult.ngroups`.
     loglik : float
         Maximised marginal log-likelihood (Laplace or AGQ approximation), a proper
         log-likelihood comparable across ``nagq`` and with ``glmmTMB``.
@@ -727,7 +730,7 @@ class GLMMResult(WaldZTests, ResultDisplay):
     beta: np.ndarray
     vcov: np.ndarray
     nobs: int
-    ngroups: int
+    ngroups: dict[str, int]
     loglik: float
     loglik_lme4: float | None
     aic: float
@@ -752,7 +755,6 @@ class GLMMResult(WaldZTests, ResultDisplay):
     random: list[RandomEffect] = field(default_factory=list)
     varcorr_table: pd.DataFrame | None = None
     re_theta: np.ndarray | None = None
-    ngroups_by: dict[str, int] = field(default_factory=dict)
 
     def varcorr(self) -> pd.DataFrame:
         """Random-effect SDs and correlations (link scale), as lme4's ``VarCorr``.
@@ -783,7 +785,7 @@ class GLMMResult(WaldZTests, ResultDisplay):
                     "link": self.link,
                     "method": self.method,
                     "nobs": self.nobs,
-                    "ngroups": self.ngroups,
+                    "ngroups": "; ".join(f"{g}: {k}" for g, k in self.ngroups.items()),
                     "loglik": self.loglik,
                     "loglik_lme4": self.loglik_lme4,
                     "df_loglik": self.df_loglik,
@@ -1007,7 +1009,7 @@ def fit_glmm(
     >>> fit.columns
     ['(Intercept)', 'armketamine']
     >>> fit.converged, fit.nobs, fit.ngroups
-    (True, 90, 30)
+    (True, 90, {'id': 30})
     >>> rr = fit.coef_table(exponentiate=True).set_index("term")
     >>> bool(rr.loc["armketamine", "conf_low"] < rr.loc["armketamine", "estimate"] < 1.0)
     True
@@ -1241,7 +1243,7 @@ def fit_glmm(
         beta=phi[:p].copy(),
         vcov=vcov,
         nobs=n,
-        ngroups=ngroups,
+        ngroups={group: ngroups},
         loglik=loglik,
         loglik_lme4=loglik_lme4,
         aic=-2.0 * loglik + 2.0 * k,
@@ -1267,7 +1269,6 @@ def fit_glmm(
             [(group, "(Intercept)", None, sd * sd, sd)], columns=VARCORR_COLUMNS
         ),
         re_theta=np.array([sd]),
-        ngroups_by={group: ngroups},
     )
 
 
@@ -1431,7 +1432,7 @@ def _fit_sparse(
         beta=phi[:p].copy(),
         vcov=vcov,
         nobs=n,
-        ngroups=first.nlev,
+        ngroups={t.spec.group: t.nlev for t in terms},
         loglik=loglik,
         loglik_lme4=loglik,
         aic=-2.0 * loglik + 2.0 * nphi,
@@ -1455,5 +1456,4 @@ def _fit_sparse(
         random=specs,
         varcorr_table=vc,
         re_theta=theta.copy(),
-        ngroups_by={t.spec.group: t.nlev for t in terms},
     )

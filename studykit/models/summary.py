@@ -462,11 +462,7 @@ def _corr(fit: Any) -> pd.DataFrame | None:
 def summarize(fit: Any) -> ModelSummary:
     """Build the :class:`ModelSummary` of a fitted LMM, GLMM or CLMM result."""
     family = getattr(fit, "family", "gaussian")
-    ngroups = (
-        fit.ngroups
-        if isinstance(fit.ngroups, dict)
-        else (getattr(fit, "ngroups_by", None) or {fit.group: fit.ngroups})
-    )
+    ngroups = fit.ngroups if isinstance(fit.ngroups, dict) else {fit.group: fit.ngroups}
     formula = getattr(fit, "formula", None)
     if family == "gaussian":
         title = (
