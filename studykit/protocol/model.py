@@ -33,6 +33,7 @@ __all__ = [
     "NotTested",
     "Protocol",
     "SensitivityAnalysis",
+    "MissingDataAnalysis",
     "RATIO_SCALES",
     "Source",
     "verdict_rule_text",
@@ -223,6 +224,22 @@ class MultiplicityFamily:
 
 #: ICH E9(R1) strategies a sensitivity analysis may apply to every intercurrent event.
 SENSITIVITY_STRATEGIES = ("treatment_policy",)
+#: Methods of a missing-data sensitivity analysis (:mod:`studykit.missing`).
+MISSING_DATA_METHODS = ("delta_adjusted",)
+
+
+@dataclass(frozen=True)
+class MissingDataAnalysis:
+    """A delta-adjusted (tipping-point) multiple-imputation analysis (:mod:`studykit.missing`).
+
+    ``deltas``: sizes of the shift of the treated arm's imputed values, applied against the
+    claim (outcome units); ``imputations``: number of imputations; ``seed``: of every draw.
+    """
+
+    method: str
+    deltas: tuple[float, ...]
+    imputations: int
+    seed: int
 
 
 @dataclass(frozen=True)
@@ -231,8 +248,10 @@ class SensitivityAnalysis:
 
     ``analysis_set`` replaces every listed hypothesis' analysis set (e.g. the per-protocol
     set); ``intercurrent_events`` = ``"treatment_policy"`` uses the data of periods with an
-    intercurrent event as observed instead of the estimand's handling. ``hypotheses`` lists
-    the hypotheses it applies to (all when empty).
+    intercurrent event as observed instead of the estimand's handling; ``missing_data``
+    imputes the missing post-infusion outcomes with a shift (:class:`MissingDataAnalysis`).
+    ``hypotheses`` lists the hypotheses it applies to (all when empty; for ``missing_data``
+    all Gaussian difference-in-differences hypotheses).
     """
 
     name: str
@@ -240,6 +259,7 @@ class SensitivityAnalysis:
     analysis_set: str | None = None
     intercurrent_events: str | None = None
     hypotheses: tuple[str, ...] = ()
+    missing_data: MissingDataAnalysis | None = None
 
 
 @dataclass(frozen=True)

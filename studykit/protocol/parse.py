@@ -39,6 +39,7 @@ from studykit.protocol.model import (
     DIRECTIONS,
     EVIDENCE,
     FAMILIES,
+    MISSING_DATA_METHODS,
     OUTCOME_TABLES,
     PARTICIPANT,
     ROLES,
@@ -51,6 +52,7 @@ from studykit.protocol.model import (
     Estimand,
     Hypothesis,
     IntercurrentEvent,
+    MissingDataAnalysis,
     MultiplicityFamily,
     NotTested,
     Protocol,
@@ -405,7 +407,9 @@ _SENSITIVITY_KEYS = {
     "analysis_set": False,
     "intercurrent_events": False,
     "hypotheses": False,
+    "missing_data": False,
 }
+_MISSING_DATA_KEYS = {"method": True, "deltas": True, "imputations": False, "seed": True}
 _NOT_TESTED_KEYS = {"claim_id": True, "claim": True, "source": True, "reason": True}
 
 
@@ -829,14 +833,36 @@ class _Builder:
                     f"{where}.intercurrent_events",
                     SENSITIVITY_STRATEGIES,
                 )
-            if aset is None and ice is None:
-                raise self.fail(
-                    where, "a sensitivity analysis changes analysis_set or intercurrent_events."
-                )
             targets = self.str_list(s.get("hypotheses"), f"{where}.hypotheses")
             bad = [t for t in targets if t not in ids]
             if bad:
                 raise self.fail(f"{where}.hypotheses", f"{_cap(bad)} are not hypotheses.")
+            missing = None
+            if s.get("missing_data") is not None:
+                if aset is not None or ice is not None:
+                    raise self.fail(
+                        where,
+                        "a missing_data analysis keeps the primary analysis set and estimand: "
+                        "give it without analysis_set and intercurrent_events.",
+                    )
+                missing = self.missing_data(s["missing_data"], f"{where}.missing_data")
+                for h in hyps:
+                    if h.id in targets and (
+                        h.family != "gaussian" or h.contrast.type != "difference_in_differences"
+                    ):
+                        raise self.fail(
+                            f"{where}.hypotheses",
+                            f"{h.id} is a {h.family} {h.contrast.type.replace('_', ' ')}: the "
+                            "delta-adjusted imputation is for Gaussian outcomes analysed by a "
+                            "difference in differences (counts and ordinal ratings are not "
+                            "imputed by a normal model); leave it out of this analysis.",
+                        )
+            elif aset is None and ice is None:
+                raise self.fail(
+                    where,
+                    "a sensitivity analysis changes analysis_set or intercurrent_events, or "
+                    "gives missing_data.",
+                )
             out.append(
                 SensitivityAnalysis(
                     name=name,
@@ -844,9 +870,37 @@ class _Builder:
                     analysis_set=aset,
                     intercurrent_events=ice,
                     hypotheses=tuple(targets),
+                    missing_data=missing,
                 )
             )
         return tuple(out)
+
+    def missing_data(self, raw: Any, where: str) -> MissingDataAnalysis:
+        m = self.mapping(raw, where, _MISSING_DATA_KEYS)
+        method = self.choice(m["method"], f"{where}.method", MISSING_DATA_METHODS)
+        deltas = m["deltas"]
+        if (
+            not isinstance(deltas, list)
+            or not deltas
+            or any(isinstance(d, bool) or not isinstance(d, int | float) for d in deltas)
+        ):
+            raise self.fail(
+                f"{where}.deltas", "expected a list of shift sizes (numbers), e.g. [0, 5, 10]."
+            )
+        values = [float(d) for d in deltas]
+        if any(not math.isfinite(d) or d < 0 for d in values) or values != sorted(set(values)):
+            raise self.fail(
+                f"{where}.deltas",
+                f"{deltas!r}: shift sizes must be finite, >= 0 and increasing (the shift is "
+                "applied against the claim; its sign comes from the hypothesis' direction).",
+            )
+        reps = m.get("imputations", 20)
+        if isinstance(reps, bool) or not isinstance(reps, int) or not 2 <= reps <= 1000:
+            raise self.fail(f"{where}.imputations", f"{reps!r}: an integer from 2 to 1000.")
+        seed = m["seed"]
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise self.fail(f"{where}.seed", f"{seed!r}: a non-negative integer.")
+        return MissingDataAnalysis(method=method, deltas=tuple(values), imputations=reps, seed=seed)
 
     def not_tested(self, raw: Any, i: int) -> NotTested:
         where = f"not_tested[{i}]"
