@@ -864,9 +864,15 @@ def _fit_estimator(
 
 
 def _estimator_contrasts(
-    plan: HypothesisPlan, df: pd.DataFrame
+    plan: HypothesisPlan,
+    df: pd.DataFrame,
+    previous: tuple[estimators.PreparedModel, Any] | None = None,
 ) -> tuple[estimators.PreparedModel, Any, pd.DataFrame]:
-    """The estimator's model on the selected data and the planned contrast rows."""
+    """The estimator's model on the selected data and the planned contrast rows.
+
+    ``previous`` (an earlier preparation and its fit): when this preparation differs from it
+    only in the outcome (same rows, terms and covariates), its model is refitted to the new
+    response instead of built again (completed data sets of an imputation)."""
     c = plan.contrast
     spec = estimators.CrossoverSpec(
         outcome=plan.model.outcome,
@@ -881,7 +887,10 @@ def _estimator_contrasts(
         period_levels=tuple(plan.model.levels.get("period", ())),
     )
     prep = estimators.prepare(df.drop(columns="_period"), plan.model.estimator, spec)
-    model = estimators.fit_prepared(prep)
+    if previous is not None and _same_design(previous[0], prep):
+        model = previous[1].refit(pd.to_numeric(prep.data[prep.outcome]).to_numpy(dtype=float))
+    else:
+        model = estimators.fit_prepared(prep)
     L = np.vstack(
         [
             estimators.contrast_matrix(model, prep, replace(spec, levels=(lv,)))
@@ -889,6 +898,19 @@ def _estimator_contrasts(
         ]
     )
     return prep, model, _planned_contrasts(model, L, plan)
+
+
+def _same_design(a: estimators.PreparedModel, b: estimators.PreparedModel) -> bool:
+    """Whether two preparations differ at most in the outcome's values."""
+    if (a.fixed, a.random, a.levels, a.family, a.outcome) != (
+        b.fixed,
+        b.random,
+        b.levels,
+        b.family,
+        b.outcome,
+    ) or a.family != "gaussian":
+        return False
+    return a.data.drop(columns=a.outcome).equals(b.data.drop(columns=b.outcome))
 
 
 def _failed(
@@ -1354,13 +1376,16 @@ def _complete_data_analysis(
     plan: HypothesisPlan,
 ) -> Callable[[pd.DataFrame], tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """The primary estimator as a complete-data analysis: completed data -> contrast
-    estimates, variances and df. The difference in differences refits the first fit's model
-    to each new response (same rows, same design)."""
+    estimates, variances and df. The first fit's model is refitted to each new response when
+    the design is the same (the difference in differences always; an estimator whose
+    covariates do not come from the outcome, e.g. cLDA)."""
     first: list[Any] = []
 
     def analyse(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if plan.model.estimator != "did":
-            _, _, tab = _estimator_contrasts(plan, frame)
+            prep, model, tab = _estimator_contrasts(plan, frame, first[0] if first else None)
+            if not first:
+                first.append((prep, model))
         else:
             y = pd.to_numeric(frame[plan.model.outcome]).to_numpy(dtype=float)
             model = first[0].refit(y) if first else _fit_model(frame, plan)
