@@ -68,3 +68,22 @@ def test_clda_primary_gives_delta_adjusted_rows(proto):
     assert (np.diff(mi["estimate"].to_numpy()) < 0).all()
     # shift 0 is close to the cLDA likelihood analysis (Monte Carlo error only)
     assert abs(mi.iloc[0]["estimate"] - t.iloc[0]["estimate"]) < 0.3 * t.iloc[0]["std_error"]
+
+
+def test_tipping_points_table_matches_the_rows(proto):
+    res = A.run_analysis(proto, _with_missing(), hypotheses=["H1"])
+    tp = res.tipping_points
+    assert tp[["analysis", "hypothesis_id", "shifts"]].values.tolist() == [
+        ["tipping_point", "H1", "+0, -20, -40"]
+    ]
+    t = res.hypotheses
+    assert tp.loc[0, "primary_verdict"] == t.iloc[0]["verdict"]
+    mi = t.iloc[1:].reset_index(drop=True)
+    differs = mi.index[mi["verdict"] != t.iloc[0]["verdict"]]
+    if len(differs):
+        assert tp.loc[0, "tipping_verdict"] == mi.loc[differs[0], "verdict"]
+        assert mi.loc[differs[0], "contrast"].endswith(
+            f"values {tp.loc[0, 'tipping_shift']:+g} (tipping point)"
+        )
+    else:
+        assert np.isnan(tp.loc[0, "tipping_shift"]) and tp.loc[0, "tipping_verdict"] == ""
