@@ -1345,8 +1345,13 @@ def _execute_plans(
 
 # --------------------------------------------------------------------------- missing data
 def _imputable(plan: HypothesisPlan) -> bool:
-    """Whether the delta-adjusted imputation applies: a Gaussian difference in differences."""
-    return plan.model.family == "gaussian" and plan.contrast.type == "difference_in_differences"
+    """Whether the delta-adjusted imputation applies: a Gaussian difference in differences
+    whose random effects are intercepts (studykit.missing.ImputationModel)."""
+    return (
+        plan.model.family == "gaussian"
+        and plan.contrast.type == "difference_in_differences"
+        and all(tuple(r.terms) == ("1",) for r in plan.model.random)
+    )
 
 
 def _missing_cells(

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import studykit.analysis as A
+from studykit.errors import ProtocolError
 from studykit.protocol import parse_protocol
 from tests.test_analysis import make_crossover
 
@@ -87,3 +88,23 @@ def test_tipping_points_table_matches_the_rows(proto):
         )
     else:
         assert np.isnan(tp.loc[0, "tipping_shift"]) and tp.loc[0, "tipping_verdict"] == ""
+
+
+def test_random_slopes_are_refused_for_the_imputation():
+    old = '    random:\n      - {group: participant_id}\n      - {group: "participant_id:period"}\n'
+    assert old in V10
+    slopes = V10.replace(
+        old,
+        "    random:\n      - {group: participant_id, slopes: [period]}\n",
+        1,  # the nights model (H1, H3, E1, E2, E6)
+    )
+    entry = (
+        "\nsensitivity:\n  - name: tp\n    description: d\n"
+        "    missing_data: {method: delta_adjusted, deltas: [0], imputations: 2, seed: 1}\n"
+    )
+    with pytest.raises(ProtocolError, match="H1.s model has random slopes"):
+        parse_protocol(slopes + entry + "    hypotheses: [H1]\n")
+    # without a list, such hypotheses are simply not imputed (E3's diary model still is)
+    proto = parse_protocol(slopes + entry)
+    t = A.run_analysis(proto, make_crossover(n=12), hypotheses=["H1", "E3"]).hypotheses
+    assert set(t.loc[t["analysis"] == "tp", "hypothesis_id"]) == {"E3"}

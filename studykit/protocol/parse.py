@@ -858,6 +858,14 @@ class _Builder:
                             "difference in differences (counts and ordinal ratings are not "
                             "imputed by a normal model); leave it out of this analysis.",
                         )
+                    slopes = [r.label for r in h.random if tuple(r.terms) != ("1",)]
+                    if h.id in targets and slopes:
+                        raise self.fail(
+                            f"{where}.hypotheses",
+                            f"{h.id}'s model has random slopes ({', '.join(slopes)}): the "
+                            "delta-adjusted imputation draws from random intercepts within "
+                            "participant only; leave it out of this analysis.",
+                        )
             elif aset is None and ice is None:
                 raise self.fail(
                     where,
