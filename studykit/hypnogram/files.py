@@ -85,7 +85,7 @@ _SLEEP_EDF = re.compile(
     re.IGNORECASE,
 )
 _PATTERN_GROUPS = ("participant_id", "period", "night", "recording_id")
-_LIGHTS_COLUMNS = ("lights_off", "lights_on", "lights_off_s", "lights_on_s")
+_LIGHTS_COLUMNS = ("lights_off", "lights_on", "lights_off_s", "lights_on_s", "recording_start")
 
 
 @dataclass(frozen=True)
@@ -105,7 +105,8 @@ class HypnogramFile:
         Which rule decided the identity, one of :data:`IDENTITY_SOURCES`.
     lights : dict
         ``lights_off`` / ``lights_on`` / ``lights_off_s`` / ``lights_on_s`` values given by
-        the recordings table (empty without one).
+        the recordings table, and its ``recording_start`` (which places clock times when the
+        file has no start time); empty without one.
     """
 
     path: Path
