@@ -69,6 +69,7 @@ import numpy as np
 import pandas as pd
 
 from studykit.errors import ModelError
+from studykit.models.random_effects import RandomEffect
 
 __all__ = [
     "ESTIMATORS",
@@ -190,7 +191,7 @@ class PreparedModel:
     family : str
     fixed : list of str
         Fixed terms for :func:`~studykit.models.design.build_design`.
-    random : list of (group, terms)
+    random : list of RandomEffect
         Random intercepts (Gaussian); counts use the first (participant) only.
     levels : dict
         Categorical variables and their levels, reference first.
@@ -207,7 +208,7 @@ class PreparedModel:
     outcome: str
     family: str
     fixed: list[str]
-    random: list[tuple[str, list[str]]]
+    random: list[RandomEffect]
     levels: dict[str, list[Any]]
     contrast: dict[str, Any]
     n_excluded: int = 0
@@ -226,7 +227,7 @@ class PreparedModel:
         >>> prepare(df, "clda", spec).formula()
         'y ~ night + tx_post1 + (1 | participant_id)'
         """
-        rnd = " + ".join(f"(1 | {g})" for g, _ in self.random)
+        rnd = " + ".join(r.label for r in self.random)
         return f"{self.outcome} ~ {' + '.join(self.fixed)} + {rnd}"
 
 
@@ -289,10 +290,10 @@ def _window_rows(data: pd.DataFrame, spec: CrossoverSpec) -> pd.DataFrame:
     return d.reset_index(drop=True)
 
 
-def _random(spec: CrossoverSpec, *, nested: bool) -> list[tuple[str, list[str]]]:
-    out = [(spec.participant, ["1"])]
+def _random(spec: CrossoverSpec, *, nested: bool) -> list[RandomEffect]:
+    out = [RandomEffect(spec.participant)]
     if nested and spec.period is not None and spec.family == _GAUSSIAN:
-        out.append((f"{spec.participant}:{spec.period}", ["1"]))
+        out.append(RandomEffect(f"{spec.participant}:{spec.period}"))
     return out
 
 
@@ -442,22 +443,27 @@ def _add_baseline_covariates(d: pd.DataFrame, spec: CrossoverSpec) -> pd.DataFra
 
 # --------------------------------------------------------------------------- fitting
 def fit_prepared(prep: PreparedModel, *, nagq: int = 1) -> Any:
-    """Fit the prepared model with the studykit engine (``fit_lmm`` or ``fit_glmm``)."""
+    """Fit the prepared model with the studykit engine (``fit_lmm`` or ``fit_glmm``); the
+    result's ``formula`` is the estimator's model (:meth:`PreparedModel.formula`)."""
     if prep.family == _GAUSSIAN:
         from studykit.models.lmm import fit_lmm
 
-        return fit_lmm(prep.data, prep.outcome, prep.fixed, random=prep.random, levels=prep.levels)
-    from studykit.models.glmm import fit_glmm
+        fit: Any = fit_lmm(
+            prep.data, prep.outcome, prep.fixed, random=prep.random, levels=prep.levels
+        )
+    else:
+        from studykit.models.glmm import fit_glmm
 
-    return fit_glmm(
-        prep.data,
-        prep.outcome,
-        prep.fixed,
-        group=prep.random[0][0],
-        family=prep.family,
-        levels=prep.levels,
-        nagq=nagq,
-    )
+        fit = fit_glmm(
+            prep.data,
+            prep.outcome,
+            prep.fixed,
+            random=prep.random,
+            family=prep.family,
+            levels=prep.levels,
+            nagq=nagq,
+        )
+    return replace(fit, formula=prep.formula())
 
 
 def contrast_matrix(fit: Any, prep: PreparedModel, spec: CrossoverSpec) -> np.ndarray:

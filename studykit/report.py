@@ -533,24 +533,34 @@ def consort_tables(
     return out
 
 
-def model_formula(hypothesis: Any) -> str:
-    """The model of a hypothesis as an lme4-style formula.
+def model_formula(fit: Any) -> str:
+    """The model that was fitted for a hypothesis, as an lme4-style formula.
+
+    The fitted model's own ``formula`` when it records one (a crossover estimator of
+    :mod:`studykit.estimators` records its model, e.g. the constrained-baseline model), else the
+    plan's terms and random effects (:class:`~studykit.models.random_effects.RandomEffect`
+    labels).
 
     Examples
     --------
     >>> from types import SimpleNamespace as NS
-    >>> h = NS(outcome="n3_min", fixed=("treatment", "night", "treatment:night"),
-    ...        covariates=("age",), random=(NS(group=("participant_id",), slopes=()),
-    ...        NS(group=("participant_id", "period"), slopes=("night_index",))), family="gaussian")
-    >>> model_formula(h)
+    >>> from studykit.models.random_effects import RandomEffect
+    >>> spec = NS(outcome="n3_min", terms=("treatment", "night", "treatment:night", "age"),
+    ...           random=(RandomEffect("participant_id"),
+    ...                   RandomEffect("participant_id:period", ("1", "night_index"))))
+    >>> model_formula(NS(model=NS(formula=None), plan=NS(model=spec)))
     'n3_min ~ treatment + night + treatment:night + age + (1 | participant_id) + (1 + night_index | participant_id:period)'
+    >>> model_formula(NS(model=NS(formula="y ~ night + tx_post1 + (1 | id)"), plan=None))
+    'y ~ night + tx_post1 + (1 | id)'
     """
-    terms = [*hypothesis.fixed, *hypothesis.covariates] or ["1"]
-    rhs = " + ".join(terms)
-    for r in hypothesis.random:
-        lhs = " + ".join(["1", *r.slopes])
-        rhs += f" + ({lhs} | {':'.join(r.group)})"
-    return f"{hypothesis.outcome} ~ {rhs}"
+    recorded = getattr(fit.model, "formula", None)
+    if recorded:
+        return str(recorded)
+    spec = fit.plan.model
+    rhs = " + ".join([*spec.terms] or ["1"])
+    for r in spec.random:
+        rhs += f" + {r.label}"
+    return f"{spec.outcome} ~ {rhs}"
 
 
 def _varcorr(model: Any) -> pd.DataFrame | None:
@@ -945,7 +955,7 @@ def results_sections(
         parts: list[ReportTable] = []
         formula = pd.DataFrame(
             {
-                "model": [model_formula(hyp) if fit.model is not None else str(hyp.contrast.type)],
+                "model": [model_formula(fit) if fit.model is not None else str(hyp.contrast.type)],
                 "family": [getattr(hyp, "family", "")],
                 "observations": [fit.counts.get("n_observations", "")],
                 "participants": [fit.counts.get("n_participants", "")],
