@@ -376,7 +376,8 @@ def _derived_outcomes(
     keys = [k for k in KEYS if k in nd.columns]
     if len(keys) < len(KEYS):
         return []
-    stats = derived[[*KEYS, *OUTCOMES]]
+    # the nights table's key types (categorical night with the dictionary's levels, ...)
+    stats = derived[[*KEYS, *OUTCOMES]].astype({k: nd[k].dtype for k in KEYS})
     derived_cols = [c for c in stats.columns if c not in keys]
     extra: list[pd.DataFrame] = []
     # -- typed vs recomputed, every night and column where both exist
