@@ -2,7 +2,9 @@
 
 Each subcommand lives in its own module of this package and exposes ``register(subparsers)``,
 which adds its parser and sets ``handler`` (a function ``args -> int``). Exit codes: 0
-success, 2 invalid input (any :class:`~studykit.errors.StudykitError`), 1 anything else.
+success, 2 invalid input (any :class:`~studykit.errors.StudykitError`), 130 interrupted
+(Ctrl-C: one line saying what was left, no traceback; what the command had written is
+removed, :class:`~studykit.outdir.OutputGuard`), 1 anything else.
 """
 
 from __future__ import annotations
@@ -10,13 +12,21 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 
 from studykit import __version__
 from studykit.errors import StudykitError
+from studykit.outdir import OutputGuard
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "EXIT_INTERRUPTED", "OUTPUT_OPTIONS"]
+
+#: Exit code after Ctrl-C (128 + SIGINT, as shells report it).
+EXIT_INTERRUPTED = 130
+#: Options (argparse destinations) naming what a command writes; an interrupted command's
+#: partial output under them is removed.
+OUTPUT_OPTIONS = ("output", "out", "report", "csv")
 
 #: Subcommand modules, in the order ``--help`` lists them.
 COMMANDS = (
@@ -51,20 +61,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+    except KeyboardInterrupt:
+        print("studykit: interrupted; no results were written", file=sys.stderr)
+        return EXIT_INTERRUPTED
     if args.command is None:
         parser.print_help()
         return 2
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    guard: OutputGuard | None = None
     try:
+        guard = OutputGuard(
+            getattr(args, name) for name in OUTPUT_OPTIONS if getattr(args, name, None)
+        )
         return int(args.handler(args) or 0)
     except StudykitError as exc:
         print(f"studykit {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 1
+        print(f"studykit {args.command}: interrupted; {_undo(guard)}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except Exception as exc:  # a bug, not the user's fault: say so plainly
         if args.debug:
             raise
@@ -74,3 +92,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+
+
+def _undo(guard: OutputGuard | None) -> str:
+    """Remove an interrupted command's partial output; say what is left (one clause)."""
+    if guard is None:
+        return "no results were written"
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C: finish first
+    try:
+        removed, changed = guard.undo()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    said = "partial output removed" if removed else "no results were written"
+    if changed:
+        shown = ", ".join(str(p) for p in changed[:3]) + (" ..." if len(changed) > 3 else "")
+        said += f"; {shown} was being rewritten and may be incomplete: run the command again"
+    return said
