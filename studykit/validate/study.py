@@ -25,6 +25,7 @@ from studykit.hypnogram.derive import recording_statistics
 from studykit.hypnogram.readers import read_files
 from studykit.hypnogram.statistics import KEYS, OUTCOMES
 from studykit.io import EXCEL_SUFFIXES, PARQUET_SUFFIXES, read_table, refuse_special_file
+from studykit.privacy import REDACTED, as_number
 from studykit.validate.identify import table_by_columns
 from studykit.validate.issues import (
     ISSUE_COLUMNS,
@@ -294,7 +295,7 @@ def load_study(
             )
 
     results = {t: validate_table(files[t], t, dictionary=dd, decimal=decimal) for t in files}
-    cross = _cross_table(results, dd)
+    cross = _identifier_numbers_in_data(results, dd) + _cross_table(results, dd)
     hypnograms = _load_hypnograms(d / "hypnograms", results, dd)
     epochs = hypnograms.epochs
     if hypnograms.files:
@@ -536,6 +537,84 @@ def _reject(
     result.issues = (
         pd.concat([result.issues, issues], ignore_index=True) if len(result.issues) else issues
     )
+
+
+def _identifier_numbers_in_data(
+    results: dict[str, ValidationResult], dd: DataDictionary
+) -> list[pd.DataFrame]:
+    """Numeric data cells equal to an identifier number (an MRN typed into a data column).
+
+    The identifier fields (``identifier = yes``) whose values are numbers give, per
+    participant, the numbers that must never be analysed or exported. A numeric non-key cell
+    equal to one of the same participant's is an error (``identifier_value``: the row is
+    rejected, so no statistic, minimum or maximum can show it); equal to another
+    participant's, a warning (it may be a coincidence: check it). The issue's value is
+    :data:`~studykit.privacy.REDACTED`.
+    """
+    ids = dd.identifier_columns()
+    own: dict[object, dict[float, str]] = {}
+    for table, r in results.items():
+        data = r.data
+        if "participant_id" not in data.columns:
+            continue
+        for field_name in sorted(ids & set(data.columns)):
+            for pid, value in zip(data["participant_id"], data[field_name], strict=True):
+                number = as_number(value) if not pd.isna(value) else None
+                if number is not None and not pd.isna(pid):
+                    own.setdefault(pid, {})[number] = f"{table}.{field_name}"
+    if not own:
+        return []
+    anyone: dict[float, str] = {}
+    for numbers in own.values():
+        anyone.update(numbers)
+    for table, r in results.items():
+        variables = {v.name: v for v in dd.variables(table)} if table in dd.tables else {}
+        numeric = [
+            c
+            for c in r.data.columns
+            if c in variables
+            and variables[c].type in ("integer", "number")
+            and not variables[c].identifier
+            and not variables[c].key
+        ]
+        if "participant_id" not in r.data.columns:
+            continue
+        for c in numeric:
+            data = r.data
+            pids = data["participant_id"].to_numpy(dtype=object)
+            values = data[c].astype("float64").to_numpy(na_value=np.nan)
+            same = np.zeros(len(data), dtype=bool)
+            other = np.zeros(len(data), dtype=bool)
+            fields: list[str] = []
+            for i, (pid, v) in enumerate(zip(pids, values, strict=True)):
+                if np.isnan(v) or v not in anyone:
+                    continue
+                mine = own.get(pid, {})
+                if v in mine:
+                    same[i] = True
+                    fields.append(mine[v])
+                else:
+                    other[i] = True
+            for mask, severity in ((other, "warning"), (same, "error")):
+                if not mask.any():
+                    continue
+                if severity == "error":
+                    message: np.ndarray | str = np.array(
+                        [
+                            f"equals this participant's identifier {f} (an identifier typed "
+                            "into a data column?): the row is rejected so the value is neither "
+                            "analysed nor exported; correct the cell"
+                            for f in fields
+                        ],
+                        dtype=object,
+                    )
+                else:
+                    message = (
+                        "equals another participant's identifier number (a coincidence, or "
+                        "an identifier typed into a data column?): check the cell"
+                    )
+                _reject(r, mask, c, "identifier_value", severity, message, REDACTED)
+    return []  # the issues are in each table's result (rows rejected there)
 
 
 def _cross_table(results: dict[str, ValidationResult], dd: DataDictionary) -> list[pd.DataFrame]:
