@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -23,14 +23,31 @@ import pandas as pd
 
 from studykit import estimators
 from studykit.errors import ModelError, ProtocolError, ValidationError
+from studykit.missing import (
+    DeltaAdjustedResult,
+    ImputationModel,
+    delta_adjusted_analysis,
+    tipping_point,
+)
 from studykit.models.clmm import CLMMResult, fit_clmm
 from studykit.models.emmeans import did_matrix, emmeans
 from studykit.models.glmm import GLMMResult, fit_glmm
-from studykit.models.inference import TABLE_COLUMNS, contrast_table, correlation_test
+from studykit.models.inference import (
+    TABLE_COLUMNS,
+    confidence_interval,
+    contrast_table,
+    correlation_test,
+    wald_test,
+)
 from studykit.models.lmm import LMMResult, fit_lmm
 from studykit.models.multiplicity import adjust_pvalues, adjusted_intervals
 from studykit.protocol import Hypothesis, HypothesisPlan, Protocol
-from studykit.protocol.model import RATIO_SCALES, SensitivityAnalysis
+from studykit.protocol.model import (
+    EVENT_TIME_COLUMNS,
+    RATIO_SCALES,
+    IntercurrentEvent,
+    SensitivityAnalysis,
+)
 from studykit.protocol.plan import claim_verdict
 
 __all__ = [
@@ -93,6 +110,9 @@ HYPOTHESIS_COLUMNS = [
 _CONTRAST_COLUMNS = [*TABLE_COLUMNS, "conf_level", "scale"]
 #: Column carrying the number of treatments a participant's periods cover (correlations).
 _N_TREATMENTS = "_n_treatments"
+#: Column carrying a period-level observation's time on the event-timing scale: the latest
+#: night a correlation reads (its night_index), for intercurrent events' timing.
+_EVENT_TIME = "_event_time"
 _EXCLUSION_COLUMNS = ["hypothesis_id", "participant_id", "period", "n_observations", "reason"]
 _KEYS = {
     "nights": ["participant_id", "period", "night"],
@@ -167,6 +187,9 @@ class AnalysisResults:
         Whether the data are simulated (then every row says so).
     sensitivity_fits : dict
         Sensitivity analysis name -> hypothesis id -> :class:`HypothesisFit`.
+    missing_data : dict
+        Missing-data (delta-adjusted) sensitivity analysis name -> hypothesis id ->
+        :class:`studykit.missing.DeltaAdjustedResult` (pooled results per shift).
     """
 
     protocol: Protocol
@@ -174,15 +197,16 @@ class AnalysisResults:
     fits: dict[str, HypothesisFit]
     simulated: bool
     sensitivity_fits: dict[str, dict[str, HypothesisFit]] = field(default_factory=dict)
+    missing_data: dict[str, dict[str, DeltaAdjustedResult]] = field(default_factory=dict)
 
     def fit(self, hypothesis_id: str) -> HypothesisFit:
         """The :class:`HypothesisFit` of one hypothesis."""
         try:
             return self.fits[hypothesis_id]
-        except KeyError:
+        except KeyError as exc:
             raise ProtocolError(
                 f"No results for hypothesis {hypothesis_id!r}; analysed: {', '.join(self.fits)}."
-            ) from None
+            ) from exc
 
     @property
     def emmeans(self) -> pd.DataFrame:
@@ -299,6 +323,10 @@ def _join(study: Any, plan: HypothesisPlan) -> pd.DataFrame:
         r = roster[["participant_id", *rcols]].copy()
         r["participant_id"] = r["participant_id"].astype(str)
         base = base.merge(r, on="participant_id", how="left", validate="m:1")
+    # an event's timing is optional data: without the column every event is "not recorded"
+    for col in {e.timing for e in plan.selection.intercurrent_events if e.timing}:
+        if col not in base.columns:
+            base[col] = pd.NA
     missing = sorted(c for c in needed if c not in base.columns)
     if missing:
         raise ProtocolError(
@@ -435,6 +463,9 @@ def _apply_exclusions(
                     "(treatment-policy strategy)"
                 )
             continue
+        if ice.handling == "exclude_after_event":
+            df = _exclude_after_event(plan, ice, df, flag, ex, notes)
+            continue
         if ice.handling == "exclude_participant":
             pids = set(df.loc[flag, "participant_id"])
             flag = df["participant_id"].isin(pids).to_numpy(dtype=bool)
@@ -468,6 +499,50 @@ def _apply_exclusions(
         ex.add(df[drop], f"not observed under both treatments (analysis set {aset.name})")
         df = df[~drop]
     return df
+
+
+def _event_times(plan: HypothesisPlan, df: pd.DataFrame) -> np.ndarray:
+    """Each observation's time on the intercurrent events' timing scale (night_index)."""
+    col = EVENT_TIME_COLUMNS.get(plan.selection.outcome_table, _EVENT_TIME)
+    if col not in df.columns:
+        return np.full(len(df), np.nan)
+    return pd.to_numeric(df[col], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+
+
+def _exclude_after_event(
+    plan: HypothesisPlan,
+    ice: IntercurrentEvent,
+    df: pd.DataFrame,
+    flag: np.ndarray,
+    ex: _Exclusions,
+    notes: list[str],
+) -> pd.DataFrame:
+    """Hypothetical strategy keeping the data before the event: drop the flagged periods'
+    observations at or after the event's night (``ice.timing``); a flagged period without a
+    recorded timing is dropped whole (conservative), with its own reason."""
+    assert ice.timing is not None  # the parser requires it for this handling
+    when = pd.to_numeric(df[ice.timing], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    obs = _event_times(plan, df)
+    no_time = flag & np.isnan(when)
+    with np.errstate(invalid="ignore"):
+        # an observation without a time of its own cannot be shown to precede the event
+        after = flag & ~np.isnan(when) & (np.isnan(obs) | (obs >= when))
+    if no_time.any():
+        n_periods = len(df.loc[no_time, ["participant_id", "_period"]].drop_duplicates())
+        notes.append(
+            f"{ice.event}: {ice.timing} not recorded for {n_periods} affected period(s): "
+            "the whole period excluded (conservative)"
+        )
+    ex.add(
+        df[after],
+        f"{ice.event} (hypothetical strategy: observations from the event on excluded, "
+        f"{ice.timing})",
+    )
+    ex.add(
+        df[no_time],
+        f"{ice.event} (hypothetical strategy: {ice.timing} not recorded, period excluded)",
+    )
+    return df[~(after | no_time)]
 
 
 def _counts(plan: HypothesisPlan, df: pd.DataFrame, n_excluded: int) -> dict[str, int]:
@@ -664,7 +739,8 @@ def _empty_contrasts(plan: HypothesisPlan) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _fit_did(plan: HypothesisPlan, study: Any) -> HypothesisFit:
+def _windowed(plan: HypothesisPlan, study: Any) -> tuple[pd.DataFrame, list[str]]:
+    """The joined rows of the plan's time window (factors as text), before any exclusion."""
     c = plan.contrast
     df = _join(study, plan)
     df["_period"] = _as_level(df["period"])
@@ -677,12 +753,20 @@ def _fit_did(plan: HypothesisPlan, study: Any) -> HypothesisFit:
         notes.append(
             f"{n_out} observations outside the modelled {c.time_variable} window {list(c.window)} not used (by design)"
         )
-    df = df[in_window]
+    return df[in_window], notes
+
+
+def _select(
+    plan: HypothesisPlan, study: Any
+) -> tuple[pd.DataFrame, _Exclusions, list[str], HypothesisPlan]:
+    """The analysis data of a difference-in-differences plan: the window, the analysis set,
+    the intercurrent events and missing values applied (every dropped row recorded); the plan
+    with the window levels that have data."""
+    c = plan.contrast
+    df, notes = _windowed(plan, study)
     ex = _Exclusions(plan.id)
     df = _apply_exclusions(plan, df, ex, notes, plan.selection.model_variables)
     df = df.reset_index(drop=True)
-    n_excluded, _ = ex.summary()
-    counts = _counts(plan, df, n_excluded)
     present = set(df[c.time_variable].dropna())
     needed_times = {c.time_reference, *c.time_levels}
     unused = [t for t in c.window if t not in present and t not in needed_times]
@@ -694,6 +778,14 @@ def _fit_did(plan: HypothesisPlan, study: Any) -> HypothesisFit:
             f"in these data: modelled window {list(window)}"
         )
         plan_fit = plan.with_window(window)
+    return df, ex, notes, plan_fit
+
+
+def _fit_did(plan: HypothesisPlan, study: Any) -> HypothesisFit:
+    c = plan.contrast
+    df, ex, notes, plan_fit = _select(plan, study)
+    n_excluded, _ = ex.summary()
+    counts = _counts(plan, df, n_excluded)
     cells = set(zip(df[c.treatment_variable], df[c.time_variable], strict=True))
     empty = [
         f"{t}/{tm}"
@@ -748,33 +840,12 @@ def _fit_estimator(
 ) -> HypothesisFit:
     """A crossover estimator of :mod:`studykit.estimators` (cLDA, KR-2010 ANCOVA, post-only)
     on the selected data; its contrast tested by models.inference as the DiD is."""
-    c = plan.contrast
-    spec = estimators.CrossoverSpec(
-        outcome=plan.model.outcome,
-        family=plan.model.family,
-        treatment=c.treatment_variable,
-        treatment_levels=(c.treatment_reference, c.treatment_level),
-        time=c.time_variable,
-        baseline=c.time_reference,
-        window=tuple(c.window),
-        levels=tuple(c.time_levels),
-        period="period" if "period" in plan.model.levels else None,
-        period_levels=tuple(plan.model.levels.get("period", ())),
-    )
     try:
-        prep = estimators.prepare(df.drop(columns="_period"), plan.model.estimator, spec)
-        model = estimators.fit_prepared(prep)
+        prep, model, contrasts = _estimator_contrasts(plan, df)
     except ModelError as exc:
         return _failed(plan, df, ex, counts, notes, f"model could not be fitted: {exc}")
     if prep.n_excluded:
         notes.append(f"{prep.n_excluded} rows left out by the {plan.model.estimator} estimator")
-    L = np.vstack(
-        [
-            estimators.contrast_matrix(model, prep, replace(spec, levels=(lv,)))
-            for lv in c.time_levels
-        ]
-    )
-    contrasts = _planned_contrasts(model, L, plan)
     warnings = [str(w) for w in model.warnings]
     if not model.converged:
         warnings.append("model did not converge: verdict set to inconclusive")
@@ -790,6 +861,34 @@ def _fit_estimator(
         counts=counts,
         warnings=warnings + notes,
     )
+
+
+def _estimator_contrasts(
+    plan: HypothesisPlan, df: pd.DataFrame
+) -> tuple[estimators.PreparedModel, Any, pd.DataFrame]:
+    """The estimator's model on the selected data and the planned contrast rows."""
+    c = plan.contrast
+    spec = estimators.CrossoverSpec(
+        outcome=plan.model.outcome,
+        family=plan.model.family,
+        treatment=c.treatment_variable,
+        treatment_levels=(c.treatment_reference, c.treatment_level),
+        time=c.time_variable,
+        baseline=c.time_reference,
+        window=tuple(c.window),
+        levels=tuple(c.time_levels),
+        period="period" if "period" in plan.model.levels else None,
+        period_levels=tuple(plan.model.levels.get("period", ())),
+    )
+    prep = estimators.prepare(df.drop(columns="_period"), plan.model.estimator, spec)
+    model = estimators.fit_prepared(prep)
+    L = np.vstack(
+        [
+            estimators.contrast_matrix(model, prep, replace(spec, levels=(lv,)))
+            for lv in c.time_levels
+        ]
+    )
+    return prep, model, _planned_contrasts(model, L, plan)
 
 
 def _failed(
@@ -847,6 +946,18 @@ def _fit_correlation(plan: HypothesisPlan, study: Any) -> HypothesisFit:
     )
     pred_change = pred_change.rename("predictor_change").reset_index()
     per = per.merge(pred_change, on=["participant_id", "_period"], how="left")
+    time_col = EVENT_TIME_COLUMNS.get(predictor_table)
+    if time_col is not None and time_col in nights.columns:
+        used = nights.loc[nn["_t"].isin([c.time_reference, c.time_levels[0]]).to_numpy()]
+        latest = (
+            pd.to_numeric(used[time_col], errors="coerce")
+            .groupby([nn.loc[used.index, "participant_id"], nn.loc[used.index, "_period"]])
+            .max()
+            .rename(_EVENT_TIME)
+            .rename_axis(["participant_id", "_period"])
+            .reset_index()
+        )
+        per = per.merge(latest, on=["participant_id", "_period"], how="left")
     per["outcome_change"] = pd.to_numeric(
         per[plan.selection.outcome], errors="coerce"
     ) - pd.to_numeric(per[ref_var], errors="coerce")
@@ -1028,17 +1139,26 @@ def run_analysis(
     for hid in wanted:
         protocol.plan(hid)  # raises for unknown ids
     name = "primary" if analysis_set is None else analysis_set
-    table, fits = _execute(plans, wanted, study, name, note, bool(simulated))
+    table, fits, full = _execute(plans, wanted, study, name, note, bool(simulated))
     tables = [table]
     sensitivity_fits: dict[str, dict[str, HypothesisFit]] = {}
+    missing_data: dict[str, dict[str, DeltaAdjustedResult]] = {}
     if analysis_set is None and sensitivity:
         for sa in protocol.sensitivity:
             targets = [h for h in wanted if not sa.hypotheses or h in sa.hypotheses]
+            if sa.missing_data is not None:
+                targets = [h for h in targets if _imputable(plans[h])]
             if not targets:
                 continue
+            if sa.missing_data is not None:
+                with _model_logs_held():
+                    t, mi = _missing_data_rows(sa, plans, targets, study, full, fits)
+                tables.append(t)
+                missing_data[sa.name] = mi
+                continue
             sp = {hid: _sensitivity_plan(p, sa, protocol) for hid, p in plans.items()}
-            t, f = _execute(sp, targets, study, sa.name, f"sensitivity analysis {sa.name!r}: "
-                            f"{sa.description}", bool(simulated))  # fmt: skip
+            t, f, _ = _execute(sp, targets, study, sa.name, f"sensitivity analysis {sa.name!r}: "
+                               f"{sa.description}", bool(simulated))  # fmt: skip
             tables.append(t)
             sensitivity_fits[sa.name] = f
     return AnalysisResults(
@@ -1047,6 +1167,7 @@ def run_analysis(
         fits=fits,
         simulated=bool(simulated),
         sensitivity_fits=sensitivity_fits,
+        missing_data=missing_data,
     )
 
 
@@ -1087,8 +1208,9 @@ def _execute(
     analysis: str,
     note: str | None,
     simulated: bool,
-) -> tuple[pd.DataFrame, dict[str, HypothesisFit]]:
-    """Fit the wanted plans (and their adjusted families' members), one results table."""
+) -> tuple[pd.DataFrame, dict[str, HypothesisFit], pd.DataFrame]:
+    """Fit the wanted plans (and their adjusted families' members), one results table (and
+    the table of every fitted plan, with ``_usable``, for analyses that re-adjust a family)."""
     with _model_logs_held():
         return _execute_plans(plans, wanted, study, analysis, note, simulated)
 
@@ -1100,7 +1222,7 @@ def _execute_plans(
     analysis: str,
     note: str | None,
     simulated: bool,
-) -> tuple[pd.DataFrame, dict[str, HypothesisFit]]:
+) -> tuple[pd.DataFrame, dict[str, HypothesisFit], pd.DataFrame]:
     fams = {plans[hid].multiplicity_family for hid in wanted}
     to_fit = [
         p
@@ -1176,8 +1298,268 @@ def _execute_plans(
     table["claim_verdict"] = table.groupby("claim_id", sort=False)["verdict"].transform(
         lambda v: claim_verdict(list(v), list(table.loc[v.index, "role"]))
     )
+    full = table
     table = table[table["hypothesis_id"].isin(wanted)].reset_index(drop=True)
-    return table[HYPOTHESIS_COLUMNS], {hid: fits[hid] for hid in wanted}
+    return table[HYPOTHESIS_COLUMNS], {hid: fits[hid] for hid in wanted}, full
+
+
+# --------------------------------------------------------------------------- missing data
+def _imputable(plan: HypothesisPlan) -> bool:
+    """Whether the delta-adjusted imputation applies: a Gaussian difference in differences."""
+    return plan.model.family == "gaussian" and plan.contrast.type == "difference_in_differences"
+
+
+def _missing_cells(
+    plan: HypothesisPlan, df: pd.DataFrame, joined: pd.DataFrame
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The observed rows and the missing post-infusion cells to impute.
+
+    ``df`` is the analysed data, ``joined`` the window's rows before any exclusion. A cell is
+    missing when a participant-period of the study data (of a participant with at least one
+    analysed observation) has no analysed observation at a post-infusion time of the
+    modelled window: not recorded, outcome missing, or excluded as after an intercurrent event
+    (hypothetical strategy, which MAR imputation then completes). Its other model variables
+    are the participant-period's (they must be constant within it). Periods without any row
+    in the outcome table (e.g. after a withdrawal) are not imputed.
+    """
+    c = plan.contrast
+    y, tv = plan.model.outcome, c.time_variable
+    keys = ["participant_id", "_period"]
+    needed = [v for v in plan.selection.model_variables if v not in (tv, "participant_id")]
+    cols = list(dict.fromkeys([*keys, "period", tv, c.treatment_variable, *needed, y]))
+    obs = df[cols].reset_index(drop=True)
+    pool = joined[joined["participant_id"].isin(set(obs["participant_id"]))][cols]
+    for v in [*needed, c.treatment_variable]:
+        varying = pool.groupby(keys, sort=False)[v].nunique(dropna=True) > 1
+        if varying.any():
+            raise ModelError(
+                f"{v!r} varies within a participant-period, so a missing {tv} cannot be "
+                "completed for the delta-adjusted imputation (only variables constant within "
+                "a participant-period may enter its model)"
+            )
+    have = set(zip(obs["participant_id"], obs["_period"], obs[tv], strict=True))
+    posts = [t for t in c.window if t != c.time_reference]
+    rows = []
+    for (pid, per), g in pool.groupby(keys, sort=True):
+        template = g.iloc[0].to_dict()
+        if any(pd.isna(template[v]) for v in [*needed, c.treatment_variable]):
+            continue  # a model variable of the period itself is missing: nothing to complete
+        for t in posts:
+            if (pid, per, t) not in have:
+                rows.append(template | {tv: t, y: np.nan})
+    return obs, pd.DataFrame(rows, columns=cols)
+
+
+def _complete_data_analysis(
+    plan: HypothesisPlan,
+) -> Callable[[pd.DataFrame], tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """The primary estimator as a complete-data analysis: completed data -> contrast
+    estimates, variances and df. The difference in differences refits the first fit's model
+    to each new response (same rows, same design)."""
+    first: list[Any] = []
+
+    def analyse(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if plan.model.estimator != "did":
+            _, _, tab = _estimator_contrasts(plan, frame)
+        else:
+            y = pd.to_numeric(frame[plan.model.outcome]).to_numpy(dtype=float)
+            model = first[0].refit(y) if first else _fit_model(frame, plan)
+            if not first:
+                first.append(model)
+            tab = _contrast_rows(model, plan)
+        se = tab["std_error"].to_numpy(dtype=float)
+        return (
+            tab["estimate"].to_numpy(dtype=float),
+            se**2,
+            tab["df"].to_numpy(dtype=float),
+        )
+
+    return analyse
+
+
+def _shift_sign(plan: HypothesisPlan, primary_estimate: float) -> float:
+    """The sign of the shift against the claim: down for 'greater', up for 'less'; against
+    the primary estimate's sign for a two-sided test."""
+    if plan.test.alternative == "greater":
+        return -1.0
+    if plan.test.alternative == "less":
+        return 1.0
+    return -1.0 if not np.isfinite(primary_estimate) or primary_estimate >= 0 else 1.0
+
+
+def _missing_data_rows(
+    sa: SensitivityAnalysis,
+    plans: dict[str, HypothesisPlan],
+    targets: Sequence[str],
+    study: Any,
+    primary_full: pd.DataFrame,
+    fits: dict[str, HypothesisFit],
+) -> tuple[pd.DataFrame, dict[str, DeltaAdjustedResult]]:
+    """A delta-adjusted multiple-imputation analysis of each target: one row per hypothesis x
+    contrast x shift, with the tipping point (studykit.missing)."""
+    spec = sa.missing_data
+    assert spec is not None
+    rows: list[dict[str, Any]] = []
+    results: dict[str, DeltaAdjustedResult] = {}
+    for hid in targets:
+        plan = plans[hid]
+        prim = primary_full[primary_full["hypothesis_id"] == hid].reset_index(drop=True)
+        sign = _shift_sign(plan, float(prim["estimate"].iloc[0]))
+        level = plan.contrast.treatment_level
+        note = f"sensitivity analysis {sa.name!r}: {sa.description}"
+        try:
+            df, _, _, plan_fit = _select(plan, study)
+            joined, _ = _windowed(plan_fit, study)
+            observed, missing = _missing_cells(plan_fit, df, joined)
+            model = ImputationModel(
+                outcome=plan.model.outcome,
+                terms=tuple(plan_fit.model.terms),
+                random=tuple(plan_fit.model.random),
+                levels={k: tuple(v) for k, v in plan_fit.model.levels.items()},
+            )
+            shifted = (missing[plan.contrast.treatment_variable].astype(str) == level).to_numpy()
+            res = delta_adjusted_analysis(
+                observed,
+                missing,
+                model=model,
+                shifted=shifted,
+                deltas=[sign * d + 0.0 for d in spec.deltas],  # + 0.0: no -0,
+                analyse=_complete_data_analysis(plan_fit),
+                imputations=spec.imputations,
+                seed=spec.seed,
+            )
+        except ModelError as exc:
+            msg = f"delta-adjusted imputation not possible: {exc}"
+            logger.warning("hypothesis %s: %s", hid, msg)
+            for _, r in prim.iterrows():
+                rows.append(_failed_mi_row(r, sa, f"{note}; {msg}"))
+            continue
+        results[hid] = res
+        what = (
+            f"{res.n_imputed} missing post-infusion {plan.model.outcome} values imputed under "
+            f"MAR ({res.n_shifted} in {level} periods shifted by "
+            f"{'-' if sign < 0 else '+'}delta, against the claim), {res.imputations} "
+            f"imputations, seed {res.seed}"
+            if res.n_imputed
+            else "no missing post-infusion outcome: the primary analysis, unchanged"
+        )
+        rows.extend(_delta_rows(plan, prim, res, primary_full, plans, sa, f"{note}; {what}"))
+    return pd.DataFrame(rows, columns=HYPOTHESIS_COLUMNS), results
+
+
+def _failed_mi_row(primary: pd.Series, sa: SensitivityAnalysis, msg: str) -> dict[str, Any]:
+    row = primary[HYPOTHESIS_COLUMNS].to_dict()
+    for k in ("estimate", "std_error", "df", "statistic", "conf_low", "conf_high", "p_value"):
+        row[k] = math.nan
+    row.update(
+        analysis=sa.name,
+        p_adjusted=math.nan,
+        effect_size=math.nan,
+        effect_size_definition="",
+        verdict="inconclusive",
+        claim_verdict="",
+        converged=False,
+        warnings=msg,
+    )
+    return row
+
+
+def _delta_rows(
+    plan: HypothesisPlan,
+    prim: pd.DataFrame,
+    res: DeltaAdjustedResult,
+    primary_full: pd.DataFrame,
+    plans: dict[str, HypothesisPlan],
+    sa: SensitivityAnalysis,
+    note: str,
+) -> list[dict[str, Any]]:
+    """The rows of one hypothesis: each shift's pooled contrasts, tested as the primary, with
+    the verdict the hypothesis would get with this result (the rest of its multiplicity family
+    as in the primary analysis), and the tipping point."""
+    alt, level = plan.test.alternative, plan.test.conf_level
+    out: list[dict[str, Any]] = []
+    family = primary_full[primary_full["multiplicity_family"] == plan.multiplicity_family]
+    by_delta = []
+    for delta, tab in res.table.groupby("delta", sort=False):
+        tab = tab.sort_values("contrast")
+        est = tab["estimate"].to_numpy(dtype=float)
+        se = tab["std_error"].to_numpy(dtype=float)
+        dfs = tab["df"].to_numpy(dtype=float)
+        stat, p = wald_test(est, se, dfs, alt)
+        lo, hi = confidence_interval(est, se, dfs, level, "two-sided")
+        if plan.test.scale in RATIO_SCALES:  # pragma: no cover - Gaussian outcomes only
+            raise ProtocolError("delta-adjusted imputation is for Gaussian outcomes")
+        fam = family.copy()
+        mine = fam.index[fam["hypothesis_id"] == plan.id]
+        fam.loc[mine, "estimate"] = est
+        fam.loc[mine, "std_error"] = se
+        fam.loc[mine, "df"] = dfs
+        fam.loc[mine, "statistic"] = stat
+        fam.loc[mine, "p_value"] = p
+        fam.loc[mine, "conf_low"] = lo
+        fam.loc[mine, "conf_high"] = hi
+        fam.loc[mine, "_usable"] = np.isfinite(p)
+        fam = _adjust(fam, plans)
+        adj = adjusted_intervals(fam).set_index(fam.index)
+        verdicts = [
+            plan.verdict.apply(
+                p_adjusted=fam.at[i, "p_adjusted"],
+                conf_low=adj.at[i, "conf_low_adjusted"],
+                conf_high=adj.at[i, "conf_high_adjusted"],
+                usable=bool(fam.at[i, "_usable"]),
+            )
+            for i in mine
+        ]
+        by_delta.append((float(delta), fam.loc[mine], verdicts, tab))
+    m = int(res.table["m"].max())
+    df_method = (
+        f"Rubin's rules, Barnard-Rubin df ({m} imputations; complete data: "
+        f"{prim['df_method'].iloc[0]})"
+        if res.n_imputed
+        else str(prim["df_method"].iloc[0])
+    )
+    for j, (_, p_row) in enumerate(prim.iterrows()):
+        grid = [d for d, *_ in by_delta]
+        verdicts = [v[j] for _, _, v, _ in by_delta]
+        tip, tip_verdict = tipping_point(grid, verdicts, str(p_row["verdict"]))
+        span = f"{abs(grid[0]):g} to {abs(grid[-1]):g}"
+        tipping = (
+            f"tipping point: shift {tip:+g} ({p_row['verdict']} -> {tip_verdict})"
+            if tip is not None
+            else f"no tipping point within the grid (shifts {span}; verdict {p_row['verdict']})"
+        )
+        for delta, fam_rows, vs, _ in by_delta:
+            r = fam_rows.iloc[j]
+            label = (
+                f"{p_row['contrast']}; imputed {plan.contrast.treatment_level} values {delta:+g}"
+            )
+            if tip is not None and delta == tip:
+                label += " (tipping point)"
+            elif tip is None and delta == grid[-1]:
+                label += " (no tipping point within the grid)"
+            row = p_row[HYPOTHESIS_COLUMNS].to_dict()
+            row.update(
+                analysis=sa.name,
+                contrast=label,
+                estimate=r["estimate"],
+                std_error=r["std_error"],
+                df=r["df"],
+                df_method=df_method,
+                statistic=r["statistic"],
+                conf_low=r["conf_low"],
+                conf_high=r["conf_high"],
+                p_value=r["p_value"],
+                p_adjusted=r["p_adjusted"],
+                effect_size=math.nan,
+                effect_size_definition="none: a delta-adjusted multiple-imputation analysis",
+                verdict=vs[j],
+                claim_verdict="",
+                converged=True,
+                singular=False,
+                warnings=f"{note}; {tipping}",
+            )
+            out.append(row)
+    return out
 
 
 def _is_simulated(study: Any) -> bool:

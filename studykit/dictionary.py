@@ -319,12 +319,12 @@ class DataDictionary:
     def _table(self, table: str) -> dict[str, Variable]:
         try:
             return self._by_table[table]
-        except KeyError:
+        except KeyError as exc:
             raise DictionaryError(
                 f"Unknown table {table!r}. The data dictionary ({self.source}) defines the "
                 f"tables {', '.join(self.tables)}; use one of these or add the table's "
                 "variables to the dictionary."
-            ) from None
+            ) from exc
 
     def variables(self, table: str) -> list[Variable]:
         """The variables of ``table`` in dictionary order.
@@ -352,13 +352,13 @@ class DataDictionary:
         variables = self._table(table)
         try:
             return variables[name]
-        except KeyError:
+        except KeyError as exc:
             close = [n for n in variables if n.lower() == name.lower()]
             hint = f" Did you mean {close[0]!r}?" if close else ""
             raise DictionaryError(
                 f"Table {table!r} has no variable {name!r} in the data dictionary "
                 f"({self.source}).{hint} Its variables: {_cap(list(variables), 30)}."
-            ) from None
+            ) from exc
 
     def __contains__(self, item: object) -> bool:
         if isinstance(item, tuple) and len(item) == 2:
@@ -459,7 +459,7 @@ def load_dictionary(path: str | Path | None = None) -> DataDictionary:
             raise InputError(
                 f"Data dictionary {p} is not UTF-8 text ({exc.reason} at byte {exc.start}). "
                 "Save it as 'CSV UTF-8' and try again."
-            ) from None
+            ) from exc
     if not text.strip():
         raise DictionaryError(
             f"Data dictionary {source} is empty; it needs a header line with at least the "

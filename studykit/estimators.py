@@ -69,6 +69,10 @@ import numpy as np
 import pandas as pd
 
 from studykit.errors import ModelError
+from studykit.models.emmeans import did_matrix, emmeans_matrix
+from studykit.models.glmm import fit_glmm
+from studykit.models.inference import contrast_table
+from studykit.models.lmm import fit_lmm
 from studykit.models.random_effects import RandomEffect
 
 __all__ = [
@@ -446,14 +450,10 @@ def fit_prepared(prep: PreparedModel, *, nagq: int = 1) -> Any:
     """Fit the prepared model with the studykit engine (``fit_lmm`` or ``fit_glmm``); the
     result's ``formula`` is the estimator's model (:meth:`PreparedModel.formula`)."""
     if prep.family == _GAUSSIAN:
-        from studykit.models.lmm import fit_lmm
-
         fit: Any = fit_lmm(
             prep.data, prep.outcome, prep.fixed, random=prep.random, levels=prep.levels
         )
     else:
-        from studykit.models.glmm import fit_glmm
-
         fit = fit_glmm(
             prep.data,
             prep.outcome,
@@ -475,8 +475,6 @@ def contrast_matrix(fit: Any, prep: PreparedModel, spec: CrossoverSpec) -> np.nd
     (averaged over period and, where present, at the covariates' means: no interaction, so
     their values do not matter). ``coefficients``: the named coefficients with their weights.
     """
-    from studykit.models.emmeans import did_matrix, emmeans_matrix
-
     cols = list(fit.columns)
     kind = prep.contrast["type"]
     ref, act = (str(x) for x in spec.treatment_levels)
@@ -548,8 +546,6 @@ def estimate(
     >>> r.table[["estimator", "term", "df_method", "alternative"]].values.tolist()
     [['clda', 'ketamine-placebo at post1', 'satterthwaite', 'two-sided']]
     """
-    from studykit.models.inference import contrast_table
-
     prep = prepare(data, estimator, spec)
     fit = fit_prepared(prep, nagq=nagq)
     L = contrast_matrix(fit, prep, spec)

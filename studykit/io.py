@@ -119,7 +119,7 @@ def read_table(path: str | Path, *, sheet: str | int | None = None) -> pd.DataFr
         with p.open("rb") as f:
             head = f.read(8)
     except OSError as exc:
-        raise InputError(f"Cannot open {p}: {exc.strerror}. Check its permissions.") from None
+        raise InputError(f"Cannot open {p}: {exc.strerror}. Check its permissions.") from exc
     suffix = p.suffix.lower()
     if suffix == ".xls":
         raise InputError(
@@ -550,7 +550,7 @@ def _read_parquet(p: Path) -> pd.DataFrame:
         raise InputError(
             f"{p} cannot be read as a Parquet file ({type(exc).__name__}: {exc}). Check that it "
             "is Parquet, or export the table as CSV UTF-8."
-        ) from None
+        ) from exc
     if len(data.columns) == 0:
         raise InputError(f"{p} has no columns.")
     names = [str(c).strip() for c in data.columns]

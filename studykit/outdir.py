@@ -144,12 +144,12 @@ class StagedOutput:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        except BlockingIOError as exc:
             os.close(fd)
             raise InputError(
                 f"another 'studykit run' is writing to {str(self.out)!r} (lock {path} is held). "
                 "Wait for it to finish, or choose another --out."
-            ) from None
+            ) from exc
         # the lock file may have been removed (and re-created) by a run that just finished
         try:
             same = os.fstat(fd).st_ino == os.stat(path).st_ino

@@ -396,7 +396,7 @@ def _run_stages(
             detail = fn()
         except StudykitError as exc:
             failed()
-            raise _stage_error(stage, exc, where) from None
+            raise _stage_error(stage, exc, where) from exc
         except OSError as exc:
             failed()
             if exc.errno not in USER_FIXABLE_ERRNOS:

@@ -21,7 +21,6 @@ The HTML is rendered with jinja2 with autoescaping on; tables arrive as display 
 from __future__ import annotations
 
 import base64
-import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -809,7 +808,8 @@ def results_sections(
         Figure name -> :class:`ReportFigure`: those of :func:`draw_report_figures` and the
         run's others (``trajectories_*``, ``emmeans``, ``hypnograms``, ``sleepiness``).
     protocol : Protocol, optional
-        For the amendment log (``protocol.amendments``) when it has one.
+        For the amendment log (``protocol.amendments``: version, date, changes, rationale,
+        the replaced version, its archived file and SHA-256) when it has one.
     manifest : mapping, optional
         Reproducibility summary (versions, command, seeds, git commit ...).
     labels : mapping, optional
@@ -997,21 +997,26 @@ def results_sections(
             subsections=subs,
         )
     )
-    amendments = getattr(protocol, "amendments", None)
+    amendments = protocol.amendments if protocol is not None else ()
     if amendments:
         rows_a = [
-            dataclasses.asdict(a)
-            if dataclasses.is_dataclass(a) and not isinstance(a, type)
-            else dict(a)
-            if isinstance(a, Mapping)
-            else {"amendment": str(a)}
+            {
+                "version": a.version,
+                "date": a.date,
+                "changes": " ".join(f"({i}) {c}" for i, c in enumerate(a.changes, 1)),
+                "rationale": a.rationale,
+                "replaces": f"version {a.replaces_version} ({a.replaces_file})",
+                "replaced SHA-256": a.replaces_sha256,
+            }
             for a in amendments
         ]
         sections.append(
             Section(
                 "amendments",
                 "Protocol amendments",
-                "Changes to the pre-registered protocol, as logged in the protocol file.",
+                f"Changes to the pre-registered protocol, as logged in the protocol file (now "
+                f"version {protocol.version}); each replaced version is archived and its "
+                "SHA-256 was checked when the protocol was loaded.",
                 tables=[_display("amendments", "", pd.DataFrame(rows_a))],
             )
         )

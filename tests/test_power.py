@@ -13,6 +13,7 @@ Reference numbers (copied here, tests never read shared/):
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from studykit.cli import main
 from studykit.errors import InputError, ProtocolError
 from studykit.models.design import build_design
 from studykit.models.inference import wald_test
+from studykit.models.random_effects import RandomEffect
 from studykit.power import (
     TRIAL_SIM_EXAMPLE,
     design_from_dict,
@@ -34,6 +36,7 @@ from studykit.power import (
     simulate_replicate,
 )
 from studykit.power.core import adjust_pvalues_matrix, binomial_ci
+from studykit.power.engine import _engine_fit
 from studykit.power.simulate import replicate_rng
 from studykit.power.spec import Layout
 from studykit.protocol import load_protocol
@@ -119,8 +122,8 @@ def _oracle_replicates(spec, n, reps, seed):
     for rep in range(reps):
         df = simulate_replicate(design, n, seed=seed, rep=rep).dropna(subset=[hyp.outcome])
         d = build_design(df, list(hyp.fixed), levels={k: list(v) for k, v in hyp.levels.items()})
-        groups = [pd.factorize(df[g.split(":")].astype(str).agg(":".join, axis=1))[0]
-                  for g, _ in hyp.random]  # fmt: skip
+        groups = [pd.factorize(df[r.group.split(":")].astype(str).agg(":".join, axis=1))[0]
+                  for r in hyp.random]  # fmt: skip
         y = df[hyp.outcome].to_numpy(float)
         if len(groups) == 1:
             fit = fit_random_intercept(y, d.X, groups[0])
@@ -297,6 +300,60 @@ def test_crossover_template_and_group_sizes():
     assert Layout().group_sizes(41) == [21, 20]
 
 
+def test_protocol_random_effects_reach_power_as_the_one_type():
+    """The protocol's RandomEffect terms reach the power engine unchanged, ``||`` included
+    (the (group, terms) tuples power used to pass dropped ``correlated``)."""
+    proto = load_protocol(PROTOCOL)
+    uncorrelated = (RandomEffect("participant_id", ("1", "night_index"), correlated=False),)
+    proto = dataclasses.replace(
+        proto,
+        hypotheses=tuple(
+            dataclasses.replace(h, random=uncorrelated) if h.id == "H1" else h
+            for h in proto.hypotheses
+        ),
+    )
+    design = design_from_protocol(proto, EFFECTS, hypotheses=["H1"])
+    (h1,) = design.hypotheses
+    assert h1.random == uncorrelated
+    fit = _engine_fit(h1)(simulate_replicate(design, 12, seed=1))
+    vc = fit.varcorr()
+    # lme4's (1 + night_index || participant_id): two variances, no correlation row
+    assert vc["var2"].isna().all() and len(vc) == 3
+
+
+def test_power_design_random_terms_from_yaml_keep_correlated():
+    spec = copy.deepcopy(TRIAL_SIM_EXAMPLE)
+    spec["hypotheses"][0]["random"] = [
+        {"group": "participant_id", "slopes": ["night_index"], "correlated": False}
+    ]
+    (h,) = design_from_dict(spec).hypotheses
+    assert [r.label for r in h.random] == ["(1 + night_index || participant_id)"]
+    spec["hypotheses"][0]["random"] = [{"group": "participant_id", "slope": ["night_index"]}]
+    with pytest.raises(ProtocolError, match="unknown key"):
+        design_from_dict(spec)
+    spec["hypotheses"][0]["random"] = ["participant id"]
+    with pytest.raises(ProtocolError, match="not a column name"):
+        design_from_dict(spec)
+
+
+def test_did_weights_come_from_the_reference_grid():
+    """The DiD weights are emmeans' (models.emmeans.did_matrix), whatever the coding: with
+    post2 as the model's reference night, ketamine's change from baseline to post1 is
+    ketamine:post1 - ketamine:baseline (hand derivation in treatment coding), not the one
+    interaction column a name-built contrast assumed."""
+    spec = copy.deepcopy(TRIAL_SIM_EXAMPLE)
+    spec["hypotheses"][0]["levels"] = {"night": ["post2", "baseline", "post1"]}
+    (h,) = design_from_dict(spec).hypotheses
+    assert h.contrasts[0][1] == {
+        "treatmentketamine:nightbaseline": -1.0,
+        "treatmentketamine:nightpost1": 1.0,
+    }
+    spec = copy.deepcopy(TRIAL_SIM_EXAMPLE)
+    spec["hypotheses"][0]["fixed"] = ["treatment", "night"]
+    with pytest.raises(ProtocolError, match="no treatment x night interaction"):
+        design_from_dict(spec)
+
+
 def test_crossover_power_runs_with_nested_random_effects_spec():
     spec = copy.deepcopy(TRIAL_SIM_EXAMPLE)
     spec["layout"]["design"] = "crossover"
@@ -395,7 +452,7 @@ def test_bad_specs_raise_helpful_errors():
         design_from_dict(spec)
     spec = copy.deepcopy(TRIAL_SIM_EXAMPLE)
     spec["hypotheses"][0]["direction"] = "up"
-    with pytest.raises(ProtocolError, match="expected one of greater, less, two-sided"):
+    with pytest.raises(ProtocolError, match="expected one of two-sided, greater, less"):
         design_from_dict(spec)
     with pytest.raises(InputError, match="integers >= 4"):
         power_analysis(TRIAL_SIM_EXAMPLE, n=[2], reps=1, progress=False)

@@ -390,8 +390,8 @@ def test_sensitivity_rows_and_amendment_log_get_their_sections(demo):
     """Rows whose `analysis` column names a sensitivity analysis, and a protocol amendment
     log, each get a section (shown only when present)."""
     import dataclasses
-    from types import SimpleNamespace
 
+    from studykit.protocol import load_protocol
     from studykit.report import results_sections
 
     a = demo.analysis
@@ -402,10 +402,9 @@ def test_sensitivity_rows_and_amendment_log_get_their_sections(demo):
         analysis="per_protocol (sensitivity)", estimate=h["estimate"].head(2) + 1
     )
     with_sens = dataclasses.replace(a, hypotheses=pd.concat([primary, sens], ignore_index=True))
-    log = [{"version": "1.1", "date": "2026-02-01", "change": "day7 night dropped"}]
-    sections = results_sections(
-        analysis=with_sens, tables={}, figures={}, protocol=SimpleNamespace(amendments=log)
-    )
+    # a protocol with an amendment log (fixture: two amendments, archived versions beside it)
+    amended = load_protocol(ROOT / "tests/data/protocols/amendments/trial_v1.2.yaml")
+    sections = results_sections(analysis=with_sens, tables={}, figures={}, protocol=amended)
     by_id = {s.id: s for s in sections}
     shown = by_id["sensitivity"].tables[0].display
     assert len(shown) == 2 and set(shown["analysis"]) == {"per_protocol (sensitivity)"}
@@ -413,8 +412,16 @@ def test_sensitivity_rows_and_amendment_log_get_their_sections(demo):
     n_conf = int((h["multiplicity_family"] == "confirmatory").sum())
     assert len(by_id["confirmatory"].tables[0].display) == n_conf
     amend = by_id["amendments"].tables[0].display
-    assert amend.to_dict("records") == [
-        {"version": "1.1", "date": "2026-02-01", "change": "day7 night dropped"}
+    a11, a12 = amended.amendments
+    assert amend["version"].tolist() == ["1.1", "1.2"]
+    assert amend["date"].tolist() == ["2026-02-01", "2026-03-01"]
+    assert amend["changes"].tolist() == [f"(1) {a11.changes[0]}", f"(1) {a12.changes[0]}"]
+    assert amend["rationale"].tolist() == [a11.rationale, a12.rationale]
+    assert amend["replaces"].tolist() == [
+        "version 1.0 (archive/trial_v1.0.yaml)",
+        "version 1.1 (archive/trial_v1.1.yaml)",
     ]
+    assert amend["replaced SHA-256"].tolist() == [a11.replaces_sha256, a12.replaces_sha256]
+    assert "now version 1.2" in by_id["amendments"].intro
     page = render_report(title="t", sections=sections, simulated=True)
     assert '<section id="sensitivity">' in page and '<section id="amendments">' in page

@@ -1,10 +1,13 @@
 """The ``studykit`` command line: thin wrappers over library calls.
 
-Each subcommand lives in its own module of this package and exposes ``register(subparsers)``,
-which adds its parser and sets ``handler`` (a function ``args -> int``). Exit codes: 0
-success, 2 invalid input (any :class:`~studykit.errors.StudykitError`), 130 interrupted
-(Ctrl-C: one line saying what was left, no traceback; what the command had written is
-removed, :class:`~studykit.outdir.OutputGuard`), 1 anything else.
+Each subcommand lives in its own module of this package, ``studykit.cli.<name>``, which
+imports what it needs at its top and exposes ``register(parser)``: it adds the subcommand's
+arguments to ``parser`` and sets ``handler`` (a function ``args -> int``). The dispatcher
+imports only the module of the subcommand being run (:func:`build_parser`): the one
+deliberately lazy import of studykit, so that ``studykit --help`` loads no analysis code.
+Exit codes: 0 success, 2 invalid input (any :class:`~studykit.errors.StudykitError`), 130
+interrupted (Ctrl-C: one line saying what was left, no traceback; what the command had
+written is removed, :class:`~studykit.outdir.OutputGuard`), 1 anything else.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from studykit import __version__
 from studykit.errors import StudykitError
 from studykit.outdir import OutputGuard
 
-__all__ = ["main", "build_parser", "EXIT_INTERRUPTED", "OUTPUT_OPTIONS"]
+__all__ = ["main", "build_parser", "COMMANDS", "EXIT_INTERRUPTED", "OUTPUT_OPTIONS"]
 
 #: Exit code after Ctrl-C (128 + SIGINT, as shells report it).
 EXIT_INTERRUPTED = 130
@@ -28,22 +31,32 @@ EXIT_INTERRUPTED = 130
 #: partial output under them is removed.
 OUTPUT_OPTIONS = ("output", "out", "report", "csv")
 
-#: Subcommand modules, in the order ``--help`` lists them.
-COMMANDS = (
-    "validate",
-    "derive",
-    "simulate",
-    "fit",
-    "run",
-    "verify",
-    "power",
-    "dictionary",
-    "redcap",
-)
+#: Subcommands, in the order ``--help`` lists them, with their one-line help.
+COMMANDS: dict[str, str] = {
+    "validate": "check data files against the data dictionary",
+    "derive": "derive per-night sleep statistics from hypnogram files",
+    "simulate": "write the simulated demo study (placebo-controlled ketamine sleep trial)",
+    "fit": "fit a protocol's hypotheses to a study and print the results table",
+    "run": "run a protocol's analysis: tables, figures, report, manifest",
+    "verify": "check a results folder against its manifest and a fresh re-run",
+    "power": "power and sample size by simulation (refits the pre-specified analysis)",
+    "dictionary": "check the data dictionary; REDCap import/export; Table Schema",
+    "redcap": "import a REDCap longitudinal export as study tables; export a study to REDCap",
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Build the top-level parser with every subcommand registered."""
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The top-level parser; ``command``'s module is imported and its arguments registered.
+
+    Every subcommand is listed (with its help line); only ``command`` (``None``: none) gets
+    its arguments, so only that subcommand's module, and what it imports, is loaded.
+
+    Examples
+    --------
+    >>> parser = build_parser("verify")
+    >>> parser.parse_args(["verify", "results"]).results
+    'results'
+    """
     parser = argparse.ArgumentParser(
         prog="studykit",
         description="Pre-registered, reproducible analysis of sleep studies.",
@@ -53,16 +66,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--debug", action="store_true", help="show the Python traceback of unexpected errors"
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMANDS:
-        module = importlib.import_module(f"studykit.cli.{name}")
-        module.register(sub)
+    for name, help_line in COMMANDS.items():
+        p = sub.add_parser(name, help=help_line, description=help_line)
+        if name == command:
+            # the one lazy import: the subcommand being run, by name
+            importlib.import_module(f"studykit.cli.{name}").register(p)
     return parser
+
+
+def _command(argv: Sequence[str]) -> str | None:
+    """The subcommand named in ``argv``: its first word that is not an option."""
+    for word in argv:
+        if not word.startswith("-"):
+            return word if word in COMMANDS else None
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        parser = build_parser()
+        parser = build_parser(_command(argv))
         args = parser.parse_args(argv)
     except KeyboardInterrupt:
         print("studykit: interrupted; no results were written", file=sys.stderr)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from studykit.cli import options
 from studykit.errors import HypnogramError, InputError, ValidationError
 from studykit.hypnogram.derive import DeriveOptions, derive_nights
 from studykit.hypnogram.readers import MAX_NIGHT_HOURS
@@ -26,22 +27,18 @@ logger = logging.getLogger(__name__)
 __all__ = ["register", "handle"]
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "derive",
-        help="derive per-night sleep statistics from hypnogram files",
-        description=(
-            "Read hypnogram files (.csv .tsv .txt .edf .xml, any names) and write one row of "
-            "sleep statistics per recording (columns of the data dictionary's 'nights' "
-            "table, plus recording_id, file, identity and lights). A file's identity comes "
-            "from the recordings table (--recordings, or recordings.csv in the folder), "
-            "else --pattern, else the names {participant_id}_p{period}_{night}, NSRR "
-            "(shhs1-200001-nsrr.xml) and Sleep-EDF (SC4001EC-Hypnogram.edf), else its stem. "
-            "Lights off / on come from the file, else the recordings table, else --lights; "
-            "lights_source says which. Problems are listed on stderr and in "
-            "<output stem>_problems.csv; the exit code is 2 if any file could not be read "
-            "(unless --allow-problems)."
-        ),
+def register(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Read hypnogram files (.csv .tsv .txt .edf .xml, any names) and write one row of "
+        "sleep statistics per recording (columns of the data dictionary's 'nights' "
+        "table, plus recording_id, file, identity and lights). A file's identity comes "
+        "from the recordings table (--recordings, or recordings.csv in the folder), "
+        "else --pattern, else the names {participant_id}_p{period}_{night}, NSRR "
+        "(shhs1-200001-nsrr.xml) and Sleep-EDF (SC4001EC-Hypnogram.edf), else its stem. "
+        "Lights off / on come from the file, else the recordings table, else --lights; "
+        "lights_source says which. Problems are listed on stderr and in "
+        "<output stem>_problems.csv; the exit code is 2 if any file could not be read "
+        "(unless --allow-problems)."
     )
     p.add_argument("paths", nargs="+", metavar="HYPNOGRAM_FILES_OR_DIR")
     p.add_argument("-o", "--output", required=True, type=Path, help="output CSV (per night)")
@@ -108,17 +105,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             "file does not give it), e.g. the study's nights.csv"
         ),
     )
-    p.add_argument(
-        "--jobs",
-        type=int,
-        default=1,
-        help="local worker processes (joblib; -1: one per core). Output identical for any N",
-    )
-    p.add_argument(
-        "--scheduler",
-        metavar="ADDRESS",
-        help="Dask distributed scheduler address (tcp://host:8786): run on its workers",
-    )
+    options.parallel(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument(
         "--allow-problems",

@@ -11,6 +11,7 @@ import json
 import sys
 from pathlib import Path
 
+from studykit.cli import options
 from studykit.dictionary import load_dictionary
 from studykit.errors import InputError
 from studykit.redcap.design import EVENT_TABLES, design_events
@@ -20,13 +21,9 @@ from studykit.schema import table_schema
 __all__ = ["register", "handle"]
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(p: argparse.ArgumentParser) -> None:
     """Add the ``dictionary`` subcommand and its own subcommands."""
-    p = sub.add_parser(
-        "dictionary",
-        help="check the data dictionary; REDCap import/export; Table Schema",
-        description="Check the data dictionary and convert it to and from REDCap and Frictionless.",
-    )
+    p.description = "Check the data dictionary and convert it to and from REDCap and Frictionless."
     p.set_defaults(handler=handle, dict_command=None)
     dsub = p.add_subparsers(dest="dict_command", metavar="ACTION")
 
@@ -44,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     e.add_argument("out", metavar="OUT.csv")
-    e.add_argument("--dictionary", metavar="PATH", help="data dictionary CSV (default: packaged)")
+    options.dictionary(e)
     e.add_argument(
         "--tables",
         nargs="+",
@@ -63,11 +60,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     i.add_argument(
         "-o", "--output", required=True, metavar="OUT.csv", help="data dictionary to write"
     )
-    i.add_argument("--force", action="store_true", help="overwrite OUT.csv if it exists")
+    options.force(i, "OUT.csv if it exists")
 
     s = dsub.add_parser("schema", help="print (or write) the Frictionless Table Schema of a table")
     s.add_argument("table")
-    s.add_argument("--dictionary", metavar="PATH", help="data dictionary CSV (default: packaged)")
+    options.dictionary(s)
     s.add_argument(
         "-o", "--output", metavar="OUT.json", help="write to this file instead of stdout"
     )

@@ -8,22 +8,21 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+from studykit.analysis import run_analysis
+from studykit.cli import options
 from studykit.errors import InputError
-from studykit.validate import OUTCOME_SOURCES, load_study
+from studykit.protocol import load_protocol
+from studykit.validate import load_study
 
 __all__ = ["register", "handle", "format_results", "WIDTH"]
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(p: argparse.ArgumentParser) -> None:
     """Add the ``fit`` subcommand."""
-    p = sub.add_parser(
-        "fit",
-        help="fit a protocol's hypotheses to a study and print the results table",
-        description=(
-            "Load a pre-registered protocol (YAML) and a study directory, fit every hypothesis "
-            "(mixed models, pre-specified contrasts, multiplicity adjustment, verdict rules) "
-            "and print the results. Exit 0 on success, 2 on invalid input."
-        ),
+    p.description = (
+        "Load a pre-registered protocol (YAML) and a study directory, fit every hypothesis "
+        "(mixed models, pre-specified contrasts, multiplicity adjustment, verdict rules) "
+        "and print the results. Exit 0 on success, 2 on invalid input."
     )
     p.add_argument("protocol", help="protocol YAML file, e.g. protocols/ketamine_sleep.yaml")
     p.add_argument("--data", required=True, metavar="DIR", help="study directory (load_study)")
@@ -39,25 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="sensitivity analysis: use this analysis set of the protocol (e.g. per_protocol) "
         "for every hypothesis",
     )
-    p.add_argument(
-        "--outcomes",
-        choices=OUTCOME_SOURCES,
-        default=OUTCOME_SOURCES[0],
-        help="per-night outcomes analysed: recomputed from the hypnograms (default) or as "
-        "typed in nights.csv; typed values that differ are listed either way",
-    )
+    options.outcomes(p)
     p.add_argument("--csv", metavar="FILE", help="also write the full results table as CSV")
     p.set_defaults(handler=handle)
-
-
-def _load_protocol(path: str) -> Any:
-    from studykit.protocol import load_protocol
-
-    return load_protocol(path)
-
-
-def _load_study(directory: str, outcomes: str) -> Any:
-    return load_study(directory, outcomes=outcomes)
 
 
 def _outcome_source(study: Any) -> str:
@@ -233,8 +216,6 @@ def format_results(results: Any) -> str:
 
 def handle(args: argparse.Namespace) -> int:
     """Run ``studykit fit``."""
-    from studykit.analysis import run_analysis
-
     data = Path(args.data)
     if not data.is_dir():
         raise InputError(
@@ -242,8 +223,8 @@ def handle(args: argparse.Namespace) -> int:
             "roster.csv, periods.csv, nights.csv, diary.csv), e.g. the output of "
             "'studykit simulate'."
         )
-    protocol = _load_protocol(args.protocol)
-    study = _load_study(str(data), args.outcomes)
+    protocol = load_protocol(args.protocol)
+    study = load_study(data, outcomes=args.outcomes)
     # run_analysis holds back the models' per-fit log lines; the summary below says each
     # warning once, with the hypotheses it concerns
     results = run_analysis(

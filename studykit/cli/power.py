@@ -7,7 +7,12 @@ import logging
 import os
 import sys
 
+from studykit.cli import options
 from studykit.errors import InputError
+from studykit.power import power_analysis
+from studykit.power.compare import compare_estimators_by_simulation
+from studykit.power.core import DEFAULT_SEED
+from studykit.power.samplesize import find_sample_size
 
 __all__ = ["register", "handle"]
 
@@ -32,27 +37,23 @@ examples:
 def _int_list(text: str) -> list[int]:
     try:
         values = [int(v) for v in text.replace(" ", "").split(",") if v]
-    except ValueError:
+    except ValueError as exc:
         raise argparse.ArgumentTypeError(
             f"expected comma-separated integers such as 20,30,40; got {text!r}"
-        ) from None
+        ) from exc
     if not values:
         raise argparse.ArgumentTypeError("give at least one sample size")
     return values
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(p: argparse.ArgumentParser) -> None:
     """Add the ``power`` subcommand."""
-    p = sub.add_parser(
-        "power",
-        help="power and sample size by simulation (refits the pre-specified analysis)",
-        description=(
-            "Simulate the study at each sample size, refit each pre-specified model, apply the "
-            "multiplicity adjustment and report power with Monte Carlo SE and 95% CI."
-        ),
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    p.description = (
+        "Simulate the study at each sample size, refit each pre-specified model, apply the "
+        "multiplicity adjustment and report power with Monte Carlo SE and 95% CI."
     )
+    p.epilog = EPILOG
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.add_argument("protocol", metavar="PROTOCOL", help="protocol YAML or power design YAML")
     p.add_argument("--n", type=_int_list, default=[20, 30, 40, 60], metavar="N1,N2,...",
                    help="total participants per scenario (default 20,30,40,60)")  # fmt: skip
@@ -63,11 +64,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pilot", metavar="PATH",
                    help="pilot data (a CSV, or a study directory with nights.csv) to fit the truth from")  # fmt: skip
     p.add_argument("--hypotheses", metavar="ID,...", help="only these hypothesis ids")
-    p.add_argument("--jobs", type=int, default=1, help="local worker processes (-1 = all cores)")
-    p.add_argument(
-        "--scheduler", metavar="ADDR", help="Dask scheduler address, e.g. tcp://host:8786"
-    )
-    p.add_argument("--seed", type=int, default=20261125, help="random seed (default 20261125)")
+    options.parallel(p)
+    options.seed(p, DEFAULT_SEED, "the simulation (each replicate has its own stream)")
     p.add_argument("--engine", choices=["studykit"], default="studykit",
                    help="per-replicate analysis engine (default studykit: the analysis engine)")  # fmt: skip
     p.add_argument(
@@ -90,8 +88,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     """Run the simulation and write ``power.csv``, ``power.md``, ``power.png``, ``power.svg``."""
-    from studykit.power import power_analysis
-
     if args.reps < 1:
         raise InputError(f"--reps must be a positive integer; got {args.reps}.")
     if args.pilot is not None and not os.path.exists(args.pilot):
@@ -139,8 +135,6 @@ def _estimators(items: list[str]) -> dict[str, str]:
 
 
 def _compare(args: argparse.Namespace, hyps: list[str] | None) -> int:
-    from studykit.power.compare import compare_estimators_by_simulation
-
     res = compare_estimators_by_simulation(
         args.protocol,
         args.effects,
@@ -158,8 +152,6 @@ def _compare(args: argparse.Namespace, hyps: list[str] | None) -> int:
 
 
 def _target(args: argparse.Namespace, hyps: list[str] | None) -> int:
-    from studykit.power.samplesize import find_sample_size
-
     res = find_sample_size(
         args.protocol,
         args.effects,

@@ -13,6 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from studykit.cli import options
 from studykit.dictionary import load_dictionary
 from studykit.errors import InputError
 from studykit.io import read_table
@@ -22,13 +23,9 @@ from studykit.redcap.records import export_records, import_records
 __all__ = ["register", "handle"]
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(p: argparse.ArgumentParser) -> None:
     """Add the ``redcap`` subcommand and its actions."""
-    p = sub.add_parser(
-        "redcap",
-        help="import a REDCap longitudinal export as study tables; export a study to REDCap",
-        description="Move study data between REDCap and studykit's study tables.",
-    )
+    p.description = "Move study data between REDCap and studykit's study tables."
     p.set_defaults(handler=handle, redcap_command=None)
     rsub = p.add_subparsers(dest="redcap_command", metavar="ACTION")
     i = rsub.add_parser(
@@ -55,13 +52,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="DD.csv",
         help="the REDCap project's data dictionary (default: the one studykit exports)",
     )
-    i.add_argument("--dictionary", metavar="PATH", help="data dictionary CSV (default: packaged)")
+    options.dictionary(i)
     i.add_argument(
         "--include-incomplete",
         action="store_true",
         help="also import forms whose status is Incomplete, Unverified or blank",
     )
-    i.add_argument("--force", action="store_true", help="overwrite the tables in DIR")
+    options.force(i, "the tables in DIR")
     e = rsub.add_parser(
         "export",
         help="study tables -> a REDCap record import file (CSV)",
@@ -70,8 +67,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     e.add_argument("study", metavar="STUDY_DIR")
     e.add_argument("--out", required=True, metavar="records.csv")
-    e.add_argument("--dictionary", metavar="PATH", help="data dictionary CSV (default: packaged)")
-    e.add_argument("--force", action="store_true", help="overwrite OUT if it exists")
+    options.dictionary(e)
+    options.force(e, "OUT if it exists")
 
 
 def handle(args: argparse.Namespace) -> int:

@@ -4,22 +4,20 @@ from __future__ import annotations
 
 import argparse
 
+from studykit.cli import options
+from studykit.pipeline import DEFAULT_SEED, run
 from studykit.validate import OUTCOME_SOURCES
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "run",
-        help="run a protocol's analysis: tables, figures, report, manifest",
-        description=(
-            "Validate the data, derive per-night sleep statistics from the hypnograms, fit "
-            "every pre-registered hypothesis, and write tables (CSV, Markdown, HTML, LaTeX), "
-            "figures (PNG, SVG), a self-contained HTML report and manifest.json to OUT. "
-            "Without --data, the simulated demo study is generated into OUT/data/ and "
-            "analysed (every output is labelled simulated)."
-        ),
-        epilog="Example: studykit run protocols/ketamine_sleep.yaml --out results",
+def register(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Validate the data, derive per-night sleep statistics from the hypnograms, fit "
+        "every pre-registered hypothesis, and write tables (CSV, Markdown, HTML, LaTeX), "
+        "figures (PNG, SVG), a self-contained HTML report and manifest.json to OUT. "
+        "Without --data, the simulated demo study is generated into OUT/data/ and "
+        "analysed (every output is labelled simulated)."
     )
+    p.epilog = "Example: studykit run protocols/ketamine_sleep.yaml --out results"
     p.add_argument("protocol", metavar="PROTOCOL", help="protocol YAML file")
     p.add_argument(
         "--data",
@@ -36,12 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="results folder (default: results). Written beside it first and moved into place "
         "only when the run succeeds; a previous run's results survive a failed run",
     )
-    p.add_argument(
-        "--seed",
-        type=int,
-        default=None,
-        help="seed of the simulated demo study (default: 20261125)",
-    )
+    options.seed(p, DEFAULT_SEED, "the simulated demo study (without --data)")
     p.add_argument(
         "--allow-errors",
         action="store_true",
@@ -49,22 +42,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "left out; recorded in the manifest and the report). Default: a validation error stops "
         "the run (exit 2)",
     )
-    p.add_argument(
-        "--outcomes",
-        choices=OUTCOME_SOURCES,
-        default=OUTCOME_SOURCES[0],
-        help="per-night outcomes analysed: recomputed from the hypnograms (default) or as "
-        "typed in nights.csv; typed values that differ are reported either way",
-    )
+    options.outcomes(p)
     p.add_argument("--quiet", action="store_true", help="do not print per-stage progress")
     p.set_defaults(handler=handle)
 
 
 def handle(args: argparse.Namespace) -> int:
-    # imported here: the pipeline's imports (models, plotting) are only needed by this command
-    from studykit.pipeline import DEFAULT_SEED, run
-
-    seed = DEFAULT_SEED if args.seed is None else args.seed
+    seed = args.seed
     command = ["studykit", "run", args.protocol]
     if args.data is not None:
         command += ["--data", args.data]

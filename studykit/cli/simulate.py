@@ -4,22 +4,21 @@ from __future__ import annotations
 
 import argparse
 
+from studykit.cli import options
+from studykit.simulate import simulate_study, write_study
+
 __all__ = ["register", "handle"]
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(p: argparse.ArgumentParser) -> None:
     """Add the ``simulate`` subcommand."""
-    p = sub.add_parser(
-        "simulate",
-        help="write the simulated demo study (placebo-controlled ketamine sleep trial)",
-        description=(
-            "Simulate a placebo-controlled ketamine sleep study and write it as a study "
-            "directory: README.md (says SIMULATED, the seed and the assumed effects), "
-            "roster.csv, periods.csv, nights.csv, diary.csv and hypnograms/ (CSV, plus a few "
-            "nights as Sleep-EDF EDF+ and NSRR XML). The same seed gives byte-identical files."
-        ),
+    p.description = (
+        "Simulate a placebo-controlled ketamine sleep study and write it as a study "
+        "directory: README.md (says SIMULATED, the seed and the assumed effects), "
+        "roster.csv, periods.csv, nights.csv, diary.csv and hypnograms/ (CSV, plus a few "
+        "nights as Sleep-EDF EDF+ and NSRR XML). The same seed gives byte-identical files."
     )
-    p.add_argument("--seed", type=int, default=20261125, help="random seed (default 20261125)")
+    options.seed(p, 20261125, "the simulated study")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory (new or empty)")
     p.add_argument(
         "--design",
@@ -46,14 +45,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="design nuisances: v1 none (the demo, default); v2 participant x period "
         "variation and a first-night effect (docs/simulate.md)",
     )
-    p.add_argument("--force", action="store_true", help="replace a simulated study already in DIR")
+    options.force(p, "a simulated study already in DIR")
     p.set_defaults(handler=handle)
 
 
 def handle(args: argparse.Namespace) -> int:
     """Simulate and write; print where the study went."""
-    from studykit.simulate import simulate_study, write_study
-
     nights = tuple(n.strip() for n in args.nights.split(",") if n.strip())
     study = simulate_study(
         seed=args.seed,

@@ -14,12 +14,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from studykit.cli import options
 from studykit.dictionary import load_dictionary
 from studykit.errors import InputError
 from studykit.io import read_table
+from studykit.privacy import mask_identifiers, study_identifiers
+from studykit.tables.write import write_csv
 from studykit.validate import (
     ISSUE_COLUMNS,
-    OUTCOME_SOURCES,
     STUDY_TABLES,
     empty_issues,
     hypnogram_keys,
@@ -35,24 +37,20 @@ __all__ = ["register", "handle"]
 _SHOW_ISSUES = 15
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(p: argparse.ArgumentParser) -> None:
     """Add the ``validate`` subcommand."""
-    p = sub.add_parser(
-        "validate",
-        help="check data files against the data dictionary",
-        description=(
-            "Parse every cell of each file against the data dictionary and check ranges, "
-            "codes, unique keys and cross-field rules. A directory is read as a whole study "
-            "(roster, periods, nights, diary, hypnograms/) with the cross-table rules. A "
-            "hypnogram file named {participant_id}_p{period}_{night}.ext is validated as "
-            "table epochs. A file not named after its table is matched by its key and "
-            "columns. Exit code 2 when any error is found (warnings alone: 0)."
-        ),
+    p.description = (
+        "Parse every cell of each file against the data dictionary and check ranges, "
+        "codes, unique keys and cross-field rules. A directory is read as a whole study "
+        "(roster, periods, nights, diary, hypnograms/) with the cross-table rules. A "
+        "hypnogram file named {participant_id}_p{period}_{night}.ext is validated as "
+        "table epochs. A file not named after its table is matched by its key and "
+        "columns. Exit code 2 when any error is found (warnings alone: 0)."
     )
     p.add_argument(
         "files", nargs="+", metavar="FILE", help="CSV/TSV/XLSX/Parquet files or a study directory"
     )
-    p.add_argument("--dictionary", metavar="PATH", help="data dictionary CSV (default: packaged)")
+    options.dictionary(p)
     p.add_argument(
         "--table",
         metavar="NAME",
@@ -63,13 +61,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="the study has no diary table (default: a missing diary.csv is an error)",
     )
-    p.add_argument(
-        "--outcomes",
-        choices=OUTCOME_SOURCES,
-        default=OUTCOME_SOURCES[0],
-        help="source of the per-night outcomes analysed: recomputed from the hypnograms "
-        "(default) or as typed in nights.csv; the other is compared night by night",
-    )
+    options.outcomes(p)
     p.add_argument("--report", metavar="CSV", help="write the full issue table to this CSV file")
     p.add_argument(
         "--decimal",
@@ -82,10 +74,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def handle(args: argparse.Namespace) -> int:
     """Run ``studykit validate``; return the exit code."""
-    # imported here: studykit.tables loads the analysis stack, needed only with issues to mask
-    from studykit.privacy import mask_identifiers, study_identifiers
-    from studykit.tables.write import write_csv
-
     dd = load_dictionary(args.dictionary)
     if args.table is not None and args.table not in dd.tables:
         raise InputError(

@@ -11,26 +11,23 @@ import argparse
 
 from studykit.errors import VerificationError
 from studykit.manifest import ATOL, RTOL
+from studykit.verify import verify
 
 #: Differences printed at most (the count of the rest is given).
 MAX_SHOWN = 200
 
 
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "verify",
-        help="check a results folder against its manifest and a fresh re-run",
-        description=(
-            "Check OUT/manifest.json against its digest (manifest.json.sha256), every output "
-            "it lists (tables in all formats, figures, report) against its SHA-256, the "
-            "protocol and data files against theirs, then re-run the recorded analysis in a "
-            "temporary folder and compare: CSV tables cell by cell (numbers within |a - b| <= "
-            "atol + rtol |b|, text exactly), every other output byte for byte. Exit 0 when "
-            "everything agrees; 1 when differences are found (each listed); 2 when the "
-            "results cannot be verified (no usable manifest, protocol or data gone)."
-        ),
-        epilog="Example: studykit verify results",
+def register(p: argparse.ArgumentParser) -> None:
+    p.description = (
+        "Check OUT/manifest.json against its digest (manifest.json.sha256), every output "
+        "it lists (tables in all formats, figures, report) against its SHA-256, the "
+        "protocol and data files against theirs, then re-run the recorded analysis in a "
+        "temporary folder and compare: CSV tables cell by cell (numbers within |a - b| <= "
+        "atol + rtol |b|, text exactly), every other output byte for byte. Exit 0 when "
+        "everything agrees; 1 when differences are found (each listed); 2 when the "
+        "results cannot be verified (no usable manifest, protocol or data gone)."
     )
+    p.epilog = "Example: studykit verify results"
     p.add_argument("results", metavar="OUT", help="results folder of 'studykit run'")
     p.add_argument(
         "--rtol", type=float, default=None, help=f"relative tolerance (default: manifest's, {RTOL})"
@@ -43,9 +40,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
-    # imported here: the pipeline's imports (models, plotting) are only needed by this command
-    from studykit.verify import verify
-
     diffs = verify(args.results, rtol=args.rtol, atol=args.atol, progress=args.progress)
     if not diffs:
         print(

@@ -8,12 +8,10 @@ The submodules are ``files`` (THE scanner: which files are hypnograms and whose 
 is), ``readers`` (files -> epoch tables), ``lights`` (lights off / on and their source),
 ``stages`` (labels -> codes), ``statistics`` (epoch tables -> per-night outcomes), ``derive``
 (a folder of nights -> one table, in parallel) and ``plot``. matplotlib is imported only
-when :func:`plot_hypnogram` is called.
+when :func:`plot_hypnogram` draws.
 """
 
 from __future__ import annotations
-
-from typing import TYPE_CHECKING, Any
 
 from studykit.hypnogram.files import (
     HypnogramFile,
@@ -21,6 +19,7 @@ from studykit.hypnogram.files import (
     parse_hypnogram_name,
     scan_hypnograms,
 )
+from studykit.hypnogram.plot import plot_hypnogram
 from studykit.hypnogram.readers import (
     MAX_NIGHT_HOURS,
     HypnogramSet,
@@ -36,9 +35,6 @@ from studykit.hypnogram.stages import (
     to_yasa_int,
 )
 from studykit.hypnogram.statistics import KEYS, OUTCOMES, sleep_statistics
-
-if TYPE_CHECKING:
-    from matplotlib.axes import Axes
 
 __all__ = [
     "STAGES",
@@ -60,10 +56,3 @@ __all__ = [
     "sleep_statistics",
     "plot_hypnogram",
 ]
-
-
-def plot_hypnogram(stages: Any, **kwargs: Any) -> Axes:
-    """Plot one night's hypnogram; see :func:`studykit.hypnogram.plot.plot_hypnogram`."""
-    from studykit.hypnogram.plot import plot_hypnogram as _plot
-
-    return _plot(stages, **kwargs)

@@ -376,11 +376,11 @@ def _edf_header_check(data: bytes) -> None:
         text = data[lo:hi].decode("ascii", errors="replace").strip()
         try:
             return int(text)
-        except ValueError:
+        except ValueError as exc:
             raise HypnogramError(
                 f"EDF header field {what!r} (bytes {lo}-{hi}) is {text!r}, not a whole number: "
                 "the file is corrupt or not EDF."
-            ) from None
+            ) from exc
 
     n_signals = field(252, 256, "number of signals")
     header_bytes = field(184, 192, "number of bytes in header")
@@ -540,8 +540,8 @@ def _declared_epoch_length(root: ET.Element, epoch_length: float) -> None:
         return
     try:
         declared = float(node.text or "")
-    except ValueError:
-        raise HypnogramError(f"EpochLength {node.text!r} is not a number.") from None
+    except ValueError as exc:
+        raise HypnogramError(f"EpochLength {node.text!r} is not a number.") from exc
     if abs(declared - epoch_length) > _TOL_S:
         raise HypnogramError(
             f"the file declares {declared:g}-s epochs (EpochLength) but epoch_length="
@@ -571,20 +571,20 @@ def _read_nsrr(data: bytes, epoch_length: float, max_s: float) -> tuple[pd.DataF
             elif _is_lights(concept) or _is_lights(etype):
                 try:
                     points.append((float(fields.get("Start", "")), concept or etype))
-                except ValueError:
+                except ValueError as exc:
                     raise HypnogramError(
                         f"event {n_events} ({concept or etype!r}) has a Start that is not a "
                         f"number ({fields.get('Start')!r})."
-                    ) from None
+                    ) from exc
             continue
         try:
             onsets.append(float(fields.get("Start", "")))
             durations.append(float(fields.get("Duration", "")))
-        except ValueError:
+        except ValueError as exc:
             raise HypnogramError(
                 f"stage event {n_events} ({concept!r}) has a Start or Duration that is not a "
                 f"number (Start={fields.get('Start')!r}, Duration={fields.get('Duration')!r})."
-            ) from None
+            ) from exc
         labels.append(concept)
     if not labels:
         raise HypnogramError(
@@ -739,7 +739,7 @@ def _codes_with_lines(
     except HypnogramError as exc:
         m = re.search(r"position (\d+)", str(exc))
         where = f" (line {line_numbers[int(m.group(1))]})" if m else ""
-        raise HypnogramError(f"{exc}{where}") from None
+        raise HypnogramError(f"{exc}{where}") from exc
 
 
 def _pick(columns: Sequence[str], names: Iterable[str]) -> int | None:
@@ -777,12 +777,9 @@ def _columns(
         onsets = _numbers([r[onset_i] for r in body], header[onset_i], lines)
     if onset_i is not None and dur_i is not None:
         durations = _numbers([r[dur_i] for r in body], header[dur_i], lines)
-        try:
-            return _expand_annotations(
-                onsets, durations, stages, epoch_length, scheme=scheme, max_s=max_s
-            )
-        except HypnogramError as exc:
-            raise HypnogramError(f"{exc}") from None
+        return _expand_annotations(
+            onsets, durations, stages, epoch_length, scheme=scheme, max_s=max_s
+        )
     missing = [ln for s, ln in zip(stages, lines, strict=True) if not s]
     if missing:
         raise HypnogramError(

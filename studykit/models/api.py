@@ -16,7 +16,10 @@ from typing import Any
 import pandas as pd
 
 from studykit.errors import FormulaError
+from studykit.models.clmm import fit_clmm
 from studykit.models.formula import ModelFrame, factor_levels, model_frame
+from studykit.models.glmm import fit_glmm
+from studykit.models.lmm import fit_lmm
 
 __all__ = ["lmer", "glmer", "clmm"]
 
@@ -85,8 +88,6 @@ def lmer(
     (``n_excluded`` and ``warnings``), as ``na.omit``. Tests of fixed effects use
     Satterthwaite's df (lmerTest's default).
     """
-    from studykit.models.lmm import fit_lmm
-
     mf = model_frame(formula, data, levels=levels)
     _need_bars(mf, "lmer")
     if mf.trials is not None:
@@ -145,8 +146,6 @@ def glmer(
     >>> fit.columns
     ['(Intercept)', 'armb', 'armc']
     """
-    from studykit.models.glmm import fit_glmm
-
     mf = model_frame(formula, data, levels=levels)
     _need_bars(mf, "glmer")
     text = mf.formula.text
@@ -239,8 +238,6 @@ def clmm(
     >>> fit.thresholds.index.tolist(), fit.columns
     (['1|2', '2|3', '3|4'], ['x'])
     """
-    from studykit.models.clmm import fit_clmm
-
     mf = model_frame(formula, data, levels=levels)
     _need_bars(mf, "clmm")
     text = mf.formula.text

@@ -30,6 +30,8 @@ from scipy import optimize, special
 
 from studykit.errors import ModelError
 from studykit.models.design import Design, build_design
+from studykit.models.emmeans import emmeans_matrix
+from studykit.models.inference import contrast_table
 from studykit.models.summary import ResultDisplay
 
 __all__ = ["CLMMResult", "fit_clmm", "LINKS"]
@@ -317,8 +319,6 @@ class CLMMResult(ResultDisplay):
         alpha: float = 0.05,
     ) -> pd.DataFrame:
         """Wald z tests of contrasts ``L @ beta`` of the regression coefficients."""
-        from studykit.models.inference import contrast_table
-
         return contrast_table(
             self, L, names=names, df_method="z", alpha=alpha, alternative=alternative
         )
@@ -373,9 +373,6 @@ class CLMMResult(ResultDisplay):
             The spec columns, then ``term, estimate, std_error, statistic, df, p_value,
             conf_low, conf_high, df_method, alternative, scale`` (``scale`` = ``"latent"``).
         """
-        from studykit.models.emmeans import emmeans_matrix
-        from studykit.models.inference import contrast_table
-
         if df_method not in (None, "z") or type not in ("link", "latent"):
             raise ModelError(
                 "Marginal means of an ordinal model are on the latent scale with z tests "

@@ -45,7 +45,9 @@ from scipy import linalg, optimize
 from studykit.errors import ModelError
 from studykit.models import fitwarn
 from studykit.models.design import Design, build_design, parse_term
+from studykit.models.inference import contrast_table, kenward_roger, satterthwaite_df
 from studykit.models.random_effects import (
+    Factor,
     RandomEffect,
     ReStructure,
     build_terms,
@@ -73,6 +75,9 @@ R2_FLOOR = 1e-300  # penalized RSS floor: keeps log(r2) finite for an exact fit
 FD_STEP = 1e-3
 FD_GRAD_STEP = 1e-5
 FD_STEP_FLOOR = 0.05
+# Newton steps on crossed designs: Hessian by forward differences of the analytic gradient
+# (error ~ h; the Hessian only shapes the steps and the convergence check's scaling)
+FD_HESS_GRAD_STEP = 1e-6
 # Newton optimizer
 NEWTON_MAXIT = 100  # iteration cap (a warning names it when reached)
 NEWTON_GRAD_RTOL = 1e-10  # stop: max |gradient| below this x max(1, |deviance|)
@@ -168,11 +173,14 @@ class _Structure:
     def lam(self, theta: np.ndarray) -> np.ndarray:
         return self.re.lam_A(theta)
 
-    def evaluate(self, theta: np.ndarray, reml: bool, level: int = 0) -> dict[str, Any]:
+    def evaluate(
+        self, theta: np.ndarray, reml: bool, level: int = 0, *, known: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         """Profiled deviance (level 0), + gradient (1), + Hessian pieces (2: for Newton steps;
-        3: as accurate as the evaluator allows, for Satterthwaite's df)."""
+        3: as accurate as the evaluator allows, for Satterthwaite's df). ``known``: a level-0
+        result at the same ``theta`` (crossed designs reuse its factorization)."""
         if self.crossed:
-            return self._evaluate_crossed(theta, reml, level)
+            return self._evaluate_crossed(theta, reml, level, known)
         return self._evaluate_nested(theta, reml, level)
 
     # ------------------------------------------------------------------ crossed designs
@@ -186,13 +194,16 @@ class _Structure:
                 "The fixed-effects design is rank deficient at these variance parameters."
             ) from exc
         LS = F.LS
-        RX = LS[qB : qB + p, qB : qB + p]
+        d1 = qB + p
+        # inverse of the factor's random-effects (dense part) and fixed-effects rows: its
+        # trailing block is RX^-1, and the analytic gradient reuses it
+        LSinv, _info = linalg.lapack.dtrtri(LS[:d1, :d1], lower=1)
+        RXinv = LSinv[qB:, qB:]
         logdet_v = F.logdet_A() + F.logdet_S(qB)
-        logdet_m = 2.0 * float(np.sum(np.log(np.diag(RX))))
+        logdet_m = 2.0 * float(np.sum(np.log(np.diag(LS)[qB:d1])))
         r2 = max(float(LS[-1, -1]) ** 2, R2_FLOOR)
-        c = LS[qB + p, qB : qB + p]
-        beta = linalg.solve_triangular(RX.T, c, lower=False, check_finite=False)
-        Minv = linalg.cho_solve((RX, True), np.eye(p), check_finite=False)
+        beta = RXinv.T @ LS[d1, qB:d1]
+        Minv = RXinv.T @ RXinv
         nprime = n - p if reml else n
         ldet = logdet_v + (logdet_m if reml else 0.0)
         dev = ldet + nprime * (1.0 + _LOG2PI + math.log(r2 / nprime))
@@ -207,14 +218,85 @@ class _Structure:
             "nprime": nprime,
             "Minv": Minv,
             "factor": F,
+            "LSinv": LSinv,
+            "reml": reml,
         }
 
-    def _evaluate_crossed(self, theta: np.ndarray, reml: bool, level: int) -> dict[str, Any]:
-        out = self._pieces(theta, reml)
+    def _analytic_gradient(self, pc: dict[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:
+        """Gradients in theta of the deviance pieces ``ldet`` and ``r2`` (crossed designs).
+
+        ``ldet``: :meth:`ReStructure.logdet_gradient` of the leading block of the factor
+        (random effects, plus the fixed effects for REML). ``r2`` is the minimum over ``u``
+        and ``beta`` of ``|y - X beta - Z Lambda u|^2 + |u|^2``, so (envelope theorem)
+        ``d r2 / d theta_k = -2 (Z' res)' (d Lambda / d theta_k) u`` at the solution, where
+        ``Lambda' Z' res = u`` (the normal equations). None where ``Lambda`` is (nearly)
+        singular: the caller uses central differences there.
+        """
+        re, p = self.re, self.p
+        F: Factor = pc["factor"]
+        theta = pc["theta"]
+        qB = re.qB
+        LS = F.LS
+        d1 = qB + p
+        LSinv = pc["LSinv"]
+        s = d1 if pc["reml"] else qB
+        l_k = re.logdet_gradient(theta, F, LSinv[:s, :s])
+        if l_k is None:
+            return None
+        # the solution [u; beta] of the (q + p) system: L11' x = last row of the factor
+        xB = LSinv.T @ LS[d1, :d1]
+        uB = xB[:qB]
+        r = F.CL[:, :, d1] - F.CL[:, :, :d1] @ xB
+        uA = (np.swapaxes(F.LAinv, 1, 2) @ r[:, :, None])[:, :, 0]
+        zrA, zrB = re.lam_inv_t_times(uA, uB, theta)
+        r2_k = -2.0 * re.lam_derivative_forms(zrA, zrB, uA, uB)
+        return l_k, r2_k
+
+    def _evaluate_crossed(
+        self, theta: np.ndarray, reml: bool, level: int, known: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        if known is not None and known["reml"] == reml and np.array_equal(known["theta"], theta):
+            out = dict(known)
+        else:
+            out = self._pieces(theta, reml)
         if level == 0:
             return out
         K = self.ntheta
         nprime = out["nprime"]
+        scale = np.maximum(np.abs(theta), FD_STEP_FLOOR)
+        if level <= 2:
+            ag = self._analytic_gradient(out)
+            if ag is not None:
+                l_k, r2_k = ag
+                out.update(grad=l_k + nprime * r2_k / out["r2"], Lam=self.lam(theta), K=K)
+                if level == 1:
+                    return out
+                # Newton steps: Hessian pieces by forward differences of the analytic
+                # gradient (K evaluations instead of the 2K + 2K + K(K-1)/2 of differences of
+                # the deviance)
+                h = FD_HESS_GRAD_STEP * scale
+                l_kl = np.empty((K, K))
+                r2_kl = np.empty((K, K))
+                dMinv = np.empty((K, self.p, self.p))
+                for j in range(K):
+                    e = np.zeros(K)
+                    e[j] = h[j]
+                    pc = self._pieces(theta + e, reml)
+                    agj = self._analytic_gradient(pc)
+                    if agj is None:
+                        break
+                    l_kl[:, j] = (agj[0] - l_k) / h[j]
+                    r2_kl[:, j] = (agj[1] - r2_k) / h[j]
+                    dMinv[j] = (pc["Minv"] - out["Minv"]) / h[j]
+                else:
+                    M = np.linalg.inv(out["Minv"])
+                    out.update(
+                        r2_k=r2_k,
+                        r2_kl=0.5 * (r2_kl + r2_kl.T),
+                        H_tt_nosigma=0.5 * (l_kl + l_kl.T),
+                        U=M[None] @ dMinv @ M[None],
+                    )
+                    return out
 
         def f(th: np.ndarray) -> tuple[float, float, np.ndarray]:
             pc = self._pieces(th, reml)
@@ -231,7 +313,6 @@ class _Structure:
                 dMinv[k] = (Mp - Mn) / (2.0 * h[k])
             return lp, ln_, rp, rn, dMinv
 
-        scale = np.maximum(np.abs(theta), FD_STEP_FLOOR)
         l0, r0 = out["ldet"], out["r2"]
         hg = FD_GRAD_STEP * scale
         lp, ln_, rp, rn, _ = sides(hg)
@@ -557,8 +638,6 @@ class LMMResult(ResultDisplay):
         L : array_like
             Contrast weights, length ``p`` (one contrast).
         """
-        from studykit.models.inference import satterthwaite_df
-
         if "jac" in self._cache:
             jac, avar = self._cache["jac"], self._cache["avar"]
         else:
@@ -686,8 +765,6 @@ class LMMResult(ResultDisplay):
 
     def kenward_roger(self, L: Any) -> tuple[np.ndarray, np.ndarray]:
         """Kenward-Roger adjusted covariance of ``L @ beta`` and df per row (REML fits)."""
-        from studykit.models.inference import kenward_roger
-
         return kenward_roger(self, np.atleast_2d(np.asarray(L, float)))
 
     def coef_table(
@@ -698,8 +775,6 @@ class LMMResult(ResultDisplay):
         alternative: str = "two-sided",
     ) -> pd.DataFrame:
         """Fixed effects with t tests: lmerTest's ``summary`` (see ``inference.contrast_table``)."""
-        from studykit.models.inference import contrast_table
-
         return contrast_table(
             self,
             np.eye(len(self.beta)),
@@ -719,8 +794,6 @@ class LMMResult(ResultDisplay):
         alpha: float = 0.05,
     ) -> pd.DataFrame:
         """Tests of linear contrasts ``L @ beta`` (rows of ``L``), one row each."""
-        from studykit.models.inference import contrast_table
-
         return contrast_table(
             self, L, names=names, df_method=df_method, alpha=alpha, alternative=alternative
         )
@@ -787,15 +860,15 @@ def _newton(st: _Structure, reml: bool, start: np.ndarray, maxit: int = NEWTON_M
         alpha = 1.0
         for _ in range(LINESEARCH_HALVINGS):
             xn = x + alpha * d
-            devn = st.evaluate(xn, reml, level=0)["dev"]
-            if devn <= ev["dev"] - ARMIJO_C * alpha * decrement:
+            evn = st.evaluate(xn, reml, level=0)
+            if evn["dev"] <= ev["dev"] - ARMIJO_C * alpha * decrement:
                 break
             alpha *= 0.5
         else:
             ok = decrement < NEWTON_LINESEARCH_OK_RTOL * scale
             return _OptResult(x, ev["dev"], bool(ok), "line search could not improve", it)
         x = xn
-        ev = st.evaluate(x, reml, level=2)
+        ev = st.evaluate(x, reml, level=2, known=evn)
     return _OptResult(x, ev["dev"], False, "iteration limit reached", maxit)
 
 

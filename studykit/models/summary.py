@@ -22,6 +22,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from studykit.errors import ModelError
+from studykit.models.emmeans import emmeans
+from studykit.models.inference import anova_table
+
 __all__ = ["ModelSummary", "ResultDisplay", "summarize", "random_effects_table", "abbreviate"]
 
 _SIGNIF = "Signif. codes:  0 '***' 0.001 '**' 0.01 '*' 0.05 '.' 0.1 ' ' 1"
@@ -540,17 +544,11 @@ def _ddf(ddf: str | None, default: str) -> str:
         return default
     key = str(ddf).strip().lower().replace("_", "-").replace(" ", "-")
     if key not in DDF_NAMES:
-        raise _model_error(
+        raise ModelError(
             f"Invalid ddf {ddf!r}. Expected 'Satterthwaite', 'Kenward-Roger' (linear mixed "
             "models) or 'z' (asymptotic)."
         )
     return DDF_NAMES[key]
-
-
-def _model_error(msg: str) -> Exception:
-    from studykit.errors import ModelError
-
-    return ModelError(msg)
 
 
 class ResultDisplay:
@@ -584,8 +582,6 @@ class ResultDisplay:
         pandas.DataFrame
             ``term, sum_sq, mean_sq, num_df, den_df, statistic, p_value, df_method``.
         """
-        from studykit.models.inference import anova_table
-
         return anova_table(self, type=type, df_method=_ddf(ddf, self._default_ddf()))
 
     def emmeans(
@@ -602,8 +598,6 @@ class ResultDisplay:
         See :func:`studykit.models.emmeans.emmeans` for the parameters; ``df_method`` defaults
         to Satterthwaite for linear mixed models and ``"z"`` otherwise.
         """
-        from studykit.models.emmeans import emmeans
-
         return emmeans(
             self,
             specs,

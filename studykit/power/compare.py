@@ -29,13 +29,12 @@ from studykit.models.design import build_design
 from studykit.power.core import (
     CONF_METHOD,
     PowerResult,
-    _as_design,
     power_analysis,
     replicate_intervals,
     true_contrasts,
 )
 from studykit.power.simulate import resolve_coefficients
-from studykit.power.spec import OutcomeTruth, PowerDesign, PowerHypothesis
+from studykit.power.spec import OutcomeTruth, PowerDesign, PowerHypothesis, as_design
 
 __all__ = ["COMPARISON_COLUMNS", "EstimatorComparison", "compare_estimators_by_simulation"]
 
@@ -182,7 +181,7 @@ def compare_estimators_by_simulation(
     bad = [e for e in estimators if e not in ESTIMATORS]
     if bad:
         raise InputError(f"Unknown estimator(s) {bad}; expected some of {list(ESTIMATORS)}.")
-    base = _as_design(protocol_or_design, effects, hypotheses)
+    base = as_design(protocol_or_design, effects, hypotheses)
     hyps = [h for h in base.hypotheses if h.estimand is not None]
     if not hyps:
         raise InputError(

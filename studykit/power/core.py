@@ -14,15 +14,19 @@ from typing import Any, TextIO
 import numpy as np
 import pandas as pd
 
-from studykit.errors import InputError, ProtocolError
+from studykit import __version__
+from studykit.errors import InputError
+from studykit.estimators import ESTIMATOR_LABELS, ESTIMATORS
+from studykit.models.design import build_design
+from studykit.models.inference import confidence_interval
 from studykit.models.multiplicity import P_ADJUSTING, adjust_pvalues
 from studykit.power.engine import ENGINES, make_analyser
-from studykit.power.simulate import OutcomePlan
+from studykit.power.pilot import design_from_pilot
+from studykit.power.plot import plot_power_curve
+from studykit.power.simulate import OutcomePlan, resolve_coefficients
 from studykit.power.spec import (
     PowerDesign,
-    design_from_dict,
-    design_from_protocol,
-    load_design,
+    as_design,
 )
 from studykit.protocol.plan import verdict
 
@@ -93,8 +97,6 @@ def replicate_intervals(
     >>> np.round(lo, 3).tolist(), np.round(hi, 3).tolist()
     ([0.02, 1.02], [1.98, 2.98])
     """
-    from studykit.models.inference import confidence_interval
-
     return confidence_interval(est, se, df, level)
 
 
@@ -376,8 +378,6 @@ class PowerResult:
         """A paragraph for a grant's statistical section: what was simulated, how analysed."""
         s = self.settings
         a = self.assumptions()
-        from studykit.estimators import ESTIMATOR_LABELS
-
         hyps = "; ".join(
             f"{r.hypothesis_id} ({r.outcome}, {r.contrast}: assumed effect {r.assumed_effect:.3g}"
             f"{' on the log scale' if self.design.outcomes[r.outcome].family != 'gaussian' else ''}"
@@ -410,8 +410,6 @@ class PowerResult:
 
     def plot(self, *, ax: Any = None, target: float | None = 0.8) -> Any:
         """Power curve (power against n, one line per hypothesis x contrast); a Figure."""
-        from studykit.power.plot import plot_power_curve
-
         return plot_power_curve(self, ax=ax, target=target)
 
     def to_markdown(self, *, digits: int = 3) -> str:
@@ -499,14 +497,12 @@ def with_estimators(design: PowerDesign, estimators: Mapping[str, str]) -> Power
 
     Examples
     --------
-    >>> from studykit.power.spec import TRIAL_SIM_EXAMPLE
+    >>> from studykit.power.spec import TRIAL_SIM_EXAMPLE, design_from_dict
     >>> with_estimators(design_from_dict(TRIAL_SIM_EXAMPLE), {"H9": "clda"})
     Traceback (most recent call last):
     ...
     studykit.errors.InputError: --estimator: unknown hypothesis id(s) ['H9']; simulated: ['H1'].
     """
-    from studykit.estimators import ESTIMATORS
-
     known = {h.id for h in design.hypotheses}
     unknown = sorted(set(estimators) - known)
     if unknown:
@@ -534,8 +530,6 @@ def with_estimators(design: PowerDesign, estimators: Mapping[str, str]) -> Power
 
 
 def _version() -> str:
-    from studykit import __version__
-
     return str(__version__)
 
 
@@ -544,14 +538,11 @@ def true_contrasts(design: PowerDesign, h: Any, n: int = 4) -> np.ndarray:
 
     Examples
     --------
-    >>> from studykit.power.spec import TRIAL_SIM_EXAMPLE
+    >>> from studykit.power.spec import TRIAL_SIM_EXAMPLE, design_from_dict
     >>> d = design_from_dict(TRIAL_SIM_EXAMPLE)
     >>> true_contrasts(d, d.hypotheses[0]).tolist()
     [10.0]
     """
-    from studykit.models.design import build_design
-    from studykit.power.simulate import resolve_coefficients
-
     truth = design.outcomes[h.outcome]
     template = design.layout.template(n)
     d = build_design(template, list(truth.fixed), levels=dict(h.levels))
@@ -569,83 +560,6 @@ def true_contrasts(design: PowerDesign, h: Any, n: int = 4) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- entry point
-def _as_design(obj: Any, effects: Any, hypotheses: Sequence[str] | None) -> PowerDesign:
-    if isinstance(obj, PowerDesign):
-        design = obj
-    elif isinstance(obj, Mapping):
-        design = design_from_dict(obj)
-    elif isinstance(obj, (str, os.PathLike)):
-        import yaml
-
-        path = os.fspath(obj)
-        if not os.path.isfile(path):
-            raise InputError(
-                f"{path!r} does not exist or is not a file (a protocol or power design YAML)."
-            )
-        with open(path, encoding="utf-8") as fh:
-            try:
-                doc = yaml.safe_load(fh)
-            except yaml.YAMLError as exc:
-                raise InputError(f"{path!r} is not valid YAML: {exc}") from None
-        if isinstance(doc, Mapping) and "outcomes" in doc and "hypotheses" in doc:
-            design = load_design(path)
-        else:
-            from studykit.protocol import load_protocol
-
-            if effects is None:
-                raise ProtocolError(
-                    f"Protocol {path!r} states the analyses but not the effects to simulate: "
-                    "give effects (an effects YAML with layout and outcomes) or pilot data."
-                )
-            return design_from_protocol(load_protocol(path), effects, hypotheses=hypotheses)
-    elif hasattr(obj, "hypotheses") and hasattr(obj, "sha256"):
-        if effects is None:
-            raise ProtocolError("A protocol needs effects (layout and outcomes) to simulate from.")
-        return design_from_protocol(obj, effects, hypotheses=hypotheses)
-    else:
-        raise InputError(
-            f"Cannot simulate from a {type(obj).__name__}: give a PowerDesign, a mapping, a "
-            "path to a power design or protocol YAML, or a loaded Protocol."
-        )
-    if effects is not None:
-        design = _override(design, effects)
-    if hypotheses is not None:
-        design = design.select(list(hypotheses))
-    return design
-
-
-def _override(design: PowerDesign, effects: Any) -> PowerDesign:
-    """Apply an effects mapping/file ({outcomes: {name: {field: value}}}) to a design."""
-    if not isinstance(effects, Mapping):
-        import yaml
-
-        path = os.fspath(effects)
-        if not os.path.isfile(path):
-            raise InputError(f"Effects file {path!r} does not exist.")
-        with open(path, encoding="utf-8") as fh:
-            effects = yaml.safe_load(fh) or {}
-    outs = dict(design.outcomes)
-    for name, fields in dict(effects.get("outcomes", {})).items():
-        if name not in outs:
-            raise ProtocolError(f"Effects: unknown outcome {name!r}; outcomes: {sorted(outs)}.")
-        fields = dict(fields)
-        if "coefficients" in fields:
-            fields["coefficients"] = {
-                **outs[name].coefficients,
-                **{str(k): float(v) for k, v in fields["coefficients"].items()},
-            }
-        allowed = {"coefficients", "sd", "sd_residual", "dispersion", "slopes", "corr", "round_to"}
-        bad = sorted(set(fields) - allowed)
-        if bad:
-            raise ProtocolError(
-                f"Effects for {name!r}: unknown key(s) {bad}; allowed: {sorted(allowed)}."
-            )
-        if "sd" in fields and not isinstance(fields["sd"], Mapping):
-            fields["sd"] = {"participant_id": float(fields["sd"])}
-        outs[name] = replace(outs[name], **fields)
-    return replace(design, outcomes=outs)
-
-
 def _parse_ns(n: int | Sequence[int]) -> list[int]:
     ns = [n] if isinstance(n, (int, np.integer)) else list(n)
     bad = [x for x in ns if not isinstance(x, (int, np.integer)) or x < 4]
@@ -720,7 +634,7 @@ def power_analysis(
 
     Examples
     --------
-    >>> from studykit.power.spec import TRIAL_SIM_EXAMPLE
+    >>> from studykit.power.spec import TRIAL_SIM_EXAMPLE, design_from_dict
     >>> res = power_analysis(TRIAL_SIM_EXAMPLE, n=[40], reps=50, seed=1, progress=False)
     >>> res.table[["hypothesis_id", "n", "reps", "power"]].to_dict("records")
     [{'hypothesis_id': 'H1', 'n': 40, 'reps': 50, 'power': 0.48}]
@@ -745,17 +659,14 @@ def power_analysis(
     if not isinstance(seed, (int, np.integer)) or seed < 0:
         raise InputError(f"seed must be a non-negative integer; got {seed!r}.")
     if pilot is not None:
-        from studykit.power.pilot import design_from_pilot
-
         design = design_from_pilot(
             pilot,
             protocol_or_design,
             effects=effects,
-            engine=engine,
             hypotheses=hypotheses,
         )
     else:
-        design = _as_design(protocol_or_design, effects, hypotheses)
+        design = as_design(protocol_or_design, effects, hypotheses)
     if estimators:
         design = with_estimators(design, estimators)
     workers = (os.cpu_count() or 1) if n_jobs == -1 else int(n_jobs)

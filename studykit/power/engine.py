@@ -128,22 +128,17 @@ def _tested(fit: Any, L: np.ndarray, hyp: PowerHypothesis) -> ContrastResults:
 def _engine_fit(hyp: PowerHypothesis) -> Callable[[pd.DataFrame], object]:
     """The studykit engine call for this hypothesis (``fit_lmm`` or ``fit_glmm``)."""
     levels = {k: list(v) for k, v in hyp.levels.items()}
+    random = list(hyp.random)
     if hyp.family == "gaussian":
-        random = [(g, list(terms)) for g, terms in hyp.random]
 
         def fit(data: pd.DataFrame) -> object:
             return fit_lmm(data, hyp.outcome, list(hyp.fixed), random=random, levels=levels)
 
         return fit
-    if len(hyp.random) != 1 or tuple(hyp.random[0][1]) != ("1",):
-        raise ModelError(
-            f"Hypothesis {hyp.id}: count models support one random intercept; got {hyp.random}."
-        )
-    group = hyp.random[0][0]
 
     def fit_counts(data: pd.DataFrame) -> object:
         return fit_glmm(
-            data, hyp.outcome, list(hyp.fixed), group=group, family=hyp.family, levels=levels
+            data, hyp.outcome, list(hyp.fixed), random=random, family=hyp.family, levels=levels
         )
 
     return fit_counts

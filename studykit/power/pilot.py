@@ -16,9 +16,13 @@ from dataclasses import replace
 from typing import Any
 
 import pandas as pd
+import yaml
 
 from studykit.errors import InputError, ModelError
-from studykit.power.spec import OutcomeTruth, PowerDesign, PowerHypothesis
+from studykit.power.engine import _engine_fit
+from studykit.power.spec import OutcomeTruth, PowerDesign, PowerHypothesis, as_design
+from studykit.protocol import load_protocol
+from studykit.validate import validate_table
 
 __all__ = ["read_pilot", "design_from_pilot", "truth_from_fit"]
 
@@ -41,8 +45,6 @@ def read_pilot(pilot: pd.DataFrame | str | os.PathLike[str]) -> pd.DataFrame:
             f"Pilot data {os.fspath(pilot)!r} not found: give a CSV file or a study directory "
             "containing nights.csv."
         )
-    from studykit.validate import validate_table
-
     res = validate_table(path, "nights")  # typed against the data dictionary
     if len(res.issues):
         logger.warning(
@@ -55,14 +57,12 @@ def read_pilot(pilot: pd.DataFrame | str | os.PathLike[str]) -> pd.DataFrame:
     return res.data
 
 
-def truth_from_fit(
-    hyp: PowerHypothesis, data: pd.DataFrame, *, engine: str = "studykit"
-) -> OutcomeTruth:
+def truth_from_fit(hyp: PowerHypothesis, data: pd.DataFrame) -> OutcomeTruth:
     """Fit ``hyp``'s model to ``data`` and return it as an :class:`OutcomeTruth`."""
     cols = [
         hyp.outcome,
         *{v for t in hyp.fixed for v in t.split(":")},
-        *{g for g, _ in hyp.random for g in g.split(":")},
+        *{g for r in hyp.random for g in r.group.split(":")},
     ]
     missing = [c for c in dict.fromkeys(cols) if c not in data.columns]
     if missing:
@@ -72,8 +72,6 @@ def truth_from_fit(
         )
     data = data.dropna(subset=list(dict.fromkeys(cols)))
     hyp = _observed_levels(hyp, data)
-    from studykit.power.engine import _engine_fit
-
     res: Any = _engine_fit(hyp)(data)
     coefs = dict(zip(res.columns, map(float, res.beta), strict=True))
     ct = res.coef_table()
@@ -81,30 +79,26 @@ def truth_from_fit(
         str(t): (float(a), float(b))
         for t, a, b in zip(ct["term"], ct["conf_low"], ct["conf_high"], strict=True)
     }
-    n_part = int(data[hyp.random[0][0].split(":")[0]].nunique())
+    n_part = int(data[hyp.random[0].group.split(":")[0]].nunique())
     origin = f"estimated from pilot data ({n_part} participants, {len(data)} observations)"
-    if hyp.family == "gaussian":
-        vc = res.varcorr()
-        sd: dict[str, float] = {}
-        slopes: dict[str, dict[str, float]] = {}
-        for row in vc.itertuples(index=False):
-            if row.group == "Residual" or row.var2 is not None and not pd.isna(row.var2):
-                continue
-            if row.var1 == "(Intercept)":
-                sd[row.group] = float(row.sdcor)
-            else:
-                slopes.setdefault(row.group, {})[str(row.var1)] = float(row.sdcor)
-        return OutcomeTruth(
-            name=hyp.outcome, family="gaussian", fixed=hyp.fixed, coefficients=coefs, sd=sd,
-            slopes=slopes, sd_residual=float(res.sigma), origin=origin, pilot_ci=ci,
-        )  # fmt: skip
+    sd: dict[str, float] = {}
+    slopes: dict[str, dict[str, float]] = {}
+    for row in res.varcorr().itertuples(index=False):
+        if row.group == "Residual" or row.var2 is not None and not pd.isna(row.var2):
+            continue
+        if row.var1 == "(Intercept)":
+            sd[row.group] = float(row.sdcor)
+        else:
+            slopes.setdefault(row.group, {})[str(row.var1)] = float(row.sdcor)
     return OutcomeTruth(
         name=hyp.outcome,
         family=hyp.family,
         fixed=hyp.fixed,
         coefficients=coefs,
-        sd={hyp.random[0][0]: float(res.sd_group)},
-        dispersion=None if hyp.family == "poisson" else float(res.theta),
+        sd=sd,
+        slopes=slopes,
+        sd_residual=float(res.sigma) if hyp.family == "gaussian" else None,
+        dispersion=float(res.theta) if hyp.family == "negbin" else None,
         origin=origin,
         pilot_ci=ci,
     )
@@ -147,7 +141,6 @@ def design_from_pilot(
     design_like: Any,
     *,
     effects: Mapping[str, Any] | str | os.PathLike[str] | None = None,
-    engine: str = "studykit",
     hypotheses: Any = None,
 ) -> PowerDesign:
     """A :class:`PowerDesign` whose truth is fitted to pilot data (simr's ``extend``).
@@ -167,8 +160,6 @@ def design_from_pilot(
     -------
     PowerDesign
     """
-    import yaml
-
     data = read_pilot(pilot)
     if effects is not None and not isinstance(effects, Mapping):
         with open(os.fspath(effects), encoding="utf-8") as fh:
@@ -178,8 +169,6 @@ def design_from_pilot(
         design = design_like
     else:
         # placeholders for outcomes the pilot will supply
-        from studykit.power.core import _as_design
-
         placeholder = {"sd_residual": 1.0, "dispersion": 1.0}
         eff = dict(effects)
         raw_outs = {k: dict(v) for k, v in dict(eff.get("outcomes", {})).items()}
@@ -190,8 +179,6 @@ def design_from_pilot(
             if isinstance(doc, Mapping) and "outcomes" in doc and "hypotheses" in doc:
                 design_like = dict(doc)
             else:
-                from studykit.protocol import load_protocol
-
                 design_like = load_protocol(design_like)
                 protocol_like = True
         if protocol_like:
@@ -203,19 +190,19 @@ def design_from_pilot(
                 }
                 for n in names
             }
-            design = _as_design(design_like, eff, hypotheses)
+            design = as_design(design_like, eff, hypotheses)
         else:
             doc = dict(design_like)
             names = {str(h.get("outcome")) for h in doc.get("hypotheses", [])}
             doc["outcomes"] = {
                 n: {**placeholder, **dict(doc.get("outcomes", {}).get(n, {}))} for n in names
             }
-            design = _as_design(doc, None, hypotheses)
+            design = as_design(doc, None, hypotheses)
     outs: dict[str, OutcomeTruth] = {}
     for name in design.outcomes:
         hyp = next(h for h in design.hypotheses if h.outcome == name)
         try:
-            truth = truth_from_fit(hyp, data, engine=engine)
+            truth = truth_from_fit(hyp, data)
         except ModelError as exc:
             raise ModelError(
                 f"Pilot data: the model of {hyp.id} ({name}) cannot be fitted: {exc}"

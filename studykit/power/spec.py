@@ -26,12 +26,21 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import yaml
 
-from studykit.errors import InputError, ProtocolError
+from studykit.errors import InputError, ModelError, ProtocolError
+from studykit.estimators import CrossoverSpec
+from studykit.models.design import build_design
+from studykit.models.emmeans import did_matrix
+from studykit.models.inference import ALTERNATIVES
+from studykit.models.multiplicity import METHODS
+from studykit.models.random_effects import RandomEffect
+from studykit.protocol import load_protocol
 
 __all__ = [
     "Layout",
@@ -41,14 +50,13 @@ __all__ = [
     "design_from_dict",
     "design_from_protocol",
     "load_design",
+    "as_design",
     "TRIAL_SIM_EXAMPLE",
 ]
 
 logger = logging.getLogger(__name__)
 
 FAMILIES = ("gaussian", "poisson", "negbin")
-ALTERNATIVES = ("greater", "less", "two-sided")
-ADJUST_METHODS = ("holm", "bonferroni", "hochberg", "fixed-sequence", "none")
 PARTICIPANT = "participant_id"
 
 
@@ -265,8 +273,8 @@ class PowerHypothesis:
         Model family the analysis fits (``"gaussian"``, ``"poisson"``, ``"negbin"``).
     fixed : tuple of str
         Fixed terms of the analysis model.
-    random : tuple of (str, tuple of str)
-        Random terms as ``(group, terms)``, e.g. ``("participant_id", ("1",))``.
+    random : tuple of studykit.models.random_effects.RandomEffect
+        Random terms of the analysis model (lme4's ``(1 | participant_id)``, ``||`` kept).
     levels : dict
         Levels of categorical variables, reference first.
     contrasts : tuple of (str, dict)
@@ -297,7 +305,7 @@ class PowerHypothesis:
     outcome: str
     family: str
     fixed: tuple[str, ...]
-    random: tuple[tuple[str, tuple[str, ...]], ...]
+    random: tuple[RandomEffect, ...]
     levels: dict[str, tuple[str, ...]]
     contrasts: tuple[tuple[str, dict[str, float]], ...]
     alternative: str = "greater"
@@ -350,8 +358,8 @@ class PowerDesign:
 def _num(value: Any, where: str, *, lo: float | None = None, positive: bool = False) -> float:
     try:
         x = float(value)
-    except (TypeError, ValueError):
-        raise _fail(where, f"expected a number, got {value!r}.") from None
+    except (TypeError, ValueError) as exc:
+        raise _fail(where, f"expected a number, got {value!r}.") from exc
     if not math.isfinite(x) or (positive and x <= 0) or (lo is not None and x < lo):
         cond = "> 0" if positive else (f">= {lo}" if lo is not None else "finite")
         raise _fail(where, f"expected a finite number {cond}, got {value!r}.")
@@ -423,20 +431,38 @@ def _layout(raw: Any) -> Layout:
     )
 
 
-def _random(raw: Any, where: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
+def _random(raw: Any, where: str) -> tuple[RandomEffect, ...]:
+    """Random terms: a group name (random intercept) or ``{group, slopes, correlated}``.
+
+    Examples
+    --------
+    >>> [r.label for r in _random([{"group": "participant_id", "slopes": ["night_index"],
+    ...                             "correlated": False}], "random")]
+    ['(1 + night_index || participant_id)']
+    """
     if raw is None:
-        return ((PARTICIPANT, ("1",)),)
-    out: list[tuple[str, tuple[str, ...]]] = []
+        return (RandomEffect(PARTICIPANT),)
+    out: list[RandomEffect] = []
     for i, r in enumerate(raw if isinstance(raw, list) else [raw]):
-        if isinstance(r, str):
-            out.append((r, ("1",)))
-            continue
-        r = _mapping(r, f"{where}[{i}]")
-        group = r.get("group", PARTICIPANT)
-        if isinstance(group, list):
-            group = ":".join(map(str, group))
-        slopes = _strs(r.get("slopes", []), f"{where}[{i}].slopes")
-        out.append((str(group), ("1", *slopes)))
+        at = f"{where}[{i}]"
+        if not isinstance(r, str):
+            r = _mapping(r, at)
+            extra = sorted(set(r) - {"group", "slopes", "correlated"})
+            if extra:
+                raise _fail(at, f"unknown key(s) {extra}; allowed: group, slopes, correlated.")
+        try:
+            if isinstance(r, str):
+                out.append(RandomEffect(r))
+                continue
+            group = r.get("group", PARTICIPANT)
+            group = ":".join(map(str, group)) if isinstance(group, list) else str(group)
+            slopes = _strs(r.get("slopes", []), f"{at}.slopes")
+            correlated = r.get("correlated", True)
+            if not isinstance(correlated, bool):
+                raise _fail(f"{at}.correlated", f"expected true or false, got {correlated!r}.")
+            out.append(RandomEffect(group, ("1", *slopes), correlated=correlated))
+        except ModelError as exc:
+            raise _fail(at, str(exc)) from exc
     return tuple(out)
 
 
@@ -496,14 +522,53 @@ def _truth(name: str, raw: Any, *, fixed_default: tuple[str, ...]) -> OutcomeTru
     )
 
 
-def _did_contrasts(
-    trt: str, level: str, time: str, time_levels: Sequence[str]
-) -> tuple[tuple[str, dict[str, float]], ...]:
-    """Difference-in-differences contrasts in treatment coding: the interaction column."""
-    return tuple(
-        (f"{level} vs reference, change from baseline to {t}", {f"{trt}{level}:{time}{t}": 1.0})
-        for t in time_levels
-    )
+def _did_weights(
+    layout: Layout,
+    fixed: Sequence[str],
+    levels: Mapping[str, Sequence[str]],
+    *,
+    treatment: str,
+    treated: str,
+    control: str,
+    time: str,
+    baseline: str,
+    at_times: Sequence[str],
+) -> list[dict[str, float]]:
+    """Weights of the difference-in-differences contrasts on the analysis model's columns.
+
+    From :func:`studykit.models.emmeans.did_matrix` (the analysis' one reference grid) on the
+    model's design for the layout's schedule; one ``{lme4 column: weight}`` per time level,
+    zero weights left out. With treatment x time in the model it is the interaction column.
+
+    Examples
+    --------
+    >>> _did_weights(Layout(), ["treatment", "night", "treatment:night"], Layout().levels(),
+    ...              treatment="treatment", treated="ketamine", control="placebo",
+    ...              time="night", baseline="baseline", at_times=["post2"])
+    [{'treatmentketamine:nightpost2': 1.0}]
+    """
+    lv = {k: list(v) for k, v in levels.items()}
+    try:
+        design = build_design(layout.template(4), list(fixed), levels=lv)
+        _, L, _ = did_matrix(
+            SimpleNamespace(design=design),
+            treatment=treatment,
+            time=time,
+            treated=treated,
+            control=control,
+            baseline=baseline,
+            at_times=at_times,
+        )
+    except ModelError as exc:
+        raise _fail("hypotheses", f"the difference in differences cannot be formed: {exc}") from exc
+    out = [{c: float(w) for c, w in zip(design.columns, row, strict=True) if w != 0.0} for row in L]
+    if not all(out):
+        raise _fail(
+            "hypotheses",
+            f"the model {list(fixed)} has no {treatment} x {time} interaction: its difference "
+            "in differences is zero by construction. Add the interaction term.",
+        )
+    return out
 
 
 def design_from_dict(spec: Mapping[str, Any], *, source: str = "design") -> PowerDesign:
@@ -563,7 +628,7 @@ def design_from_dict(spec: Mapping[str, Any], *, source: str = "design") -> Powe
         method = _choice(
             h.get("adjust_method", fam.get("method", "holm")),
             f"{where}.adjust_method",
-            ADJUST_METHODS,
+            METHODS,
         )
         contrast = _mapping(h.get("contrast", {}), f"{where}.contrast")
         if "weights" in contrast:
@@ -585,9 +650,6 @@ def design_from_dict(spec: Mapping[str, Any], *, source: str = "design") -> Powe
                     f"{where}.contrast.time_levels",
                     f"{bad} not among post-baseline levels {list(layout.time_levels[1:])}.",
                 )
-            contrasts = _did_contrasts(
-                layout.treatment, layout.treatment_levels[1], layout.time, tl
-            )
         levels = {
             **layout.levels(),
             **{
@@ -595,12 +657,29 @@ def design_from_dict(spec: Mapping[str, Any], *, source: str = "design") -> Powe
                 for k, v in _mapping(h.get("levels"), f"{where}.levels").items()
             },
         }
+        fixed = _strs(h["fixed"], f"{where}.fixed") if "fixed" in h else default_fixed
+        if "weights" not in contrast:
+            weights = _did_weights(
+                layout,
+                fixed,
+                levels,
+                treatment=layout.treatment,
+                treated=layout.treatment_levels[1],
+                control=layout.treatment_levels[0],
+                time=layout.time,
+                baseline=layout.time_levels[0],
+                at_times=tl,
+            )
+            contrasts = tuple(
+                (f"{layout.treatment_levels[1]} vs reference, change from baseline to {t}", w)
+                for t, w in zip(tl, weights, strict=True)
+            )
         hyps.append(
             PowerHypothesis(
                 id=str(h["id"]),
                 outcome=str(h["outcome"]),
                 family=_choice(h.get("family", "gaussian"), f"{where}.family", FAMILIES),
-                fixed=_strs(h["fixed"], f"{where}.fixed") if "fixed" in h else default_fixed,
+                fixed=fixed,
                 random=_random(h.get("random"), f"{where}.random"),
                 levels=levels,
                 contrasts=contrasts,
@@ -643,8 +722,6 @@ def _outcomes(raw: Any, hyps: Sequence[PowerHypothesis]) -> dict[str, OutcomeTru
 
 
 def _read_yaml(path: str | os.PathLike[str]) -> Any:
-    import yaml
-
     p = os.fspath(path)
     if not os.path.isfile(p):
         raise InputError(f"Power design file {p!r} does not exist or is not a file.")
@@ -652,7 +729,7 @@ def _read_yaml(path: str | os.PathLike[str]) -> Any:
         with open(p, encoding="utf-8") as fh:
             return yaml.safe_load(fh)
     except yaml.YAMLError as exc:
-        raise InputError(f"Power design file {p!r} is not valid YAML: {exc}") from None
+        raise InputError(f"Power design file {p!r} is not valid YAML: {exc}") from exc
 
 
 def load_design(path: str | os.PathLike[str]) -> PowerDesign:
@@ -662,8 +739,6 @@ def load_design(path: str | os.PathLike[str]) -> PowerDesign:
 
 def _estimand(h: Any, layout: Layout, levels: Mapping[str, Sequence[str]]) -> Any:
     """The :class:`~studykit.estimators.CrossoverSpec` of a protocol DiD hypothesis."""
-    from studykit.estimators import CrossoverSpec
-
     c = h.contrast
     return CrossoverSpec(
         outcome=h.outcome,
@@ -766,14 +841,21 @@ def design_from_protocol(
                 outcome=h.outcome,
                 family=h.family,
                 fixed=tuple(h.fixed),
-                random=tuple((r.group, r.terms) for r in h.random),
+                random=tuple(h.random),
                 levels=levels,
                 contrasts=tuple(
-                    (lab, w)
-                    for lab, (_, w) in zip(
+                    zip(
                         c.labels(),
-                        _did_contrasts(
-                            c.treatment_variable, c.treatment_level, c.time_variable, c.time_levels
+                        _did_weights(
+                            layout,
+                            h.fixed,
+                            levels,
+                            treatment=c.treatment_variable,
+                            treated=str(c.treatment_level),
+                            control=str(c.treatment_reference),
+                            time=c.time_variable,
+                            baseline=str(c.time_reference),
+                            at_times=[str(t) for t in c.time_levels],
                         ),
                         strict=True,
                     )
@@ -842,3 +924,79 @@ TRIAL_SIM_EXAMPLE: dict[str, Any] = {
     ],
     "multiplicity": {"confirmatory": {"method": "holm", "alpha": 0.025}},
 }
+
+
+def as_design(obj: Any, effects: Any, hypotheses: Sequence[str] | None) -> PowerDesign:
+    """A :class:`PowerDesign` from a design, a mapping, a design or protocol YAML, or a Protocol.
+
+    ``effects`` (a mapping or YAML file) supply what a protocol does not state (layout, outcomes)
+    or override a design's ``outcomes.<name>`` fields; ``hypotheses`` selects ids.
+    """
+    if isinstance(obj, PowerDesign):
+        design = obj
+    elif isinstance(obj, Mapping):
+        design = design_from_dict(obj)
+    elif isinstance(obj, (str, os.PathLike)):
+        path = os.fspath(obj)
+        if not os.path.isfile(path):
+            raise InputError(
+                f"{path!r} does not exist or is not a file (a protocol or power design YAML)."
+            )
+        with open(path, encoding="utf-8") as fh:
+            try:
+                doc = yaml.safe_load(fh)
+            except yaml.YAMLError as exc:
+                raise InputError(f"{path!r} is not valid YAML: {exc}") from exc
+        if isinstance(doc, Mapping) and "outcomes" in doc and "hypotheses" in doc:
+            design = load_design(path)
+        else:
+            if effects is None:
+                raise ProtocolError(
+                    f"Protocol {path!r} states the analyses but not the effects to simulate: "
+                    "give effects (an effects YAML with layout and outcomes) or pilot data."
+                )
+            return design_from_protocol(load_protocol(path), effects, hypotheses=hypotheses)
+    elif hasattr(obj, "hypotheses") and hasattr(obj, "sha256"):
+        if effects is None:
+            raise ProtocolError("A protocol needs effects (layout and outcomes) to simulate from.")
+        return design_from_protocol(obj, effects, hypotheses=hypotheses)
+    else:
+        raise InputError(
+            f"Cannot simulate from a {type(obj).__name__}: give a PowerDesign, a mapping, a "
+            "path to a power design or protocol YAML, or a loaded Protocol."
+        )
+    if effects is not None:
+        design = _override(design, effects)
+    if hypotheses is not None:
+        design = design.select(list(hypotheses))
+    return design
+
+
+def _override(design: PowerDesign, effects: Any) -> PowerDesign:
+    """Apply an effects mapping/file ({outcomes: {name: {field: value}}}) to a design."""
+    if not isinstance(effects, Mapping):
+        path = os.fspath(effects)
+        if not os.path.isfile(path):
+            raise InputError(f"Effects file {path!r} does not exist.")
+        with open(path, encoding="utf-8") as fh:
+            effects = yaml.safe_load(fh) or {}
+    outs = dict(design.outcomes)
+    for name, fields in dict(effects.get("outcomes", {})).items():
+        if name not in outs:
+            raise ProtocolError(f"Effects: unknown outcome {name!r}; outcomes: {sorted(outs)}.")
+        fields = dict(fields)
+        if "coefficients" in fields:
+            fields["coefficients"] = {
+                **outs[name].coefficients,
+                **{str(k): float(v) for k, v in fields["coefficients"].items()},
+            }
+        allowed = {"coefficients", "sd", "sd_residual", "dispersion", "slopes", "corr", "round_to"}
+        bad = sorted(set(fields) - allowed)
+        if bad:
+            raise ProtocolError(
+                f"Effects for {name!r}: unknown key(s) {bad}; allowed: {sorted(allowed)}."
+            )
+        if "sd" in fields and not isinstance(fields["sd"], Mapping):
+            fields["sd"] = {"participant_id": float(fields["sd"])}
+        outs[name] = replace(outs[name], **fields)
+    return replace(design, outcomes=outs)

@@ -9,6 +9,7 @@
 
 from studykit.protocol.model import (
     EVIDENCE,
+    Amendment,
     AnalysisSet,
     Contrast,
     Estimand,
@@ -24,6 +25,7 @@ from studykit.protocol.plan import HypothesisPlan, compile_plans
 
 __all__ = [
     "EVIDENCE",
+    "Amendment",
     "AnalysisSet",
     "Contrast",
     "Estimand",

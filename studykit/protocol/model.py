@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from studykit.protocol.plan import HypothesisPlan
 
 __all__ = [
+    "Amendment",
     "AnalysisSet",
     "Contrast",
     "Estimand",
@@ -32,6 +33,7 @@ __all__ = [
     "NotTested",
     "Protocol",
     "SensitivityAnalysis",
+    "MissingDataAnalysis",
     "RATIO_SCALES",
     "Source",
     "verdict_rule_text",
@@ -58,9 +60,12 @@ EVIDENCE = {
 }
 STRATEGIES = {
     # ICH E9(R1) strategy -> allowed handling of the affected data
-    "hypothetical": ("exclude_period", "exclude_participant"),
+    "hypothetical": ("exclude_after_event", "exclude_period", "exclude_participant"),
     "treatment_policy": ("include",),
 }
+#: Column of each outcome table on the scale of an intercurrent event's timing (the night_index
+#: of the first night after the event): a night's ``night_index``, a diary entry's ``day``.
+EVENT_TIME_COLUMNS = {"nights": "night_index", "diary": "day"}
 CONTRAST_TYPES = ("difference_in_differences", "change_correlation")
 #: df methods a protocol may choose (count models always use z tests).
 DF_METHODS = tuple(m for m in _ENGINE_DF_METHODS if m != "z")
@@ -144,9 +149,12 @@ class IntercurrentEvent:
 
     ``variable`` is a boolean of the periods or roster table flagging the event (``None`` for
     events defined otherwise, e.g. withdrawal = roster ``status == "withdrawn"`` with
-    ``level``). ``handling``: ``exclude_period`` drops the affected participant-period's
-    observations, ``exclude_participant`` drops all of the participant's observations,
-    ``include`` keeps the data as observed.
+    ``level``). ``handling``: ``exclude_after_event`` drops the affected participant-period's
+    observations at or after the event (``timing``, a column of the same table on the
+    night_index scale, :data:`EVENT_TIME_COLUMNS`) and keeps the earlier ones; a period whose
+    event has no recorded timing is dropped whole. ``exclude_period`` drops the affected
+    participant-period's observations, ``exclude_participant`` drops all of the participant's
+    observations, ``include`` keeps the data as observed.
     """
 
     event: str
@@ -156,11 +164,15 @@ class IntercurrentEvent:
     strategy: str
     handling: str
     rationale: str
+    #: Column saying when the event happened (needed by ``exclude_after_event``).
+    timing: str | None = None
 
     def text(self) -> str:
         """The event, strategy and handling in words."""
         strategy = self.strategy.replace("_", " ")
         handling = {
+            "exclude_after_event": f"data from the event on ({self.timing}) excluded, earlier "
+            "data kept; period excluded when the timing is not recorded",
             "exclude_period": "data of the affected period excluded",
             "exclude_participant": "the participant's data excluded",
             "include": "data used as observed",
@@ -212,6 +224,22 @@ class MultiplicityFamily:
 
 #: ICH E9(R1) strategies a sensitivity analysis may apply to every intercurrent event.
 SENSITIVITY_STRATEGIES = ("treatment_policy",)
+#: Methods of a missing-data sensitivity analysis (:mod:`studykit.missing`).
+MISSING_DATA_METHODS = ("delta_adjusted",)
+
+
+@dataclass(frozen=True)
+class MissingDataAnalysis:
+    """A delta-adjusted (tipping-point) multiple-imputation analysis (:mod:`studykit.missing`).
+
+    ``deltas``: sizes of the shift of the treated arm's imputed values, applied against the
+    claim (outcome units); ``imputations``: number of imputations; ``seed``: of every draw.
+    """
+
+    method: str
+    deltas: tuple[float, ...]
+    imputations: int
+    seed: int
 
 
 @dataclass(frozen=True)
@@ -220,8 +248,10 @@ class SensitivityAnalysis:
 
     ``analysis_set`` replaces every listed hypothesis' analysis set (e.g. the per-protocol
     set); ``intercurrent_events`` = ``"treatment_policy"`` uses the data of periods with an
-    intercurrent event as observed instead of the estimand's handling. ``hypotheses`` lists
-    the hypotheses it applies to (all when empty).
+    intercurrent event as observed instead of the estimand's handling; ``missing_data``
+    imputes the missing post-infusion outcomes with a shift (:class:`MissingDataAnalysis`).
+    ``hypotheses`` lists the hypotheses it applies to (all when empty; for ``missing_data``
+    all Gaussian difference-in-differences hypotheses).
     """
 
     name: str
@@ -229,6 +259,7 @@ class SensitivityAnalysis:
     analysis_set: str | None = None
     intercurrent_events: str | None = None
     hypotheses: tuple[str, ...] = ()
+    missing_data: MissingDataAnalysis | None = None
 
 
 @dataclass(frozen=True)
@@ -322,6 +353,46 @@ class Hypothesis:
 
 
 @dataclass(frozen=True)
+class Amendment:
+    """One entry of a protocol's amendment log (section ``amendments:``, oldest first).
+
+    Attributes
+    ----------
+    version : str
+        The protocol version this amendment produced (the newest equals ``Protocol.version``).
+    date : str
+        ISO date (YYYY-MM-DD) the amendment was made.
+    changes : tuple of str
+        What changed, one item each.
+    rationale : str
+        Why (with the commands whose output the reasons quote).
+    replaces_version : str
+        The version it replaces (the previous amendment's version, if any).
+    replaces_sha256 : str
+        SHA-256 (hex, lower case) of the bytes of the replaced version's file.
+    replaces_file : str
+        Where the replaced version is archived, relative to the protocol file; its SHA-256
+        was checked against ``replaces_sha256`` when the protocol was loaded.
+    """
+
+    version: str
+    date: str
+    changes: tuple[str, ...]
+    rationale: str
+    replaces_version: str
+    replaces_sha256: str
+    replaces_file: str
+
+    def text(self) -> str:
+        """The amendment on one line (for logs and tables)."""
+        return (
+            f"version {self.version} ({self.date}), replacing version {self.replaces_version} "
+            f"(SHA-256 {self.replaces_sha256}, {self.replaces_file}): "
+            + " ".join(f"({i}) {c}" for i, c in enumerate(self.changes, 1))
+        )
+
+
+@dataclass(frozen=True)
 class Protocol:
     """A loaded, validated protocol.
 
@@ -339,6 +410,8 @@ class Protocol:
         Name -> :class:`AnalysisSet`.
     not_tested : list of NotTested
         Claims stated but not tested, with reasons.
+    amendments : tuple of Amendment
+        The amendment log, oldest first (empty for a protocol never amended).
     """
 
     id: str
@@ -356,6 +429,8 @@ class Protocol:
     plans: tuple[HypothesisPlan, ...] = ()
     #: Pre-specified sensitivity analyses (protocol section ``sensitivity``).
     sensitivity: tuple[SensitivityAnalysis, ...] = ()
+    #: The amendment log, oldest first (protocol section ``amendments``).
+    amendments: tuple[Amendment, ...] = ()
 
     def plan(self, hypothesis_id: str) -> HypothesisPlan:
         """The compiled plan of one hypothesis (:class:`ProtocolError` if there is none)."""

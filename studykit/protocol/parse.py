@@ -14,10 +14,12 @@ Nothing in a protocol is ever evaluated: model terms are variable names, or name
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import hashlib
 import logging
 import math
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -37,17 +39,20 @@ from studykit.protocol.model import (
     DIRECTIONS,
     EVIDENCE,
     FAMILIES,
+    MISSING_DATA_METHODS,
     OUTCOME_TABLES,
     PARTICIPANT,
     ROLES,
     SCHEMA_VERSION,
     SENSITIVITY_STRATEGIES,
     STRATEGIES,
+    Amendment,
     AnalysisSet,
     Contrast,
     Estimand,
     Hypothesis,
     IntercurrentEvent,
+    MissingDataAnalysis,
     MultiplicityFamily,
     NotTested,
     Protocol,
@@ -86,7 +91,10 @@ def load_protocol(
         The file cannot be read or parsed, or breaks the schema: unknown or missing keys,
         outcomes / terms not in the dictionary, a family not allowed for the outcome's type,
         an invalid alpha, reference levels not among the dictionary's codes, anything that
-        looks like code in a model term. The message names the hypothesis and the field.
+        looks like code in a model term; an amendment log whose versions do not increase,
+        whose newest version is not ``protocol.version``, or whose replaced file is missing
+        or has another SHA-256 than the one stated. The message names the hypothesis (or
+        amendment) and the field.
 
     Examples
     --------
@@ -118,21 +126,28 @@ def load_protocol(
     p = Path(path)
     try:
         raw = p.read_bytes()
-    except FileNotFoundError:
-        raise ProtocolError(f"Protocol file {str(p)!r} does not exist.") from None
-    except IsADirectoryError:
-        raise ProtocolError(f"Protocol path {str(p)!r} is a directory, not a YAML file.") from None
+    except FileNotFoundError as exc:
+        raise ProtocolError(f"Protocol file {str(p)!r} does not exist.") from exc
+    except IsADirectoryError as exc:
+        raise ProtocolError(f"Protocol path {str(p)!r} is a directory, not a YAML file.") from exc
     except OSError as exc:
-        raise ProtocolError(f"Cannot read protocol file {str(p)!r}: {exc}.") from None
-    return parse_protocol(raw, dictionary=dictionary, source=str(p))
+        raise ProtocolError(f"Cannot read protocol file {str(p)!r}: {exc}.") from exc
+    return parse_protocol(raw, dictionary=dictionary, source=str(p), base_dir=p.parent)
 
 
 def parse_protocol(
-    text: str | bytes, *, dictionary: DataDictionary | None = None, source: str = "<string>"
+    text: str | bytes,
+    *,
+    dictionary: DataDictionary | None = None,
+    source: str = "<string>",
+    base_dir: str | os.PathLike[str] | None = None,
 ) -> Protocol:
     """Parse and validate protocol YAML given as text or bytes (see :func:`load_protocol`).
 
     The SHA-256 is computed over the UTF-8 bytes (for ``str`` input) or the bytes as given.
+    ``base_dir`` is the folder the amendment log's archived files are relative to (the
+    protocol file's folder; :func:`load_protocol` passes it); a protocol with amendments
+    cannot be checked without it.
 
     Examples
     --------
@@ -148,11 +163,12 @@ def parse_protocol(
     sha = hashlib.sha256(raw).hexdigest()
     try:
         decoded = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise ProtocolError(f"Protocol {source}: not UTF-8 text.") from None
+    except UnicodeDecodeError as exc:
+        raise ProtocolError(f"Protocol {source}: not UTF-8 text.") from exc
     doc = read_yaml(decoded, source)
     dd = load_dictionary() if dictionary is None else dictionary
-    proto = _Builder(doc, _DictView(dd), source, sha).build()
+    base = None if base_dir is None else Path(base_dir)
+    proto = _Builder(doc, _DictView(dd), source, sha, base).build()
     return dataclasses.replace(proto, plans=compile_plans(proto))
 
 
@@ -220,18 +236,18 @@ def read_yaml(text: str, source: str = "<string>") -> Any:
     try:
         return yaml.load(text, Loader=_StrictLoader)
     except _Refused as exc:
-        raise ProtocolError(f"Protocol {source}: {exc}") from None
+        raise ProtocolError(f"Protocol {source}: {exc}") from exc
     except yaml.YAMLError as exc:
         raise ProtocolError(
             f"Protocol {source}: not valid YAML (only plain YAML is accepted; tags that build "
             f"Python objects are refused): {exc}"
-        ) from None
-    except RecursionError:
+        ) from exc
+    except RecursionError as exc:
         raise ProtocolError(
             f"Protocol {source}: the YAML is nested too deeply to be a protocol (lists or "
             "mappings inside each other hundreds of levels deep). Check the file: a protocol "
             "nests a few levels only."
-        ) from None
+        ) from exc
 
 
 # --------------------------------------------------------------------------- dictionary view
@@ -296,8 +312,20 @@ _TOP_KEYS = {
     "hypotheses": True,
     "not_tested": False,
     "sensitivity": False,
+    "amendments": False,
     "_shared": False,  # free-form block holding YAML anchors; not read
 }
+_AMENDMENT_KEYS = {
+    "version": True,
+    "date": True,
+    "changes": True,
+    "rationale": True,
+    "replaces": True,
+}
+_REPLACES_KEYS = {"version": True, "sha256": True, "file": True}
+#: A protocol version in an amendment log: numbers separated by dots ("1.0", "2.1.3").
+_VERSION = re.compile(r"[0-9]+(\.[0-9]+)*")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 _PROTOCOL_KEYS = {
     "id": True,
     "version": True,
@@ -370,6 +398,7 @@ _ICE_KEYS = {
     "level": False,
     "strategy": True,
     "handling": True,
+    "timing": False,
     "rationale": False,
 }
 _SENSITIVITY_KEYS = {
@@ -378,7 +407,9 @@ _SENSITIVITY_KEYS = {
     "analysis_set": False,
     "intercurrent_events": False,
     "hypotheses": False,
+    "missing_data": False,
 }
+_MISSING_DATA_KEYS = {"method": True, "deltas": True, "imputations": False, "seed": True}
 _NOT_TESTED_KEYS = {"claim_id": True, "claim": True, "source": True, "reason": True}
 
 
@@ -389,11 +420,14 @@ def _cap(values: Iterable[Any], n: int = 8) -> str:
 
 
 class _Builder:
-    def __init__(self, doc: Any, dd: _DictView, source: str, sha: str) -> None:
+    def __init__(
+        self, doc: Any, dd: _DictView, source: str, sha: str, base_dir: Path | None = None
+    ) -> None:
         self.doc = doc
         self.dd = dd
         self.source = source
         self.sha = sha
+        self.base_dir = base_dir
 
     # -- helpers
     def fail(self, where: str, msg: str) -> ProtocolError:
@@ -479,7 +513,7 @@ class _Builder:
         try:
             parts = parse_term(s)
         except ModelError as exc:
-            raise self.fail(where, str(exc)) from None
+            raise self.fail(where, str(exc)) from exc
         if not parts:
             raise self.fail(where, "the intercept is implicit; do not list '1' as a term.")
         return parts
@@ -530,9 +564,11 @@ class _Builder:
         self.check_families(families, hyps)
         not_tested = [self.not_tested(x, i) for i, x in enumerate(doc.get("not_tested") or [])]
         sensitivity = self.sensitivity(doc.get("sensitivity"), sets, hyps)
+        version = self.text(meta["version"], "protocol.version")
+        amendments = self.amendments(doc.get("amendments"), version)
         return Protocol(
             id=pid,
-            version=self.text(meta["version"], "protocol.version"),
+            version=version,
             title=self.text(meta["title"], "protocol.title"),
             sha256=self.sha,
             hypotheses=hyps,
@@ -543,7 +579,148 @@ class _Builder:
             articles=articles,
             path=self.source,
             description=str(meta.get("description") or "").strip(),
+            amendments=amendments,
         )
+
+    # -- amendment log
+    def version_key(self, value: str, where: str) -> tuple[int, ...]:
+        if not _VERSION.fullmatch(value):
+            raise self.fail(
+                where,
+                f"version {value!r} is not a version number (numbers separated by dots, e.g. "
+                "'1.1'); an amendment log orders versions by these numbers.",
+            )
+        return tuple(int(x) for x in value.split("."))
+
+    def amendments(self, raw: Any, version: str) -> tuple[Amendment, ...]:
+        """The amendment log: versions increasing, each replaced file archived unchanged."""
+        if raw is None:
+            return ()
+        if not isinstance(raw, list) or not raw:
+            raise self.fail(
+                "amendments",
+                "expected a non-empty list of amendments (version, date, changes, rationale, "
+                "replaces: {version, sha256, file}), oldest first.",
+            )
+        out: list[Amendment] = []
+        for i, item in enumerate(raw):
+            where = f"amendments[{i}]"
+            a = self.mapping(item, where, _AMENDMENT_KEYS)
+            r = self.mapping(a["replaces"], f"{where}.replaces", _REPLACES_KEYS)
+            new = self.text(a["version"], f"{where}.version")
+            old = self.text(r["version"], f"{where}.replaces.version")
+            if self.version_key(new, f"{where}.version") <= self.version_key(
+                old, f"{where}.replaces.version"
+            ):
+                raise self.fail(
+                    f"{where}.version",
+                    f"version {new!r} does not come after the version it replaces ({old!r}).",
+                )
+            if out and old != out[-1].version:
+                raise self.fail(
+                    f"{where}.replaces.version",
+                    f"amendment {new!r} replaces version {old!r}, but the amendment before it "
+                    f"produced version {out[-1].version!r}: list the amendments oldest first, "
+                    "each replacing the version the one before it produced.",
+                )
+            date = self.date(a["date"], f"{where}.date")
+            if out and date < out[-1].date:
+                raise self.fail(
+                    f"{where}.date",
+                    f"{date} is before the date of the amendment before it ({out[-1].date}); "
+                    "list the amendments oldest first.",
+                )
+            changes = self.str_list(a["changes"], f"{where}.changes", allow_empty=False)
+            sha = self.text(r["sha256"], f"{where}.replaces.sha256").lower()
+            if not _SHA256.fullmatch(sha):
+                raise self.fail(
+                    f"{where}.replaces.sha256",
+                    f"{sha!r} is not a SHA-256 (64 hexadecimal characters); compute it with "
+                    "`sha256sum` of the archived file of the replaced version.",
+                )
+            file = self.text(r["file"], f"{where}.replaces.file")
+            self.check_archived(file, sha, old, f"{where}.replaces")
+            out.append(
+                Amendment(
+                    version=new,
+                    date=date,
+                    changes=tuple(changes),
+                    rationale=self.text(a["rationale"], f"{where}.rationale"),
+                    replaces_version=old,
+                    replaces_sha256=sha,
+                    replaces_file=file,
+                )
+            )
+        if out[-1].version != version:
+            raise self.fail(
+                "amendments",
+                f"the newest amendment produced version {out[-1].version!r} but "
+                f"protocol.version is {version!r}: log the amendment that made version "
+                f"{version!r} (or correct protocol.version).",
+            )
+        return tuple(out)
+
+    def date(self, value: Any, where: str) -> str:
+        if isinstance(value, datetime.date):  # an unquoted YAML date
+            return value.isoformat()
+        s = self.text(value, where)
+        try:
+            return datetime.date.fromisoformat(s).isoformat()
+        except ValueError as exc:
+            raise self.fail(where, f"{s!r} is not an ISO date (YYYY-MM-DD).") from exc
+
+    def check_archived(self, file: str, sha: str, version: str, where: str) -> None:
+        """The archived file of a replaced version exists and has the stated SHA-256.
+
+        ``file`` is relative to the protocol's folder; when it is not there but a file of the
+        same name is beside the protocol, that one is checked: an archived version with its
+        own amendment log, loaded from the archive folder, finds the older versions beside it.
+        """
+        if self.base_dir is None:
+            raise self.fail(
+                where,
+                f"the archived file {file!r} of version {version!r} cannot be checked for a "
+                "protocol given as text: load the protocol from its file (load_protocol) or "
+                "pass base_dir, the folder the file is relative to.",
+            )
+        path = self.base_dir / file
+        beside = self.base_dir / Path(file).name
+        if not path.exists() and beside.is_file():
+            path = beside  # an archived version read from the archive folder itself
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError as exc:
+            raise self.fail(
+                where,
+                f"the archived file {file!r} of the replaced version {version!r} does not exist "
+                f"(looked for {str(path)!r}; the path is relative to the protocol file). An "
+                "amendment keeps the version it replaces: restore that file byte for byte.",
+            ) from exc
+        except OSError as exc:
+            raise self.fail(
+                where, f"cannot read the archived file {file!r} ({str(path)!r}): {exc}."
+            ) from exc
+        actual = hashlib.sha256(data).hexdigest()
+        if actual != sha:
+            raise self.fail(
+                where,
+                f"the archived file {file!r} of version {version!r} has SHA-256 {actual}, but "
+                f"the amendment states {sha}: the archive was changed after the amendment, or "
+                "the stated hash is wrong. Restore the archived file byte for byte (or, if the "
+                "hash is wrong, state the SHA-256 of the version that was replaced).",
+            )
+        try:
+            archived = read_yaml(data.decode("utf-8"), file)
+        except (UnicodeDecodeError, ProtocolError):
+            archived = None  # not a readable protocol: the hash alone identifies it
+        meta = archived.get("protocol") if isinstance(archived, Mapping) else None
+        stated = meta.get("version") if isinstance(meta, Mapping) else None
+        if stated is not None and str(stated) != version:
+            raise self.fail(
+                where,
+                f"the archived file {file!r} is version {stated!r} of the protocol, not the "
+                f"replaced version {version!r}.",
+            )
 
     def analysis_sets(self, raw: Any) -> dict[str, AnalysisSet]:
         if not isinstance(raw, Mapping) or not raw:
@@ -656,14 +833,36 @@ class _Builder:
                     f"{where}.intercurrent_events",
                     SENSITIVITY_STRATEGIES,
                 )
-            if aset is None and ice is None:
-                raise self.fail(
-                    where, "a sensitivity analysis changes analysis_set or intercurrent_events."
-                )
             targets = self.str_list(s.get("hypotheses"), f"{where}.hypotheses")
             bad = [t for t in targets if t not in ids]
             if bad:
                 raise self.fail(f"{where}.hypotheses", f"{_cap(bad)} are not hypotheses.")
+            missing = None
+            if s.get("missing_data") is not None:
+                if aset is not None or ice is not None:
+                    raise self.fail(
+                        where,
+                        "a missing_data analysis keeps the primary analysis set and estimand: "
+                        "give it without analysis_set and intercurrent_events.",
+                    )
+                missing = self.missing_data(s["missing_data"], f"{where}.missing_data")
+                for h in hyps:
+                    if h.id in targets and (
+                        h.family != "gaussian" or h.contrast.type != "difference_in_differences"
+                    ):
+                        raise self.fail(
+                            f"{where}.hypotheses",
+                            f"{h.id} is a {h.family} {h.contrast.type.replace('_', ' ')}: the "
+                            "delta-adjusted imputation is for Gaussian outcomes analysed by a "
+                            "difference in differences (counts and ordinal ratings are not "
+                            "imputed by a normal model); leave it out of this analysis.",
+                        )
+            elif aset is None and ice is None:
+                raise self.fail(
+                    where,
+                    "a sensitivity analysis changes analysis_set or intercurrent_events, or "
+                    "gives missing_data.",
+                )
             out.append(
                 SensitivityAnalysis(
                     name=name,
@@ -671,9 +870,37 @@ class _Builder:
                     analysis_set=aset,
                     intercurrent_events=ice,
                     hypotheses=tuple(targets),
+                    missing_data=missing,
                 )
             )
         return tuple(out)
+
+    def missing_data(self, raw: Any, where: str) -> MissingDataAnalysis:
+        m = self.mapping(raw, where, _MISSING_DATA_KEYS)
+        method = self.choice(m["method"], f"{where}.method", MISSING_DATA_METHODS)
+        deltas = m["deltas"]
+        if (
+            not isinstance(deltas, list)
+            or not deltas
+            or any(isinstance(d, bool) or not isinstance(d, int | float) for d in deltas)
+        ):
+            raise self.fail(
+                f"{where}.deltas", "expected a list of shift sizes (numbers), e.g. [0, 5, 10]."
+            )
+        values = [float(d) for d in deltas]
+        if any(not math.isfinite(d) or d < 0 for d in values) or values != sorted(set(values)):
+            raise self.fail(
+                f"{where}.deltas",
+                f"{deltas!r}: shift sizes must be finite, >= 0 and increasing (the shift is "
+                "applied against the claim; its sign comes from the hypothesis' direction).",
+            )
+        reps = m.get("imputations", 20)
+        if isinstance(reps, bool) or not isinstance(reps, int) or not 2 <= reps <= 1000:
+            raise self.fail(f"{where}.imputations", f"{reps!r}: an integer from 2 to 1000.")
+        seed = m["seed"]
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise self.fail(f"{where}.seed", f"{seed!r}: a non-negative integer.")
+        return MissingDataAnalysis(method=method, deltas=tuple(values), imputations=reps, seed=seed)
 
     def not_tested(self, raw: Any, i: int) -> NotTested:
         where = f"not_tested[{i}]"
@@ -865,10 +1092,10 @@ class _Builder:
         if typ == "integer":
             try:
                 iv = int(s)
-            except ValueError:
+            except ValueError as exc:
                 raise self.fail(
                     where, f"level {s!r} of integer variable {var!r} is not an integer."
-                ) from None
+                ) from exc
             lo, hi = self.dd.bounds(table, var)
             if (lo is not None and iv < lo) or (hi is not None and iv > hi):
                 raise self.fail(
@@ -1213,7 +1440,7 @@ class _Builder:
         try:
             f = parse_formula(text)
         except FormulaError as exc:
-            raise self.fail(where, str(exc)) from None
+            raise self.fail(where, str(exc)) from exc
         if f.response.failures is not None or f.response.value.function is not None:
             raise self.fail(where, f"the response must be the outcome {outcome!r} itself.")
         if f.response.value.column != outcome:
@@ -1253,7 +1480,7 @@ class _Builder:
             handling = self.choice(
                 s["handling"],
                 f"{iw}.handling",
-                ("exclude_period", "exclude_participant", "include"),
+                ("exclude_after_event", "exclude_period", "exclude_participant", "include"),
             )
             if handling not in STRATEGIES[strategy]:
                 raise self.fail(
@@ -1289,6 +1516,27 @@ class _Builder:
                 )
             elif s.get("table") is not None or s.get("level") is not None:
                 raise self.fail(iw, "'table' and 'level' need 'variable'.")
+            timing = None
+            if s.get("timing") is not None:
+                timing = self.name(s["timing"], f"{iw}.timing")
+                if var is None or table is None or not self.dd.has(table, timing):
+                    raise self.fail(
+                        f"{iw}.timing",
+                        f"{timing!r} is not a variable of the event's table "
+                        f"({table or 'none: give variable and table'}).",
+                    )
+                if self.dd.type(table, timing) not in ("integer", "number"):
+                    raise self.fail(
+                        f"{iw}.timing",
+                        f"{timing!r} is {self.dd.type(table, timing)!r}: the timing is a "
+                        "number on the night_index scale (the first night after the event).",
+                    )
+            elif handling == "exclude_after_event":
+                raise self.fail(
+                    f"{iw}.timing",
+                    "handling 'exclude_after_event' needs 'timing': the variable saying when "
+                    "the event happened (e.g. sedative_first_night).",
+                )
             ices.append(
                 IntercurrentEvent(
                     event=self.text(s["event"], f"{iw}.event"),
@@ -1298,6 +1546,7 @@ class _Builder:
                     strategy=strategy,
                     handling=handling,
                     rationale=str(s.get("rationale") or "").strip(),
+                    timing=timing,
                 )
             )
         return Estimand(

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from studykit.estimators import ESTIMATOR_LABELS
 from studykit.models.random_effects import RandomEffect
 from studykit.protocol.model import (
+    EVENT_TIME_COLUMNS,
     RATIO_SCALES,
     AnalysisSet,
     Contrast,
@@ -236,6 +237,11 @@ def compile_plan(protocol: Protocol, h: Hypothesis) -> HypothesisPlan:
         columns = set(model_vars) | {h.outcome, c.treatment_variable, c.time_variable}
     columns |= {"participant_id", "period"}
     columns |= {e.variable for e in h.estimand.intercurrent_events if e.variable}
+    columns |= {e.timing for e in h.estimand.intercurrent_events if e.timing}
+    if h.outcome_table in EVENT_TIME_COLUMNS and any(
+        e.handling == "exclude_after_event" for e in h.estimand.intercurrent_events
+    ):
+        columns.add(EVENT_TIME_COLUMNS[h.outcome_table])
     if kind == "lmm":
         df_method, df_label = h.df_method, h.df_method
     elif kind in ("glmm", "clmm"):

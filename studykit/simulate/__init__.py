@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from studykit.errors import InputError
-from studykit.simulate._night import STAGE_LABELS, NightParameters, simulate_night
+from studykit.simulate._night import ART, STAGE_LABELS, UNS, NightParameters, simulate_night
 from studykit.simulate._write import write_study
 
 __all__ = [
@@ -197,8 +197,8 @@ def _merge_effects(effects: Mapping[str, Any] | None) -> dict[str, Any]:
         else:
             try:
                 merged[key] = float(value)
-            except (TypeError, ValueError):
-                raise InputError(f"Effect {key!r} must be a number, got {value!r}.") from None
+            except (TypeError, ValueError) as exc:
+                raise InputError(f"Effect {key!r} must be a number, got {value!r}.") from exc
     if float(merged["awakenings_rate_ratio"]) <= 0 or float(merged["waso_ratio"]) <= 0:
         raise InputError("Effects 'awakenings_rate_ratio' and 'waso_ratio' must be > 0.")
     if not -1.0 <= float(merged["n3_madrs_correlation"]) <= 1.0:
@@ -223,8 +223,8 @@ def _merge_nuisance(nuisance: Mapping[str, Any] | str | None) -> dict[str, float
     for key, value in nuisance.items():
         try:
             merged[key] = float(value)
-        except (TypeError, ValueError):
-            raise InputError(f"Nuisance {key!r} must be a number, got {value!r}.") from None
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"Nuisance {key!r} must be a number, got {value!r}.") from exc
         if not math.isfinite(merged[key]):
             raise InputError(f"Nuisance {key!r} must be finite, got {value!r}.")
     if not 0.0 <= merged["period_share"] < 1.0:
@@ -338,7 +338,7 @@ def _night_parameters(
     if ket:
         rate *= float(effects["awakenings_rate_ratio"])
         median *= float(effects["waso_ratio"]) / float(effects["awakenings_rate_ratio"])
-    if sedative and night != "baseline":
+    if sedative:  # the night is after the sedative use (the caller compares the timing)
         sol *= 0.6
         rate *= 0.8
     if first_night:
@@ -420,8 +420,10 @@ def simulate_study(
         null study). Unknown names are an error.
     mess : bool
         Add the realistic mess (default): two missing nights, one withdrawal after period 1,
-        artefact, unscored and movement epochs, one participant with sedative use, one with
-        alcohol use, one diary entry not completed (``-99``). ``False`` gives clean data.
+        artefact, unscored and movement epochs, one participant with sedative use (after the
+        infusion: ``sedative_first_night`` 1), one with alcohol use (the evening before the
+        baseline night: ``alcohol_first_night`` 0), one diary entry not completed (``-99``).
+        ``False`` gives clean data.
     nuisance : mapping or {"v1", "v2"}, optional
         Design nuisances to switch on (:data:`NUISANCE_DEFAULTS`, all off by default):
         participant x period variation (``period_share``), carryover of ketamine into period
@@ -502,6 +504,8 @@ def simulate_study(
     missing = {tuple(k) for k in mess_info.get("missing_nights", [])}
     sedative = {tuple(k) for k in mess_info.get("sedative_use", [])}
     alcohol = {tuple(k) for k in mess_info.get("alcohol_use", [])}
+    sedative_night = int(mess_info.get("sedative_first_night", 1))
+    alcohol_night = int(mess_info.get("alcohol_first_night", 0))
 
     period_rows: list[dict[str, Any]] = []
     night_rows: list[dict[str, Any]] = []
@@ -540,6 +544,9 @@ def simulate_study(
                     "madrs_day7": pd.NA if withdrawn_early else _score(madrs7, 0, 60),
                     "sedative_use": int((pid, period) in sedative),
                     "alcohol_use": int((pid, period) in alcohol),
+                    # when the event happened (night_index of the first night after it)
+                    "sedative_first_night": sedative_night if (pid, period) in sedative else None,
+                    "alcohol_first_night": alcohol_night if (pid, period) in alcohol else None,
                 }
             )
             # participant x period effects: an independent stream, drawn only when used, so
@@ -559,7 +566,7 @@ def simulate_study(
                     effects=eff,
                     n3_response=n3_resp[i],
                     rem_response=rem_resp[i],
-                    sedative=(pid, period) in sedative,
+                    sedative=(pid, period) in sedative and k >= sedative_night,
                     period_effects=v,
                     nuisance=nz,
                     first_night=period == 1 and night == nights[0],
@@ -630,7 +637,13 @@ def simulate_study(
     roster["withdrawal_reason"] = roster["withdrawal_reason"].replace("", pd.NA)
 
     periods = pd.DataFrame(period_rows)
-    for col in ("madrs_day0", "madrs_day1", "madrs_day7"):
+    for col in (
+        "madrs_day0",
+        "madrs_day1",
+        "madrs_day7",
+        "sedative_first_night",
+        "alcohol_first_night",
+    ):
         periods[col] = periods[col].astype("Int64")
     nights_df = pd.DataFrame(night_rows)
     epochs = _epoch_table(epoch_parts)
@@ -722,7 +735,12 @@ def _plan_mess(
             else "Withdrew consent after night post1 (travel burden)"
         ),
         "sedative_use": [[sed, n_periods]],
+        # intercurrent-event timing (night_index of the first night after the event): the
+        # sedative is taken after the infusion, before night post1 (it acts on the nights
+        # after it); the alcohol the evening before the baseline night
+        "sedative_first_night": 1,
         "alcohol_use": [[alc, 1]],
+        "alcohol_first_night": 0,
         "missing_nights": [
             [miss1, 1, last],  # recording failed
             [miss2, n_periods, "baseline" if n_periods == 2 else last],
@@ -743,8 +761,6 @@ def _apply_epoch_mess(
     params: list[dict[str, Any]],
 ) -> None:
     """Artefact blocks and a long unscored stretch, in place on the stage arrays."""
-    from studykit.simulate._night import ART, UNS
-
     rng = _rng(seed, 5)
     index = {(pid, per, night): j for j, (pid, per, night, _) in enumerate(parts)}
     for pid, per, night in info.get("artefact_nights", []):

@@ -365,9 +365,11 @@ def _readme(study: SimulatedStudy, written: dict[str, int], derived_note: str) -
             [
                 f"- withdrawn: {mess['withdrawn']} ({mess['withdrawal_reason']})",
                 f"- missing nights (not recorded): {_fmt_keys(mess['missing_nights'])}",
-                f"- concomitant sedative use: {_fmt_keys(mess['sedative_use'])} "
-                "(sleep onset shortened and fewer awakenings after the infusion)",
-                f"- alcohol use: {_fmt_keys(mess['alcohol_use'])}",
+                f"- concomitant sedative use: {_fmt_keys(mess['sedative_use'])}, first night "
+                f"after it: {mess['sedative_first_night']} (sedative_first_night; sleep onset "
+                "shortened and fewer awakenings from that night on)",
+                f"- alcohol use: {_fmt_keys(mess['alcohol_use'])}, first night after it: "
+                f"{mess['alcohol_first_night']} (alcohol_first_night)",
                 f"- artefact blocks: {_fmt_keys(mess['artefact_nights'])}",
                 f"- long unscored stretch (> 10 % of time in bed): {_fmt_keys([mess['unscored_night']])}",
                 "- diary entry not completed (-99): {} period {} day {} ({})".format(

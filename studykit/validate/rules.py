@@ -32,6 +32,7 @@ __all__ = [
     "AtMost",
     "SumEquals",
     "PercentOf",
+    "EventTiming",
     "ROW_RULES",
     "check_range",
     "check_keys",
@@ -275,6 +276,71 @@ class PercentOf:
         )
 
 
+@dataclass(frozen=True)
+class EventTiming:
+    """Rule: an intercurrent event's timing is recorded exactly when its flag says it happened.
+
+    ``flag`` is the boolean column of the event (e.g. ``sedative_use``), ``timing`` the
+    column saying when it happened (e.g. ``sedative_first_night``). A timing without the
+    event is an error; an event without its timing, or a timing whose flag is empty, a
+    warning (an analysis that keeps the data before the event must then treat the whole
+    period as after it).
+
+    Examples
+    --------
+    >>> rule = EventTiming("sedative_use", "sedative_first_night")
+    >>> typed = pd.DataFrame({"sedative_use": pd.array([True, False, True], dtype="boolean"),
+    ...                       "sedative_first_night": pd.array([1, 2, None], dtype="Int64")})
+    >>> c = IssueCollector(typed)
+    >>> rule(typed, c)
+    >>> c.frame()[["pos", "severity"]].values.tolist()
+    [[1, 'error'], [2, 'warning']]
+    """
+
+    flag: str
+    timing: str
+
+    def __call__(self, typed: pd.DataFrame, issues: IssueCollector) -> None:
+        """Check the rule on ``typed``; skipped unless both columns are present."""
+        if not {self.flag, self.timing} <= set(typed.columns):
+            return
+        flag = typed[self.flag].astype("boolean")
+        has_time = typed[self.timing].notna().to_numpy()
+        names = [self.flag, self.timing]
+        happened = flag.fillna(False).to_numpy(dtype=bool)
+        not_happened = (~flag).fillna(False).to_numpy(dtype=bool)
+        unknown = flag.isna().to_numpy()
+        for pos, severity, message in (
+            (
+                np.flatnonzero(not_happened & has_time),
+                "error",
+                f"{self.timing} is given but {self.flag} says the event did not happen; "
+                f"clear {self.timing} or set {self.flag} to 1",
+            ),
+            (
+                np.flatnonzero(happened & ~has_time),
+                "warning",
+                f"{self.flag} without its timing: record {self.timing} (otherwise an "
+                "analysis keeping the data before the event treats the whole period as after "
+                "it)",
+            ),
+            (
+                np.flatnonzero(unknown & has_time),
+                "warning",
+                f"{self.timing} is given but {self.flag} is empty: record {self.flag} (an "
+                "empty flag counts as no event)",
+            ),
+        ):
+            issues.add(
+                pos,
+                ", ".join(names),
+                "event_timing",
+                severity,
+                message,
+                values=_rule_values(typed, names, pos),
+            )
+
+
 # ---------------------------------------------------------------------------------------
 # cross-field rules that need more than a comparison
 # ---------------------------------------------------------------------------------------
@@ -424,6 +490,10 @@ ROW_RULES: dict[str, tuple[Rule, ...]] = {
         *(_stage_percent(s) for s in ("n1", "n2", "n3", "rem")),
         _night_index,
     ),
-    "periods": (_dose_treatment,),
+    "periods": (
+        _dose_treatment,
+        EventTiming("sedative_use", "sedative_first_night"),
+        EventTiming("alcohol_use", "alcohol_first_night"),
+    ),
     "roster": (_withdrawal_reason,),
 }
