@@ -452,3 +452,47 @@ def test_lights_inside_the_files_reach_the_study_loader(tmp_path):
         np.testing.assert_array_equal(a, b, err_msg=c)
     row = both[(both["participant_id"] == "P01") & (both["night"] == "baseline")].iloc[0]
     assert (row["tib_min"], row["sol_min"], row["se_pct"]) == (66.0, 3.0, 100 * 60 / 66)
+
+
+def test_sleep_edf_cassette_and_telemetry_subjects_are_not_merged(tmp_path, capsys):
+    # SC4001 (Sleep Cassette subject 00) and ST7001 (Sleep Telemetry subject 00) are two
+    # people; by name alone both would be participant "00", night 1. The scanner refuses
+    # both files and names the fix; ST7011 (subject 01, only in Telemetry) is read.
+    d = tmp_path / "sleep-edf"
+    d.mkdir()
+    write_sleep_edf_hypnogram(d / "SC4001EC-Hypnogram.edf")
+    write_psg(d / "SC4001E0-PSG.edf")
+    write_sleep_edf_hypnogram(d / "ST7001J0-Hypnogram.edf")
+    write_sleep_edf_hypnogram(d / "ST7011JP-Hypnogram.edf")
+    files, problems = scan_hypnograms(d)
+    assert [f.path.name for f in files] == ["ST7011JP-Hypnogram.edf"]
+    refused = problems[problems["rule"] == "ambiguous_identity"]
+    assert sorted(Path(f).name for f in refused["file"]) == [
+        "SC4001EC-Hypnogram.edf",
+        "ST7001J0-Hypnogram.edf",
+    ]
+    assert set(refused["severity"]) == {"error"} and len(problems) == 2  # PSG: no row of its own
+    message = refused.set_index(refused["file"].map(lambda f: Path(f).name)).loc[
+        "SC4001EC-Hypnogram.edf", "message"
+    ]
+    assert "ST7001J0-Hypnogram.edf" in message and "recordings.csv" in message
+    # studykit derive: exit 2, the error said, the two people not in one participant's rows
+    out = tmp_path / "nights.csv"
+    assert main(["derive", str(d), "-o", str(out)]) == 2
+    assert "ambiguous_identity" in (tmp_path / "nights_problems.csv").read_text()
+    assert pd.read_csv(out, dtype=str)["file"].map(lambda f: Path(f).name).tolist() == [
+        "ST7011JP-Hypnogram.edf"
+    ]
+    # the fix: a recordings table says whose night each file is
+    (d / "recordings.csv").write_text(
+        "file,participant_id,period,night\n"
+        "SC4001EC-Hypnogram.edf,SC00,1,1\nST7001J0-Hypnogram.edf,ST00,1,1\n"
+    )
+    files, problems = scan_hypnograms(d)
+    got = sorted((f.path.name, f.participant_id, f.identity) for f in files)
+    assert got == [
+        ("SC4001EC-Hypnogram.edf", "SC00", "recordings"),
+        ("ST7001J0-Hypnogram.edf", "ST00", "recordings"),
+        ("ST7011JP-Hypnogram.edf", "01", "sleep-edf"),
+    ]
+    assert "ambiguous_identity" not in set(problems["rule"])
