@@ -580,7 +580,7 @@ def _sleep_edf_collisions(
     for f in identified:
         if f.identity == "sleep-edf" and f.participant_id is not None:
             m = _SLEEP_EDF.match(f.path.stem)
-            if m is not None:
+            if m is not None and m["kind"].lower() == "hypnogram":
                 studies.setdefault(f.participant_id, set()).add(m["study"].upper())
     shared = {pid for pid, found in studies.items() if len(found) > 1}
     if not shared:
