@@ -30,6 +30,10 @@ EXIT_INTERRUPTED = 130
 #: Options (argparse destinations) naming what a command writes; an interrupted command's
 #: partial output under them is removed.
 OUTPUT_OPTIONS = ("output", "out", "report", "csv")
+#: Commands that stage their own output (:class:`~studykit.outdir.StagedOutput`: written
+#: beside ``--out``, moved into place at the very end): not guarded, so an interrupt after
+#: the move can never remove finished results.
+SELF_STAGED = ("run",)
 
 #: Subcommands, in the order ``--help`` lists them, with their one-line help.
 COMMANDS: dict[str, str] = {
@@ -97,9 +101,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     guard: OutputGuard | None = None
     try:
-        guard = OutputGuard(
-            getattr(args, name) for name in OUTPUT_OPTIONS if getattr(args, name, None)
-        )
+        if args.command not in SELF_STAGED:
+            guard = OutputGuard(
+                getattr(args, name) for name in OUTPUT_OPTIONS if getattr(args, name, None)
+            )
         return int(args.handler(args) or 0)
     except StudykitError as exc:
         print(f"studykit {args.command}: error: {exc}", file=sys.stderr)
