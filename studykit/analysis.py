@@ -113,6 +113,15 @@ _N_TREATMENTS = "_n_treatments"
 #: Column carrying a period-level observation's time on the event-timing scale: the latest
 #: night a correlation reads (its night_index), for intercurrent events' timing.
 _EVENT_TIME = "_event_time"
+_TIPPING_COLUMNS = [
+    "analysis",
+    "hypothesis_id",
+    "contrast",
+    "primary_verdict",
+    "shifts",
+    "tipping_shift",
+    "tipping_verdict",
+]
 _EXCLUSION_COLUMNS = ["hypothesis_id", "participant_id", "period", "n_observations", "reason"]
 _KEYS = {
     "nights": ["participant_id", "period", "night"],
@@ -190,6 +199,10 @@ class AnalysisResults:
     missing_data : dict
         Missing-data (delta-adjusted) sensitivity analysis name -> hypothesis id ->
         :class:`studykit.missing.DeltaAdjustedResult` (pooled results per shift).
+    tipping_points : pandas.DataFrame
+        One row per missing-data analysis x hypothesis x contrast: ``analysis,
+        hypothesis_id, contrast, primary_verdict, shifts`` (the grid, signed, as text),
+        ``tipping_shift`` (NaN: no tipping point within the grid), ``tipping_verdict``.
     """
 
     protocol: Protocol
@@ -198,6 +211,9 @@ class AnalysisResults:
     simulated: bool
     sensitivity_fits: dict[str, dict[str, HypothesisFit]] = field(default_factory=dict)
     missing_data: dict[str, dict[str, DeltaAdjustedResult]] = field(default_factory=dict)
+    tipping_points: pd.DataFrame = field(
+        default_factory=lambda: pd.DataFrame(columns=_TIPPING_COLUMNS)
+    )
 
     def fit(self, hypothesis_id: str) -> HypothesisFit:
         """The :class:`HypothesisFit` of one hypothesis."""
@@ -864,9 +880,15 @@ def _fit_estimator(
 
 
 def _estimator_contrasts(
-    plan: HypothesisPlan, df: pd.DataFrame
+    plan: HypothesisPlan,
+    df: pd.DataFrame,
+    previous: tuple[estimators.PreparedModel, Any] | None = None,
 ) -> tuple[estimators.PreparedModel, Any, pd.DataFrame]:
-    """The estimator's model on the selected data and the planned contrast rows."""
+    """The estimator's model on the selected data and the planned contrast rows.
+
+    ``previous`` (an earlier preparation and its fit): when this preparation differs from it
+    only in the outcome (same rows, terms and covariates), its model is refitted to the new
+    response instead of built again (completed data sets of an imputation)."""
     c = plan.contrast
     spec = estimators.CrossoverSpec(
         outcome=plan.model.outcome,
@@ -881,7 +903,10 @@ def _estimator_contrasts(
         period_levels=tuple(plan.model.levels.get("period", ())),
     )
     prep = estimators.prepare(df.drop(columns="_period"), plan.model.estimator, spec)
-    model = estimators.fit_prepared(prep)
+    if previous is not None and _same_design(previous[0], prep):
+        model = previous[1].refit(pd.to_numeric(prep.data[prep.outcome]).to_numpy(dtype=float))
+    else:
+        model = estimators.fit_prepared(prep)
     L = np.vstack(
         [
             estimators.contrast_matrix(model, prep, replace(spec, levels=(lv,)))
@@ -889,6 +914,19 @@ def _estimator_contrasts(
         ]
     )
     return prep, model, _planned_contrasts(model, L, plan)
+
+
+def _same_design(a: estimators.PreparedModel, b: estimators.PreparedModel) -> bool:
+    """Whether two preparations differ at most in the outcome's values."""
+    if (a.fixed, a.random, a.levels, a.family, a.outcome) != (
+        b.fixed,
+        b.random,
+        b.levels,
+        b.family,
+        b.outcome,
+    ) or a.family != "gaussian":
+        return False
+    return a.data.drop(columns=a.outcome).equals(b.data.drop(columns=b.outcome))
 
 
 def _failed(
@@ -1143,6 +1181,7 @@ def run_analysis(
     tables = [table]
     sensitivity_fits: dict[str, dict[str, HypothesisFit]] = {}
     missing_data: dict[str, dict[str, DeltaAdjustedResult]] = {}
+    tips: list[dict[str, Any]] = []
     if analysis_set is None and sensitivity:
         for sa in protocol.sensitivity:
             targets = [h for h in wanted if not sa.hypotheses or h in sa.hypotheses]
@@ -1152,7 +1191,7 @@ def run_analysis(
                 continue
             if sa.missing_data is not None:
                 with _model_logs_held():
-                    t, mi = _missing_data_rows(sa, plans, targets, study, full, fits)
+                    t, mi = _missing_data_rows(sa, plans, targets, study, full, tips)
                 tables.append(t)
                 missing_data[sa.name] = mi
                 continue
@@ -1168,6 +1207,7 @@ def run_analysis(
         simulated=bool(simulated),
         sensitivity_fits=sensitivity_fits,
         missing_data=missing_data,
+        tipping_points=pd.DataFrame(tips, columns=_TIPPING_COLUMNS),
     )
 
 
@@ -1354,13 +1394,16 @@ def _complete_data_analysis(
     plan: HypothesisPlan,
 ) -> Callable[[pd.DataFrame], tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """The primary estimator as a complete-data analysis: completed data -> contrast
-    estimates, variances and df. The difference in differences refits the first fit's model
-    to each new response (same rows, same design)."""
+    estimates, variances and df. The first fit's model is refitted to each new response when
+    the design is the same (the difference in differences always; an estimator whose
+    covariates do not come from the outcome, e.g. cLDA)."""
     first: list[Any] = []
 
     def analyse(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         if plan.model.estimator != "did":
-            _, _, tab = _estimator_contrasts(plan, frame)
+            prep, model, tab = _estimator_contrasts(plan, frame, first[0] if first else None)
+            if not first:
+                first.append((prep, model))
         else:
             y = pd.to_numeric(frame[plan.model.outcome]).to_numpy(dtype=float)
             model = first[0].refit(y) if first else _fit_model(frame, plan)
@@ -1393,7 +1436,7 @@ def _missing_data_rows(
     targets: Sequence[str],
     study: Any,
     primary_full: pd.DataFrame,
-    fits: dict[str, HypothesisFit],
+    tips: list[dict[str, Any]],
 ) -> tuple[pd.DataFrame, dict[str, DeltaAdjustedResult]]:
     """A delta-adjusted multiple-imputation analysis of each target: one row per hypothesis x
     contrast x shift, with the tipping point (studykit.missing)."""
@@ -1443,7 +1486,7 @@ def _missing_data_rows(
             if res.n_imputed
             else "no missing post-infusion outcome: the primary analysis, unchanged"
         )
-        rows.extend(_delta_rows(plan, prim, res, primary_full, plans, sa, f"{note}; {what}"))
+        rows.extend(_delta_rows(plan, prim, res, primary_full, plans, sa, f"{note}; {what}", tips))
     return pd.DataFrame(rows, columns=HYPOTHESIS_COLUMNS), results
 
 
@@ -1472,6 +1515,7 @@ def _delta_rows(
     plans: dict[str, HypothesisPlan],
     sa: SensitivityAnalysis,
     note: str,
+    tips: list[dict[str, Any]],
 ) -> list[dict[str, Any]]:
     """The rows of one hypothesis: each shift's pooled contrasts, tested as the primary, with
     the verdict the hypothesis would get with this result (the rest of its multiplicity family
@@ -1522,6 +1566,17 @@ def _delta_rows(
         grid = [d for d, *_ in by_delta]
         verdicts = [v[j] for _, _, v, _ in by_delta]
         tip, tip_verdict = tipping_point(grid, verdicts, str(p_row["verdict"]))
+        tips.append(
+            {
+                "analysis": sa.name,
+                "hypothesis_id": plan.id,
+                "contrast": p_row["contrast"],
+                "primary_verdict": p_row["verdict"],
+                "shifts": ", ".join(f"{d:+g}" for d in grid),
+                "tipping_shift": math.nan if tip is None else tip,
+                "tipping_verdict": tip_verdict or "",
+            }
+        )
         span = f"{abs(grid[0]):g} to {abs(grid[-1]):g}"
         tipping = (
             f"tipping point: shift {tip:+g} ({p_row['verdict']} -> {tip_verdict})"

@@ -55,14 +55,17 @@ _HEX64 = re.compile(r"[0-9a-f]{64}")
 RTOL = 1e-6
 #: Default absolute tolerance of numbers in :func:`studykit.verify.verify`.
 ATOL = 1e-9
-#: Distributions whose versions the manifest records.
+#: Distributions whose versions the manifest records: studykit and every runtime dependency
+#: that ``studykit run`` imports (statsmodels through seaborn; pandas imports pyarrow,
+#: tabulate and Jinja2 for strings, Markdown and LaTeX/HTML tables). Not joblib or tqdm
+#: (power and derive only) nor test-only packages such as pingouin;
+#: tests/test_manifest.py checks the list against the imports of a run.
 PACKAGES: tuple[str, ...] = (
     "studykit",
     "numpy",
     "scipy",
     "pandas",
     "statsmodels",
-    "pingouin",
     "matplotlib",
     "seaborn",
     "PyYAML",
@@ -71,7 +74,7 @@ PACKAGES: tuple[str, ...] = (
     "pyarrow",
     "tabulate",
     "Jinja2",
-    "joblib",
+    "threadpoolctl",
 )
 
 

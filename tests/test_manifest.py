@@ -1,7 +1,11 @@
 """Manifest: hashes, environment, tolerant comparison of tables, and verify()."""
 
 import json
+import re
 import shutil
+import subprocess
+import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -9,6 +13,7 @@ import pytest
 from studykit.errors import InputError
 from studykit.manifest import (
     ATOL,
+    PACKAGES,
     RTOL,
     build_manifest,
     hash_tree,
@@ -235,3 +240,31 @@ def test_verify_uses_protocol_copy_when_original_is_gone(demo):
     out, proto, _ = demo
     proto.unlink()
     assert verify(out) == []
+
+
+_RUN_IMPORTS = """
+import importlib.metadata, json, logging, sys
+logging.disable(logging.CRITICAL)
+from studykit.pipeline import run
+run("protocols/ketamine_sleep.yaml", data=None, out=sys.argv[1], seed=20261125,
+    command=["studykit", "run"], progress=False)
+dists = importlib.metadata.packages_distributions()
+print(json.dumps(sorted({d.lower() for m in list(sys.modules) if "." not in m
+                         for d in dists.get(m, [])})))
+"""
+
+
+def test_manifest_records_the_versions_of_what_the_run_imports(tmp_path):
+    """PACKAGES = studykit + the runtime dependencies (pyproject.toml) that a fresh
+    ``studykit run`` process has imported when it ends: none missing, none it does not use
+    (pingouin is test-only; joblib and tqdm serve power and derive)."""
+    root = Path(__file__).parents[1]
+    deps = tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
+    runtime = {re.split(r"[<>=!~\[ ]", d, maxsplit=1)[0].lower() for d in deps}
+    out = subprocess.run(
+        [sys.executable, "-c", _RUN_IMPORTS, str(tmp_path / "results")],
+        cwd=root, capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    imported = set(json.loads(out.strip().splitlines()[-1]))
+    assert {p.lower() for p in PACKAGES} == {"studykit"} | (runtime & imported)
+    assert "pingouin" not in {p.lower() for p in PACKAGES}

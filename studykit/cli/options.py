@@ -1,4 +1,15 @@
-"""Options shared by several subcommands, declared once (same flag, same meaning, same help)."""
+"""Options shared by several subcommands, declared once (same flag, same meaning, same help).
+
+Examples
+--------
+>>> import argparse
+>>> p = argparse.ArgumentParser()
+>>> dictionary(p)
+>>> outcomes(p)
+>>> args = p.parse_args(["--outcomes", "typed"])
+>>> args.dictionary, args.outcomes
+(None, 'typed')
+"""
 
 from __future__ import annotations
 

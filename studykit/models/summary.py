@@ -273,26 +273,30 @@ class ModelSummary:
             " ".join(v.rjust(w) for v, w in zip(vals, width, strict=True)),
         ]
 
-    def _random_text(self) -> str:
+    def _random_cells(self) -> tuple[list[str], list[list[str]], int]:
+        """Header, rows (group, name, variance, SD, one cell per correlation), number of
+        correlation columns: the random-effects table for text and HTML alike."""
         r = self.random
         ncorr = sum(c.startswith("corr_") for c in r.columns)
-        var = _rjust_all(_fmt_col(list(r["variance"]), 4))
-        sd = _rjust_all(_fmt_col(list(r["std_dev"]), 4))
-        corr_cols = [
-            _rjust_all(
-                ["" if c is None or (isinstance(c, float) and math.isnan(c)) else f"{c:.2f}"
-                 for c in r[f"corr_{j + 1}"]]
-            )
-            for j in range(ncorr)
-        ]  # fmt: skip
-        header = ["Groups", "Name", "Variance", "Std.Dev."] + (["Corr"] if ncorr else [])
-        rows = []
-        for i, row in enumerate(r.itertuples(index=False)):
-            corr_s = " ".join(col[i] for col in corr_cols).rstrip()
-            rows.append(
-                [str(row.group), str(row.name), var[i], sd[i]] + ([corr_s] if ncorr else [])
-            )
-        return _table_text(header, rows, left=(0, 1, 2, 3, 4))
+        var, sd = _fmt_col(list(r["variance"]), 4), _fmt_col(list(r["std_dev"]), 4)
+        rows = [
+            [str(row.group), str(row.name), var[i], sd[i]]
+            + [_corr_cell(getattr(row, f"corr_{j + 1}")) for j in range(ncorr)]
+            for i, row in enumerate(r.itertuples(index=False))
+        ]
+        return ["Groups", "Name", "Variance", "Std.Dev."], rows, ncorr
+
+    def _random_text(self) -> str:
+        header, rows, ncorr = self._random_cells()
+        # variance, SD and each correlation right-aligned; the correlations share one column
+        cols = [_rjust_all([row[k] for row in rows]) for k in range(2, 4 + ncorr)]
+        lines = [
+            row[:2]
+            + [cols[0][i], cols[1][i]]
+            + ([" ".join(c[i] for c in cols[2:]).rstrip()] if ncorr else [])
+            for i, row in enumerate(rows)
+        ]
+        return _table_text(header + (["Corr"] if ncorr else []), lines, left=(0, 1, 2, 3, 4))
 
     def _coef_cells(self, table: pd.DataFrame, *, tests: bool) -> tuple[list[str], list[list[str]]]:
         est = table["estimate"].to_numpy(float)
@@ -381,22 +385,8 @@ class ModelSummary:
                 )
             )
         parts.append("<p>Random effects:</p>")
-        r = self.random
-        ncorr = sum(c.startswith("corr_") for c in r.columns)
-        rows = []
-        var, sd = _fmt_col(list(r["variance"]), 4), _fmt_col(list(r["std_dev"]), 4)
-        for i, row in enumerate(r.itertuples(index=False)):
-            corr = [getattr(row, f"corr_{j + 1}") for j in range(ncorr)]
-            rows.append(
-                [str(row.group), str(row.name), var[i], sd[i]]
-                + [
-                    "" if c is None or (isinstance(c, float) and math.isnan(c)) else f"{c:.2f}"
-                    for c in corr
-                ]
-            )
-        parts.append(
-            _html_table(["Groups", "Name", "Variance", "Std.Dev."] + ["Corr"] * ncorr, rows)
-        )
+        header, rows, ncorr = self._random_cells()
+        parts.append(_html_table(header + ["Corr"] * ncorr, rows))
         groups = "; ".join(f"{e(str(g))}, {n}" for g, n in self.ngroups.items())
         parts.append(f"<p>Number of obs: {self.nobs}, groups: {groups}</p>")
         if len(self.fixed):
@@ -417,6 +407,10 @@ class ModelSummary:
 
     def _repr_html_(self) -> str:
         return self.as_html()
+
+
+def _corr_cell(c: Any) -> str:
+    return "" if c is None or (isinstance(c, float) and math.isnan(c)) else f"{c:.2f}"
 
 
 def _corr_text(corr: pd.DataFrame) -> str:
@@ -459,83 +453,69 @@ def _corr(fit: Any) -> pd.DataFrame | None:
     return pd.DataFrame(C, index=fit.columns, columns=fit.columns)
 
 
-def summarize(fit: Any) -> ModelSummary:
-    """Build the :class:`ModelSummary` of a fitted LMM, GLMM or CLMM result."""
-    family = getattr(fit, "family", "gaussian")
-    ngroups = (
-        fit.ngroups
-        if isinstance(fit.ngroups, dict)
-        else (getattr(fit, "ngroups_by", None) or {fit.group: fit.ngroups})
-    )
-    formula = getattr(fit, "formula", None)
-    if family == "gaussian":
-        title = (
-            f"Linear mixed model fit by {'REML' if fit.reml else 'maximum likelihood'}. "
-            "t-tests use Satterthwaite's method"
-        )
-        if fit.reml:
-            criteria = {"REML criterion at convergence": -2.0 * fit.loglik}
-        else:
-            criteria = {
-                "AIC": fit.aic,
-                "BIC": fit.bic,
-                "logLik": fit.loglik,
-                "deviance": -2.0 * fit.loglik,
-                "df.resid": fit.nobs - (len(fit.beta) + len(fit.theta) + 1),
-            }
-        resid = np.quantile(fit.residuals(scaled=True), [0, 0.25, 0.5, 0.75, 1.0])
-        fixed = fit.coef_table()
-        return ModelSummary(
-            title=title,
-            formula=formula,
-            criteria=criteria,
-            residuals=resid,
-            random=random_effects_table(fit.varcorr()),
-            nobs=fit.nobs,
-            ngroups=ngroups,
-            fixed=fixed,
-            statistic="t",
-            corr=_corr(fit),
-            notes=list(fit.warnings),
-        )
-    k = int(getattr(fit, "df_loglik", len(fit.beta) + 1))
-    criteria = {
+def _likelihood_criteria(fit: Any, k: int) -> dict[str, float]:
+    """AIC, BIC, log-likelihood, deviance and residual df (``k`` estimated parameters)."""
+    return {
         "AIC": fit.aic,
         "BIC": fit.bic,
         "logLik": fit.loglik,
         "deviance": -2.0 * fit.loglik,
         "df.resid": fit.nobs - k,
     }
+
+
+def summarize(fit: Any) -> ModelSummary:
+    """Build the :class:`ModelSummary` of a fitted LMM, GLMM or CLMM result."""
+    family = getattr(fit, "family", "gaussian")
+    ngroups = fit.ngroups if isinstance(fit.ngroups, dict) else {fit.group: fit.ngroups}
+    common: dict[str, Any] = {
+        "formula": getattr(fit, "formula", None),
+        "random": random_effects_table(fit.varcorr()),
+        "nobs": fit.nobs,
+        "ngroups": ngroups,
+        "fixed": fit.coef_table(),
+        "notes": list(fit.warnings),
+    }
+    if family == "gaussian":
+        title = (
+            f"Linear mixed model fit by {'REML' if fit.reml else 'maximum likelihood'}. "
+            "t-tests use Satterthwaite's method"
+        )
+        criteria = (
+            {"REML criterion at convergence": -2.0 * fit.loglik}
+            if fit.reml
+            else _likelihood_criteria(fit, len(fit.beta) + len(fit.theta) + 1)
+        )
+        resid = np.quantile(fit.residuals(scaled=True), [0, 0.25, 0.5, 0.75, 1.0])
+        return ModelSummary(
+            title=title,
+            criteria=criteria,
+            residuals=resid,
+            statistic="t",
+            corr=_corr(fit),
+            **common,
+        )
+    criteria = _likelihood_criteria(fit, int(getattr(fit, "df_loglik", len(fit.beta) + 1)))
     if family == "ordinal":
         return ModelSummary(
             title=f"Cumulative link mixed model fitted with the {fit.method} approximation",
-            formula=formula,
             criteria=criteria,
             residuals=None,
-            random=random_effects_table(fit.varcorr()),
-            nobs=fit.nobs,
-            ngroups=ngroups,
-            fixed=fit.coef_table(),
             statistic="z",
             family=f"cumulative {fit.link}, flexible thresholds",
             thresholds=fit.threshold_table(),
-            notes=list(fit.warnings),
+            **common,
         )
     method = getattr(fit, "method", "Laplace")
     fam = family + (f"({fit.theta:.4g})" if getattr(fit, "theta", None) is not None else "")
     return ModelSummary(
         title=f"Generalized linear mixed model fit by maximum likelihood ({method})",
-        formula=formula,
         criteria=criteria,
         residuals=None,
-        random=random_effects_table(fit.varcorr()),
-        nobs=fit.nobs,
-        ngroups=ngroups,
-        fixed=fit.coef_table(),
         statistic="z",
         family=f"{fam}  ( {fit.link} )",
         corr=_corr(fit),
-        notes=list(fit.warnings),
+        **common,
     )
 
 

@@ -184,15 +184,7 @@ class EstimatorAnalyser(Analyser):
                     for lv in spec.levels
                 ]
             )
-        method = self.hyp.df_method if spec.family == "gaussian" else "z"
-        tab = contrast_table(fit, self.L, df_method=method, alternative=self.hyp.alternative)
-        return ContrastResults(
-            tab["estimate"].to_numpy(float),
-            tab["std_error"].to_numpy(float),
-            tab["df"].to_numpy(float),
-            tab["p_value"].to_numpy(float),
-            singular=bool(getattr(fit, "singular", False)),
-        )
+        return _tested(fit, self.L, self.hyp)
 
 
 def make_analyser(

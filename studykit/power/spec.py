@@ -931,6 +931,12 @@ def as_design(obj: Any, effects: Any, hypotheses: Sequence[str] | None) -> Power
 
     ``effects`` (a mapping or YAML file) supply what a protocol does not state (layout, outcomes)
     or override a design's ``outcomes.<name>`` fields; ``hypotheses`` selects ids.
+
+    Examples
+    --------
+    >>> d = as_design(TRIAL_SIM_EXAMPLE, {"outcomes": {"sws_min": {"sd_residual": 10}}}, None)
+    >>> d.hypotheses[0].id, d.outcomes["sws_min"].sd_residual
+    ('H1', 10)
     """
     if isinstance(obj, PowerDesign):
         design = obj

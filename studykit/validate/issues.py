@@ -137,6 +137,26 @@ class IssueCollector:
         self._cols: dict[str, list[np.ndarray]] = {
             c: [] for c in ("column", "value", "rule", "severity", "message")
         }
+        self._codes: np.ndarray | None = None
+
+    def by_value(self, codes: np.ndarray) -> IssueCollector:
+        """The same collector, taking positions into a column's distinct values.
+
+        ``codes[row]`` is the distinct value of each row (:func:`pandas.factorize`); an
+        issue added at a distinct value's position is added at every row holding it (a
+        column is parsed once per distinct value).
+
+        Examples
+        --------
+        >>> c = IssueCollector(pd.DataFrame({"x": ["a", "b", "a"]}))
+        >>> c.by_value(np.array([0, 1, 0])).add(np.array([0]), "x", "code", "error", "bad")
+        >>> c.frame()[["pos", "value"]].values.tolist()
+        [[0, 'a'], [2, 'a']]
+        """
+        view = IssueCollector.__new__(IssueCollector)
+        view.raw, view._pos, view._cols = self.raw, self._pos, self._cols
+        view._codes = np.asarray(codes, dtype=np.int64)
+        return view
 
     def add(
         self,
@@ -147,11 +167,26 @@ class IssueCollector:
         message: str | pd.Series | np.ndarray,
         values: pd.Series | np.ndarray | str | None = None,
     ) -> None:
-        """Add one issue per position; ``values`` default to the raw cells of ``column``."""
+        """Add one issue per position; ``values`` default to the raw cells of ``column``.
+
+        ``message`` and ``values`` are one string for all, or one item per position.
+        """
         positions = np.asarray(positions, dtype=np.int64)
-        n = positions.size
-        if n == 0:
+        if positions.size == 0:
             return
+        if self._codes is not None:
+            # positions of distinct values -> every row holding one (items follow their value)
+            index = np.full(int(self._codes.max()) + 1, -1, dtype=np.int64)
+            index[positions] = np.arange(positions.size)
+            of_row = index[self._codes]
+            positions = np.flatnonzero(of_row >= 0)
+            message, values = (
+                x
+                if x is None or isinstance(x, str)
+                else np.asarray(x, dtype=object)[of_row[positions]]
+                for x in (message, values)
+            )
+        n = positions.size
         if values is None:
             if column in self.raw.columns and (positions >= 0).all():
                 values = as_text(self.raw[column].iloc[positions]).to_numpy()

@@ -9,7 +9,6 @@ is reported to the issue collector with a message saying how to write it; missin
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -18,7 +17,6 @@ from studykit.dictionary import FALSE_TOKENS, MISSING_TOKENS, TRUE_TOKENS, Varia
 from studykit.validate.issues import IssueCollector
 
 __all__ = [
-    "IssueSink",
     "Parsed",
     "parse_column",
     "strings",
@@ -36,21 +34,6 @@ _ISO_OFFSET_RE = (
 _OTHER_DATE_RE = r"^\d{1,4}[/.\-]\d{1,2}[/.\-]\d{1,4}"
 _DECIMAL_COMMA_RE = r"^[+-]?\d{1,3}(?:\.\d{3})*,\d+$|^[+-]?\d+,\d+$"
 MAX_INT = 2**53
-
-
-class IssueSink(Protocol):
-    """Where parsing reports a cell that fails (an :class:`IssueCollector` or alike)."""
-
-    def add(
-        self,
-        positions: np.ndarray,
-        column: str,
-        rule: str,
-        severity: str,
-        message: str | pd.Series | np.ndarray,
-        values: pd.Series | np.ndarray | str | None = None,
-    ) -> None:
-        """Report ``rule`` for the cells at ``positions`` of ``column``."""
 
 
 @dataclass
@@ -146,7 +129,7 @@ def parse_column(raw: pd.Series, v: Variable, issues: IssueCollector, *, decimal
     # Parse each distinct value once, then broadcast: columns of epoch tables have few
     # distinct values (epoch numbers, stages), so this is much faster than parsing every cell.
     codes, text = _factorize(raw)
-    parsed = _parse_text(text, v, _UniqueIssues(issues, codes), decimal=decimal)
+    parsed = _parse_text(text, v, issues.by_value(codes), decimal=decimal)
     return Parsed(
         parsed.values.take(codes).reset_index(drop=True),
         parsed.missing[codes],
@@ -163,31 +146,7 @@ def _factorize(raw: pd.Series) -> tuple[np.ndarray, pd.Series]:
     return codes, text
 
 
-class _UniqueIssues:
-    """Issue sink for positions into distinct values: expands them to row positions."""
-
-    def __init__(self, issues: IssueCollector, codes: np.ndarray) -> None:
-        self.issues = issues
-        self.codes = codes
-
-    def add(
-        self,
-        positions: np.ndarray,
-        column: str,
-        rule: str,
-        severity: str,
-        message: str | pd.Series | np.ndarray,
-        values: pd.Series | np.ndarray | str | None = None,
-    ) -> None:
-        positions = np.asarray(positions, dtype=np.int64)
-        if positions.size == 0:
-            return
-        mask = np.zeros(int(self.codes.max()) + 1, dtype=bool)
-        mask[positions] = True
-        self.issues.add(np.flatnonzero(mask[self.codes]), column, rule, severity, message)
-
-
-def _parse_text(text: pd.Series, v: Variable, issues: IssueSink, *, decimal: str) -> Parsed:
+def _parse_text(text: pd.Series, v: Variable, issues: IssueCollector, *, decimal: str) -> Parsed:
     """Parse stripped strings (one per distinct value) to the variable's type."""
     n = len(text)
     col = v.name
@@ -359,7 +318,7 @@ def codes_message(v: Variable) -> str:
     return f"not an allowed code; use one of: {shown}{more} (see data_dictionary.csv)"
 
 
-def _add_type_issue(issues: IssueSink, pos: np.ndarray, v: Variable, raw: pd.Series) -> None:
+def _add_type_issue(issues: IssueCollector, pos: np.ndarray, v: Variable, raw: pd.Series) -> None:
     if pos.size == 0:
         return
     what = {

@@ -158,8 +158,54 @@ def _rule_values(typed: pd.DataFrame, names: list[str], pos: np.ndarray) -> np.n
     return out
 
 
+def _report(
+    typed: pd.DataFrame,
+    issues: IssueCollector,
+    names: list[str],
+    broken: np.ndarray,
+    rule: str,
+    severity: str,
+    message: str,
+) -> None:
+    """Add an issue for each row where ``broken`` is true, with the values of ``names``."""
+    pos = np.flatnonzero(broken)
+    issues.add(
+        pos, ", ".join(names), rule, severity, message, values=_rule_values(typed, names, pos)
+    )
+
+
+class _Comparison:
+    """A rule comparing numeric columns, declared as data: an error where it is broken.
+
+    Subclasses (frozen dataclasses) give ``rule``, ``message``, their :meth:`columns` and
+    :meth:`broken` (the comparison, vectorized over rows); the rule is skipped when any of
+    its columns is absent.
+    """
+
+    rule: str
+    message: str
+
+    def columns(self) -> list[str]:
+        """The rule's columns, in the order :meth:`broken` takes their values."""
+        raise NotImplementedError
+
+    def broken(self, *values: np.ndarray) -> np.ndarray:
+        """Rows breaking the rule (missing values never do)."""
+        raise NotImplementedError
+
+    def __call__(self, typed: pd.DataFrame, issues: IssueCollector) -> None:
+        """Check the rule on ``typed``; skipped when a column is absent."""
+        names = self.columns()
+        values = [v for v in (_num(typed, c) for c in names) if v is not None]
+        if len(values) < len(names):
+            return
+        with np.errstate(invalid="ignore", divide="ignore"):
+            broken = self.broken(*values)
+        _report(typed, issues, names, broken, self.rule, "error", self.message)
+
+
 @dataclass(frozen=True)
-class AtMost:
+class AtMost(_Comparison):
     """Rule ``smaller <= larger`` (within :data:`MINUTES_TOLERANCE`); an error when broken.
 
     Examples
@@ -177,26 +223,16 @@ class AtMost:
     rule: str
     message: str
 
-    def __call__(self, typed: pd.DataFrame, issues: IssueCollector) -> None:
-        """Check the rule on ``typed``; skipped when a column is absent."""
-        a, b = _num(typed, self.smaller), _num(typed, self.larger)
-        if a is None or b is None:
-            return
-        names = [self.smaller, self.larger]
-        with np.errstate(invalid="ignore"):
-            pos = np.flatnonzero(a > b + MINUTES_TOLERANCE + _EPS)
-        issues.add(
-            pos,
-            ", ".join(names),
-            self.rule,
-            "error",
-            self.message,
-            values=_rule_values(typed, names, pos),
-        )
+    def columns(self) -> list[str]:
+        return [self.smaller, self.larger]
+
+    def broken(self, *values: np.ndarray) -> np.ndarray:
+        a, b = values
+        return a > b + MINUTES_TOLERANCE + _EPS
 
 
 @dataclass(frozen=True)
-class SumEquals:
+class SumEquals(_Comparison):
     """Rule ``sum(parts) == total`` (within :data:`MINUTES_TOLERANCE`); an error when broken.
 
     Examples
@@ -214,28 +250,16 @@ class SumEquals:
     rule: str
     message: str
 
-    def __call__(self, typed: pd.DataFrame, issues: IssueCollector) -> None:
-        """Check the rule on ``typed``; skipped unless every column is present."""
-        total = _num(typed, self.total)
-        if total is None or not all(p in typed.columns for p in self.parts):
-            return
-        parts = [_num(typed, p) for p in self.parts]
-        added = np.sum([p for p in parts if p is not None], axis=0)
-        with np.errstate(invalid="ignore"):
-            pos = np.flatnonzero(np.abs(added - total) > MINUTES_TOLERANCE + _EPS)
-        names = [*self.parts, self.total]
-        issues.add(
-            pos,
-            ", ".join(names),
-            self.rule,
-            "error",
-            self.message,
-            values=_rule_values(typed, names, pos),
-        )
+    def columns(self) -> list[str]:
+        return [*self.parts, self.total]
+
+    def broken(self, *values: np.ndarray) -> np.ndarray:
+        *parts, total = values
+        return np.abs(np.sum(parts, axis=0) - total) > MINUTES_TOLERANCE + _EPS
 
 
 @dataclass(frozen=True)
-class PercentOf:
+class PercentOf(_Comparison):
     """Rule ``value == 100 * numerator / denominator`` (within :data:`PERCENT_TOLERANCE`).
 
     Not checked where the denominator is 0 or missing.
@@ -257,23 +281,13 @@ class PercentOf:
     rule: str
     message: str
 
-    def __call__(self, typed: pd.DataFrame, issues: IssueCollector) -> None:
-        """Check the rule on ``typed``; skipped when a column is absent."""
-        pct, num, den = (_num(typed, c) for c in (self.value, self.numerator, self.denominator))
-        if pct is None or num is None or den is None:
-            return
-        with np.errstate(invalid="ignore", divide="ignore"):
-            expect = np.where(den > 0, 100.0 * num / den, np.nan)
-            pos = np.flatnonzero(np.abs(pct - expect) > PERCENT_TOLERANCE + _EPS)
-        names = [self.value, self.numerator, self.denominator]
-        issues.add(
-            pos,
-            ", ".join(names),
-            self.rule,
-            "error",
-            self.message,
-            values=_rule_values(typed, names, pos),
-        )
+    def columns(self) -> list[str]:
+        return [self.value, self.numerator, self.denominator]
+
+    def broken(self, *values: np.ndarray) -> np.ndarray:
+        pct, num, den = values
+        expect = np.where(den > 0, 100.0 * num / den, np.nan)
+        return np.abs(pct - expect) > PERCENT_TOLERANCE + _EPS
 
 
 @dataclass(frozen=True)
@@ -310,35 +324,28 @@ class EventTiming:
         happened = flag.fillna(False).to_numpy(dtype=bool)
         not_happened = (~flag).fillna(False).to_numpy(dtype=bool)
         unknown = flag.isna().to_numpy()
-        for pos, severity, message in (
+        for broken, severity, message in (
             (
-                np.flatnonzero(not_happened & has_time),
+                not_happened & has_time,
                 "error",
                 f"{self.timing} is given but {self.flag} says the event did not happen; "
                 f"clear {self.timing} or set {self.flag} to 1",
             ),
             (
-                np.flatnonzero(happened & ~has_time),
+                happened & ~has_time,
                 "warning",
                 f"{self.flag} without its timing: record {self.timing} (otherwise an "
                 "analysis keeping the data before the event treats the whole period as after "
                 "it)",
             ),
             (
-                np.flatnonzero(unknown & has_time),
+                unknown & has_time,
                 "warning",
                 f"{self.timing} is given but {self.flag} is empty: record {self.flag} (an "
                 "empty flag counts as no event)",
             ),
         ):
-            issues.add(
-                pos,
-                ", ".join(names),
-                "event_timing",
-                severity,
-                message,
-                values=_rule_values(typed, names, pos),
-            )
+            _report(typed, issues, names, broken, "event_timing", severity, message)
 
 
 # ---------------------------------------------------------------------------------------
@@ -348,26 +355,25 @@ def _lights_order(typed: pd.DataFrame, issues: IssueCollector) -> None:
     if not {"lights_off", "lights_on"} <= set(typed.columns):
         return
     off, on = typed["lights_off"], typed["lights_on"]
-    bad = (on <= off).fillna(False).to_numpy(dtype=bool)
-    pos = np.flatnonzero(bad)
-    issues.add(
-        pos,
-        "lights_off, lights_on",
+    names = ["lights_off", "lights_on"]
+    _report(
+        typed,
+        issues,
+        names,
+        (on <= off).fillna(False).to_numpy(dtype=bool),
         "lights_order",
         "error",
         "lights on is not after lights off; check the dates (a night crosses midnight: "
         "lights on is on the next day)",
-        values=_rule_values(typed, ["lights_off", "lights_on"], pos),
     )
-    long = ((on - off) > pd.Timedelta(hours=24)).fillna(False).to_numpy(dtype=bool)
-    pos = np.flatnonzero(long)
-    issues.add(
-        pos,
-        "lights_off, lights_on",
+    _report(
+        typed,
+        issues,
+        names,
+        ((on - off) > pd.Timedelta(hours=24)).fillna(False).to_numpy(dtype=bool),
         "lights_order",
         "warning",
         "more than 24 h between lights off and lights on; check the dates",
-        values=_rule_values(typed, ["lights_off", "lights_on"], pos),
     )
 
 
@@ -385,14 +391,14 @@ def _night_index(typed: pd.DataFrame, issues: IssueCollector) -> None:
         bad = (is_base & (idx != 0) & ~np.isnan(idx)) | (
             ~is_base & night.notna().to_numpy() & (idx == 0)
         )
-    pos = np.flatnonzero(bad)
-    issues.add(
-        pos,
-        "night, night_index",
+    _report(
+        typed,
+        issues,
+        ["night", "night_index"],
+        bad,
         "night_index",
         "error",
         "night_index must be 0 for the baseline night and > 0 for nights after the infusion",
-        values=_rule_values(typed, ["night", "night_index"], pos),
     )
 
 
@@ -409,15 +415,15 @@ def _dose_treatment(typed: pd.DataFrame, issues: IssueCollector) -> None:
             & trt.notna().to_numpy()
             & (dose == 0)
         )
-    pos = np.flatnonzero(bad)
-    issues.add(
-        pos,
-        "treatment, dose_mg_kg",
+    _report(
+        typed,
+        issues,
+        ["treatment", "dose_mg_kg"],
+        bad,
         "dose_treatment",
         "error",
         "dose does not match treatment: placebo (saline) has dose 0, an active "
         "treatment a dose above 0",
-        values=_rule_values(typed, ["treatment", "dose_mg_kg"], pos),
     )
 
 
