@@ -37,6 +37,7 @@ from studykit.protocol.model import (
     CONTRAST_TYPES,
     DF_METHODS,
     DIRECTIONS,
+    EVENT_TIME_UNITS,
     EVIDENCE,
     FAMILIES,
     MISSING_DATA_METHODS,
@@ -1530,6 +1531,15 @@ class _Builder:
                         f"{iw}.timing",
                         f"{timing!r} is {self.dd.type(table, timing)!r}: the timing is a "
                         "number on the night_index scale (the first night after the event).",
+                    )
+                if self.dd.unit(table, timing) not in EVENT_TIME_UNITS:
+                    raise self.fail(
+                        f"{iw}.timing",
+                        f"{timing!r} has unit {self.dd.unit(table, timing)!r} in the data "
+                        "dictionary: the timing is compared with a night's night_index and a "
+                        "diary day, so its unit must be one of "
+                        f"{', '.join(EVENT_TIME_UNITS)} (e.g. hours after the infusion would be "
+                        "misread: record the first night after the event).",
                     )
             elif handling == "exclude_after_event":
                 raise self.fail(
