@@ -1052,11 +1052,12 @@ def _load_hypnograms(
         rejected.index = pd.Index(local_row[pos], name="row")
     # the per-night outcomes of the accepted epochs, as studykit derive computes them; a
     # recording with a rejected epoch is not derived (its night is reported, never guessed)
-    partial = np.unique(file_of[np.setdiff1d(np.arange(len(combined)), accepted)])
-    keep = ~np.isin(np.arange(len(recordings)), partial)
-    kept_epochs = read_epochs.iloc[accepted]
+    was_rejected = np.ones(len(combined), dtype=bool)
+    was_rejected[accepted] = False
+    keep = np.ones(len(recordings), dtype=bool)
+    keep[file_of[was_rejected]] = False
     stats, derive_problems = recording_statistics(
-        kept_epochs[np.isin(file_of[accepted], np.flatnonzero(keep))],
+        read_epochs.iloc[accepted[keep[file_of[accepted]]]],
         recordings[keep].reset_index(drop=True),
     )
     for problem in derive_problems.itertuples():
