@@ -39,7 +39,8 @@ def test_top_level_help_imports_no_subcommand_module():
         "print(sorted(m for m in sys.modules if m.startswith(('studykit.', 'pandas', 'scipy'))))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "['studykit.cli', 'studykit.errors']"
+    # (studykit.outdir: the Ctrl-C guard of every command, standard library only)
+    assert out.stdout.strip() == "['studykit.cli', 'studykit.errors', 'studykit.outdir']"
 
 
 def test_only_the_subcommand_run_is_registered(capsys):

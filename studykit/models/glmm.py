@@ -1185,31 +1185,10 @@ def fit_glmm(
     info_full[:, p] = np.sign(opt.phi[p] or 1.0) * info_full[:, p]
     at_bound = negbin and phi[-1] >= _LOG_THETA_MAX - AT_CAP_TOL
     keep = np.arange(nphi - 1) if at_bound else np.arange(nphi)
-    pd_ok = True
-    try:
-        np.linalg.cholesky(info_full[np.ix_(keep, keep)])
-        cov_keep = np.linalg.inv(info_full[np.ix_(keep, keep)])
-    except np.linalg.LinAlgError:
-        pd_ok = False
-        cov_keep = np.full((len(keep), len(keep)), np.nan)
-    if singular or not pd_ok:
-        # the SD sits at its boundary: condition on it (the GLM covariance of beta)
-        try:
-            vcov = np.linalg.inv(info_full[:p, :p])
-        except np.linalg.LinAlgError:
-            vcov = np.full((p, p), np.nan)
-    else:
-        vcov = cov_keep[:p, :p]
-    cov_params = np.full((nphi, nphi), np.nan)
-    cov_params[np.ix_(keep, keep)] = cov_keep
-    vcov = 0.5 * (vcov + vcov.T)
-
-    # convergence: remaining Newton step and gradient
-    grad = opt.grad[keep]
-    try:
-        newton = np.linalg.solve(info_full[np.ix_(keep, keep)], grad)
-    except np.linalg.LinAlgError:
-        newton = np.full(len(keep), np.inf)
+    # the SD at its boundary: condition on it (the GLM covariance of beta)
+    cov_params, vcov, pd_ok, newton = _observed_information(
+        info_full, opt.grad, keep, p, condition=singular
+    )
     converged = bool(pd_ok or singular) and bool(np.max(np.abs(newton)) < NEWTON_STEP_TOL)
     converged = bool(converged and np.all(np.isfinite(vcov)))
     warn = _fit_warnings(
@@ -1270,6 +1249,41 @@ def fit_glmm(
         ),
         re_theta=np.array([sd]),
     )
+
+
+def _observed_information(
+    info: np.ndarray, grad: np.ndarray, keep: np.ndarray, p: int, *, condition: bool
+) -> tuple[np.ndarray, np.ndarray, bool, np.ndarray]:
+    """Covariances from the observed information over the parameters ``keep`` (those not at
+    a bound) and the remaining Newton step, for the convergence check.
+
+    Returns ``(cov_params, vcov, positive_definite, newton)``: the inverse information over
+    ``keep`` (NaN elsewhere, and everywhere when it is not positive definite); ``vcov`` of the
+    ``p`` fixed effects, from it, or conditional on the variance parameters (the inverse of
+    the fixed effects' block) when ``condition`` or the information is not positive definite.
+    """
+    nphi = len(info)
+    sub = info[np.ix_(keep, keep)]
+    pd_ok = True
+    try:
+        np.linalg.cholesky(sub)
+        cov_keep = np.linalg.inv(sub)
+    except np.linalg.LinAlgError:
+        pd_ok = False
+        cov_keep = np.full((len(keep), len(keep)), np.nan)
+    cov_params = np.full((nphi, nphi), np.nan)
+    cov_params[np.ix_(keep, keep)] = cov_keep
+    vcov = cov_params[:p, :p]
+    if condition or not pd_ok:
+        try:
+            vcov = np.linalg.inv(info[:p, :p])
+        except np.linalg.LinAlgError:
+            vcov = np.full((p, p), np.nan)
+    try:
+        newton = np.linalg.solve(sub, grad[keep])
+    except np.linalg.LinAlgError:
+        newton = np.full(len(keep), np.inf)
+    return cov_params, 0.5 * (vcov + vcov.T), pd_ok, newton
 
 
 def _fit_warnings(
@@ -1375,27 +1389,9 @@ def _fit_sparse(
         drop.add(nphi - 1)
     keep = np.array([i for i in range(nphi) if i not in drop])
     info_full = -hess
-    pd_ok = True
-    try:
-        sub_info = info_full[np.ix_(keep, keep)]
-        np.linalg.cholesky(sub_info)
-        cov_keep = np.linalg.inv(sub_info)
-    except np.linalg.LinAlgError:
-        pd_ok = False
-        cov_keep = np.full((len(keep), len(keep)), np.nan)
-    cov_params = np.full((nphi, nphi), np.nan)
-    cov_params[np.ix_(keep, keep)] = cov_keep
-    vcov = cov_params[:p, :p]
-    if not pd_ok:
-        try:
-            vcov = np.linalg.inv(info_full[:p, :p])
-        except np.linalg.LinAlgError:
-            vcov = np.full((p, p), np.nan)
-    vcov = 0.5 * (vcov + vcov.T)
-    try:
-        newton = np.linalg.solve(info_full[np.ix_(keep, keep)], grad_full[keep])
-    except np.linalg.LinAlgError:
-        newton = np.full(len(keep), np.inf)
+    cov_params, vcov, pd_ok, newton = _observed_information(
+        info_full, grad_full, keep, p, condition=False
+    )
     converged = bool(pd_ok) and bool(np.max(np.abs(newton), initial=0.0) < NEWTON_STEP_TOL)
     converged = bool(converged and np.all(np.isfinite(vcov)))
     warn = _fit_warnings(
