@@ -113,6 +113,15 @@ _N_TREATMENTS = "_n_treatments"
 #: Column carrying a period-level observation's time on the event-timing scale: the latest
 #: night a correlation reads (its night_index), for intercurrent events' timing.
 _EVENT_TIME = "_event_time"
+_TIPPING_COLUMNS = [
+    "analysis",
+    "hypothesis_id",
+    "contrast",
+    "primary_verdict",
+    "shifts",
+    "tipping_shift",
+    "tipping_verdict",
+]
 _EXCLUSION_COLUMNS = ["hypothesis_id", "participant_id", "period", "n_observations", "reason"]
 _KEYS = {
     "nights": ["participant_id", "period", "night"],
@@ -190,6 +199,10 @@ class AnalysisResults:
     missing_data : dict
         Missing-data (delta-adjusted) sensitivity analysis name -> hypothesis id ->
         :class:`studykit.missing.DeltaAdjustedResult` (pooled results per shift).
+    tipping_points : pandas.DataFrame
+        One row per missing-data analysis x hypothesis x contrast: ``analysis,
+        hypothesis_id, contrast, primary_verdict, shifts`` (the grid, signed, as text),
+        ``tipping_shift`` (NaN: no tipping point within the grid), ``tipping_verdict``.
     """
 
     protocol: Protocol
@@ -198,6 +211,9 @@ class AnalysisResults:
     simulated: bool
     sensitivity_fits: dict[str, dict[str, HypothesisFit]] = field(default_factory=dict)
     missing_data: dict[str, dict[str, DeltaAdjustedResult]] = field(default_factory=dict)
+    tipping_points: pd.DataFrame = field(
+        default_factory=lambda: pd.DataFrame(columns=_TIPPING_COLUMNS)
+    )
 
     def fit(self, hypothesis_id: str) -> HypothesisFit:
         """The :class:`HypothesisFit` of one hypothesis."""
@@ -1166,6 +1182,7 @@ def run_analysis(
     tables = [table]
     sensitivity_fits: dict[str, dict[str, HypothesisFit]] = {}
     missing_data: dict[str, dict[str, DeltaAdjustedResult]] = {}
+    tips: list[dict[str, Any]] = []
     if analysis_set is None and sensitivity:
         for sa in protocol.sensitivity:
             targets = [h for h in wanted if not sa.hypotheses or h in sa.hypotheses]
@@ -1175,7 +1192,7 @@ def run_analysis(
                 continue
             if sa.missing_data is not None:
                 with _model_logs_held():
-                    t, mi = _missing_data_rows(sa, plans, targets, study, full, fits)
+                    t, mi = _missing_data_rows(sa, plans, targets, study, full, tips)
                 tables.append(t)
                 missing_data[sa.name] = mi
                 continue
@@ -1191,6 +1208,7 @@ def run_analysis(
         simulated=bool(simulated),
         sensitivity_fits=sensitivity_fits,
         missing_data=missing_data,
+        tipping_points=pd.DataFrame(tips, columns=_TIPPING_COLUMNS),
     )
 
 
@@ -1331,8 +1349,13 @@ def _execute_plans(
 
 # --------------------------------------------------------------------------- missing data
 def _imputable(plan: HypothesisPlan) -> bool:
-    """Whether the delta-adjusted imputation applies: a Gaussian difference in differences."""
-    return plan.model.family == "gaussian" and plan.contrast.type == "difference_in_differences"
+    """Whether the delta-adjusted imputation applies: a Gaussian difference in differences
+    whose random effects are intercepts (studykit.missing.ImputationModel)."""
+    return (
+        plan.model.family == "gaussian"
+        and plan.contrast.type == "difference_in_differences"
+        and all(tuple(r.terms) == ("1",) for r in plan.model.random)
+    )
 
 
 def _missing_cells(
@@ -1422,7 +1445,7 @@ def _missing_data_rows(
     targets: Sequence[str],
     study: Any,
     primary_full: pd.DataFrame,
-    fits: dict[str, HypothesisFit],
+    tips: list[dict[str, Any]],
 ) -> tuple[pd.DataFrame, dict[str, DeltaAdjustedResult]]:
     """A delta-adjusted multiple-imputation analysis of each target: one row per hypothesis x
     contrast x shift, with the tipping point (studykit.missing)."""
@@ -1472,7 +1495,7 @@ def _missing_data_rows(
             if res.n_imputed
             else "no missing post-infusion outcome: the primary analysis, unchanged"
         )
-        rows.extend(_delta_rows(plan, prim, res, primary_full, plans, sa, f"{note}; {what}"))
+        rows.extend(_delta_rows(plan, prim, res, primary_full, plans, sa, f"{note}; {what}", tips))
     return pd.DataFrame(rows, columns=HYPOTHESIS_COLUMNS), results
 
 
@@ -1501,6 +1524,7 @@ def _delta_rows(
     plans: dict[str, HypothesisPlan],
     sa: SensitivityAnalysis,
     note: str,
+    tips: list[dict[str, Any]],
 ) -> list[dict[str, Any]]:
     """The rows of one hypothesis: each shift's pooled contrasts, tested as the primary, with
     the verdict the hypothesis would get with this result (the rest of its multiplicity family
@@ -1551,6 +1575,17 @@ def _delta_rows(
         grid = [d for d, *_ in by_delta]
         verdicts = [v[j] for _, _, v, _ in by_delta]
         tip, tip_verdict = tipping_point(grid, verdicts, str(p_row["verdict"]))
+        tips.append(
+            {
+                "analysis": sa.name,
+                "hypothesis_id": plan.id,
+                "contrast": p_row["contrast"],
+                "primary_verdict": p_row["verdict"],
+                "shifts": ", ".join(f"{d:+g}" for d in grid),
+                "tipping_shift": math.nan if tip is None else tip,
+                "tipping_verdict": tip_verdict or "",
+            }
+        )
         span = f"{abs(grid[0]):g} to {abs(grid[-1]):g}"
         tipping = (
             f"tipping point: shift {tip:+g} ({p_row['verdict']} -> {tip_verdict})"

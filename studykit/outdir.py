@@ -24,15 +24,23 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import glob
 import os
 import shutil
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 
 from studykit.errors import InputError
 
-__all__ = ["MARKER", "USER_FIXABLE_ERRNOS", "StagedOutput", "os_error_message"]
+__all__ = [
+    "MARKER",
+    "USER_FIXABLE_ERRNOS",
+    "OutputGuard",
+    "StagedOutput",
+    "os_error_message",
+]
 
 #: File that marks a folder as holding studykit results (so a re-run may replace them).
 MARKER = ".studykit-results"
@@ -253,3 +261,116 @@ class StagedOutput:
                 shutil.rmtree(self._path, ignore_errors=True)
         finally:
             self._unlock()
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    """(modification time, size) of a file; None when absent."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
+class OutputGuard:
+    """What a command's output paths held before it ran; after an interrupt, what it left.
+
+    Taken by the command line before a command starts (the paths of its output options:
+    ``-o``, ``--out``, ``--report``, ``--csv``). :meth:`undo` removes what the command
+    created (a new file or folder with the folders it made for it, new entries of an
+    existing folder, companion files named
+    ``<stem>_*`` beside an output file, e.g. ``nights_problems.csv``) and lists the existing
+    files it changed, which cannot be restored. ``studykit run`` writes into a staged folder
+    (:class:`StagedOutput`), so an interrupted run leaves nothing to undo.
+
+    Parameters
+    ----------
+    paths : iterable of path
+        The command's output paths.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> guard = OutputGuard([d / "nights.csv"])
+    >>> _ = (d / "nights_problems.csv").write_text("half a table")
+    >>> removed, changed = guard.undo()
+    >>> [p.name for p in removed], changed, sorted(p.name for p in d.iterdir())
+    (['nights_problems.csv'], [], [])
+    """
+
+    def __init__(self, paths: Iterable[str | os.PathLike[str]]) -> None:
+        self._paths = [Path(p) for p in paths]
+        self._existed: dict[Path, bool] = {}
+        self._stamps: dict[Path, tuple[int, int] | None] = {}
+        self._entries: dict[Path, set[str]] = {}
+        self._siblings: dict[Path, set[str]] = {}
+        self._new_roots: dict[Path, Path] = {}
+        for p in self._paths:
+            self._existed[p] = p.exists() or p.is_symlink()
+            if not self._existed[p]:  # the topmost folder it would create (mkdir -p)
+                root = p
+                while not root.parent.exists() and root.parent != root:
+                    root = root.parent
+                self._new_roots[p] = root
+            if p.is_dir():
+                self._entries[p] = self._names(p)
+                for name in self._entries[p]:
+                    entry = p / name
+                    self._stamps[entry] = _stamp(entry) if entry.is_file() else None
+            else:
+                self._stamps[p] = _stamp(p)
+                if p.suffix:
+                    self._siblings[p] = self._companions(p)
+
+    @staticmethod
+    def _names(folder: Path) -> set[str]:
+        try:
+            return {e.name for e in folder.iterdir()}
+        except OSError:
+            return set()
+
+    @staticmethod
+    def _companions(p: Path) -> set[str]:
+        try:
+            return {e.name for e in p.parent.glob(f"{glob.escape(p.stem)}_*")}
+        except OSError:
+            return set()
+
+    def undo(self) -> tuple[list[Path], list[Path]]:
+        """Remove what the command created; ``(removed, changed)`` paths.
+
+        ``changed`` are files that existed before and differ now (rewritten in part: they
+        cannot be restored and are left as they are).
+        """
+        removed: list[Path] = []
+        changed: list[Path] = []
+        for p in self._paths:
+            if not self._existed[p]:
+                root = self._new_roots[p]
+                if root.exists() or root.is_symlink():
+                    _remove(root)
+                    removed.append(root)
+            elif p in self._entries:
+                for name in sorted(self._names(p) - self._entries[p]):
+                    _remove(p / name)
+                    removed.append(p / name)
+                for name in sorted(self._entries[p]):
+                    entry = p / name
+                    if self._stamps.get(entry) is not None and _stamp(entry) != self._stamps[entry]:
+                        changed.append(entry)
+            elif _stamp(p) != self._stamps[p]:
+                changed.append(p)
+            if p in self._siblings:
+                for name in sorted(self._companions(p) - self._siblings[p]):
+                    _remove(p.parent / name)
+                    removed.append(p.parent / name)
+        return removed, changed

@@ -698,12 +698,6 @@ def _build_tables(
             ),
             notes="Mean (SD), median [Q1, Q3] or n (%). No p-values (CONSORT 2010, item 15).",
         )
-        specs["participant_flow"] = _TableSpec(
-            T.participant_flow(roster, group_order=meta.levels("roster", "sequence"), hypotheses=h),
-            "Participant flow (CONSORT)",
-            notes="Randomized, completed and withdrawn per sequence; analysed and excluded per "
-            "hypothesis (first contrast).",
-        )
     if "sequence" in roster.columns:
         for name, (title, data, notes) in consort_tables(
             study, analysis, sequence_order=meta.levels("roster", "sequence")

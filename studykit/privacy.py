@@ -18,15 +18,24 @@ Notes
 -----
 Occurrences inside text are matched as whole tokens: the value must not be preceded or
 followed by a letter or digit (``Q.A.`` is masked in ``"P03;Q.A.;1999-12-12"``, ``AB`` is
-not masked inside ``"ABOVE"``). Numeric columns of computed tables are not searched (their
-cells are statistics, not data values). Values that mean "missing" (empty, ``NA``, the
+not masked inside ``"ABOVE"``). Values that mean "missing" (empty, ``NA``, the
 variable's missing codes) are not identifiers.
+
+Identifier **numbers** (a medical record number, a phone number, an identifier field of type
+integer): a text cell that is a number equal to one (``"1234567.0"``, ``"1234567,0"`` for
+``1234567``) is masked like the value itself. Numeric columns of computed tables are not
+searched: their cells are statistics (an estimate, a count), not data values. A number
+typed into a data column is stopped before it can reach a statistic: ``load_study`` rejects
+a row whose numeric cell equals an identifier number of the same participant (error
+``identifier_value``; another participant's: a warning), so no mean, minimum or maximum
+is computed from it (:func:`identifier_numbers` is the comparison both use).
 """
 
 from __future__ import annotations
 
 import csv
 import logging
+import math
 import re
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
@@ -47,6 +56,8 @@ __all__ = [
     "drop_identifier_columns",
     "mask_identifiers",
     "mask_text",
+    "identifier_numbers",
+    "as_number",
 ]
 
 logger = logging.getLogger(__name__)
@@ -304,6 +315,45 @@ def _pattern(values: Collection[str]) -> re.Pattern[str] | None:
     return re.compile(rf"(?<![A-Za-z0-9])(?:{alternation})(?![A-Za-z0-9])")
 
 
+def as_number(text: object) -> float | None:
+    """The number a cell's text spells (``.`` or ``,`` decimal), else None.
+
+    Examples
+    --------
+    >>> as_number(" 1234567.0 "), as_number("12,5"), as_number("A.B."), as_number("1e400")
+    (1234567.0, 12.5, None, None)
+    """
+    if isinstance(text, bool):
+        return None
+    if isinstance(text, int | float):
+        value = float(text)
+    else:
+        t = str(text).strip()
+        if not _NUMBER.fullmatch(t):
+            return None
+        try:
+            value = float(t.replace(",", "."))
+        except ValueError:
+            return None
+    return value if math.isfinite(value) else None
+
+
+def identifier_numbers(values: Iterable[str]) -> frozenset[float]:
+    """The identifier values that are numbers, as numbers (compared numerically).
+
+    Examples
+    --------
+    >>> sorted(identifier_numbers({"A.B.", "0012345", "2024-03-04", "98.6"}))
+    [98.6, 12345.0]
+    """
+    out = set()
+    for v in values:
+        number = as_number(v)
+        if number is not None:
+            out.add(number)
+    return frozenset(out)
+
+
 def mask_text(text: str, values: Collection[str]) -> str:
     """``text`` with every whole-token occurrence of an identifier value replaced.
 
@@ -369,7 +419,9 @@ def mask_identifiers(
         ``message`` and ``example`` of issues about an identifier field are
         :data:`REDACTED`, and every text cell equal to an identifier value is
         :data:`REDACTED` and every whole-token occurrence inside a longer text replaced by
-        it. Column names are masked the same way. Numeric columns are left as they are.
+        it; a text cell that is a number equal to an identifier number too (``"1234567.0"``).
+        Column names are masked the same way. Numeric columns are left as they are
+        (statistics; see the module's Notes).
 
     Raises
     ------
@@ -397,11 +449,14 @@ def mask_identifiers(
     if pattern is None:
         return out
     values = identifiers.values
+    numbers = identifier_numbers(values)
 
     def cell(v: object) -> object:
         if not isinstance(v, str):
             return v
         if v in values or v.strip() in values:
+            return REDACTED
+        if numbers and as_number(v) in numbers:  # the same number written otherwise
             return REDACTED
         return pattern.sub(REDACTED, v)
 

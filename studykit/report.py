@@ -1046,9 +1046,6 @@ def results_sections(
             ],
         )
     )
-    # participant_flow counts participants and observations in one column: the CONSORT
-    # crossover flow above replaces it in the report (it stays a table file)
-    used.add("participant_flow")
     rest = [tables[n] for n in tables if n not in used and not n.startswith("hypotheses")]
     definitions = h.drop_duplicates("hypothesis_id")
     cols = [

@@ -54,6 +54,27 @@ def test_fit_summary_has_every_row_and_csv_the_full_table(fit_output):
         assert line.rstrip().endswith(verdict)
 
 
+def test_fit_summary_shows_each_alternative_and_claim_verdict(fit_output):
+    # the console showed neither `alternative` nor `claim_verdict`, which the tables carry
+    _, out, csv = fit_output
+    full = pd.read_csv(csv, keep_default_na=False)
+    alts, at = [], 0
+    for line in out.splitlines():  # each family's table has its own column positions
+        if line.startswith("id "):
+            at = line.index("alt")
+        elif re.match(r"^[HE]\d+\s", line):
+            alts.append(line[at:].split("  ")[0])
+    sign = {"greater": ">", "less": "<", "two-sided": "!="}
+    nulls = ["1" if "ratio" in scale else "0" for scale in full["scale"]]
+    want = [f"{sign[a]} {n}" for a, n in zip(full["alternative"], nulls, strict=True)]
+    assert alts == want
+    text = " ".join(out.split())  # undo the wrapping
+    for claim_id, g in full.groupby("claim_id", sort=False):
+        ids = ", ".join(dict.fromkeys(g["hypothesis_id"]))
+        verdict = ", ".join(dict.fromkeys(g["claim_verdict"]))
+        assert f"claim {claim_id} [{ids}]: {verdict} - " in text
+
+
 def test_repeated_warning_is_said_once_with_its_hypotheses(fit_output):
     _, out, _ = fit_output
     text = " ".join(out.split())  # undo the wrapping

@@ -274,3 +274,20 @@ def test_keeping_pre_event_data_changes_the_estimate_only_through_those_rows():
     assert after == pytest.approx(hand, rel=1e-10)
     whole = A.run_analysis(PROTO, _with_event(0), hypotheses=["H1"]).hypotheses.loc[0, "estimate"]
     assert not np.isclose(after, whole)
+
+
+def test_timing_in_other_units_than_nights_is_refused():
+    # a lab's dictionary recording the sedative in hours after the infusion: compared with a
+    # night_index it would be misread, so the protocol refuses it
+    from studykit.dictionary import DataDictionary
+
+    frame = DD.to_frame()
+    row = frame[(frame["name"] == "sedative_first_night")].copy()
+    row["name"], row["unit"], row["maximum"] = "sedative_hours", "h", 336
+    lab = DataDictionary.from_frame(pd.concat([frame, row], ignore_index=True))
+    v10 = (ROOT / "protocols" / "archive" / "ketamine_sleep_v1.0.yaml").read_text("utf-8")
+    swap = SEDATIVE_ICE.replace("exclude_period", "exclude_after_event").replace(
+        "table: periods", "timing: sedative_hours\n      table: periods"
+    )
+    with pytest.raises(ProtocolError, match="'sedative_hours' has unit 'h'.*nights, days"):
+        parse_protocol(v10.replace(SEDATIVE_ICE, swap), dictionary=lab)

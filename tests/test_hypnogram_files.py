@@ -21,6 +21,8 @@ from studykit.cli import main
 from studykit.errors import InputError
 from studykit.hypnogram import read_hypnogram, scan_hypnograms, sleep_statistics
 from studykit.hypnogram.derive import DERIVED_COLUMNS, DeriveOptions, derive_nights
+from studykit.hypnogram.statistics import OUTCOMES
+from studykit.simulate import simulate_study, write_study
 from studykit.validate import hypnogram_keys, load_study
 
 DATA = Path(__file__).parent / "data" / "hypnograms"
@@ -376,17 +378,121 @@ def test_study_loader_uses_the_scanner_with_a_recordings_table(tmp_path):
     h.mkdir()
     (h / "SC4001EC-Hypnogram.csv").write_text("stage\nW\nN1\nN2\n")
     (h / "shhs1-200001-nsrr.xml").write_text(nsrr_xml(NSRR_NIGHT))
+    # the CSV hypnogram has no start time: the recordings table's recording_start places the
+    # nights table's lights (2024-03-04T23:00 .. 2024-03-05T07:00)
     (study / "recordings.csv").write_text(
-        "file,participant_id,period,night\nSC4001EC-Hypnogram.csv,P01,1,baseline\n"
+        "file,participant_id,period,night,recording_start\n"
+        "SC4001EC-Hypnogram.csv,P01,1,baseline,2024-03-04T23:00\n"
     )
     s = load_study(study)
     keys = s.epochs[["participant_id", "period", "night"]].drop_duplicates().astype(str)
     assert keys.values.tolist() == [["P01", "1", "baseline"]]
     assert len(s.epochs) == 3
-    # (the 3-epoch night also disagrees with the typed outcomes of nights.csv: rule "derive")
+    # (the 3-epoch night also disagrees with the typed outcomes of nights.csv: rule
+    # "derived_mismatch"; TIB = 3 epochs = 1.5 min, cropped to the nights table's lights)
+    # (the other nights of nights.csv have no hypnogram: hypnogram_missing, not analysed)
+    assert s.nights[["participant_id", "night", "tib_min"]].values.tolist() == [
+        ["P01", "baseline", 1.5]
+    ]
     found = s.issues[s.issues["rule"] == "hypnogram"]
     got = found[["file", "rule", "severity"]].values.tolist()
     assert got == [[str(h / "shhs1-200001-nsrr.xml"), "hypnogram", "warning"]]
     assert "recordings.csv" in found["message"].iloc[0]
     assert hypnogram_keys("x/P01_p2_post1.csv") == ("P01", 2, "post1")
     assert hypnogram_keys("shhs1-200001-nsrr.xml") is None  # no period: not a complete key
+
+
+def test_lights_inside_the_files_reach_the_study_loader(tmp_path):
+    # Gap of #12: load_study (validate, fit, run) recomputed the outcomes with the nights
+    # table's lights only, so lights-off / on written only inside an EDF+ file reached
+    # `studykit derive` but not fit / run. Now both read through the one path (file lights,
+    # else recordings / nights table, else a warning) and agree on every night and column.
+    study = tmp_path / "study"
+    write_study(simulate_study(n_participants=4, seed=7, mess=False), study)  # SIMULATED
+    nights = pd.read_csv(study / "nights.csv", dtype=str)
+    nights = nights.drop(columns=["recording_start", "lights_off", "lights_on"])  # no lights
+    hyp = study / "hypnograms"
+    for old in hyp.glob("P01_p1_baseline.*"):
+        old.unlink()
+    # the hand-made Sleep-EDF-like night (W 0-7200 | sleep 7200-10800 | W 10800-14400) with
+    # "Lights off" at 7000 s and "Lights on" at 11000 s in its EDF+ annotations
+    write_sleep_edf_hypnogram(
+        hyp / "P01_p1_baseline.edf", extra=[(7000, "Lights off"), (11000, "Lights on")]
+    )
+    derived, problems, _ = derive_nights(hyp)
+    assert set(problems["rule"]) == {"no_lights"}  # every night but the EDF one
+    edf = derived.set_index("file").loc[str(hyp / "P01_p1_baseline.edf")]
+    # epochs starting at >= 7000 s and ending <= 11000 s: 7020 .. 10980 s, 132 epochs = 66 min;
+    # SOL 7020 -> 7200 s = 3 min; TST 3600 s = 60 min; SE 60 / 66
+    assert (edf["lights_source"], edf["tib_min"], edf["sol_min"], edf["tst_min"]) == (
+        "file",
+        66.0,
+        3.0,
+        60.0,
+    )
+    # the lab types the derived outcomes into nights.csv (as `studykit derive` writes them)
+    keys = ["participant_id", "period", "night"]
+    typed = derived.drop(columns=[c for c in DERIVED_COLUMNS if c not in (*keys, *OUTCOMES)])
+    typed = typed.astype({"period": "int64"}).astype({"period": str})
+    nights = nights[[c for c in nights.columns if c not in OUTCOMES]].merge(typed, on=keys)
+    nights.to_csv(study / "nights.csv", index=False)
+
+    s = load_study(study)
+    assert s.outcomes == "hypnograms"
+    rules = set(s.issues["rule"])
+    assert "derived_mismatch" not in rules and "derive" not in rules, s.issues
+    assert "no_lights" in rules  # the CSV nights: said, as derive says it
+    got = s.nights.astype({"participant_id": object, "night": object, "period": "int64"})
+    want = derived.astype({"participant_id": object, "night": object, "period": "int64"})
+    both = got.merge(want, on=keys, suffixes=("", "_derive"))
+    assert len(both) == len(derived) == len(s.nights)
+    for c in OUTCOMES:
+        a = both[c].astype("float64").to_numpy()
+        b = both[f"{c}_derive"].astype("float64").to_numpy()
+        np.testing.assert_array_equal(a, b, err_msg=c)
+    row = both[(both["participant_id"] == "P01") & (both["night"] == "baseline")].iloc[0]
+    assert (row["tib_min"], row["sol_min"], row["se_pct"]) == (66.0, 3.0, 100 * 60 / 66)
+
+
+def test_sleep_edf_cassette_and_telemetry_subjects_are_not_merged(tmp_path, capsys):
+    # SC4001 (Sleep Cassette subject 00) and ST7001 (Sleep Telemetry subject 00) are two
+    # people; by name alone both would be participant "00", night 1. The scanner refuses
+    # both files and names the fix; ST7011 (subject 01, only in Telemetry) is read.
+    d = tmp_path / "sleep-edf"
+    d.mkdir()
+    write_sleep_edf_hypnogram(d / "SC4001EC-Hypnogram.edf")
+    write_psg(d / "SC4001E0-PSG.edf")
+    write_sleep_edf_hypnogram(d / "ST7001J0-Hypnogram.edf")
+    write_sleep_edf_hypnogram(d / "ST7011JP-Hypnogram.edf")
+    files, problems = scan_hypnograms(d)
+    assert [f.path.name for f in files] == ["ST7011JP-Hypnogram.edf"]
+    refused = problems[problems["rule"] == "ambiguous_identity"]
+    assert sorted(Path(f).name for f in refused["file"]) == [
+        "SC4001EC-Hypnogram.edf",
+        "ST7001J0-Hypnogram.edf",
+    ]
+    assert set(refused["severity"]) == {"error"} and len(problems) == 2  # PSG: no row of its own
+    message = refused.set_index(refused["file"].map(lambda f: Path(f).name)).loc[
+        "SC4001EC-Hypnogram.edf", "message"
+    ]
+    assert "ST7001J0-Hypnogram.edf" in message and "recordings.csv" in message
+    # studykit derive: exit 2, the error said, the two people not in one participant's rows
+    out = tmp_path / "nights.csv"
+    assert main(["derive", str(d), "-o", str(out)]) == 2
+    assert "ambiguous_identity" in (tmp_path / "nights_problems.csv").read_text()
+    assert pd.read_csv(out, dtype=str)["file"].map(lambda f: Path(f).name).tolist() == [
+        "ST7011JP-Hypnogram.edf"
+    ]
+    # the fix: a recordings table says whose night each file is
+    (d / "recordings.csv").write_text(
+        "file,participant_id,period,night\n"
+        "SC4001EC-Hypnogram.edf,SC00,1,1\nST7001J0-Hypnogram.edf,ST00,1,1\n"
+    )
+    files, problems = scan_hypnograms(d)
+    got = sorted((f.path.name, f.participant_id, f.identity) for f in files)
+    assert got == [
+        ("SC4001EC-Hypnogram.edf", "SC00", "recordings"),
+        ("ST7001J0-Hypnogram.edf", "ST00", "recordings"),
+        ("ST7011JP-Hypnogram.edf", "01", "sleep-edf"),
+    ]
+    assert "ambiguous_identity" not in set(problems["rule"])

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import studykit.analysis as A
+from studykit.errors import ProtocolError
 from studykit.protocol import parse_protocol
 from tests.test_analysis import make_crossover
 
@@ -68,3 +69,42 @@ def test_clda_primary_gives_delta_adjusted_rows(proto):
     assert (np.diff(mi["estimate"].to_numpy()) < 0).all()
     # shift 0 is close to the cLDA likelihood analysis (Monte Carlo error only)
     assert abs(mi.iloc[0]["estimate"] - t.iloc[0]["estimate"]) < 0.3 * t.iloc[0]["std_error"]
+
+
+def test_tipping_points_table_matches_the_rows(proto):
+    res = A.run_analysis(proto, _with_missing(), hypotheses=["H1"])
+    tp = res.tipping_points
+    assert tp[["analysis", "hypothesis_id", "shifts"]].values.tolist() == [
+        ["tipping_point", "H1", "+0, -20, -40"]
+    ]
+    t = res.hypotheses
+    assert tp.loc[0, "primary_verdict"] == t.iloc[0]["verdict"]
+    mi = t.iloc[1:].reset_index(drop=True)
+    differs = mi.index[mi["verdict"] != t.iloc[0]["verdict"]]
+    if len(differs):
+        assert tp.loc[0, "tipping_verdict"] == mi.loc[differs[0], "verdict"]
+        assert mi.loc[differs[0], "contrast"].endswith(
+            f"values {tp.loc[0, 'tipping_shift']:+g} (tipping point)"
+        )
+    else:
+        assert np.isnan(tp.loc[0, "tipping_shift"]) and tp.loc[0, "tipping_verdict"] == ""
+
+
+def test_random_slopes_are_refused_for_the_imputation():
+    old = '    random:\n      - {group: participant_id}\n      - {group: "participant_id:period"}\n'
+    assert old in V10
+    slopes = V10.replace(
+        old,
+        "    random:\n      - {group: participant_id, slopes: [period]}\n",
+        1,  # the nights model (H1, H3, E1, E2, E6)
+    )
+    entry = (
+        "\nsensitivity:\n  - name: tp\n    description: d\n"
+        "    missing_data: {method: delta_adjusted, deltas: [0], imputations: 2, seed: 1}\n"
+    )
+    with pytest.raises(ProtocolError, match="H1.s model has random slopes"):
+        parse_protocol(slopes + entry + "    hypotheses: [H1]\n")
+    # without a list, such hypotheses are simply not imputed (E3's diary model still is)
+    proto = parse_protocol(slopes + entry)
+    t = A.run_analysis(proto, make_crossover(n=12), hypotheses=["H1", "E3"]).hypotheses
+    assert set(t.loc[t["analysis"] == "tp", "hypothesis_id"]) == {"E3"}

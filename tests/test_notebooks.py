@@ -25,6 +25,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from studykit.tables.write import SIMULATED_LABEL
+
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK_DIR = ROOT / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
@@ -213,7 +215,10 @@ def test_analysis_notebook_equals_studykit_run(tmp_path, monkeypatch):
         {"data_dir": str(data_dir), "out_dir": str(nb_out)},
         monkeypatch,
     )
-    ours = pd.read_csv(nb_out / "hypotheses.csv", keep_default_na=False, na_values=[""])
+    for name in ("hypotheses.csv", "emmeans.csv"):  # tables of simulated data say so, line 1
+        first = (nb_out / name).read_text(encoding="utf-8").splitlines()[0]
+        assert first == f"# {SIMULATED_LABEL}", (name, first)
+    ours = pd.read_csv(nb_out / "hypotheses.csv", keep_default_na=False, na_values=[""], skiprows=1)
     theirs = pd.read_csv(  # line 1 of a table of simulated data: the SIMULATED label
         run_out / "tables" / "hypotheses.csv", keep_default_na=False, na_values=[""], skiprows=1
     )

@@ -51,7 +51,7 @@ def test_run_writes_every_output(small_run):
         "descriptive_nights",
         "descriptive_diary",
         "validation_summary",
-        "participant_flow",
+        "consort_flow",
         "emmeans",
         "hypotheses_adjusted_ci",
         "exclusions",
@@ -59,6 +59,9 @@ def test_run_writes_every_output(small_run):
         for suffix in (".csv", ".md", ".html", ".tex"):
             assert (out / "tables" / f"{name}{suffix}").is_file(), name + suffix
     assert (out / "tables" / "analysis_nights.csv").is_file()
+    # participants and nights are never counted in one column: the CONSORT crossover tables
+    # replace the old participant_flow table (which mixed them), so it is not written
+    assert not list((out / "tables").glob("participant_flow.*"))
     families = list(
         dict.fromkeys(read_table_csv(out / "tables" / "hypotheses.csv")["multiplicity_family"])
     )

@@ -10,6 +10,7 @@ capitals and two digits; dates 1950-1999), so a plain substring search is the ch
 
 from __future__ import annotations
 
+import shutil
 import string
 import tempfile
 from pathlib import Path
@@ -19,6 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from studykit.cli import main
+from studykit.dictionary import load_dictionary
 from studykit.privacy import (
     REDACTED,
     Identifiers,
@@ -28,7 +30,9 @@ from studykit.privacy import (
     study_identifiers,
 )
 from studykit.tables import validation_summary, write_csv, write_table
-from studykit.validate import validate_table
+from studykit.validate import load_study, validate_table
+
+ROOT = Path(__file__).resolve().parents[1]
 
 HEADER = [
     "participant_id",
@@ -149,3 +153,67 @@ def test_mask_whole_cells_tokens_and_issue_rows():
     assert out["message"].tolist() == [REDACTED, f"row 'P01;{REDACTED};{REDACTED}' split", "ok"]
     assert out["n"].tolist() == [1, 2, 3]
     assert mask_text("AB12AB12 and AB12.", {"AB12"}) == f"AB12AB12 and {REDACTED}."
+
+
+def test_identifier_numbers_in_numeric_columns_are_flagged_and_never_exported(tmp_path):
+    # Gap of #13 item 2: identifier values were searched in text cells only. A lab's
+    # dictionary with a numeric identifier (a medical record number) and an MRN typed into a
+    # numeric data column: validation rejects the row (error identifier_value: the value is
+    # never analysed, so no mean / min / max shows it), another participant's number is a
+    # warning, and no export (validate --report, the console, write_table) contains it.
+    lines = (ROOT / "data_dictionary.csv").read_text(encoding="utf-8").splitlines()
+    lines.append(
+        "mrn,Medical record number,roster,identifier,string,,,,,no,no,yes,,,,"
+        "Hospital record number; kept at site only.,"
+    )
+    dd_path = tmp_path / "lab_dictionary.csv"
+    dd_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    dd = load_dictionary(dd_path)
+    study = tmp_path / "study"
+    shutil.copytree(ROOT / "tests" / "data" / "foundation" / "study", study)
+    roster = pd.read_csv(study / "roster.csv", dtype=str, keep_default_na=False)
+    roster["mrn"] = ""
+    roster.loc[roster["participant_id"] == "P01", "mrn"] = "0071207"
+    roster.loc[roster["participant_id"] == "P02", "mrn"] = "71311"
+    roster.to_csv(study / "roster.csv", index=False)
+    nights = pd.read_csv(study / "nights.csv", dtype=str, keep_default_na=False)
+    nights["n_transitions"] = ""
+    first = (nights["night"] == "baseline") & (nights["period"] == "1")
+    p01_base = first & (nights["participant_id"] == "P01")
+    p03_base = first & (nights["participant_id"] == "P03")
+    nights.loc[p01_base, "n_transitions"] = "71207"  # P01's own MRN, in a numeric column
+    nights.loc[p03_base, "n_transitions"] = "71311.0"  # P02's MRN in P03's row
+    nights.to_csv(study / "nights.csv", index=False)
+    # (the dictionary's n_transitions maximum is 2000: use a lab range for this column)
+    text = dd_path.read_text(encoding="utf-8").replace(
+        "n_transitions,Number of stage transitions,nights,derived,integer,count,0,2000,",
+        "n_transitions,Number of stage transitions,nights,derived,integer,count,0,100000,",
+    )
+    dd_path.write_text(text, encoding="utf-8")
+    dd = load_dictionary(dd_path)
+    assert dd.get("nights", "n_transitions").maximum == 100000
+
+    s = load_study(study, dictionary=dd)
+    found = s.issues[s.issues["rule"] == "identifier_value"]
+    got = found[["participant_id", "night", "column", "value", "severity"]].values.tolist()
+    assert sorted(got) == [
+        ["P01", "baseline", "n_transitions", REDACTED, "error"],
+        ["P03", "baseline", "n_transitions", REDACTED, "warning"],
+    ]
+    assert "roster.mrn" in found.loc[found["severity"] == "error", "message"].iloc[0]
+    kept = s.nights[["participant_id", "period", "night"]].astype(str).values.tolist()
+    assert ["P01", "1", "baseline"] not in kept and ["P03", "1", "baseline"] in kept
+    # the exports: validate --report, the console listing, every table format
+    report = tmp_path / "issues.csv"
+    out = tmp_path / "tables"
+    main(["validate", str(study), "--dictionary", str(dd_path), "--report", str(report)])
+    ids = study_identifiers(study, dictionary=dd)
+    assert {"0071207", "71311"} <= ids.values
+    for name, table in (("issues", s.issues), ("summary", validation_summary(s.issues))):
+        write_table(table, out, name, identifiers=ids)
+    masked = mask_identifiers(pd.DataFrame({"value": ["71207.0", "71311", "12"]}), ids)
+    assert masked["value"].tolist() == [REDACTED, REDACTED, "12"]
+    for f in [report, *out.iterdir()]:
+        content = f.read_text(encoding="utf-8")
+        for number in ("71207", "71311"):
+            assert number not in content, (f.name, number)

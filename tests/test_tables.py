@@ -21,7 +21,6 @@ from studykit.tables import (
     format_descriptive_table,
     format_hypothesis_table,
     hypothesis_table,
-    participant_flow,
     to_csv_text,
     validation_summary,
     write_table,
@@ -322,20 +321,6 @@ def test_validation_summary_counts_without_values():
     assert "value" not in s.columns and "ZZ" not in to_csv_text(s)
     assert s.loc[0, "example"] == "above 1440"  # message of the first row (row 2)
     assert validation_summary(None).empty
-
-
-def test_participant_flow():
-    f = participant_flow(_roster(), group_order=["KP", "PK"], hypotheses=_hypotheses(2))
-    got = {(r.stage, r.group, r.reason): r.n for r in f.itertuples()}
-    # hand count of _roster(): KP P01, P03; PK P02, P04, P05; withdrawn P03 (KP), P05 (PK)
-    assert got[("randomized", "KP", "")] == 2
-    assert got[("randomized", "all", "")] == 5
-    assert got[("completed", "PK", "")] == 2
-    assert got[("withdrawn", "KP", "adverse event")] == 1
-    assert got[("withdrawn", "all", "moved away")] == 1
-    assert got[("analysed", "H2", "")] == 18
-    assert got[("excluded", "H10", "P07: withdrawn before post1")] == 1
-    assert f["stage"].tolist()[:3] == ["randomized"] * 3
 
 
 def test_exports_neutralize_formulas_and_escape_markup(tmp_path):

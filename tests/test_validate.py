@@ -499,10 +499,14 @@ def test_hypnograms_are_read_and_validated(study_dir, dd):
     (h / "P03_p1_day9.csv").write_text("epoch,onset_s,stage\n0,0,W\n1,30,N1\n")  # no such night
     (h / "broken_p1_post1.csv").write_text("epoch,onset_s\n0,0\n")
     (h / "readme.txt").write_text("not a hypnogram\n")
-    s = load_study(study_dir, dictionary=dd)
+    # outcomes="typed": this test is about reading and validating the epochs (with the default
+    # "hypnograms" every night of nights.csv without a readable hypnogram is also an error)
+    s = load_study(study_dir, dictionary=dd, outcomes="typed")
     assert s.epochs is not None
-    # P01 (3 epochs) and P09 (1); P02's file is refused by the reader (stage 'X' unknown)
-    assert len(s.epochs) == 3 + 1
+    # P09 (1 epoch); P02's file is refused by the reader (stage 'X' unknown); P01's reads but
+    # its lights (nights.csv: a clock time, no recording_start) cannot be placed on it, so it
+    # is not derived (as studykit derive --lights would refuse it); P03's 2 epochs are rejected
+    assert len(s.epochs) == 1
     assert list(s.epochs.columns) == [
         "participant_id",
         "period",
@@ -514,18 +518,20 @@ def test_hypnograms_are_read_and_validated(study_dir, dd):
     assert s.epochs["stage"].cat.categories.tolist() == dd.levels("epochs", "stage")
     got = sorted((Path(f).name, r) for f, r in s.issues[["file", "rule"]].values.tolist())
     assert got == [
+        ("P01_p1_baseline.csv", "lights"),  # lights_off a clock time, no recording_start
         ("P02_p2_post1.csv", "hypnogram"),  # reader error: unknown stage
         ("P03_p1_day9.csv", "code"),  # night code not in the dictionary: both epochs
         ("P03_p1_day9.csv", "code"),
         ("P03_p1_day9.csv", "hypnogram"),  # and no nights row
+        ("P03_p1_day9.csv", "no_lights"),  # no lights in the file or a table
         ("P09_p1_post1.csv", "hypnogram"),  # no nights row
+        ("P09_p1_post1.csv", "no_lights"),
         ("broken_p1_post1.csv", "hypnogram"),  # reader error
-        ("nights.csv", "derive"),  # lights_off given as clock time, no recording_start
         ("readme.txt", "hypnogram"),  # name pattern
     ]
-    assert len(s.files["epochs"]) == 3
+    assert len(s.files["epochs"]) == 2  # P03, P09
     ep = s.summary.set_index("table").loc["epochs"]
-    assert (ep["rows_read"], ep["rows_accepted"], ep["rows_rejected"]) == (6, 4, 2)
+    assert (ep["rows_read"], ep["rows_accepted"], ep["rows_rejected"]) == (3, 1, 2)
     rej = s.rejected["epochs"]
     assert (
         rej[["file", "night", "reasons"]].values.tolist()

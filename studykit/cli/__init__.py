@@ -5,8 +5,9 @@ imports what it needs at its top and exposes ``register(parser)``: it adds the s
 arguments to ``parser`` and sets ``handler`` (a function ``args -> int``). The dispatcher
 imports only the module of the subcommand being run (:func:`build_parser`): the one
 deliberately lazy import of studykit, so that ``studykit --help`` loads no analysis code.
-Exit codes: 0 success, 2 invalid input (any :class:`~studykit.errors.StudykitError`), 1
-anything else.
+Exit codes: 0 success, 2 invalid input (any :class:`~studykit.errors.StudykitError`), 130
+interrupted (Ctrl-C: one line saying what was left, no traceback; what the command had
+written is removed, :class:`~studykit.outdir.OutputGuard`), 1 anything else.
 """
 
 from __future__ import annotations
@@ -14,13 +15,25 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 
 from studykit import __version__
 from studykit.errors import StudykitError
+from studykit.outdir import OutputGuard
 
-__all__ = ["main", "build_parser", "COMMANDS"]
+__all__ = ["main", "build_parser", "COMMANDS", "EXIT_INTERRUPTED", "OUTPUT_OPTIONS"]
+
+#: Exit code after Ctrl-C (128 + SIGINT, as shells report it).
+EXIT_INTERRUPTED = 130
+#: Options (argparse destinations) naming what a command writes; an interrupted command's
+#: partial output under them is removed.
+OUTPUT_OPTIONS = ("output", "out", "report", "csv")
+#: Commands that stage their own output (:class:`~studykit.outdir.StagedOutput`: written
+#: beside ``--out``, moved into place at the very end): not guarded, so an interrupt after
+#: the move can never remove finished results.
+SELF_STAGED = ("run",)
 
 #: Subcommands, in the order ``--help`` lists them, with their one-line help.
 COMMANDS: dict[str, str] = {
@@ -76,20 +89,29 @@ def _command(argv: Sequence[str]) -> str | None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(_command(argv))
-    args = parser.parse_args(argv)
+    try:
+        parser = build_parser(_command(argv))
+        args = parser.parse_args(argv)
+    except KeyboardInterrupt:
+        print("studykit: interrupted; no results were written", file=sys.stderr)
+        return EXIT_INTERRUPTED
     if args.command is None:
         parser.print_help()
         return 2
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
+    guard: OutputGuard | None = None
     try:
+        if args.command not in SELF_STAGED:
+            guard = OutputGuard(
+                getattr(args, name) for name in OUTPUT_OPTIONS if getattr(args, name, None)
+            )
         return int(args.handler(args) or 0)
     except StudykitError as exc:
         print(f"studykit {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 1
+        print(f"studykit {args.command}: interrupted; {_undo(guard)}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except Exception as exc:  # a bug, not the user's fault: say so plainly
         if args.debug:
             raise
@@ -99,3 +121,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+
+
+def _undo(guard: OutputGuard | None) -> str:
+    """Remove an interrupted command's partial output; say what is left (one clause)."""
+    if guard is None:
+        return "no results were written"
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C: finish first
+    try:
+        removed, changed = guard.undo()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    said = "partial output removed" if removed else "no results were written"
+    if changed:
+        shown = ", ".join(str(p) for p in changed[:3]) + (" ..." if len(changed) > 3 else "")
+        said += f"; {shown} was being rewritten and may be incomplete: run the command again"
+    return said

@@ -93,7 +93,44 @@ def _p(x: Any) -> str:
 
 def _short(contrast: str, width: int = 23) -> str:
     text = str(contrast).split(", change from ")[-1]
+    text = text.removeprefix("night ")  # "night baseline to post1": nights are the default
     return textwrap.shorten(text, width=width, placeholder="...")
+
+
+def _cut(text: str, width: int) -> str:
+    """``text`` cut to ``width`` characters, ``...`` marking a cut (one long word too)."""
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _table(rows: list[list[str]], headers: list[str]) -> str:
+    """Left-aligned columns two spaces apart, a dashed rule under the headers."""
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    lines = [headers, ["-" * w for w in widths], *rows]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines
+    )
+
+
+def _alternative(alternative: Any, scale: Any) -> str:
+    """The alternative hypothesis against the null (0, or 1 for ratios), in 4 columns."""
+    null = "1" if "ratio" in str(scale).lower() else "0"
+    sign = {"greater": ">", "less": "<", "two-sided": "!="}.get(str(alternative))
+    return f"{sign} {null}" if sign else str(alternative)
+
+
+def _claims(t: Any) -> list[str]:
+    """One line per claim: its verdict (``claim_verdict``), hypotheses and text."""
+    if "claim_verdict" not in t.columns or "claim_id" not in t.columns:
+        return []
+    lines = []
+    for claim_id, g in t.groupby(t["claim_id"].astype(str), sort=False):
+        if claim_id in ("", "nan", "None"):
+            continue
+        ids = _ids(list(dict.fromkeys(g["hypothesis_id"].astype(str))))
+        verdict = ", ".join(dict.fromkeys(g["claim_verdict"].astype(str)))
+        claim = str(g["claim"].iloc[0]) if "claim" in g.columns else ""
+        lines.extend(_wrapped(f"claim {claim_id} [{ids}]: {verdict}", f" - {claim}"))
+    return lines
 
 
 def _wrapped(prefix: str, text: str) -> list[str]:
@@ -136,9 +173,11 @@ def format_results(results: Any) -> str:
 
     One block per analysis (the primary, then each pre-specified sensitivity analysis) and
     multiplicity family (its adjustment method in the heading), one line per
-    hypothesis x contrast: id, outcome, contrast, estimate with its confidence interval,
-    p, adjusted p and verdict. Warnings and exclusions follow, each said once with the
-    hypotheses it concerns; long messages are wrapped, never cut. The full table (df,
+    hypothesis x contrast: id, outcome, contrast, alternative (``> 0``, ``< 1``, ``!= 0``:
+    the ``alternative`` column against the null), estimate with its confidence interval,
+    p, adjusted p and verdict. Then one line per claim with its (primary) ``claim_verdict``
+    and hypotheses; warnings and exclusions follow, each said once with the hypotheses it
+    concerns; long messages are wrapped, never cut. The full table (df,
     model, estimand, verdict rule ...) is written with ``--csv FILE``.
 
     Parameters
@@ -151,8 +190,6 @@ def format_results(results: Any) -> str:
     str
         Lines of at most :data:`WIDTH` characters.
     """
-    from tabulate import tabulate
-
     t = results.hypotheses
     proto = results.protocol
     lines = []
@@ -175,35 +212,26 @@ def format_results(results: Any) -> str:
             ratio = "ratio" in str(r["scale"]).lower()
             rows.append(
                 [
-                    r["hypothesis_id"],
-                    textwrap.shorten(str(r["outcome"]), width=15, placeholder="..."),
+                    str(r["hypothesis_id"]),
+                    _cut(str(r["outcome"]), 14),
                     _short(r["contrast"]),
+                    _alternative(r.get("alternative"), r["scale"]),
                     f"{est}{'x' if ratio else ''} [{_num(r['conf_low'])}, {_num(r['conf_high'])}]",
                     _p(r["p_value"]),
                     _p(r["p_adjusted"]),
-                    r["verdict"],
+                    str(r["verdict"]),
                 ]
             )
         if (name, fam) != blocks[0]:
             lines.append("")
         prefix = "" if name == "primary" else f"sensitivity analysis {name}: "
         lines.append(f"{prefix}{fam} (p adjustment: {methods})")
-        lines.append(
-            tabulate(
-                rows,
-                headers=[
-                    "id",
-                    "outcome",
-                    "contrast",
-                    f"estimate [{level}]",
-                    "p",
-                    "p adj",
-                    "verdict",
-                ],
-                tablefmt="simple",
-                disable_numparse=True,
-            )
-        )
+        headers = ["id", "outcome", "contrast", "alt", f"estimate [{level}]", "p", "p adj"]
+        lines.append(_table(rows, [*headers, "verdict"]))
+    claims = _claims(t[t["analysis"].astype(str) == "primary"])
+    if claims:
+        lines.append("")
+        lines.extend(claims)
     messages = _messages(results)
     if messages:
         lines.append("")
@@ -212,8 +240,10 @@ def format_results(results: Any) -> str:
     lines.extend(
         _wrapped(
             "",
-            "Ratios (x) are rate ratios. Alternatives, df, models, estimands and verdict rules: "
-            "write the full table with --csv FILE. Exploratory results are hypothesis-generating.",
+            "Ratios (x) are rate ratios; alt = the alternative hypothesis of the test (> 0: "
+            "one-sided, != 0: two-sided). A claim's verdict combines its hypotheses' verdicts "
+            "(claim_verdict). df, models, estimands and verdict rules: write the full table with "
+            "--csv FILE. Exploratory results are hypothesis-generating.",
         )
     )
     return "\n".join(lines)

@@ -27,7 +27,13 @@ from studykit.hypnogram.files import PROBLEM_COLUMNS, HypnogramFile, scan_hypnog
 from studykit.hypnogram.readers import MAX_NIGHT_HOURS, Format, read_files
 from studykit.hypnogram.statistics import KEYS, OUTCOMES, sleep_statistics
 
-__all__ = ["DERIVED_COLUMNS", "DerivedNights", "DeriveOptions", "derive_nights"]
+__all__ = [
+    "DERIVED_COLUMNS",
+    "DerivedNights",
+    "DeriveOptions",
+    "derive_nights",
+    "recording_statistics",
+]
 
 #: Columns of :attr:`DerivedNights.nights`, in order.
 DERIVED_COLUMNS: tuple[str, ...] = (
@@ -87,16 +93,65 @@ def _chunk_table(
         lights=lights,
         max_night_hours=options.max_night_hours,
     )
-    problems = [read.problems]
-    recs = read.recordings
+    stats, problems = recording_statistics(read.epochs, read.recordings, options)
+    problem_table = pd.concat(
+        [p for p in (read.problems, problems) if len(p)] or [read.problems], ignore_index=True
+    )
+    return stats, problem_table
+
+
+def recording_statistics(
+    epochs: pd.DataFrame, recordings: pd.DataFrame, options: DeriveOptions | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per-recording statistics of epochs read by :func:`~studykit.hypnogram.readers.read_files`.
+
+    The one step from read hypnograms to per-night outcomes, shared by ``studykit derive``
+    (:func:`derive_nights`) and the study loader (:func:`studykit.validate.load_study`), so
+    that both crop each night to the same lights (file, else recordings table, else nights
+    table: :func:`~studykit.hypnogram.lights.resolve_lights`) and give the same numbers.
+
+    Parameters
+    ----------
+    epochs : pandas.DataFrame
+        ``recording_id, participant_id, period, night, epoch, onset_s, stage`` (the
+        ``epochs`` of a :class:`~studykit.hypnogram.readers.HypnogramSet`).
+    recordings : pandas.DataFrame
+        One row per recording with its lights (``HypnogramSet.recordings``).
+    options : DeriveOptions, optional
+        Statistics settings (default :class:`DeriveOptions`).
+
+    Returns
+    -------
+    (nights, problems)
+        ``nights``: one row per recording (:data:`DERIVED_COLUMNS`). ``problems``: one
+        ``derive_error`` row per recording whose statistics cannot be computed (e.g. its
+        lights leave no epoch); the other recordings are kept.
+
+    Examples
+    --------
+    >>> from studykit.hypnogram.readers import read_files
+    >>> import tempfile, pathlib
+    >>> from studykit.hypnogram.files import scan_hypnograms
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> _ = (d / "P01_p1_baseline.txt").write_text("W\\nN1\\nN2\\nN2\\n")
+    >>> read = read_files(scan_hypnograms(d).files)
+    >>> nights, problems = recording_statistics(read.epochs, read.recordings)
+    >>> nights[["participant_id", "tib_min", "tst_min", "lights_source"]].values.tolist()
+    [['P01', 2.0, 1.5, 'none']]
+    >>> len(problems)
+    0
+    """
+    options = options or DeriveOptions()
+    recs = recordings
+    problems: list[pd.DataFrame] = []
     if not len(recs):
-        return _empty_nights(), read.problems
+        return _empty_nights(), pd.DataFrame(columns=PROBLEM_COLUMNS)
     try:
-        stats = _statistics(read.epochs, recs, options)
+        stats = _statistics(epochs, recs, options)
     except HypnogramError:  # a night's lights leave no epoch, ...: find it, keep the others
         parts = []
         for rid in recs["recording_id"]:
-            one = read.epochs[read.epochs["recording_id"] == rid]
+            one = epochs[epochs["recording_id"] == rid]
             try:
                 parts.append(_statistics(one, recs[recs["recording_id"] == rid], options))
             except HypnogramError as exc:
@@ -118,7 +173,11 @@ def _chunk_table(
                     )
                 )
         stats = pd.concat(parts, ignore_index=True) if parts else _empty_nights()
-    problem_table = pd.concat([p for p in problems if len(p)] or [problems[0]], ignore_index=True)
+    problem_table = (
+        pd.concat(problems, ignore_index=True)
+        if problems
+        else pd.DataFrame(columns=PROBLEM_COLUMNS)
+    )
     return stats, problem_table
 
 

@@ -20,6 +20,9 @@ is decided by the first of these that applies (:data:`IDENTITY_SOURCES`):
 5. ``sleep-edf``: Sleep-EDF ``SC4ssNxx-Hypnogram.edf`` / ``ST7ssNxx-Hypnogram.edf``
    (subject ``ss``, night ``N``: ``SC4001EC-Hypnogram.edf`` is subject ``00`` night ``1``).
    The signal files beside them (``*-PSG.edf``) are paired with their hypnogram and not read.
+   Cassette (SC) and Telemetry (ST) number their subjects separately: a subject number found
+   in both in one scan names two people, so those files are refused (``ambiguous_identity``)
+   until a recordings table identifies them.
 6. ``stem``: anything else with a hypnogram extension is still read, with its file stem as
    ``recording_id`` and the design keys left empty.
 
@@ -85,7 +88,7 @@ _SLEEP_EDF = re.compile(
     re.IGNORECASE,
 )
 _PATTERN_GROUPS = ("participant_id", "period", "night", "recording_id")
-_LIGHTS_COLUMNS = ("lights_off", "lights_on", "lights_off_s", "lights_on_s")
+_LIGHTS_COLUMNS = ("lights_off", "lights_on", "lights_off_s", "lights_on_s", "recording_start")
 
 
 @dataclass(frozen=True)
@@ -105,7 +108,8 @@ class HypnogramFile:
         Which rule decided the identity, one of :data:`IDENTITY_SOURCES`.
     lights : dict
         ``lights_off`` / ``lights_on`` / ``lights_off_s`` / ``lights_on_s`` values given by
-        the recordings table (empty without one).
+        the recordings table, and its ``recording_start`` (which places clock times when the
+        file has no start time); empty without one.
     """
 
     path: Path
@@ -492,6 +496,8 @@ def scan_hypnograms(
             )
         )
     identified = [identify_file(p, recordings=index, pattern=compiled) for p in files]
+    identified, ambiguous = _sleep_edf_collisions(identified)
+    problems.extend(ambiguous)
     if index is not None and table is not None:
         problems.extend(_absent_listed(table, base, files))
     stems = {f.path.stem.lower() for f in identified}
@@ -558,6 +564,59 @@ def scan_hypnograms(
             more,
         )
     return ScanResult(out, pd.DataFrame(problems, columns=PROBLEM_COLUMNS))
+
+
+def _sleep_edf_collisions(
+    identified: list[HypnogramFile],
+) -> tuple[list[HypnogramFile], list[dict[str, object]]]:
+    """Refuse Sleep-EDF names whose subject number is used by both of its studies.
+
+    Sleep Cassette (``SC4ssN``) and Sleep Telemetry (``ST7ssN``) number their subjects
+    separately: ``SC4001`` and ``ST7001`` are two different people who would both be
+    participant ``00``. Such files are not read (error ``ambiguous_identity``) until a
+    recordings table says whose night each is; other files are kept.
+    """
+    studies: dict[str, set[str]] = {}
+    for f in identified:
+        if f.identity == "sleep-edf" and f.participant_id is not None:
+            m = _SLEEP_EDF.match(f.path.stem)
+            if m is not None and m["kind"].lower() == "hypnogram":
+                studies.setdefault(f.participant_id, set()).add(m["study"].upper())
+    shared = {pid for pid, found in studies.items() if len(found) > 1}
+    if not shared:
+        return identified, []
+    kept: list[HypnogramFile] = []
+    problems: list[dict[str, object]] = []
+    for f in identified:
+        if f.identity != "sleep-edf" or f.participant_id not in shared:
+            kept.append(f)
+            continue
+        if "-psg" in f.path.stem.lower():
+            continue  # a signal file, never read: its hypnogram's error says it all
+        others = sorted(
+            g.path.name
+            for g in identified
+            if g.identity == "sleep-edf"
+            and g.participant_id == f.participant_id
+            and g.path.name[:2].upper() != f.path.name[:2].upper()
+            and "-psg" not in g.path.stem.lower()
+        )
+        problems.append(
+            _problem(
+                f.path,
+                f,
+                "error",
+                "ambiguous_identity",
+                f"{f.path.name}: Sleep-EDF subject {f.participant_id} is also a subject of the "
+                f"other Sleep-EDF study ({', '.join(others[:3])}): Sleep Cassette (SC) and "
+                "Sleep Telemetry (ST) number their subjects separately, so these are two "
+                "people and the file names cannot say whose night each is; this file was not "
+                f"read. Give a recordings table ({RECORDINGS_FILE}: file, participant_id, "
+                "period, night; e.g. participant SC00 and ST00), or keep the two studies in "
+                "separate folders.",
+            )
+        )
+    return kept, problems
 
 
 def _companion_of(f: HypnogramFile, stems: set[str]) -> str | None:

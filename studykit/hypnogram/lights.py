@@ -84,8 +84,12 @@ def lights_seconds(
     28800.0
     >>> lights_seconds(95.0, None, what="lights_off_s")
     95.0
+    >>> lights_seconds(pd.Timestamp("2024-03-01 23:10"), "2024-03-01T22:40:00", what="lights_off")
+    1800.0
+    >>> lights_seconds(pd.NaT, "22:40:00", what="lights_off")
+    nan
     """
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if _missing(value):
         return math.nan
     if isinstance(value, int | float):
         return float(value)
@@ -157,15 +161,23 @@ def resolve_lights(
     >>> resolve_lights((60.0, float("nan")), None, {"recordings": {"lights_on_s": "900"}},
     ...                name="a.edf")
     (60.0, 900.0, 'file/recordings')
+    >>> resolve_lights((float("nan"), float("nan")), None,
+    ...                {"recordings": {"recording_start": "22:40"},
+    ...                 "nights": {"lights_off": "23:10", "lights_on": "06:40"}}, name="a.csv")
+    (1800.0, 28800.0, 'nights')
     """
     off, on = file_lights
     off_src = "file" if not math.isnan(off) else "none"
     on_src = "file" if not math.isnan(on) else "none"
+    # the start: the file's, else the first table's that gives one (a recordings table's
+    # recording_start also places the nights table's clock times)
+    starts = [_clean(row.get("recording_start")) for row in tables.values() if row]
+    recording_start = recording_start or next((s for s in starts if s), None)
     for source in ("recordings", "nights"):
         row = tables.get(source)
         if not row:
             continue
-        start = recording_start or _clean(row.get("recording_start"))
+        start = recording_start
         if off_src == "none":
             value = _pick(row, "off")
             off = lights_seconds(value, start, what=f"lights_off of {name} ({source} table)")
@@ -180,8 +192,13 @@ def resolve_lights(
     return off, on, source
 
 
+def _missing(value: object) -> bool:
+    """None, NaN, NaT or pandas' NA (a typed table's empty cell)."""
+    return value is None or (pd.api.types.is_scalar(value) and bool(pd.isna(value)))
+
+
 def _clean(value: object) -> str | None:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if _missing(value):
         return None
     text = str(value).strip()
     return text or None

@@ -994,15 +994,19 @@ def read_files(
                 scheme=scheme,
                 max_night_hours=max_night_hours,
             )
-            start = table.attrs["recording_start"]
+        except HypnogramError as exc:
+            problems.append(_problem(f, "error", "read_error", str(exc)))
+            continue
+        start = table.attrs["recording_start"]
+        try:
             off, on, source = resolve_lights(
                 (table.attrs["lights_off_s"], table.attrs["lights_on_s"]),
                 start,
                 {"recordings": f.lights, "nights": lights_index.get(f.keys) if f.keys else None},
                 name=f.path.name,
             )
-        except HypnogramError as exc:
-            problems.append(_problem(f, "error", "read_error", str(exc)))
+        except HypnogramError as exc:  # the file reads, but its lights cannot be placed
+            problems.append(_problem(f, "error", "lights_error", str(exc)))
             continue
         if "none" in source:
             which = (

@@ -29,10 +29,13 @@ import pandas as pd
 from scipy import optimize, special
 
 from studykit.errors import ModelError
+from studykit.models import fitwarn
 from studykit.models.design import Design, build_design
 from studykit.models.emmeans import emmeans_matrix
 from studykit.models.inference import contrast_table
+from studykit.models.quadrature import MODE_MAXIT, GaussHermite, check_nagq, group_modes
 from studykit.models.summary import ResultDisplay
+from studykit.models.wald import WaldZTests
 
 __all__ = ["CLMMResult", "fit_clmm", "LINKS"]
 
@@ -40,6 +43,17 @@ logger = logging.getLogger(__name__)
 
 LINKS = ("logit", "probit")
 _SINGULAR_TOL = 1e-4
+PROB_FLOOR = 1e-300  # category probabilities are floored here before the log
+# finite differences of the marginal log-likelihood, steps relative to max(1, |par|):
+# ~eps^(1/3) for central first differences, ~eps^(1/4) for second differences
+FD_GRAD_STEP = 6e-6
+FD_HESS_STEP = 1e-4
+# the optimiser: BFGS on unconstrained parameters, then Newton steps on the natural ones
+BFGS_OPTIONS = {"gtol": 1e-7, "maxiter": 2000}
+NEWTON_POLISH_STEPS = 5  # Newton steps after BFGS
+NEWTON_POLISH_TOL = 1e-8  # a polish step smaller than this (every parameter) is the last
+POLISH_DECREASE_TOL = 1e-10  # a polish step may lower the log-likelihood this much (rounding)
+NEWTON_STEP_TOL = 1e-4  # converged: the remaining Newton step is below this in every parameter
 _BIG = 1e3  # stands in for +/- infinity in the link functions (F = 0 or 1 exactly there)
 
 
@@ -95,7 +109,7 @@ class _Obs:
         Fc, Sc, fc, dfc = _link_parts(self.link, c)
         # upper-tail differences are accurate where both bounds are above the median
         p = np.where(c > 0, Sc - Sa, Fa - Fc)
-        p = np.maximum(p, 1e-300)
+        p = np.maximum(p, PROB_FLOOR)
         d1 = -(fa - fc) / p
         w = -((dfa - dfc) / p - d1 * d1)
         return np.log(p), d1, w
@@ -104,11 +118,11 @@ class _Obs:
 @dataclass
 class _Problem:
     obs: _Obs
-    nodes: np.ndarray
-    logw: np.ndarray
+    quadrature: GaussHermite  # the adaptive rule (one node: Laplace)
     ntheta: int
     u: np.ndarray | None = None
     n_eval: int = 0
+    mode_cap_hit: bool = False  # the conditional-mode iteration reached MODE_MAXIT
 
     @property
     def p(self) -> int:
@@ -121,32 +135,18 @@ class _Problem:
     def modes(self, upper: np.ndarray, lower: np.ndarray, eta0: np.ndarray, s: float) -> np.ndarray:
         """Conditional modes of the spherical random effects, all groups at once (Newton)."""
         o = self.obs
-        G = len(o.starts)
-        u = np.zeros(G) if self.u is None else self.u.copy()
 
         def g(uu: np.ndarray) -> np.ndarray:
             lp, _, _ = o.pieces(upper, lower, eta0 + s * uu[o.gidx])
             return o.gsum(lp) - 0.5 * uu**2
 
-        g_old = g(u)
-        for _ in range(100):
-            _, d1, w = o.pieces(upper, lower, eta0 + s * u[o.gidx])
-            grad = s * o.gsum(d1) - u
-            hess = s * s * o.gsum(w) + 1.0
-            step = grad / hess
-            u_new = u + step
-            g_new = g(u_new)
-            bad = ~(g_new >= g_old - 1e-12 * (1.0 + np.abs(g_old)))
-            halvings = 0
-            while bad.any() and halvings < 60:
-                step[bad] *= 0.5
-                u_new[bad] = u[bad] + step[bad]
-                g_new[bad] = g(u_new)[bad]
-                bad = ~(g_new >= g_old - 1e-12 * (1.0 + np.abs(g_old)))
-                halvings += 1
-            u, g_old = u_new, g_new
-            if np.max(np.abs(step)) < 1e-12:
-                break
+        def derivatives(uu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            _, d1, w = o.pieces(upper, lower, eta0 + s * uu[o.gidx])
+            return s * o.gsum(d1) - uu, s * s * o.gsum(w) + 1.0
+
+        u0 = np.zeros(len(o.starts)) if self.u is None else self.u
+        u, capped = group_modes(g, derivatives, u0)
+        self.mode_cap_hit |= capped
         return u
 
     def loglik(self, par: np.ndarray) -> float:
@@ -162,15 +162,13 @@ class _Problem:
         self.u = u
         lp, _, w = o.pieces(upper, lower, eta0 + s * u[o.gidx])
         H = s * s * o.gsum(w) + 1.0
-        if len(self.nodes) == 1:
+        rule = self.quadrature
+        if rule.laplace:
             return float(np.sum(o.gsum(lp) - 0.5 * u**2 - 0.5 * np.log(H)))
-        tau = 1.0 / np.sqrt(H)
-        z = math.sqrt(2.0) * self.nodes
-        uk = u[:, None] + tau[:, None] * z[None, :]
+        uk, tau = rule.points(u, H)
         lpk, _, _ = o.pieces(upper[:, None], lower[:, None], eta0[:, None] + s * uk[o.gidx])
-        gk = o.gsum(lpk) - 0.5 * uk**2
-        lse = special.logsumexp(gk + self.logw[None, :], axis=1)
-        return float(np.sum(-0.5 * math.log(math.pi) + np.log(tau) + lse))
+        ll_g, _ = rule.integrate(o.gsum(lpk) - 0.5 * uk**2, tau)
+        return float(np.sum(ll_g))
 
 
 def _fd_gradient(prob: _Problem, par: np.ndarray, f0: float) -> np.ndarray:
@@ -178,7 +176,7 @@ def _fd_gradient(prob: _Problem, par: np.ndarray, f0: float) -> np.ndarray:
     g = np.empty_like(par)
     u0 = None if prob.u is None else prob.u.copy()
     for j in range(len(par)):
-        h = 6e-6 * max(1.0, abs(par[j]))
+        h = FD_GRAD_STEP * max(1.0, abs(par[j]))
         e = np.zeros_like(par)
         e[j] = h
         prob.u = u0
@@ -194,7 +192,7 @@ def _fd_hessian(prob: _Problem, par: np.ndarray) -> np.ndarray:
     """Hessian of the log-likelihood by second differences (steps ~ eps^(1/4))."""
     n = len(par)
     u0 = None if prob.u is None else prob.u.copy()
-    h = 1e-4 * np.maximum(1.0, np.abs(par))
+    h = FD_HESS_STEP * np.maximum(1.0, np.abs(par))
 
     def f(x: np.ndarray) -> float:
         prob.u = u0
@@ -226,19 +224,16 @@ def _fd_hessian(prob: _Problem, par: np.ndarray) -> np.ndarray:
 # result
 # ------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class _LatentParameters:
+class _LatentParameters(WaldZTests):
     """Thresholds and coefficients together, for contrasts that involve both."""
 
     beta: np.ndarray
     vcov: np.ndarray
     columns: list[str]
 
-    def contrast_df(self, L: object) -> float:
-        return math.inf
-
 
 @dataclass(frozen=True, eq=False, repr=False)
-class CLMMResult(ResultDisplay):
+class CLMMResult(WaldZTests, ResultDisplay):
     """A fitted cumulative link mixed model.
 
     Attributes
@@ -305,29 +300,6 @@ class CLMMResult(ResultDisplay):
     def method(self) -> str:
         """``"Laplace"`` or ``"AGQ(nagq)"``."""
         return "Laplace" if self.nagq == 1 else f"AGQ({self.nagq})"
-
-    def contrast_df(self, L: object) -> float:
-        """Degrees of freedom of a contrast: ``inf`` (Wald z tests, as ``summary(clmm)``)."""
-        return math.inf
-
-    def contrast(
-        self,
-        L: Any,
-        *,
-        names: Sequence[str] | None = None,
-        alternative: str = "two-sided",
-        alpha: float = 0.05,
-    ) -> pd.DataFrame:
-        """Wald z tests of contrasts ``L @ beta`` of the regression coefficients."""
-        return contrast_table(
-            self, L, names=names, df_method="z", alpha=alpha, alternative=alternative
-        )
-
-    def coef_table(self, *, alpha: float = 0.05, alternative: str = "two-sided") -> pd.DataFrame:
-        """Regression coefficients with Wald z tests (``summary(clmm)``'s Coefficients)."""
-        return self.contrast(
-            np.eye(len(self.beta)), names=list(self.columns), alpha=alpha, alternative=alternative
-        )
 
     def threshold_table(self) -> pd.DataFrame:
         """Thresholds with standard errors and z values (``summary(clmm)``'s Threshold coefficients)."""
@@ -528,12 +500,7 @@ def fit_clmm(
         raise ModelError(f"data must be a pandas DataFrame; got {type(data).__name__}.")
     if link not in LINKS:
         raise ModelError(f"Invalid link {link!r}. Expected one of {list(LINKS)}.")
-    if isinstance(nagq, bool) or not isinstance(nagq, int | np.integer) or not 1 <= nagq <= 100:
-        raise ModelError(
-            f"Invalid nagq {nagq!r}: use 1 (Laplace) or an integer 2..100 for adaptive "
-            "Gauss-Hermite quadrature (e.g. 10)."
-        )
-    nagq = int(nagq)
+    nagq = check_nagq(nagq, example=10)
     fixed = [fixed] if isinstance(fixed, str) else [str(t) for t in fixed]
     variables = [outcome, group] + [v for t in fixed for v in t.split(":")]
     missing_cols = [c for c in dict.fromkeys(variables) if c not in data.columns]
@@ -575,8 +542,7 @@ def fit_clmm(
     cs = codes[order]
     starts = np.flatnonzero(np.r_[True, cs[1:] != cs[:-1]])
     obs = _Obs(y[order], X[order], cs, starts, J, link)
-    nodes, weights = np.polynomial.hermite.hermgauss(nagq)
-    prob = _Problem(obs, nodes, np.log(weights) + nodes**2, J - 1)
+    prob = _Problem(obs, GaussHermite.rule(nagq), J - 1)
 
     # start: thresholds at the marginal cumulative proportions, beta 0, SD 1
     cum = np.cumsum(np.bincount(y, minlength=J))[:-1] / n
@@ -605,14 +571,12 @@ def fit_clmm(
         gz[1 : J - 1] = tail[1:] * np.exp(z[1 : J - 1])
         return -f0, -gz
 
-    res = optimize.minimize(
-        fun, to_z(par0), jac=True, method="BFGS", options={"gtol": 1e-7, "maxiter": 2000}
-    )
+    res = optimize.minimize(fun, to_z(par0), jac=True, method="BFGS", options=BFGS_OPTIONS)
     par = to_par(res.x)
     f0 = prob.loglik(par)
     # Newton polish on the natural parameters
     H = _fd_hessian(prob, par)
-    for _ in range(5):
+    for _ in range(NEWTON_POLISH_STEPS):
         g = _fd_gradient(prob, par, f0)
         try:
             step = np.linalg.solve(-H, g)
@@ -620,11 +584,11 @@ def fit_clmm(
             break
         trial = par + step
         f1 = prob.loglik(trial)
-        if not (np.isfinite(f1) and f1 >= f0 - 1e-10):
+        if not (np.isfinite(f1) and f1 >= f0 - POLISH_DECREASE_TOL):
             prob.loglik(par)
             break
         par, f0 = trial, f1
-        if np.max(np.abs(step)) < 1e-8:
+        if np.max(np.abs(step)) < NEWTON_POLISH_TOL:
             break
         H = _fd_hessian(prob, par)
     prob.loglik(par)  # conditional modes at the optimum
@@ -656,19 +620,27 @@ def fit_clmm(
         newton = np.linalg.solve(info, grad) if pd_ok else np.full(k, np.inf)
     except np.linalg.LinAlgError:
         newton = np.full(k, np.inf)
-    converged = bool((pd_ok or singular) and np.max(np.abs(newton[: k - int(singular)])) < 1e-4)
+    free = newton[: k - int(singular)]
+    converged = bool((pd_ok or singular) and np.max(np.abs(free)) < NEWTON_STEP_TOL)
     if not converged:
         warn.append(
-            "Model failed to converge: the gradient does not vanish or the Hessian is not "
-            f"negative definite (optimizer: {res.message})."
+            fitwarn.not_converged(
+                "the gradient does not vanish or the Hessian is not negative definite "
+                f"(optimizer: {res.message})"
+            )
+        )
+    if prob.mode_cap_hit:
+        warn.append(
+            fitwarn.iteration_cap("The conditional-mode (inner Newton) iteration", MODE_MAXIT)
         )
     if singular:
         warn.append(
-            f"Singular fit: the random-intercept SD is {sd:.2g} (< {_SINGULAR_TOL:g}); the model "
-            "reduces to a cumulative link model without random effects."
+            fitwarn.singular_fit(
+                f"the random-intercept SD is {sd:.2g} (< {_SINGULAR_TOL:g}); the model reduces "
+                "to a cumulative link model without random effects"
+            )
         )
-    for w in warn:
-        logger.warning(w)
+    fitwarn.report(logger, warn)
     th_names = [f"{cats[i]}|{cats[i + 1]}" for i in range(J - 1)]
     names = th_names + list(design.columns) + ["log_sd_group"]
     if sd > 0:  # report the SD's row on the log scale, as clmm's vcov ("ST1")

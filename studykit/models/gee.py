@@ -21,7 +21,8 @@ import pandas as pd
 
 from studykit.errors import ModelError
 from studykit.models.design import Design, build_design
-from studykit.models.glmm import WaldZTests, _check_counts, _check_estimable
+from studykit.models.glmm import _check_counts, _check_estimable
+from studykit.models.wald import WaldZTests
 
 __all__ = ["GEEResult", "fit_gee"]
 

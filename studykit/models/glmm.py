@@ -32,7 +32,15 @@ from scipy import linalg, optimize, special
 from studykit.errors import ModelError
 from studykit.models import fitwarn
 from studykit.models.design import Design, build_design
-from studykit.models.inference import confidence_interval, wald_test
+from studykit.models.quadrature import (
+    MODE_DECREASE_RTOL,
+    MODE_HALVINGS,
+    MODE_MAXIT,
+    MODE_TOL,
+    GaussHermite,
+    check_nagq,
+    group_modes,
+)
 from studykit.models.random_effects import (
     Factor,
     RandomEffect,
@@ -45,8 +53,9 @@ from studykit.models.random_effects import (
     single_threaded_blas,
 )
 from studykit.models.summary import ResultDisplay
+from studykit.models.wald import WaldZTests
 
-__all__ = ["GLMMResult", "WaldZTests", "fit_glmm", "wald_z_table", "FAMILIES"]
+__all__ = ["GLMMResult", "fit_glmm", "FAMILIES"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,11 +64,9 @@ VARCORR_COLUMNS = ["group", "var1", "var2", "vcov", "sdcor"]
 LINKS = {"poisson": "log", "negbin": "log", "binomial": "logit"}
 _SINGULAR_TOL = 1e-4  # lme4's isSingular() default tolerance on theta (here the SD)
 _ETA_MAX = 700.0  # exp() overflows above ~709
-# conditional modes (inner Newton iteration, per group or over all random effects)
-MODE_TOL = 1e-11  # stop when the largest Newton step on the spherical modes is below this
-MODE_MAXIT = 100  # iteration cap (a warning says when it is reached)
-MODE_HALVINGS = 60  # step halvings before a non-improving step is accepted as is
-MODE_DECREASE_RTOL = 1e-12  # a step may lower g by this x (1 + |g|) (rounding) and be kept
+# conditional modes (inner Newton iteration, per group or over all random effects): the
+# tolerances of studykit.models.quadrature (MODE_TOL, MODE_MAXIT, MODE_HALVINGS,
+# MODE_DECREASE_RTOL), shared with the per-group engine there
 # starting values: GLM by IRLS
 GLM_START_MAXIT = 50
 GLM_START_TOL = 1e-10
@@ -197,8 +204,7 @@ class _Problem:
     gidx: np.ndarray  # (n,) group index 0..G-1, sorted
     starts: np.ndarray  # (G,) first row of each group
     negbin: bool
-    nodes: np.ndarray  # (K,) Gauss-Hermite abscissae (weight exp(-x^2))
-    logw: np.ndarray  # (K,) log weights + x^2
+    quadrature: GaussHermite  # the adaptive rule (one node: Laplace)
     trials: np.ndarray | None = None  # (n,) binomial trials (None: count families)
     u: np.ndarray | None = None  # warm start for the conditional modes (spherical)
     n_eval: int = 0
@@ -233,35 +239,19 @@ class _Problem:
     ) -> np.ndarray:
         """Maximise g_i(u) = sum_j l(eta0_ij + s u_i) - u_i^2 / 2 for all groups at once."""
         y, gidx = self.y, self.gidx
-        u = np.zeros(self.ngroups) if self.u is None else self.u.copy()
 
         def g(uu: np.ndarray) -> np.ndarray:
             eta = np.minimum(eta0 + s * uu[gidx], _ETA_MAX)
             return self.gsum(_loglik_core(y, eta, theta, self.trials)) - 0.5 * uu**2
 
-        g_old = g(u)
-        for _ in range(MODE_MAXIT):
-            eta = np.minimum(eta0 + s * u[gidx], _ETA_MAX)
+        def derivatives(uu: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            eta = np.minimum(eta0 + s * uu[gidx], _ETA_MAX)
             d1, w, _ = _derivs(y, eta, theta, self.trials)
-            grad = s * self.gsum(d1) - u
-            hess = s * s * self.gsum(w) + 1.0
-            step = grad / hess
-            u_new = u + step
-            g_new = g(u_new)
-            # a step is bad when it lowers g (or overflows to nan): halve it, per group
-            bad = ~(g_new >= g_old - MODE_DECREASE_RTOL * (1.0 + np.abs(g_old)))
-            halvings = 0
-            while bad.any() and halvings < MODE_HALVINGS:
-                step[bad] *= 0.5
-                u_new[bad] = u[bad] + step[bad]
-                g_new[bad] = g(u_new)[bad]
-                bad = ~(g_new >= g_old - MODE_DECREASE_RTOL * (1.0 + np.abs(g_old)))
-                halvings += 1
-            u, g_old = u_new, g_new
-            if np.max(np.abs(step)) < tol:
-                break
-        else:
-            self.mode_cap_hit = True
+            return s * self.gsum(d1) - uu, s * s * self.gsum(w) + 1.0
+
+        u0 = np.zeros(self.ngroups) if self.u is None else self.u
+        u, capped = group_modes(g, derivatives, u0, tol=tol)
+        self.mode_cap_hit |= capped
         return u
 
     # -- marginal log-likelihood and gradient ----------------------------------------------
@@ -280,22 +270,19 @@ class _Problem:
         H = s * s * self.gsum(w) + 1.0  # -g''(u_hat), per group
         tau = 1.0 / np.sqrt(H)
         const = _loglik_const(y, theta, tr)
-        K = len(self.nodes)
-        if K == 1:
+        rule = self.quadrature
+        if rule.laplace:
             # Laplace: log L_i = g_i(u_hat) - log(H_i) / 2
             lik_obs = const + _loglik_core(y, eta_hat, theta, tr)
             ll_g = self.gsum(lik_obs) - 0.5 * u**2 - 0.5 * np.log(H)
             pi = None
         else:
-            z = math.sqrt(2.0) * self.nodes  # (K,)
-            uk = u[:, None] + tau[:, None] * z[None, :]  # (G, K)
+            z = rule.z  # (K,)
+            uk, _ = rule.points(u, H)  # (G, K)
             eta_k = np.minimum(eta0[:, None] + s * uk[gidx], _ETA_MAX)  # (n, K)
             lik_obs_k = const[:, None] + _loglik_core(y[:, None], eta_k, theta, trk)
             gk = self.gsum(lik_obs_k) - 0.5 * uk**2  # (G, K)
-            a = gk + self.logw[None, :]
-            lse = special.logsumexp(a, axis=1)
-            pi = np.exp(a - lse[:, None])  # (G, K) normalised node weights
-            ll_g = -0.5 * math.log(math.pi) + np.log(tau) + lse
+            ll_g, pi = rule.integrate(gk, tau)  # pi: (G, K) normalised node weights
         value = float(np.sum(ll_g))
 
         # implicit derivatives of the mode and of H, per group
@@ -393,7 +380,6 @@ class _Laplace:
         self.u: tuple[np.ndarray, np.ndarray] | None = None
         self.n_eval = 0
         self.mode_cap_hit = False
-        self.nodes = np.zeros(1)
         # the eta-free part of the log-likelihood (fixed unless the NB2 size changes)
         self._const = None if negbin else float(np.sum(_loglik_const(y, None, trials)))
         self._last: tuple[np.ndarray, Factor, np.ndarray, float | None] | None = None
@@ -680,185 +666,6 @@ def _maximise(
 # ----------------------------------------------------------------------------------------------
 # result
 # ----------------------------------------------------------------------------------------------
-def _as_contrast_matrix(
-    L: object, columns: list[str], names: Sequence[str] | None
-) -> tuple[np.ndarray, list[str]]:
-    """Turn ``L`` (vector, matrix, Series or DataFrame over the coefficient names) into rows."""
-    p = len(columns)
-    default_names: list[str] | None = None
-    if isinstance(L, pd.Series):
-        unknown = sorted(set(map(str, L.index)) - set(columns))
-        if unknown:
-            raise ModelError(
-                f"Contrast names coefficients {unknown[:5]} that are not in the model; "
-                f"coefficients are {columns}."
-            )
-        mat = L.reindex(columns, fill_value=0.0).to_numpy(dtype=float)[None, :]
-        default_names = [str(L.name)] if L.name is not None else None
-    elif isinstance(L, pd.DataFrame):
-        unknown = sorted(set(map(str, L.columns)) - set(columns))
-        if unknown:
-            raise ModelError(
-                f"Contrast columns {unknown[:5]} are not model coefficients; "
-                f"coefficients are {columns}."
-            )
-        mat = L.reindex(columns=columns, fill_value=0.0).to_numpy(dtype=float)
-        default_names = [str(i) for i in L.index]
-    else:
-        try:
-            mat = np.asarray(L, dtype=float)
-        except (TypeError, ValueError) as exc:
-            raise ModelError(
-                "A contrast must be numbers: a vector of length p, a k x p matrix, or a pandas "
-                f"Series/DataFrame indexed by coefficient names ({columns})."
-            ) from exc
-        if mat.ndim == 1:
-            mat = mat[None, :]
-        if mat.ndim != 2 or mat.shape[1] != p:
-            raise ModelError(
-                f"A contrast needs {p} weights per row (one per coefficient {columns}); "
-                f"got shape {mat.shape}."
-            )
-    if not np.all(np.isfinite(mat)):
-        raise ModelError("Contrast weights must be finite numbers.")
-    if names is None:
-        names = default_names or [f"c{i + 1}" for i in range(mat.shape[0])]
-    names = [str(n) for n in names]
-    if len(names) != mat.shape[0]:
-        raise ModelError(f"Got {len(names)} contrast names for {mat.shape[0]} contrasts.")
-    return mat, names
-
-
-def wald_z_table(
-    beta: np.ndarray,
-    vcov: np.ndarray,
-    L: object,
-    *,
-    columns: list[str],
-    names: Sequence[str] | None = None,
-    alternative: str = "two-sided",
-    alpha: float = 0.05,
-    exponentiate: bool = False,
-) -> pd.DataFrame:
-    """Wald z tests of ``L @ beta`` as a tidy table (shared by GLMM and GEE results).
-
-    See :meth:`GLMMResult.contrast` for the parameters and columns.
-
-    Examples
-    --------
-    >>> t = wald_z_table(np.array([0.5, -0.2]), np.diag([0.04, 0.01]), [0, 1],
-    ...                  columns=["(Intercept)", "armketamine"], names=["rr"], exponentiate=True)
-    >>> t[["term", "estimate", "statistic"]].round(4).to_dict("records")
-    [{'term': 'rr', 'estimate': 0.8187, 'statistic': -2.0}]
-    """
-    if not (0.0 < alpha < 1.0):
-        raise ModelError(f"alpha must be between 0 and 1; got {alpha!r}.")
-    mat, labels = _as_contrast_matrix(L, columns, names)
-    est = mat @ beta
-    se = np.sqrt(np.einsum("ij,jk,ik->i", mat, vcov, mat))
-    z, p = wald_test(est, se, np.inf, alternative)
-    lo, hi = confidence_interval(est, se, np.inf, 1.0 - alpha, alternative)
-    if exponentiate:
-        est_out = np.exp(est)
-        se = est_out * se
-        lo, hi = np.exp(lo), np.exp(hi)
-        est = est_out
-    table = pd.DataFrame(
-        {
-            "term": labels,
-            "estimate": est,
-            "std_error": se,
-            "statistic": z,
-            "df": np.inf,
-            "p_value": p,
-            "conf_low": lo,
-            "conf_high": hi,
-            "df_method": "z",
-            "alternative": alternative,
-        }
-    )
-    table.attrs["scale"] = "ratio" if exponentiate else "log"
-    return table
-
-
-class WaldZTests:
-    """Wald z inference for results with ``beta``, ``vcov`` and ``columns`` (GLMM, GEE).
-
-    Count models test on the log scale with the normal reference distribution (as glmer,
-    glmmTMB and emmeans do): contrast df are infinite.
-    """
-
-    beta: np.ndarray
-    vcov: np.ndarray
-    columns: list[str]
-
-    def contrast_df(self, L: object) -> float:
-        """Degrees of freedom of a contrast: always ``inf`` (Wald z tests, as glmer/emmeans)."""
-        return math.inf
-
-    def contrast(
-        self,
-        L: object,
-        *,
-        names: Sequence[str] | None = None,
-        alternative: str = "two-sided",
-        alpha: float = 0.05,
-        exponentiate: bool = False,
-    ) -> pd.DataFrame:
-        """Wald z tests and confidence intervals for linear contrasts ``L @ beta``.
-
-        Parameters
-        ----------
-        L : array-like, pandas.Series or pandas.DataFrame
-            One contrast (length ``p``) or ``k x p`` weights; a Series/DataFrame is matched to
-            the coefficients by name (missing names weigh 0, the index names the rows).
-        names : sequence of str, optional
-            Row labels (``term`` column).
-        alternative : {"two-sided", "greater", "less"}
-            Direction of the test on the log scale (H1: contrast > 0 for ``"greater"``).
-        alpha : float
-            1 - confidence level; one-sided alternatives give one-sided intervals.
-        exponentiate : bool
-            Report ``exp(estimate)`` (a rate ratio) and its interval; ``std_error`` becomes the
-            delta-method SE ``exp(estimate) * se`` (as emmeans' ``type = "response"``). The
-            statistic and p-value stay those of the log-scale test.
-
-        Returns
-        -------
-        pandas.DataFrame
-            Columns ``term, estimate, std_error, statistic, df, p_value, conf_low, conf_high,
-            df_method, alternative`` (``df`` is ``inf``, ``df_method`` is ``"z"``).
-        """
-        return wald_z_table(
-            self.beta,
-            self.vcov,
-            L,
-            columns=self.columns,
-            names=names,
-            alternative=alternative,
-            alpha=alpha,
-            exponentiate=exponentiate,
-        )
-
-    def coef_table(
-        self,
-        alpha: float = 0.05,
-        alternative: str = "two-sided",
-        exponentiate: bool = False,
-    ) -> pd.DataFrame:
-        """Fixed effects with Wald z tests (as ``summary(glmer_fit)``) and Wald CIs.
-
-        ``exponentiate=True`` gives rate ratios (see :meth:`contrast`).
-        """
-        return self.contrast(
-            np.eye(len(self.columns)),
-            names=self.columns,
-            alternative=alternative,
-            alpha=alpha,
-            exponentiate=exponentiate,
-        )
-
-
 @dataclass(frozen=True, eq=False, repr=False)
 class GLMMResult(WaldZTests, ResultDisplay):
     """A fitted Poisson / negative-binomial mixed model with a random intercept.
@@ -874,8 +681,11 @@ class GLMMResult(WaldZTests, ResultDisplay):
     vcov : numpy.ndarray
         Their covariance matrix: the fixed-effects block of the inverse of the negative
         Hessian of the marginal log-likelihood over ``(beta, sd[, log theta])``.
-    nobs, ngroups : int
-        Observations and groups used.
+    nobs : int
+        Observations used.
+    ngroups : dict
+        Grouping factor -> its number of levels, every random-effect term (lme4's
+        ``ngrps``), as :attr:`LMMResult.ngroups`.
     loglik : float
         Maximised marginal log-likelihood (Laplace or AGQ approximation), a proper
         log-likelihood comparable across ``nagq`` and with ``glmmTMB``.
@@ -920,7 +730,7 @@ class GLMMResult(WaldZTests, ResultDisplay):
     beta: np.ndarray
     vcov: np.ndarray
     nobs: int
-    ngroups: int
+    ngroups: dict[str, int]
     loglik: float
     loglik_lme4: float | None
     aic: float
@@ -945,7 +755,6 @@ class GLMMResult(WaldZTests, ResultDisplay):
     random: list[RandomEffect] = field(default_factory=list)
     varcorr_table: pd.DataFrame | None = None
     re_theta: np.ndarray | None = None
-    ngroups_by: dict[str, int] = field(default_factory=dict)
 
     def varcorr(self) -> pd.DataFrame:
         """Random-effect SDs and correlations (link scale), as lme4's ``VarCorr``.
@@ -976,7 +785,7 @@ class GLMMResult(WaldZTests, ResultDisplay):
                     "link": self.link,
                     "method": self.method,
                     "nobs": self.nobs,
-                    "ngroups": self.ngroups,
+                    "ngroups": "; ".join(f"{g}: {k}" for g, k in self.ngroups.items()),
                     "loglik": self.loglik,
                     "loglik_lme4": self.loglik_lme4,
                     "df_loglik": self.df_loglik,
@@ -1200,7 +1009,7 @@ def fit_glmm(
     >>> fit.columns
     ['(Intercept)', 'armketamine']
     >>> fit.converged, fit.nobs, fit.ngroups
-    (True, 90, 30)
+    (True, 90, {'id': 30})
     >>> rr = fit.coef_table(exponentiate=True).set_index("term")
     >>> bool(rr.loc["armketamine", "conf_low"] < rr.loc["armketamine", "estimate"] < 1.0)
     True
@@ -1236,12 +1045,7 @@ def fit_glmm(
         raise ModelError(f"data must be a pandas DataFrame; got {type(data).__name__}.")
     if not isinstance(family, str) or family not in FAMILIES:
         raise ModelError(f"Invalid family {family!r}. Expected one of {list(FAMILIES)}.")
-    if isinstance(nagq, bool) or not isinstance(nagq, int | np.integer) or not 1 <= nagq <= 100:
-        raise ModelError(
-            f"Invalid nagq {nagq!r}: use 1 (Laplace) or an integer 2..100 for adaptive "
-            "Gauss-Hermite quadrature (e.g. 25)."
-        )
-    nagq = int(nagq)
+    nagq = check_nagq(nagq, example=25)
     if isinstance(fixed, str):
         fixed = [fixed]
     if (group is None) == (random is None):
@@ -1333,10 +1137,9 @@ def fit_glmm(
     codes_s = codes[order]
     starts = np.flatnonzero(np.r_[True, codes_s[1:] != codes_s[:-1]])
     Xs, ys, offs = X[order], y[order], off[order]
-    nodes, weights = np.polynomial.hermite.hermgauss(nagq)
     negbin = family == "negbin"
     trs = None if n_trials is None else n_trials[order]
-    prob = _Problem(ys, Xs, offs, codes_s, starts, negbin, nodes, np.log(weights) + nodes**2, trs)
+    prob = _Problem(ys, Xs, offs, codes_s, starts, negbin, GaussHermite.rule(nagq), trs)
 
     beta0, info = _glm_start(ys, Xs, offs, trs)
     nphi = p + 1 + int(negbin)
@@ -1382,31 +1185,10 @@ def fit_glmm(
     info_full[:, p] = np.sign(opt.phi[p] or 1.0) * info_full[:, p]
     at_bound = negbin and phi[-1] >= _LOG_THETA_MAX - AT_CAP_TOL
     keep = np.arange(nphi - 1) if at_bound else np.arange(nphi)
-    pd_ok = True
-    try:
-        np.linalg.cholesky(info_full[np.ix_(keep, keep)])
-        cov_keep = np.linalg.inv(info_full[np.ix_(keep, keep)])
-    except np.linalg.LinAlgError:
-        pd_ok = False
-        cov_keep = np.full((len(keep), len(keep)), np.nan)
-    if singular or not pd_ok:
-        # the SD sits at its boundary: condition on it (the GLM covariance of beta)
-        try:
-            vcov = np.linalg.inv(info_full[:p, :p])
-        except np.linalg.LinAlgError:
-            vcov = np.full((p, p), np.nan)
-    else:
-        vcov = cov_keep[:p, :p]
-    cov_params = np.full((nphi, nphi), np.nan)
-    cov_params[np.ix_(keep, keep)] = cov_keep
-    vcov = 0.5 * (vcov + vcov.T)
-
-    # convergence: remaining Newton step and gradient
-    grad = opt.grad[keep]
-    try:
-        newton = np.linalg.solve(info_full[np.ix_(keep, keep)], grad)
-    except np.linalg.LinAlgError:
-        newton = np.full(len(keep), np.inf)
+    # the SD at its boundary: condition on it (the GLM covariance of beta)
+    cov_params, vcov, pd_ok, newton = _observed_information(
+        info_full, opt.grad, keep, p, condition=singular
+    )
     converged = bool(pd_ok or singular) and bool(np.max(np.abs(newton)) < NEWTON_STEP_TOL)
     converged = bool(converged and np.all(np.isfinite(vcov)))
     warn = _fit_warnings(
@@ -1440,7 +1222,7 @@ def fit_glmm(
         beta=phi[:p].copy(),
         vcov=vcov,
         nobs=n,
-        ngroups=ngroups,
+        ngroups={group: ngroups},
         loglik=loglik,
         loglik_lme4=loglik_lme4,
         aic=-2.0 * loglik + 2.0 * k,
@@ -1466,8 +1248,42 @@ def fit_glmm(
             [(group, "(Intercept)", None, sd * sd, sd)], columns=VARCORR_COLUMNS
         ),
         re_theta=np.array([sd]),
-        ngroups_by={group: ngroups},
     )
+
+
+def _observed_information(
+    info: np.ndarray, grad: np.ndarray, keep: np.ndarray, p: int, *, condition: bool
+) -> tuple[np.ndarray, np.ndarray, bool, np.ndarray]:
+    """Covariances from the observed information over the parameters ``keep`` (those not at
+    a bound) and the remaining Newton step, for the convergence check.
+
+    Returns ``(cov_params, vcov, positive_definite, newton)``: the inverse information over
+    ``keep`` (NaN elsewhere, and everywhere when it is not positive definite); ``vcov`` of the
+    ``p`` fixed effects, from it, or conditional on the variance parameters (the inverse of
+    the fixed effects' block) when ``condition`` or the information is not positive definite.
+    """
+    nphi = len(info)
+    sub = info[np.ix_(keep, keep)]
+    pd_ok = True
+    try:
+        np.linalg.cholesky(sub)
+        cov_keep = np.linalg.inv(sub)
+    except np.linalg.LinAlgError:
+        pd_ok = False
+        cov_keep = np.full((len(keep), len(keep)), np.nan)
+    cov_params = np.full((nphi, nphi), np.nan)
+    cov_params[np.ix_(keep, keep)] = cov_keep
+    vcov = cov_params[:p, :p]
+    if condition or not pd_ok:
+        try:
+            vcov = np.linalg.inv(info[:p, :p])
+        except np.linalg.LinAlgError:
+            vcov = np.full((p, p), np.nan)
+    try:
+        newton = np.linalg.solve(sub, grad[keep])
+    except np.linalg.LinAlgError:
+        newton = np.full(len(keep), np.inf)
+    return cov_params, 0.5 * (vcov + vcov.T), pd_ok, newton
 
 
 def _fit_warnings(
@@ -1573,27 +1389,9 @@ def _fit_sparse(
         drop.add(nphi - 1)
     keep = np.array([i for i in range(nphi) if i not in drop])
     info_full = -hess
-    pd_ok = True
-    try:
-        sub_info = info_full[np.ix_(keep, keep)]
-        np.linalg.cholesky(sub_info)
-        cov_keep = np.linalg.inv(sub_info)
-    except np.linalg.LinAlgError:
-        pd_ok = False
-        cov_keep = np.full((len(keep), len(keep)), np.nan)
-    cov_params = np.full((nphi, nphi), np.nan)
-    cov_params[np.ix_(keep, keep)] = cov_keep
-    vcov = cov_params[:p, :p]
-    if not pd_ok:
-        try:
-            vcov = np.linalg.inv(info_full[:p, :p])
-        except np.linalg.LinAlgError:
-            vcov = np.full((p, p), np.nan)
-    vcov = 0.5 * (vcov + vcov.T)
-    try:
-        newton = np.linalg.solve(info_full[np.ix_(keep, keep)], grad_full[keep])
-    except np.linalg.LinAlgError:
-        newton = np.full(len(keep), np.inf)
+    cov_params, vcov, pd_ok, newton = _observed_information(
+        info_full, grad_full, keep, p, condition=False
+    )
     converged = bool(pd_ok) and bool(np.max(np.abs(newton), initial=0.0) < NEWTON_STEP_TOL)
     converged = bool(converged and np.all(np.isfinite(vcov)))
     warn = _fit_warnings(
@@ -1630,7 +1428,7 @@ def _fit_sparse(
         beta=phi[:p].copy(),
         vcov=vcov,
         nobs=n,
-        ngroups=first.nlev,
+        ngroups={t.spec.group: t.nlev for t in terms},
         loglik=loglik,
         loglik_lme4=loglik,
         aic=-2.0 * loglik + 2.0 * nphi,
@@ -1654,5 +1452,4 @@ def _fit_sparse(
         random=specs,
         varcorr_table=vc,
         re_theta=theta.copy(),
-        ngroups_by={t.spec.group: t.nlev for t in terms},
     )

@@ -55,6 +55,7 @@ __all__ = [
 # (relative to its overall scale) does not vary within groups: its random slope is not
 # identifiable (confounded with the random intercept).
 SLOPE_VARIATION_RTOL = 1e-10
+SCALE_FLOOR = 1e-300  # a slope column of zeros has this scale (no division by zero)
 # The analytic gradient of a log determinant (ReStructure.logdet_gradient) divides by the
 # diagonal of Lambda: below this |theta| its rounding error (~1e-16 / theta per level) grows
 # past that of central differences, which the engines use instead.
@@ -290,8 +291,16 @@ class ReTerm:
     theta_start: int = 0  # index of the first theta of this term
 
 
-def group_codes(data: pd.DataFrame, group: str) -> tuple[np.ndarray, list[str]]:
-    """Level index per row and level labels of a (possibly interaction) grouping factor."""
+def group_codes(
+    data: pd.DataFrame,
+    group: str,
+    cache: dict[str, tuple[np.ndarray, list[str]]] | None = None,
+) -> tuple[np.ndarray, list[str]]:
+    """Level index per row and level labels of a (possibly interaction) grouping factor.
+
+    ``cache`` keeps each column's codes for the next call (terms sharing a column, such as
+    ``(1 | a) + (1 | a:b)``, factorize it once).
+    """
     cols = [c.strip() for c in group.split(":")]
     for c in cols:
         if c not in data.columns:
@@ -301,17 +310,23 @@ def group_codes(data: pd.DataFrame, group: str) -> tuple[np.ndarray, list[str]]:
             )
     codes = np.zeros(len(data), dtype=np.int64)
     names: list[str] = [""]
+    cache = {} if cache is None else cache
     for i, c in enumerate(cols):
-        try:
-            cc, uu = pd.factorize(data[c], sort=True)
-        except TypeError as exc:
-            raise ModelError(
-                f"Grouping variable {c!r} mixes value types that cannot be ordered (e.g. "
-                "numbers and text); store it as text."
-            ) from exc
-        labels = [str(u) for u in np.asarray(uu, dtype=object)]
-        if (cc < 0).any():
-            raise ModelError(f"Grouping variable {c!r} has missing values in the model rows.")
+        if c not in cache:
+            try:
+                cc, uu = pd.factorize(data[c], sort=True)
+            except TypeError as exc:
+                raise ModelError(
+                    f"Grouping variable {c!r} mixes value types that cannot be ordered (e.g. "
+                    "numbers and text); store it as text."
+                ) from exc
+            if (cc < 0).any():
+                raise ModelError(f"Grouping variable {c!r} has missing values in the model rows.")
+            cache[c] = (cc.astype(np.int64), [str(u) for u in np.asarray(uu, dtype=object)])
+        cc, labels = cache[c]
+        if i == 0:  # factorize's codes are already 0 .. nlevels - 1, all present
+            codes, names = cc, labels
+            continue
         combined = codes * len(labels) + cc
         uniq, codes = np.unique(combined, return_inverse=True)
         names = [
@@ -335,9 +350,10 @@ def build_terms(
     """
     n = len(data)
     terms: list[ReTerm] = []
+    columns: dict[str, tuple[np.ndarray, list[str]]] = {}
     for spec in specs:
         for r in spec.expand():
-            codes, names = group_codes(data, r.group)
+            codes, names = group_codes(data, r.group, columns)
             nlev = len(names)
             if r.slopes:
                 zd = build_design(data, list(r.slopes), levels=levels, intercept=r.intercept)
@@ -363,7 +379,7 @@ def _check_slopes(
         if name == "(Intercept)":
             continue
         z = Z[:, j]
-        scale = max(float(np.max(np.abs(z))), 1e-300)
+        scale = max(float(np.max(np.abs(z))), SCALE_FLOOR)
         if np.ptp(z) <= SLOPE_VARIATION_RTOL * scale:
             raise ModelError(
                 f"Random slope {name!r} in {r.label} has no variation (it is {z[0]:g} in every "
@@ -514,22 +530,22 @@ class ReStructure:
         terms = self.terms
         best: tuple[float, list[int], list[int]] | None = None
         for a, ta in enumerate(terms):
-            nested = []
+            # k is nested in a when each level of k lies in one level of a; then the levels
+            # of k per level of a are counted through k's level -> a's level map
+            per_level = {a: np.ones(ta.nlev, dtype=np.int64)}
             for k, tk in enumerate(terms):
                 if k == a:
-                    nested.append(k)
                     continue
-                pairs = np.unique(tk.codes * ta.nlev + ta.codes)
-                if len(pairs) == tk.nlev:  # each level of k lies in one level of a
-                    nested.append(k)
-            A = [a] + [k for k in nested if k != a]
-            B = [k for k in range(len(terms)) if k not in A]
+                parent = np.empty(tk.nlev, dtype=np.int64)
+                parent[tk.codes] = ta.codes
+                if np.array_equal(parent[tk.codes], ta.codes):
+                    per_level[k] = np.bincount(parent, minlength=ta.nlev)
+            A = [a] + [k for k in per_level if k != a]
+            B = [k for k in range(len(terms)) if k not in per_level]
             G = ta.nlev
             m = 0
             for k in A:
-                pairs = np.unique(ta.codes * terms[k].nlev + terms[k].codes)
-                per = np.bincount(pairs // terms[k].nlev, minlength=G)
-                m += terms[k].q * int(per.max())
+                m += terms[k].q * int(per_level[k].max())
             qB = sum(terms[k].q * terms[k].nlev for k in B)
             cost = G * (m**3 + m * m) + G * m * qB * qB + qB**3 + self.n * (m + 1) ** 2
             if best is None or cost < best[0]:

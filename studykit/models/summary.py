@@ -467,11 +467,7 @@ def _likelihood_criteria(fit: Any, k: int) -> dict[str, float]:
 def summarize(fit: Any) -> ModelSummary:
     """Build the :class:`ModelSummary` of a fitted LMM, GLMM or CLMM result."""
     family = getattr(fit, "family", "gaussian")
-    ngroups = (
-        fit.ngroups
-        if isinstance(fit.ngroups, dict)
-        else (getattr(fit, "ngroups_by", None) or {fit.group: fit.ngroups})
-    )
+    ngroups = fit.ngroups if isinstance(fit.ngroups, dict) else {fit.group: fit.ngroups}
     common: dict[str, Any] = {
         "formula": getattr(fit, "formula", None),
         "random": random_effects_table(fit.varcorr()),

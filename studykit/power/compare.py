@@ -28,6 +28,7 @@ from studykit.estimators import ESTIMATOR_LABELS, ESTIMATORS
 from studykit.models.design import build_design
 from studykit.power.core import (
     CONF_METHOD,
+    DEFAULT_SEED,
     PowerResult,
     power_analysis,
     replicate_intervals,
@@ -140,7 +141,7 @@ def compare_estimators_by_simulation(
     hypotheses: Sequence[str] | None = None,
     n: int = 36,
     reps: int = 500,
-    seed: int = 20261125,
+    seed: int = DEFAULT_SEED,
     estimators: Sequence[str] = ESTIMATORS,
     n_jobs: int = 1,
     progress: bool = False,

@@ -19,7 +19,13 @@ import numpy as np
 import pandas as pd
 
 from studykit.errors import InputError
-from studykit.power.core import CONF_METHOD, PowerResult, binomial_ci, power_analysis
+from studykit.power.core import (
+    CONF_METHOD,
+    DEFAULT_SEED,
+    PowerResult,
+    binomial_ci,
+    power_analysis,
+)
 
 __all__ = ["SampleSizeResult", "find_sample_size"]
 
@@ -120,7 +126,7 @@ def find_sample_size(
     *,
     target_power: float = 0.8,
     reps: int = 500,
-    seed: int = 20261125,
+    seed: int = DEFAULT_SEED,
     n_start: int = 12,
     n_max: int = 400,
     step: int = 2,

@@ -66,6 +66,8 @@ STRATEGIES = {
 #: Column of each outcome table on the scale of an intercurrent event's timing (the night_index
 #: of the first night after the event): a night's ``night_index``, a diary entry's ``day``.
 EVENT_TIME_COLUMNS = {"nights": "night_index", "diary": "day"}
+#: Dictionary units of a timing variable on that scale (night_index is in nights, day in days).
+EVENT_TIME_UNITS = ("nights", "days")
 CONTRAST_TYPES = ("difference_in_differences", "change_correlation")
 #: df methods a protocol may choose (count models always use z tests).
 DF_METHODS = tuple(m for m in _ENGINE_DF_METHODS if m != "z")

@@ -37,6 +37,7 @@ from studykit.protocol.model import (
     CONTRAST_TYPES,
     DF_METHODS,
     DIRECTIONS,
+    EVENT_TIME_UNITS,
     EVIDENCE,
     FAMILIES,
     MISSING_DATA_METHODS,
@@ -874,6 +875,14 @@ class _Builder:
                             "difference in differences (counts and ordinal ratings are not "
                             "imputed by a normal model); leave it out of this analysis.",
                         )
+                    slopes = [r.label for r in h.random if tuple(r.terms) != ("1",)]
+                    if h.id in targets and slopes:
+                        raise self.fail(
+                            f"{where}.hypotheses",
+                            f"{h.id}'s model has random slopes ({', '.join(slopes)}): the "
+                            "delta-adjusted imputation draws from random intercepts within "
+                            "participant only; leave it out of this analysis.",
+                        )
             elif aset is None and ice is None and not restating:
                 raise self.fail(
                     where,
@@ -1605,6 +1614,15 @@ class _Builder:
                         f"{iw}.timing",
                         f"{timing!r} is {self.dd.type(table, timing)!r}: the timing is a "
                         "number on the night_index scale (the first night after the event).",
+                    )
+                if self.dd.unit(table, timing) not in EVENT_TIME_UNITS:
+                    raise self.fail(
+                        f"{iw}.timing",
+                        f"{timing!r} has unit {self.dd.unit(table, timing)!r} in the data "
+                        "dictionary: the timing is compared with a night's night_index and a "
+                        "diary day, so its unit must be one of "
+                        f"{', '.join(EVENT_TIME_UNITS)} (e.g. hours after the infusion would be "
+                        "misread: record the first night after the event).",
                     )
             elif handling == "exclude_after_event":
                 raise self.fail(

@@ -17,7 +17,6 @@ from studykit.tables.compute import (
     baseline_characteristics,
     descriptive_outcomes,
     hypothesis_table,
-    participant_flow,
     validation_summary,
 )
 from studykit.tables.format import (
@@ -59,5 +58,4 @@ __all__ = [
     "descriptive_outcomes",
     "format_descriptive_table",
     "validation_summary",
-    "participant_flow",
 ]

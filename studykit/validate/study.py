@@ -19,10 +19,13 @@ import numpy as np
 import pandas as pd
 
 from studykit.dictionary import DataDictionary, load_dictionary
-from studykit.errors import HypnogramError, InputError, StudykitError
-from studykit.hypnogram import identify_file, read_hypnogram, scan_hypnograms, sleep_statistics
-from studykit.hypnogram.statistics import KEYS
+from studykit.errors import InputError, StudykitError
+from studykit.hypnogram import identify_file, read_hypnogram, scan_hypnograms
+from studykit.hypnogram.derive import recording_statistics
+from studykit.hypnogram.readers import read_files
+from studykit.hypnogram.statistics import KEYS, OUTCOMES
 from studykit.io import EXCEL_SUFFIXES, PARQUET_SUFFIXES, read_table, refuse_special_file
+from studykit.privacy import REDACTED, as_number
 from studykit.validate.identify import table_by_columns
 from studykit.validate.issues import (
     ISSUE_COLUMNS,
@@ -104,6 +107,19 @@ OUTCOME_SOURCES: tuple[str, ...] = ("hypnograms", "typed")
 #: which night: read with the hypnograms).
 AUXILIARY_FILES = ("import_report", "recordings")
 _READABLE = (".csv", ".tsv", ".txt", *EXCEL_SUFFIXES, *PARQUET_SUFFIXES)
+
+
+@dataclass
+class _Hypnograms:
+    """What :func:`_load_hypnograms` found: epochs, issues, files read, the epochs' summary
+    row, rejected epochs, and the per-night outcomes derived from them."""
+
+    epochs: pd.DataFrame | None = None
+    issues: list[pd.DataFrame] = field(default_factory=list)
+    files: list[Path] = field(default_factory=list)
+    summary: dict[str, Any] | None = None
+    rejected: dict[str, pd.DataFrame] = field(default_factory=dict)
+    derived: pd.DataFrame | None = None
 
 
 def load_study(
@@ -279,22 +295,25 @@ def load_study(
             )
 
     results = {t: validate_table(files[t], t, dictionary=dd, decimal=decimal) for t in files}
-    cross = _cross_table(results, dd)
-    epochs, epoch_issues, epoch_files, epoch_summary, epoch_rejected = _load_hypnograms(
-        d / "hypnograms", results, dd
-    )
-    if epoch_files:
-        files["epochs"] = epoch_files
-    derived_issues = _derived_outcomes(results["nights"], epochs, dd, outcomes=outcomes)
+    cross = _identifier_numbers_in_data(results, dd) + _cross_table(results, dd)
+    hypnograms = _load_hypnograms(d / "hypnograms", results, dd)
+    epochs = hypnograms.epochs
+    if hypnograms.files:
+        files["epochs"] = hypnograms.files
+    derived_issues = _derived_outcomes(results["nights"], hypnograms.derived, dd, outcomes=outcomes)
 
     issues = (
-        [r.issues for r in results.values()] + extra_issues + cross + epoch_issues + derived_issues
+        [r.issues for r in results.values()]
+        + extra_issues
+        + cross
+        + hypnograms.issues
+        + derived_issues
     )
     issues = [i for i in issues if len(i)]
     all_issues = sort_issues(pd.concat(issues, ignore_index=True)) if issues else empty_issues()
     summary_rows = [r.summary for r in results.values()]
-    if epoch_summary is not None:
-        summary_rows.append(epoch_summary)
+    if hypnograms.summary is not None:
+        summary_rows.append(hypnograms.summary)
     summary = pd.DataFrame(summary_rows)
     return Study(
         roster=results["roster"].data,
@@ -305,9 +324,11 @@ def load_study(
         issues=all_issues,
         files=files,
         summary=summary,
-        rejected={t: r.rejected for t, r in results.items()} | epoch_rejected,
+        rejected={t: r.rejected for t, r in results.items()} | hypnograms.rejected,
         simulated=readme_says_simulated(directory),
-        outcomes=outcomes if _derived(derived_issues, epochs) else "typed",
+        outcomes=outcomes
+        if hypnograms.derived is not None and len(hypnograms.derived)
+        else "typed",
     )
 
 
@@ -337,35 +358,27 @@ def derived_tolerance(unit: str, derived: np.ndarray) -> np.ndarray:
 
 def _derived_outcomes(
     nights: ValidationResult,
-    epochs: pd.DataFrame | None,
+    derived: pd.DataFrame | None,
     dd: DataDictionary,
     *,
     outcomes: str,
 ) -> list[pd.DataFrame]:
-    """Recompute the outcomes of every night with a hypnogram; compare; pick the source.
+    """Compare the typed outcomes with the recomputed ones; pick the source.
 
+    ``derived`` holds the outcomes of every night with a hypnogram
+    (:func:`~studykit.hypnogram.derive.recording_statistics`, as ``studykit derive``).
     Adds ``derived_mismatch`` warnings (one per night and column); with ``outcomes =
     "hypnograms"`` rejects nights whose hypnogram is absent (``hypnogram_missing``) and puts
     the recomputed values in ``nights.data``.
     """
-    if epochs is None or epochs.empty:
+    if derived is None or derived.empty:
         return []
     nd = nights.data
-    keys = [k for k in KEYS if k in nd.columns and k in epochs.columns]
+    keys = [k for k in KEYS if k in nd.columns]
     if len(keys) < len(KEYS):
         return []
-    try:
-        stats = sleep_statistics(epochs, nights=nd)
-    except HypnogramError as exc:
-        return [
-            one_issue(
-                nights.source,
-                "",
-                "derive",
-                "error",
-                f"the outcomes cannot be recomputed from the hypnograms: {exc}",
-            )
-        ]
+    # the nights table's key types (categorical night with the dictionary's levels, ...)
+    stats = derived[[*KEYS, *OUTCOMES]].astype({k: nd[k].dtype for k in KEYS})
     derived_cols = [c for c in stats.columns if c not in keys]
     extra: list[pd.DataFrame] = []
     # -- typed vs recomputed, every night and column where both exist
@@ -450,13 +463,6 @@ def _derived_outcomes(
     return extra
 
 
-def _derived(issues: list[pd.DataFrame], epochs: pd.DataFrame | None) -> bool:
-    """True when the outcomes were recomputed (hypnograms read and no ``derive`` error)."""
-    if epochs is None or epochs.empty:
-        return False
-    return not any((i["rule"] == "derive").any() for i in issues)
-
-
 def _num_text(x: float) -> str:
     return f"{x:.4g}" if np.isfinite(x) else str(x)
 
@@ -531,6 +537,84 @@ def _reject(
     result.issues = (
         pd.concat([result.issues, issues], ignore_index=True) if len(result.issues) else issues
     )
+
+
+def _identifier_numbers_in_data(
+    results: dict[str, ValidationResult], dd: DataDictionary
+) -> list[pd.DataFrame]:
+    """Numeric data cells equal to an identifier number (an MRN typed into a data column).
+
+    The identifier fields (``identifier = yes``) whose values are numbers give, per
+    participant, the numbers that must never be analysed or exported. A numeric non-key cell
+    equal to one of the same participant's is an error (``identifier_value``: the row is
+    rejected, so no statistic, minimum or maximum can show it); equal to another
+    participant's, a warning (it may be a coincidence: check it). The issue's value is
+    :data:`~studykit.privacy.REDACTED`.
+    """
+    ids = dd.identifier_columns()
+    own: dict[object, dict[float, str]] = {}
+    for table, r in results.items():
+        data = r.data
+        if "participant_id" not in data.columns:
+            continue
+        for field_name in sorted(ids & set(data.columns)):
+            for pid, value in zip(data["participant_id"], data[field_name], strict=True):
+                number = as_number(value) if not pd.isna(value) else None
+                if number is not None and not pd.isna(pid):
+                    own.setdefault(pid, {})[number] = f"{table}.{field_name}"
+    if not own:
+        return []
+    anyone: dict[float, str] = {}
+    for numbers in own.values():
+        anyone.update(numbers)
+    for table, r in results.items():
+        variables = {v.name: v for v in dd.variables(table)} if table in dd.tables else {}
+        numeric = [
+            c
+            for c in r.data.columns
+            if c in variables
+            and variables[c].type in ("integer", "number")
+            and not variables[c].identifier
+            and not variables[c].key
+        ]
+        if "participant_id" not in r.data.columns:
+            continue
+        for c in numeric:
+            data = r.data
+            pids = data["participant_id"].to_numpy(dtype=object)
+            values = data[c].astype("float64").to_numpy(na_value=np.nan)
+            same = np.zeros(len(data), dtype=bool)
+            other = np.zeros(len(data), dtype=bool)
+            fields: list[str] = []
+            for i, (pid, v) in enumerate(zip(pids, values, strict=True)):
+                if np.isnan(v) or v not in anyone:
+                    continue
+                mine = own.get(pid, {})
+                if v in mine:
+                    same[i] = True
+                    fields.append(mine[v])
+                else:
+                    other[i] = True
+            for mask, severity in ((other, "warning"), (same, "error")):
+                if not mask.any():
+                    continue
+                if severity == "error":
+                    message: np.ndarray | str = np.array(
+                        [
+                            f"equals this participant's identifier {f} (an identifier typed "
+                            "into a data column?): the row is rejected so the value is neither "
+                            "analysed nor exported; correct the cell"
+                            for f in fields
+                        ],
+                        dtype=object,
+                    )
+                else:
+                    message = (
+                        "equals another participant's identifier number (a coincidence, or "
+                        "an identifier typed into a data column?): check the cell"
+                    )
+                _reject(r, mask, c, "identifier_value", severity, message, REDACTED)
+    return []  # the issues are in each table's result (rows rejected there)
 
 
 def _cross_table(results: dict[str, ValidationResult], dd: DataDictionary) -> list[pd.DataFrame]:
@@ -823,15 +907,17 @@ def read_hypnogram_file(path: str | Path) -> pd.DataFrame:
 
 def _load_hypnograms(
     folder: Path, results: dict[str, ValidationResult], dd: DataDictionary
-) -> tuple[
-    pd.DataFrame | None,
-    list[pd.DataFrame],
-    list[Path],
-    dict[str, Any] | None,
-    dict[str, pd.DataFrame],
-]:
+) -> _Hypnograms:
+    """Scan, read and validate the hypnograms; derive each night as ``studykit derive`` does.
+
+    The one reader path of the hypnogram package: the scanner
+    (:func:`~studykit.hypnogram.files.scan_hypnograms`), the readers with lights resolved in
+    one order (the file, else the recordings table, else the nights table, else a
+    ``no_lights`` warning: :func:`~studykit.hypnogram.readers.read_files`), then
+    :func:`~studykit.hypnogram.derive.recording_statistics` on the accepted epochs.
+    """
     if not folder.is_dir():
-        return None, [], [], None, {}
+        return _Hypnograms()
     nights = results["nights"].data
     known = set()
     if {"participant_id", "period", "night"} <= set(nights.columns):
@@ -844,8 +930,6 @@ def _load_hypnograms(
             )
         )
     issues: list[pd.DataFrame] = []
-    frames: list[pd.DataFrame] = []
-    used: list[Path] = []
     summary: dict[str, Any] = {
         "file": str(folder),
         "table": "epochs",
@@ -861,9 +945,10 @@ def _load_hypnograms(
             one_issue(str(problem.file), "", "hypnogram", str(problem.severity), problem.message)
         )
         summary["errors" if problem.severity == "error" else "warnings"] += 1
+    keyed = []
     for hypnogram_file in scan.files:
-        path, keys = hypnogram_file.path, hypnogram_file.keys
-        if keys is None:
+        path = hypnogram_file.path
+        if hypnogram_file.keys is None:
             issues.append(
                 one_issue(
                     str(path),
@@ -876,34 +961,50 @@ def _load_hypnograms(
                 )
             )
             summary["warnings"] += 1
-            continue
-        pid, period, night = keys
-        try:
-            ep = read_hypnogram(path)
-        except StudykitError as exc:
-            issues.append(
-                one_issue(
-                    str(path),
-                    "",
-                    "hypnogram",
-                    "error",
-                    f"cannot read the hypnogram: {exc}",
-                    participant_id=pid,
-                    night=night,
-                )
+        else:
+            keyed.append(hypnogram_file)
+    has_lights = {"participant_id", "period", "night"} <= set(nights.columns) and any(
+        c in nights.columns for c in ("lights_off_s", "lights_on_s", "lights_off", "lights_on")
+    )
+    read = read_files(keyed, lights=nights if has_lights else None)
+    for problem in read.problems.itertuples():
+        pid = None if pd.isna(problem.participant_id) else str(problem.participant_id)
+        night = None if pd.isna(problem.night) else str(problem.night)
+        if problem.rule == "read_error":
+            column, rule, message = "", "hypnogram", f"cannot read the hypnogram: {problem.message}"
+        elif problem.rule == "lights_error":
+            column, rule = "lights_off, lights_on", "lights"
+            message = (
+                f"lights off / on cannot be placed on this hypnogram, so its night is not "
+                f"derived: {problem.message}"
             )
-            summary["errors"] += 1
-            continue
-        ep = ep.copy()
-        ep.insert(0, "participant_id", pid)
-        ep.insert(1, "period", period)
-        ep.insert(2, "night", night)
-        frames.append(ep.reset_index(drop=True))
-        used.append(path)
+        else:  # no_lights: the whole recording is time in bed
+            column, rule, message = "lights_off, lights_on", "no_lights", str(problem.message)
+        issues.append(
+            one_issue(
+                str(problem.file),
+                column,
+                rule,
+                str(problem.severity),
+                message,
+                participant_id=pid,
+                night=night,
+            )
+        )
+        summary["errors" if problem.severity == "error" else "warnings"] += 1
+    recordings = read.recordings
+    used = [Path(f) for f in recordings["file"]]
+    for pid, period, night, file in zip(
+        recordings["participant_id"],
+        recordings["period"].astype(object),
+        recordings["night"],
+        recordings["file"],
+        strict=True,
+    ):
         if known and (pid, period, night) not in known:
             issues.append(
                 one_issue(
-                    str(path),
+                    str(file),
                     "participant_id, period, night",
                     "hypnogram",
                     "warning",
@@ -915,35 +1016,63 @@ def _load_hypnograms(
                 )
             )
             summary["warnings"] += 1
-    if not frames:
-        return None, issues, used, summary, {}
+    if not len(recordings):
+        return _Hypnograms(None, issues, used, summary, {})
     # validate all nights at once (one call per file would cost ~50 ms each), then map the
     # issues' positions back to (file, epoch record number within the file)
-    sizes = np.array([len(f) for f in frames])
-    combined = pd.concat(frames, ignore_index=True)
+    read_epochs = read.epochs
+    combined = read_epochs.drop(columns="recording_id").astype(
+        {"participant_id": object, "night": object}
+    )
     res = validate_table(combined, "epochs", dictionary=dd, source=str(folder))
-    file_of = np.repeat(np.arange(len(frames)), sizes)
+    file_of = read_epochs["recording_id"].cat.codes.to_numpy()  # recordings in reading order
+    sizes = np.bincount(file_of, minlength=len(recordings))
     local_row = np.arange(len(combined)) - np.repeat(np.cumsum(sizes) - sizes, sizes) + 1
+    names = np.array([str(u) for u in used], dtype=object)
+    raw_rows = res.raw_rows if res.raw_rows is not None else np.arange(2, len(combined) + 2)
     if len(res.issues):
         found = res.issues.copy()
         has = found["row"].notna().to_numpy()
-        pos = found["row"].fillna(1).astype("int64").to_numpy() - 1
-        names = np.array([str(u) for u in used], dtype=object)
+        pos = np.searchsorted(raw_rows, found["row"].fillna(raw_rows[0]).astype("int64"))
         found["file"] = np.where(has, names[file_of[pos]], str(folder))
         found["row"] = pd.array(np.where(has, local_row[pos], 0), dtype="Int64")
         found.loc[~has, "row"] = pd.NA
         issues.append(found)
     for k in ("rows_read", "rows_accepted", "rows_rejected", "errors", "warnings"):
         summary[k] += res.summary[k]
+    accepted = np.searchsorted(raw_rows, res.data.index.to_numpy())
     epochs = res.data.reset_index(drop=True)
     for name in ("night", "stage"):
         if name in epochs.columns:
             epochs[name] = as_categorical(epochs[name], dd.levels("epochs", name))
     rejected = res.rejected.copy()
     if len(rejected):
-        raw_rows = res.raw_rows if res.raw_rows is not None else np.arange(1, len(combined) + 1)
         pos = np.searchsorted(raw_rows, rejected.index.to_numpy())
-        names = np.array([str(u) for u in used], dtype=object)
         rejected.insert(0, "file", names[file_of[pos]])
         rejected.index = pd.Index(local_row[pos], name="row")
-    return epochs, issues, used, summary, {"epochs": rejected}
+    # the per-night outcomes of the accepted epochs, as studykit derive computes them; a
+    # recording with a rejected epoch is not derived (its night is reported, never guessed)
+    was_rejected = np.ones(len(combined), dtype=bool)
+    was_rejected[accepted] = False
+    keep = np.ones(len(recordings), dtype=bool)
+    keep[file_of[was_rejected]] = False
+    stats, derive_problems = recording_statistics(
+        read_epochs.iloc[accepted[keep[file_of[accepted]]]],
+        recordings[keep].reset_index(drop=True),
+    )
+    for problem in derive_problems.itertuples():
+        issues.append(
+            one_issue(
+                str(problem.file),
+                "",
+                "derive",
+                "error",
+                f"the outcomes cannot be recomputed from this hypnogram: {problem.message}",
+                participant_id=None
+                if pd.isna(problem.participant_id)
+                else str(problem.participant_id),
+                night=None if pd.isna(problem.night) else str(problem.night),
+            )
+        )
+        summary["errors"] += 1
+    return _Hypnograms(epochs, issues, used, summary, {"epochs": rejected}, stats)
