@@ -69,7 +69,9 @@ def test_fit_summary_shows_each_alternative_and_claim_verdict(fit_output):
     want = [f"{sign[a]} {n}" for a, n in zip(full["alternative"], nulls, strict=True)]
     assert alts == want
     text = " ".join(out.split())  # undo the wrapping
-    for claim_id, g in full.groupby("claim_id", sort=False):
+    # one line per claim, with the primary analysis' claim verdict
+    primary = full[full["analysis"] == "primary"]
+    for claim_id, g in primary.groupby("claim_id", sort=False):
         ids = ", ".join(dict.fromkeys(g["hypothesis_id"]))
         verdict = ", ".join(dict.fromkeys(g["claim_verdict"]))
         assert f"claim {claim_id} [{ids}]: {verdict} - " in text
