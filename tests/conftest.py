@@ -15,10 +15,16 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
+from studykit.dictionary import load_dictionary
 from studykit.pipeline import run
+from studykit.protocol import Protocol, parse_protocol
 from studykit.simulate import simulate_study, write_study
 
+#: The shipped protocol and the packaged data dictionary (tests that break a copy of it).
+PROTOCOL = Path(__file__).resolve().parents[1] / "protocols" / "ketamine_sleep.yaml"
+DD = load_dictionary()
 SMALL_PROTOCOL = Path(__file__).parent / "data" / "outputs" / "small_protocol.yaml"
 #: Identifier values written into the small study's roster (never to appear in an export).
 INITIALS = [f"Q.{chr(65 + i)}." for i in range(26)]
@@ -60,3 +66,25 @@ def small_run(small_study_template, tmp_path_factory):
     lines: list[str] = []
     res = run(SMALL_PROTOCOL, data=small_study_template, out=out, progress=lines.append)
     return res, lines
+
+
+@pytest.fixture
+def doc() -> dict:
+    """The shipped protocol as a plain dict (anchors expanded), to break in tests."""
+    return yaml.safe_load(PROTOCOL.read_text(encoding="utf-8"))
+
+
+def parse(d: dict) -> Protocol:
+    """Parse a protocol dict as the shipped protocol would be parsed."""
+    # base_dir: the amendment log's archived 1.0 is relative to the shipped protocol's folder
+    return parse_protocol(
+        yaml.safe_dump(d, sort_keys=False),
+        dictionary=DD,
+        source="test.yaml",
+        base_dir=PROTOCOL.parent,
+    )
+
+
+def hyp(d: dict, hid: str) -> dict:
+    """Hypothesis ``hid`` of a protocol dict."""
+    return next(h for h in d["hypotheses"] if h["id"] == hid)

@@ -12,39 +12,17 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import DD, PROTOCOL, hyp, parse
 
-from studykit.dictionary import load_dictionary
 from studykit.errors import ProtocolError
 from studykit.protocol import EVIDENCE, load_protocol, parse_protocol
 
 ROOT = Path(__file__).resolve().parents[1]
-PROTOCOL = ROOT / "protocols" / "ketamine_sleep.yaml"
-DD = load_dictionary()  # the packaged data dictionary (repo-root data_dictionary.csv)
 
 
 @pytest.fixture(scope="module")
 def proto():
     return load_protocol(PROTOCOL, dictionary=DD)
-
-
-@pytest.fixture
-def doc():
-    """The shipped protocol as a plain dict (anchors expanded), to break in tests."""
-    return yaml.safe_load(PROTOCOL.read_text(encoding="utf-8"))
-
-
-def parse(d):
-    # base_dir: the amendment log's archived 1.0 is relative to the shipped protocol's folder
-    return parse_protocol(
-        yaml.safe_dump(d, sort_keys=False),
-        dictionary=DD,
-        source="test.yaml",
-        base_dir=PROTOCOL.parent,
-    )
-
-
-def hyp(d, hid):
-    return next(h for h in d["hypotheses"] if h["id"] == hid)
 
 
 # ------------------------------------------------------------------ the shipped protocol

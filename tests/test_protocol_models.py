@@ -7,37 +7,15 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import PROTOCOL, hyp, parse
 
 from studykit.analysis import run_analysis
-from studykit.dictionary import load_dictionary
 from studykit.errors import ProtocolError
 from studykit.models.clmm import CLMMResult
-from studykit.protocol import parse_protocol
 from studykit.simulate import simulate_study, write_study
 from studykit.validate import load_study
 
 ROOT = Path(__file__).resolve().parents[1]
-PROTOCOL = ROOT / "protocols" / "ketamine_sleep.yaml"
-DD = load_dictionary()
-
-
-@pytest.fixture
-def doc():
-    return yaml.safe_load(PROTOCOL.read_text(encoding="utf-8"))
-
-
-def parse(d):
-    # base_dir: the amendment log's archived 1.0 is relative to the shipped protocol's folder
-    return parse_protocol(
-        yaml.safe_dump(d, sort_keys=False),
-        dictionary=DD,
-        source="test.yaml",
-        base_dir=PROTOCOL.parent,
-    )
-
-
-def hyp(d, hid):
-    return next(h for h in d["hypotheses"] if h["id"] == hid)
 
 
 def test_formula_gives_the_same_plan_as_lists(doc):
