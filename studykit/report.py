@@ -487,17 +487,7 @@ def consort_tables(
         base_parts.append(base.rename(columns={c.time_variable: "time"}))
         cell_parts.append(cells.rename(columns={c.time_variable: "time"}))
         for at in c.time_levels:
-            w = C.within_participant_differences(
-                data,
-                roster,
-                outcome=hyp.outcome,
-                time=c.time_variable,
-                at=at,
-                baseline=c.time_reference,
-                treatment=c.treatment_variable,
-                level=c.treatment_level,
-                reference=c.treatment_reference,
-            )
+            w = _within_differences(data, roster, hyp, at)
             s = C.summarise_differences(w, sequence_order=sequence_order)
             s.insert(0, "hypothesis_id", hyp.id)
             s.insert(1, "outcome", hyp.outcome)
@@ -530,6 +520,23 @@ def consort_tables(
             "overall. Descriptive; the model-based estimate is in the results table.",
         )
     return out
+
+
+def _within_differences(data: pd.DataFrame, roster: Any, hyp: Any, at: Any) -> pd.DataFrame:
+    """Each participant's difference in differences at time ``at``, as the hypothesis'
+    contrast defines it (:func:`studykit.consort.within_participant_differences`)."""
+    c = hyp.contrast
+    return C.within_participant_differences(
+        data,
+        roster,
+        outcome=hyp.outcome,
+        time=c.time_variable,
+        at=at,
+        baseline=c.time_reference,
+        treatment=c.treatment_variable,
+        level=c.treatment_level,
+        reference=c.treatment_reference,
+    )
 
 
 def model_formula(fit: Any) -> str:
@@ -672,17 +679,7 @@ def draw_report_figures(
             and hyp.outcome in d.columns
         ):
             at = c.time_levels[0]
-            w = C.within_participant_differences(
-                d,
-                roster,
-                outcome=hyp.outcome,
-                time=c.time_variable,
-                at=at,
-                baseline=c.time_reference,
-                treatment=c.treatment_variable,
-                level=c.treatment_level,
-                reference=c.treatment_reference,
-            )
+            w = _within_differences(d, roster, hyp, at)
             if len(w):
                 lab = (labels or {}).get(hyp.outcome, hyp.outcome)
                 unit = (units or {}).get(hyp.outcome, "")
